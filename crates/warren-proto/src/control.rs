@@ -1,0 +1,147 @@
+//! The control protocol between the coordinator and its clients (helpers and
+//! agents).
+//!
+//! HTTP with a bearer token:
+//! - `GET /api/v1/me` → [`Me`] (used by `warren login` to validate a token)
+//! - `GET /api/v1/connect` → WebSocket carrying JSON text messages:
+//!   the client sends [`ClientMessage::Register`] first; the coordinator answers
+//!   [`ServerMessage::Welcome`] and then streams updates, each stream starting
+//!   with a snapshot and continuing with diffs numbered by `seq`.
+//!
+//! Every error body is an [`ApiError`].
+
+use crate::model::{Agent, AgentId, DeploymentInfo, Workspace, WorkspaceId};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+
+/// Version of the control protocol. A different major version is refused.
+pub const CONTROL_VERSION: u32 = 1;
+
+/// Path of the long-lived WebSocket.
+pub const CONNECT_PATH: &str = "/api/v1/connect";
+/// Path that tells a token's owner.
+pub const ME_PATH: &str = "/api/v1/me";
+
+/// The kind of credential a token is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// A person's token, used by the helper and the CLI.
+    User,
+    /// An agent's token, bound to one agent of one workspace.
+    Agent,
+}
+
+/// Answer to `GET /api/v1/me`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Me {
+    pub kind: TokenKind,
+    pub user: String,
+    /// Set for agent tokens.
+    #[serde(default)]
+    pub agent_id: Option<AgentId>,
+    pub deployment: DeploymentInfo,
+    pub coordinator_version: String,
+}
+
+/// JSON error body of every failed request, and of [`ServerMessage::Error`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Machine-readable code, e.g. `unauthorized`, `bad_request`, `not_found`.
+    pub error: String,
+    /// A sentence a person can act on.
+    pub message: String,
+}
+
+/// Messages a client sends on the WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// First message: the per-session WireGuard key and UDP endpoints.
+    Register(Register),
+    /// New endpoints (for example after a network change).
+    Endpoints { endpoints: Vec<SocketAddr> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Register {
+    pub protocol_version: u32,
+    /// WireGuard public key, base64 (32 bytes).
+    pub public_key: String,
+    #[serde(default)]
+    pub endpoints: Vec<SocketAddr>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    pub app_version: String,
+}
+
+/// Messages the coordinator sends on the WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Welcome(Welcome),
+    WorkspaceUpdate(WorkspaceUpdate),
+    PeerUpdate(PeerUpdate),
+    Error(ApiError),
+}
+
+/// The coordinator's answer to [`Register`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub protocol_version: u32,
+    pub coordinator_version: String,
+    pub deployment: DeploymentInfo,
+    pub user: String,
+    pub kind: TokenKind,
+    /// Device id (user tokens) or agent id (agent tokens).
+    pub id: String,
+    /// Tunnel addresses of this device or agent.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Whether an update replaces the receiver's state or changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateKind {
+    /// Replaces everything; the receiver computes deletions itself.
+    Snapshot,
+    /// Applies on top of the previous update; `seq` is the previous one's + 1.
+    Diff,
+}
+
+/// The workspaces and agents a user may see, as a snapshot or a diff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceUpdate {
+    pub kind: UpdateKind,
+    pub seq: u64,
+    #[serde(default)]
+    pub upserted_workspaces: Vec<Workspace>,
+    #[serde(default)]
+    pub upserted_agents: Vec<Agent>,
+    #[serde(default)]
+    pub deleted_workspaces: Vec<WorkspaceId>,
+    #[serde(default)]
+    pub deleted_agents: Vec<AgentId>,
+}
+
+/// A client device that an agent should accept as a WireGuard peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientPeer {
+    pub id: String,
+    pub user: String,
+    pub public_key: String,
+    pub addresses: Vec<IpAddr>,
+    #[serde(default)]
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// The client devices an agent should accept, as a snapshot or a diff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerUpdate {
+    pub kind: UpdateKind,
+    pub seq: u64,
+    #[serde(default)]
+    pub upserted: Vec<ClientPeer>,
+    #[serde(default)]
+    pub deleted: Vec<String>,
+}

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The Warren test command: installs what the tests need, then runs formatting,
+# lints (native and cross), the build, every test (end-to-end included) and a
+# bounded fuzz run. Fails fast; each step prints a banner so a failure is easy
+# to place. Usage: bash scripts/test.sh
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$(pwd)"
+
+# Crates that must also lint clean for the other desktop OSes.
+CROSS_CRATES="${CROSS_CRATES:-warren-ipc}"
+CROSS_TARGETS="x86_64-pc-windows-gnu x86_64-apple-darwin"
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
+
+START=$(date +%s)
+step() {
+    local now
+    now=$(date +%s)
+    printf '\n==== [%4ss] %s ====\n' "$((now - START))" "$*"
+}
+
+step "system packages"
+# Commands the end-to-end tests use: ip (iproute2), useradd/groupadd
+# (passwd), ps/pgrep (procps), setpriv/runuser (util-linux).
+declare -A PKG_FOR=(
+    [ip]=iproute2
+    [useradd]=passwd
+    [groupadd]=passwd
+    [userdel]=passwd
+    [ps]=procps
+    [setpriv]=util-linux
+    [runuser]=util-linux
+)
+missing=()
+for cmd in "${!PKG_FOR[@]}"; do
+    if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ] && ! [ -x "/sbin/$cmd" ]; then
+        missing+=("${PKG_FOR[$cmd]}")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    # Deduplicate: several commands come from one package.
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    echo "installing: ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: missing ${missing[*]} and not root; install them with apt-get and re-run" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends "${missing[@]}"
+else
+    echo "all present"
+fi
+
+step "rust targets for cross lints"
+# shellcheck disable=SC2086
+rustup target add $CROSS_TARGETS
+
+step "cargo fmt --all --check"
+cargo fmt --all --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+for target in $CROSS_TARGETS; do
+    for crate in $CROSS_CRATES; do
+        step "cargo clippy -p $crate --all-targets --target $target -- -D warnings"
+        cargo clippy -p "$crate" --all-targets --target "$target" -- -D warnings
+    done
+done
+
+step "cargo build --workspace --bins"
+cargo build --workspace --bins
+
+step "cargo test --workspace"
+cargo test --workspace
+
+step "fuzz: decode_frame for ${FUZZ_SECONDS}s"
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+# Only the stable toolchain is available; cargo-fuzz needs -Z flags, which
+# RUSTC_BOOTSTRAP=1 unlocks on stable.
+cd "$ROOT/crates/warren-proto/fuzz"
+RUSTC_BOOTSTRAP=1 cargo fuzz build decode_frame
+mkdir -p corpus/decode_frame
+RUSTC_BOOTSTRAP=1 cargo fuzz run decode_frame -- \
+    -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -dict=decode_frame.dict
+cd "$ROOT"
+
+step "all passed in $(($(date +%s) - START))s"

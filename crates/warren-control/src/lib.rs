@@ -1,1 +1,383 @@
-//! placeholder
+//! Client side of the control protocol, shared by the helper and the agent.
+//!
+//! Opens the long-lived WebSocket at `/api/v1/connect` with a bearer token,
+//! registers the caller's WireGuard key and endpoints, waits for the
+//! coordinator's `Welcome`, and then yields [`ServerMessage`]s. Failures are
+//! classified ([`ConnectError`]) so callers can tell "sign in again" from
+//! "try again later".
+
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{header, HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use warren_proto::control::{
+    ApiError, ClientMessage, Register, ServerMessage, Welcome, CONNECT_PATH, CONTROL_VERSION,
+};
+use warren_proto::Secret;
+
+/// Largest control message accepted: a snapshot of tens of thousands of
+/// agents is several MiB.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// How long connecting (TCP + TLS + upgrade + Welcome) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Coordinator base URL, `https://host[:port]` (or `http://` on loopback).
+    pub url: String,
+    pub token: Secret,
+    /// Extra trusted CA certificate(s), PEM.
+    pub ca_pem: Option<String>,
+    pub register: Register,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// 401: the token is wrong, revoked, or its agent was removed.
+    #[error("the coordinator rejected the token: {0}")]
+    Unauthorized(String),
+    /// The coordinator answered but refuses this client; retrying won't help.
+    #[error("the coordinator refused the connection: {0}")]
+    Rejected(String),
+    /// Network trouble, timeouts, TLS failures, 5xx: worth retrying.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The URL or CA given cannot be used at all.
+    #[error("{0}")]
+    Config(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("connection closed by the coordinator{}", .0.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Closed(Option<String>),
+    #[error("coordinator sent an unreadable message: {0}")]
+    Malformed(String),
+    #[error("the coordinator reported an error: {0}")]
+    Server(String),
+    #[error("connection error: {0}")]
+    Transport(String),
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// An established, registered control connection.
+pub struct ControlConnection {
+    welcome: Welcome,
+    ws: Ws,
+}
+
+impl std::fmt::Debug for ControlConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlConnection")
+            .field("welcome", &self.welcome)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `https://h` → `wss://h/api/v1/connect`. Refuses anything that is not a
+/// bare http(s) origin.
+pub fn connect_url(base: &str) -> Result<String, ConnectError> {
+    let base = base.trim().trim_end_matches('/');
+    let rest = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        return Err(ConnectError::Config(format!(
+            "coordinator URL {base:?} must start with https:// (or http:// for a local test deployment)"
+        )));
+    };
+    Ok(format!("{rest}{CONNECT_PATH}"))
+}
+
+/// TLS client settings: the public web roots plus any extra CA given.
+pub fn tls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, ConnectError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = ca_pem {
+        let mut reader = std::io::BufReader::new(pem.as_bytes());
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut reader) {
+            let cert = cert.map_err(|e| {
+                ConnectError::Config(format!("the CA certificate is not valid PEM: {e}"))
+            })?;
+            roots.add(cert).map_err(|e| {
+                ConnectError::Config(format!("the CA certificate can't be used: {e}"))
+            })?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(ConnectError::Config(
+                "the CA file holds no PEM certificate".into(),
+            ));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConnectError::Config(format!("TLS setup failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES))
+}
+
+impl ControlConnection {
+    /// Connects, registers and waits for `Welcome`, all within
+    /// [`CONNECT_TIMEOUT`].
+    pub async fn connect(config: &ControlConfig) -> Result<Self, ConnectError> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_inner(config)).await {
+            Ok(result) => result,
+            Err(_) => Err(ConnectError::Unreachable(format!(
+                "no answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    async fn connect_inner(config: &ControlConfig) -> Result<Self, ConnectError> {
+        let url = connect_url(&config.url)?;
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| ConnectError::Config(format!("bad coordinator URL: {e}")))?;
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.token.expose()))
+            .map_err(|_| {
+                ConnectError::Config("the token contains characters a header can't carry".into())
+            })?;
+        auth.set_sensitive(true);
+        request.headers_mut().insert(header::AUTHORIZATION, auth);
+
+        let connector = if url.starts_with("wss://") {
+            Some(Connector::Rustls(Arc::new(tls_config(
+                config.ca_pem.as_deref(),
+            )?)))
+        } else {
+            None
+        };
+        let (mut ws, _response) = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            Some(ws_config()),
+            true,
+            connector,
+        )
+        .await
+        .map_err(classify_handshake_error)?;
+
+        let register = ClientMessage::Register(config.register.clone());
+        let text = serde_json::to_string(&register)
+            .map_err(|e| ConnectError::Config(format!("can't encode registration: {e}")))?;
+        ws.send(Message::text(text))
+            .await
+            .map_err(|e| ConnectError::Unreachable(format!("sending registration: {e}")))?;
+
+        let mut conn = Self {
+            welcome: placeholder_welcome(),
+            ws,
+        };
+        match conn.next().await {
+            Ok(Some(ServerMessage::Welcome(welcome))) => {
+                if welcome.protocol_version != CONTROL_VERSION {
+                    return Err(ConnectError::Rejected(format!(
+                        "the coordinator speaks control protocol {}, this client {}; update the one that is older",
+                        welcome.protocol_version, CONTROL_VERSION
+                    )));
+                }
+                conn.welcome = welcome;
+                Ok(conn)
+            }
+            Ok(Some(ServerMessage::Error(e))) => Err(if e.error == "unauthorized" {
+                ConnectError::Unauthorized(e.message)
+            } else {
+                ConnectError::Rejected(e.message)
+            }),
+            Ok(Some(other)) => Err(ConnectError::Rejected(format!(
+                "expected a welcome, got {}",
+                kind_of(&other)
+            ))),
+            Ok(None) => Err(ConnectError::Unreachable(
+                "the coordinator closed the connection during registration".into(),
+            )),
+            Err(StreamError::Closed(Some(reason))) => Err(ConnectError::Rejected(reason)),
+            Err(e) => Err(ConnectError::Unreachable(e.to_string())),
+        }
+    }
+
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// The next message; `Ok(None)` when the coordinator closed cleanly.
+    /// WebSocket pings are answered inside.
+    pub async fn next(&mut self) -> Result<Option<ServerMessage>, StreamError> {
+        loop {
+            let Some(msg) = self.ws.next().await else {
+                return Ok(None);
+            };
+            let msg = msg.map_err(|e| StreamError::Transport(e.to_string()))?;
+            match msg {
+                Message::Text(text) => {
+                    return serde_json::from_str::<ServerMessage>(text.as_str())
+                        .map(Some)
+                        .map_err(|e| StreamError::Malformed(format!("{e}")));
+                }
+                Message::Binary(bytes) => {
+                    return serde_json::from_slice::<ServerMessage>(&bytes)
+                        .map(Some)
+                        .map_err(|e| StreamError::Malformed(format!("{e}")));
+                }
+                Message::Close(frame) => {
+                    let reason = frame
+                        .map(|f| f.reason.to_string())
+                        .filter(|r| !r.is_empty());
+                    return Err(StreamError::Closed(reason));
+                }
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+        }
+    }
+
+    pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), StreamError> {
+        let text = serde_json::to_string(msg).map_err(|e| StreamError::Malformed(e.to_string()))?;
+        self.ws
+            .send(Message::text(text))
+            .await
+            .map_err(|e| StreamError::Transport(e.to_string()))
+    }
+
+    /// Sends a WebSocket ping (keeps NAT mappings and detects dead peers).
+    pub async fn ping(&mut self) -> Result<(), StreamError> {
+        self.ws
+            .send(Message::Ping(Vec::new().into()))
+            .await
+            .map_err(|e| StreamError::Transport(e.to_string()))
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+fn placeholder_welcome() -> Welcome {
+    Welcome {
+        protocol_version: CONTROL_VERSION,
+        coordinator_version: String::new(),
+        deployment: warren_proto::model::DeploymentInfo {
+            suffix: String::new(),
+            ipv4_prefix: String::new(),
+            ipv6_prefix: String::new(),
+        },
+        user: String::new(),
+        kind: warren_proto::control::TokenKind::User,
+        id: String::new(),
+        addresses: Vec::new(),
+    }
+}
+
+fn kind_of(msg: &ServerMessage) -> &'static str {
+    match msg {
+        ServerMessage::Welcome(_) => "welcome",
+        ServerMessage::WorkspaceUpdate(_) => "workspace update",
+        ServerMessage::PeerUpdate(_) => "peer update",
+        ServerMessage::Error(_) => "error",
+    }
+}
+
+/// Sorts a failed upgrade into "sign in again", "refused" and "retry".
+fn classify_handshake_error(err: tungstenite::Error) -> ConnectError {
+    match err {
+        tungstenite::Error::Http(response) => {
+            let status = response.status();
+            let message = response
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<ApiError>(b).ok())
+                .map(|e| e.message)
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            if status == StatusCode::UNAUTHORIZED {
+                ConnectError::Unauthorized(message)
+            } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                ConnectError::Unreachable(format!("coordinator error {status}: {message}"))
+            } else if status == StatusCode::NOT_FOUND {
+                ConnectError::Rejected(
+                    "this URL has no Warren coordinator (404 on /api/v1/connect); check the URL"
+                        .into(),
+                )
+            } else {
+                ConnectError::Rejected(format!("{status}: {message}"))
+            }
+        }
+        tungstenite::Error::Io(e) => ConnectError::Unreachable(e.to_string()),
+        tungstenite::Error::Tls(e) => ConnectError::Unreachable(format!(
+            "TLS failed ({e}); if the coordinator uses a private CA, sign in again with `--ca`"
+        )),
+        tungstenite::Error::Url(e) => ConnectError::Config(format!("bad coordinator URL: {e}")),
+        other => ConnectError::Unreachable(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_url_maps_schemes() {
+        assert_eq!(
+            connect_url("https://c.example:8443/").unwrap(),
+            "wss://c.example:8443/api/v1/connect"
+        );
+        assert_eq!(
+            connect_url("http://127.0.0.1:9").unwrap(),
+            "ws://127.0.0.1:9/api/v1/connect"
+        );
+        assert!(matches!(
+            connect_url("ftp://x"),
+            Err(ConnectError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn bad_ca_is_a_config_error() {
+        assert!(matches!(
+            tls_config(Some("not a certificate")),
+            Err(ConnectError::Config(_))
+        ));
+        assert!(tls_config(None).is_ok());
+    }
+
+    #[tokio::test]
+    async fn unreachable_coordinator_is_retryable() {
+        // Bind then drop a listener to get a loopback port nobody serves.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let config = ControlConfig {
+            url: format!("http://127.0.0.1:{port}"),
+            token: Secret::new("wut_x_y"),
+            ca_pem: None,
+            register: Register {
+                protocol_version: CONTROL_VERSION,
+                public_key: "k".into(),
+                endpoints: vec![],
+                hostname: None,
+                app_version: "test".into(),
+            },
+        };
+        let err = ControlConnection::connect(&config).await.unwrap_err();
+        assert!(matches!(err, ConnectError::Unreachable(_)), "{err:?}");
+        assert!(!err.to_string().contains("wut_x_y"));
+    }
+}

@@ -1,0 +1,104 @@
+//! Logging setup shared by every Warren binary.
+//!
+//! Levels come from `RUST_LOG` (default `info`). Some dependencies print raw
+//! protocol data at trace level — tungstenite logs the whole HTTP upgrade
+//! request, `Authorization: Bearer …` included — so their targets are capped
+//! below trace whatever `RUST_LOG` says. "Never log a secret" must hold for a
+//! user who turns everything up to debug a problem.
+
+use std::path::Path;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+/// Targets whose trace (or debug) output can contain request headers or
+/// bodies, with the most verbose level we allow for each.
+pub const CAPPED_TARGETS: &[(&str, &str)] = &[
+    ("tungstenite", "debug"),
+    ("tokio_tungstenite", "debug"),
+    ("h2", "info"),
+    ("hyper", "debug"),
+    ("hyper_util", "debug"),
+    ("reqwest", "debug"),
+];
+
+/// `RUST_LOG` (or `default`), with [`CAPPED_TARGETS`] applied on top.
+pub fn env_filter(default: &str) -> EnvFilter {
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    for (target, level) in CAPPED_TARGETS {
+        if let Ok(directive) = format!("{target}={level}").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
+}
+
+/// Keeps the background log writer alive; drop it at exit to flush.
+pub struct LogGuard {
+    _file: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+/// A boxed layer a binary adds to the standard ones (the helper forwards
+/// log lines to its GUI subscribers this way).
+pub type ExtraLayer = Box<dyn Layer<Registry> + Send + Sync + 'static>;
+
+/// Logs to stderr and, when `file_dir` is given, to a daily-rotated file
+/// `<file_prefix>.log.<date>` there, keeping the last 7.
+pub fn init(
+    default_level: &str,
+    file_dir: Option<&Path>,
+    file_prefix: &str,
+    extra: Option<ExtraLayer>,
+) -> Result<LogGuard, String> {
+    let mut layers: Vec<ExtraLayer> = Vec::new();
+    if let Some(extra) = extra {
+        layers.push(extra);
+    }
+    layers.push(
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(true)
+            .boxed(),
+    );
+    let mut guard = None;
+    if let Some(dir) = file_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("can't create log directory {}: {e}", dir.display()))?;
+        let appender = tracing_appender::rolling::Builder::new()
+            .rotation(tracing_appender::rolling::Rotation::DAILY)
+            .filename_prefix(file_prefix)
+            .filename_suffix("log")
+            .max_log_files(7)
+            .build(dir)
+            .map_err(|e| format!("can't open a log file in {}: {e}", dir.display()))?;
+        let (writer, g) = tracing_appender::non_blocking(appender);
+        guard = Some(g);
+        layers.push(
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(false)
+                .boxed(),
+        );
+    }
+    tracing_subscriber::registry()
+        .with(layers.with_filter(env_filter(default_level)))
+        .try_init()
+        .map_err(|e| format!("logging already initialized: {e}"))?;
+    Ok(LogGuard { _file: guard })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_override_a_global_trace_level() {
+        let filter = EnvFilter::new("trace");
+        let mut filter = filter;
+        for (target, level) in CAPPED_TARGETS {
+            filter = filter.add_directive(format!("{target}={level}").parse().unwrap());
+        }
+        let text = filter.to_string();
+        assert!(text.contains("tungstenite=debug"), "{text}");
+    }
+}

@@ -1,0 +1,549 @@
+//! The HTTP API: `/api/v1/health`, `/api/v1/me` and the `/api/v1/connect`
+//! WebSocket, with every error answered as a JSON `ApiError`.
+
+use crate::addr;
+use crate::db::{validate_public_key, Db, Principal};
+use crate::hub::{ConnId, Hub, Registered, Role, Subscription};
+use crate::world::{self, OwnerView, PeerView};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use warren_proto::control::{
+    self, ApiError, ClientMessage, ClientPeer, Me, Register, ServerMessage, TokenKind, Welcome,
+    CONTROL_VERSION,
+};
+use warren_proto::model::DeploymentInfo;
+
+/// Largest WebSocket message either side may send: a snapshot of 20,000
+/// agents is several MB.
+pub const MAX_WS_MESSAGE: usize = 64 * 1024 * 1024;
+/// How long a new connection has to send `Register`.
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the server pings.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// A connection silent for this long is dropped.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+/// A peer that does not take a message within this long is dropped, so a
+/// stuck client never holds a connection task forever.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub const COORDINATOR_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What every handler shares.
+pub struct AppState {
+    pub db: Db,
+    pub hub: Hub,
+    pub deployment: DeploymentInfo,
+    pub prefix: addr::Ula48,
+}
+
+/// An error answer: status plus JSON body.
+#[derive(Debug)]
+pub struct HttpError(pub StatusCode, pub ApiError);
+
+impl HttpError {
+    pub fn new(status: StatusCode, error: &str, message: impl Into<String>) -> Self {
+        Self(
+            status,
+            ApiError {
+                error: error.into(),
+                message: message.into(),
+            },
+        )
+    }
+
+    fn unauthorized(message: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "The coordinator could not read its database; try again, and if it persists the operator should check the coordinator's log.",
+        )
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.0, Json(self.1)).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route(control::ME_PATH, get(me))
+        .route(control::CONNECT_PATH, get(connect))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "ok": true }))
+}
+
+async fn not_found() -> HttpError {
+    HttpError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "There is nothing at this path; the API lives under /api/v1/ (me, connect, health).",
+    )
+}
+
+async fn method_not_allowed() -> HttpError {
+    HttpError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This path does not accept that method; the Warren API uses GET.",
+    )
+}
+
+/// Checks the bearer token. Never logs or echoes it.
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, HttpError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(HttpError::unauthorized(
+            "No token was sent; send `Authorization: Bearer <token>` (sign in with `warren login`).",
+        ));
+    };
+    let bearer = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let invalid = || {
+        HttpError::unauthorized(
+            "The coordinator rejected this token; sign in again with a valid token (an admin creates one with `warren-coord token create USER`).",
+        )
+    };
+    let Some(bearer) = bearer else {
+        return Err(invalid());
+    };
+    match state.db.authenticate(bearer).await {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => {
+            tracing::info!("refused a request with an invalid token");
+            Err(invalid())
+        }
+        Err(e) => {
+            tracing::error!("token lookup failed: {e}");
+            Err(HttpError::internal())
+        }
+    }
+}
+
+async fn me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Me>, HttpError> {
+    let p = authenticate(&state, &headers).await?;
+    Ok(Json(Me {
+        kind: p.kind,
+        user: p.user,
+        agent_id: p.agent_id,
+        deployment: state.deployment.clone(),
+        coordinator_version: COORDINATOR_VERSION.into(),
+    }))
+}
+
+async fn connect(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, HttpError> {
+    // The token is checked before the upgrade so a bad one gets a plain 401.
+    let principal = authenticate(&state, &headers).await?;
+    let ws = ws.map_err(|e| {
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "{} must be opened as a WebSocket ({e}).",
+                control::CONNECT_PATH
+            ),
+        )
+    })?;
+    Ok(ws
+        .max_message_size(MAX_WS_MESSAGE)
+        .max_frame_size(MAX_WS_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            let conn = state.hub.next_conn_id();
+            let _guard = Disconnect {
+                hub: state.hub.clone(),
+                conn,
+            };
+            let span = tracing::info_span!("conn", id = conn, user = %principal.user);
+            tracing::Instrument::instrument(run_connection(state, principal, socket, conn), span)
+                .await;
+        }))
+}
+
+/// Tells the world task a connection ended, however it ended.
+struct Disconnect {
+    hub: Hub,
+    conn: ConnId,
+}
+
+impl Drop for Disconnect {
+    fn drop(&mut self) {
+        self.hub.disconnected(self.conn);
+    }
+}
+
+/// Why a connection ends early.
+enum Stop {
+    /// Tell the peer, then close.
+    Tell(ApiError),
+    /// The transport is gone; nothing to tell.
+    Gone,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError {
+        error: "bad_request".into(),
+        message: message.into(),
+    }
+}
+
+async fn send(socket: &mut WebSocket, msg: &ServerMessage) -> Result<(), Stop> {
+    let text = serde_json::to_string(msg).map_err(|e| {
+        tracing::error!("cannot serialize a message: {e}");
+        Stop::Gone
+    })?;
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Stop::Gone),
+        Err(_) => {
+            tracing::info!("dropping a connection that stopped reading");
+            Err(Stop::Gone)
+        }
+    }
+}
+
+async fn close_with(socket: &mut WebSocket, err: ApiError) {
+    tracing::info!(code = %err.error, "closing connection: {}", err.message);
+    let _ = send(socket, &ServerMessage::Error(err)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), socket.send(Message::Close(None))).await;
+}
+
+async fn run_connection(
+    state: Arc<AppState>,
+    principal: Principal,
+    mut socket: WebSocket,
+    conn: ConnId,
+) {
+    match serve_connection(&state, principal, &mut socket, conn).await {
+        Ok(()) | Err(Stop::Gone) => {}
+        Err(Stop::Tell(err)) => close_with(&mut socket, err).await,
+    }
+}
+
+/// Waits for the first message, which must be `Register`.
+async fn first_register(socket: &mut WebSocket) -> Result<Register, Stop> {
+    let wait = async {
+        loop {
+            match socket.recv().await {
+                None | Some(Err(_)) => return Err(Stop::Gone),
+                Some(Ok(Message::Text(text))) => {
+                    return match serde_json::from_str::<ClientMessage>(&text) {
+                        Ok(ClientMessage::Register(r)) => Ok(r),
+                        Ok(_) => Err(Stop::Tell(bad("The first message must be `register`."))),
+                        Err(e) => Err(Stop::Tell(bad(format!(
+                            "The first message is not a valid `register` message ({}).",
+                            describe_json_error(&e)
+                        )))),
+                    };
+                }
+                Some(Ok(Message::Close(_))) => return Err(Stop::Gone),
+                Some(Ok(Message::Binary(_))) => {
+                    return Err(Stop::Tell(bad("Messages must be JSON text, not binary.")))
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    };
+    match tokio::time::timeout(REGISTER_TIMEOUT, wait).await {
+        Ok(r) => r,
+        Err(_) => Err(Stop::Tell(bad(
+            "No `register` message arrived within 10 seconds; send it right after connecting.",
+        ))),
+    }
+}
+
+/// Describes a JSON error without echoing the input.
+fn describe_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let kind = match e.classify() {
+        Category::Io => "I/O error",
+        Category::Syntax => "invalid JSON",
+        Category::Data => "JSON does not match the expected message",
+        Category::Eof => "JSON ends early",
+    };
+    format!("{kind} at line {} column {}", e.line(), e.column())
+}
+
+async fn serve_connection(
+    state: &AppState,
+    principal: Principal,
+    socket: &mut WebSocket,
+    conn: ConnId,
+) -> Result<(), Stop> {
+    let reg = first_register(socket).await?;
+    if reg.protocol_version != CONTROL_VERSION {
+        return Err(Stop::Tell(ApiError {
+            error: "version_mismatch".into(),
+            message: format!(
+                "This coordinator speaks control protocol {CONTROL_VERSION} (version {COORDINATOR_VERSION}) but the client speaks {} (version {}); install a matching Warren version.",
+                reg.protocol_version, reg.app_version
+            ),
+        }));
+    }
+    if validate_public_key(&reg.public_key).is_err() {
+        return Err(Stop::Tell(bad(
+            "The public key is not a WireGuard key (32 bytes in base64).",
+        )));
+    }
+    let db_failed = |e| {
+        tracing::error!("database write failed: {e}");
+        Stop::Tell(ApiError {
+            error: "internal".into(),
+            message: "The coordinator could not write to its database; connect again later.".into(),
+        })
+    };
+    let (role, revision, id) = match principal.kind {
+        TokenKind::User => {
+            let (device, revision) = state
+                .db
+                .register_device(
+                    &principal.user_id,
+                    &reg.public_key,
+                    &reg.endpoints,
+                    reg.hostname.as_deref(),
+                )
+                .await
+                .map_err(db_failed)?;
+            let addresses = addr::addresses(&state.prefix, device.address_index).map_err(|e| {
+                Stop::Tell(ApiError {
+                    error: "internal".into(),
+                    message: e.to_string(),
+                })
+            })?;
+            let peer = ClientPeer {
+                id: device.id.clone(),
+                user: principal.user.clone(),
+                public_key: reg.public_key.clone(),
+                addresses,
+                endpoints: reg.endpoints.clone(),
+            };
+            (Role::Device(peer), revision, device.id)
+        }
+        TokenKind::Agent => {
+            let Some(agent_id) = principal.agent_id.clone() else {
+                return Err(Stop::Tell(bad(
+                    "This agent token is not bound to an agent.",
+                )));
+            };
+            let revision = match state
+                .db
+                .register_agent(&agent_id, Some(&reg.public_key), &reg.endpoints)
+                .await
+            {
+                Ok(r) => r,
+                Err(crate::db::DbError::NotFound(m)) => {
+                    return Err(Stop::Tell(ApiError {
+                        error: "unauthorized".into(),
+                        message: m,
+                    }))
+                }
+                Err(e) => return Err(db_failed(e)),
+            };
+            let role = Role::Agent {
+                agent_id: agent_id.clone(),
+                public_key: reg.public_key.clone(),
+                endpoints: reg.endpoints.clone(),
+            };
+            (role, revision, agent_id)
+        }
+    };
+    let kind = principal.kind;
+    let user = principal.user.clone();
+    let Registered {
+        subscription,
+        addresses,
+        kill,
+    } = state
+        .hub
+        .register(conn, principal, role, revision)
+        .await
+        .map_err(Stop::Tell)?;
+    tracing::info!(kind = ?kind, id = %id, "registered");
+    let role_id = id.clone();
+    send(
+        socket,
+        &ServerMessage::Welcome(Welcome {
+            protocol_version: CONTROL_VERSION,
+            coordinator_version: COORDINATOR_VERSION.into(),
+            deployment: state.deployment.clone(),
+            user,
+            kind,
+            id,
+            addresses,
+        }),
+    )
+    .await?;
+    let ctx = StreamCtx {
+        state,
+        socket,
+        conn,
+        is_agent: kind == TokenKind::Agent,
+        role_id,
+        kill,
+    };
+    match subscription {
+        Subscription::Workspaces(rx) => stream(ctx, rx).await,
+        Subscription::Peers(rx) => stream(ctx, rx).await,
+    }
+}
+
+/// A view streamed as a snapshot and then diffs.
+trait Streamed: PartialEq + Send + Sync + 'static {
+    fn snapshot(&self) -> ServerMessage;
+    fn diff(old: &Self, new: &Self, seq: u64) -> Option<ServerMessage>;
+}
+
+impl Streamed for OwnerView {
+    fn snapshot(&self) -> ServerMessage {
+        ServerMessage::WorkspaceUpdate(world::workspace_snapshot(self))
+    }
+    fn diff(old: &Self, new: &Self, seq: u64) -> Option<ServerMessage> {
+        world::workspace_diff(old, new, seq).map(ServerMessage::WorkspaceUpdate)
+    }
+}
+
+impl Streamed for PeerView {
+    fn snapshot(&self) -> ServerMessage {
+        ServerMessage::PeerUpdate(world::peer_snapshot(self))
+    }
+    fn diff(old: &Self, new: &Self, seq: u64) -> Option<ServerMessage> {
+        world::peer_diff(old, new, seq).map(ServerMessage::PeerUpdate)
+    }
+}
+
+struct StreamCtx<'a> {
+    state: &'a AppState,
+    socket: &'a mut WebSocket,
+    conn: ConnId,
+    is_agent: bool,
+    /// Device id or agent id.
+    role_id: String,
+    kill: tokio::sync::oneshot::Receiver<ApiError>,
+}
+
+async fn stream<V: Streamed>(
+    ctx: StreamCtx<'_>,
+    mut rx: watch::Receiver<Arc<V>>,
+) -> Result<(), Stop> {
+    let StreamCtx {
+        state,
+        socket,
+        conn,
+        is_agent,
+        role_id,
+        mut kill,
+    } = ctx;
+    let mut last = rx.borrow_and_update().clone();
+    send(socket, &last.snapshot()).await?;
+    let mut seq = 0u64;
+    let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    let mut heard = Instant::now();
+    loop {
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return Err(Stop::Tell(ApiError {
+                        error: "unavailable".into(),
+                        message: "The coordinator is shutting down; connect again in a moment.".into(),
+                    }));
+                }
+                let new = rx.borrow_and_update().clone();
+                if Arc::ptr_eq(&new, &last) {
+                    continue;
+                }
+                if let Some(msg) = V::diff(&last, &new, seq + 1) {
+                    seq += 1;
+                    send(socket, &msg).await?;
+                }
+                last = new;
+            }
+            why = &mut kill => {
+                return match why {
+                    Ok(err) => Err(Stop::Tell(err)),
+                    Err(_) => Err(Stop::Gone),
+                };
+            }
+            msg = socket.recv() => {
+                let msg = match msg {
+                    None | Some(Err(_)) => return Ok(()),
+                    Some(Ok(m)) => m,
+                };
+                heard = Instant::now();
+                match msg {
+                    Message::Text(text) => match serde_json::from_str::<ClientMessage>(&text) {
+                        Ok(ClientMessage::Endpoints { endpoints }) => {
+                            let written = if is_agent {
+                                state.db.register_agent(&role_id, None, &endpoints).await
+                            } else {
+                                state.db.set_device_endpoints(&role_id, &endpoints).await
+                            };
+                            match written {
+                                Ok(revision) => state.hub.endpoints(conn, endpoints, revision),
+                                // A removed agent is closed by the hub shortly.
+                                Err(e) => tracing::warn!("cannot store new endpoints: {e}"),
+                            }
+                        }
+                        Ok(ClientMessage::Register(_)) => {
+                            send(socket, &ServerMessage::Error(bad(
+                                "This connection is already registered; open a new connection to register a new key.",
+                            ))).await?;
+                        }
+                        Err(e) => {
+                            send(socket, &ServerMessage::Error(bad(format!(
+                                "Unknown or malformed message ({}); it was ignored.",
+                                describe_json_error(&e)
+                            )))).await?;
+                        }
+                    },
+                    Message::Binary(_) => {
+                        send(socket, &ServerMessage::Error(bad("Messages must be JSON text, not binary."))).await?;
+                    }
+                    Message::Close(_) => return Ok(()),
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            _ = ping.tick() => {
+                if heard.elapsed() >= SILENCE_LIMIT {
+                    tracing::info!("dropping a connection silent for {} s", SILENCE_LIMIT.as_secs());
+                    return Err(Stop::Gone);
+                }
+                if tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Ping(Vec::new().into()))).await.map(|r| r.is_err()).unwrap_or(true) {
+                    return Err(Stop::Gone);
+                }
+            }
+        }
+    }
+}

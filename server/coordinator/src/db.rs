@@ -1,0 +1,775 @@
+//! The coordinator's SQLite database: opening, migrations and every query.
+//!
+//! The database is one file in WAL mode so that admin commands (separate
+//! processes) can write while `serve` runs. Every write transaction starts
+//! with `BEGIN IMMEDIATE` and bumps `meta.revision`; `serve` polls that
+//! counter to learn about changes made by other processes.
+
+use crate::addr::{self, Ula48};
+use crate::names::{self, InvalidName};
+use crate::token::{self, NewToken};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Sqlite, SqlitePool, Transaction};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use warren_proto::control::TokenKind;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How long a statement waits for another process's write lock.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot open the database {path}: {source}; check that the directory exists and is writable")]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("cannot update the schema of the database: {0}; is it a Warren coordinator database, written by this version or an older one?")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
+    #[error(transparent)]
+    Exhausted(#[from] addr::Exhausted),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Exists(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Deployment facts stored in the single `meta` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub revision: i64,
+    pub ipv6_prefix: Ula48,
+    pub suffix: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct WorkspaceRow {
+    pub id: String,
+    pub owner_id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AgentRow {
+    pub seq: i64,
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub address_index: i64,
+    pub public_key: Option<String>,
+    /// JSON array of socket addresses.
+    pub endpoints: String,
+    #[sqlx(rename = "static")]
+    pub is_static: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TokenRef {
+    pub id: String,
+    pub user_id: String,
+    pub agent_id: Option<String>,
+}
+
+/// Everything `serve` mirrors in memory, read in one consistent transaction.
+#[derive(Debug, Clone)]
+pub struct Rows {
+    pub revision: i64,
+    pub users: Vec<UserRow>,
+    pub workspaces: Vec<WorkspaceRow>,
+    pub agents: Vec<AgentRow>,
+    pub tokens: Vec<TokenRef>,
+}
+
+/// Who a valid token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub kind: TokenKind,
+    pub token_id: String,
+    pub user_id: String,
+    pub user: String,
+    pub agent_id: Option<String>,
+}
+
+/// A registered client device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub id: String,
+    pub address_index: i64,
+}
+
+/// One token as listed by `token list` (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TokenInfo {
+    pub id: String,
+    pub kind: String,
+    pub created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenAuthRow {
+    kind: String,
+    user_id: String,
+    user: String,
+    agent_id: Option<String>,
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+#[derive(sqlx::FromRow)]
+struct MetaRow {
+    revision: i64,
+    ipv6_prefix: String,
+    suffix: Option<String>,
+}
+
+/// Encodes endpoints for the `endpoints` column.
+pub fn endpoints_json(endpoints: &[SocketAddr]) -> String {
+    // A Vec<SocketAddr> always serializes.
+    serde_json::to_string(endpoints).unwrap_or_else(|_| "[]".into())
+}
+
+/// Decodes the `endpoints` column; a damaged value reads as no endpoints.
+pub fn parse_endpoints(json: &str) -> Vec<SocketAddr> {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Handle on the database (a small connection pool).
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: SqlitePool,
+}
+
+impl Db {
+    /// Opens (creating if missing) and migrates the database at `path`.
+    pub async fn open(path: &Path) -> Result<Self, DbError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .disable_statement_logging();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| DbError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        // Two processes creating the same new file race on the migration;
+        // the loser sees it applied on a second try.
+        if let Err(e) = MIGRATOR.run(&pool).await {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            MIGRATOR.run(&pool).await.map_err(|_| e)?;
+        }
+        sqlx::query("INSERT OR IGNORE INTO meta (id, ipv6_prefix) VALUES (1, ?)")
+            .bind(Ula48::random().to_string())
+            .execute(&pool)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn write(&self) -> Result<(Transaction<'static, Sqlite>, i64), DbError> {
+        // IMMEDIATE takes the write lock up front (waiting up to the busy
+        // timeout) instead of failing later when a read turns into a write.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let revision: i64 = sqlx::query_scalar(
+            "UPDATE meta SET revision = revision + 1 WHERE id = 1 RETURNING revision",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok((tx, revision))
+    }
+
+    pub async fn meta(&self) -> Result<Meta, DbError> {
+        let row: MetaRow =
+            sqlx::query_as("SELECT revision, ipv6_prefix, suffix FROM meta WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        meta_from_row(row)
+    }
+
+    pub async fn revision(&self) -> Result<i64, DbError> {
+        Ok(sqlx::query_scalar("SELECT revision FROM meta WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Stores the DNS suffix (done by `serve`).
+    pub async fn set_suffix(&self, suffix: &str) -> Result<(), DbError> {
+        names::validate_suffix(suffix)?;
+        let (mut tx, _) = self.write().await?;
+        sqlx::query("UPDATE meta SET suffix = ? WHERE id = 1")
+            .bind(suffix)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Reads everything `serve` mirrors, as of one revision.
+    pub async fn load(&self) -> Result<Rows, DbError> {
+        // A read transaction sees one snapshot of the WAL.
+        let mut tx = self.pool.begin().await?;
+        let revision: i64 = sqlx::query_scalar("SELECT revision FROM meta WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let users = sqlx::query_as("SELECT id, name FROM users")
+            .fetch_all(&mut *tx)
+            .await?;
+        let workspaces = sqlx::query_as("SELECT id, owner_id, name FROM workspaces")
+            .fetch_all(&mut *tx)
+            .await?;
+        let agents = sqlx::query_as(
+            "SELECT seq, id, workspace_id, name, address_index, public_key, endpoints, static FROM agents ORDER BY seq",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let tokens = sqlx::query_as("SELECT id, user_id, agent_id FROM tokens")
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Rows {
+            revision,
+            users,
+            workspaces,
+            agents,
+            tokens,
+        })
+    }
+
+    /// Checks a bearer token. Malformed tokens, unknown ids and wrong secrets
+    /// all give `None`, after the same amount of hashing.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Option<Principal>, DbError> {
+        let Some(parsed) = token::parse(bearer) else {
+            return Ok(None);
+        };
+        let row: Option<TokenAuthRow> = sqlx::query_as(
+            "SELECT t.kind, t.user_id, u.name AS user, t.agent_id, t.salt, t.hash \
+             FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.id = ?",
+        )
+        .bind(&parsed.id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            parsed.verify_against_nothing();
+            return Ok(None);
+        };
+        let kind_matches = matches!(
+            (parsed.kind, row.kind.as_str()),
+            (TokenKind::User, "user") | (TokenKind::Agent, "agent")
+        );
+        if !parsed.verify(&row.salt, &row.hash) || !kind_matches {
+            return Ok(None);
+        }
+        Ok(Some(Principal {
+            kind: parsed.kind,
+            token_id: parsed.id,
+            user_id: row.user_id,
+            user: row.user,
+            agent_id: row.agent_id,
+        }))
+    }
+
+    async fn user_id(tx: &mut Transaction<'static, Sqlite>, name: &str) -> Result<String, DbError> {
+        names::validate("user", name)?;
+        sqlx::query_scalar("SELECT id FROM users WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| {
+                DbError::NotFound(format!(
+                    "there is no user named {name:?}; create it with `warren-coord user add {name}`"
+                ))
+            })
+    }
+
+    async fn workspace_id(
+        tx: &mut Transaction<'static, Sqlite>,
+        owner: &str,
+        owner_id: &str,
+        name: &str,
+    ) -> Result<String, DbError> {
+        names::validate("workspace", name)?;
+        sqlx::query_scalar("SELECT id FROM workspaces WHERE owner_id = ? AND name = ?")
+            .bind(owner_id)
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| {
+                DbError::NotFound(format!(
+                    "user {owner:?} has no workspace named {name:?}; create it with `warren-coord workspace add --owner {owner} {name}`"
+                ))
+            })
+    }
+
+    /// Takes `count` consecutive address indexes from the counter.
+    async fn allocate(tx: &mut Transaction<'static, Sqlite>, count: i64) -> Result<i64, DbError> {
+        let first: i64 = sqlx::query_scalar(
+            "UPDATE meta SET next_address = next_address + ? WHERE id = 1 RETURNING next_address - ?",
+        )
+        .bind(count)
+        .bind(count)
+        .fetch_one(&mut **tx)
+        .await?;
+        if first < addr::FIRST_INDEX || first + count - 1 > addr::LAST_INDEX {
+            return Err(addr::Exhausted.into());
+        }
+        Ok(first)
+    }
+
+    pub async fn add_user(&self, name: &str) -> Result<String, DbError> {
+        names::validate("user", name)?;
+        let (mut tx, _) = self.write().await?;
+        let id = new_id();
+        let done =
+            sqlx::query("INSERT OR IGNORE INTO users (id, name, created_at) VALUES (?, ?, ?)")
+                .bind(&id)
+                .bind(name)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::Exists(format!(
+                "a user named {name:?} already exists"
+            )));
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Removes a user with their tokens, workspaces, agents and devices.
+    pub async fn remove_user(&self, name: &str) -> Result<(), DbError> {
+        let (mut tx, _) = self.write().await?;
+        let id = Self::user_id(&mut tx, name).await?;
+        sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<String>, DbError> {
+        Ok(sqlx::query_scalar("SELECT name FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Creates a user token; the caller shows `token` once.
+    pub async fn create_user_token(&self, user: &str) -> Result<NewToken, DbError> {
+        let (mut tx, _) = self.write().await?;
+        let user_id = Self::user_id(&mut tx, user).await?;
+        let t = token::generate(TokenKind::User);
+        insert_token(&mut tx, &t, "user", &user_id, None).await?;
+        tx.commit().await?;
+        Ok(t)
+    }
+
+    /// Lists a user's tokens (user and agent tokens), without secrets.
+    pub async fn list_tokens(&self, user: &str) -> Result<Vec<TokenInfo>, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let user_id = Self::user_id(&mut tx, user).await?;
+        let list = sqlx::query_as(
+            "SELECT id, kind, created_at FROM tokens WHERE user_id = ? ORDER BY created_at, id",
+        )
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(list)
+    }
+
+    /// Deletes a token by its public id (the 16 hex characters after
+    /// `wut_`/`wat_`).
+    pub async fn revoke_token(&self, id: &str) -> Result<(), DbError> {
+        let (mut tx, _) = self.write().await?;
+        let done = sqlx::query("DELETE FROM tokens WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound(format!(
+                "there is no token with id {id:?}; list them with `warren-coord token list USER`"
+            )));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn add_workspace(&self, owner: &str, name: &str) -> Result<String, DbError> {
+        names::validate("workspace", name)?;
+        let (mut tx, _) = self.write().await?;
+        let owner_id = Self::user_id(&mut tx, owner).await?;
+        let id = new_id();
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO workspaces (id, owner_id, name, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&owner_id)
+        .bind(name)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::Exists(format!(
+                "user {owner:?} already has a workspace named {name:?}"
+            )));
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Removes a workspace and its agents.
+    pub async fn remove_workspace(&self, owner: &str, name: &str) -> Result<(), DbError> {
+        let (mut tx, _) = self.write().await?;
+        let owner_id = Self::user_id(&mut tx, owner).await?;
+        let id = Self::workspace_id(&mut tx, owner, &owner_id, name).await?;
+        sqlx::query("DELETE FROM workspaces WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn list_workspaces(&self, owner: &str) -> Result<Vec<String>, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let owner_id = Self::user_id(&mut tx, owner).await?;
+        let list =
+            sqlx::query_scalar("SELECT name FROM workspaces WHERE owner_id = ? ORDER BY name")
+                .bind(owner_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(list)
+    }
+
+    /// Adds an agent. Without `peer` it gets a token (returned, to show
+    /// once); with `peer` (a WireGuard key and endpoints) it is a static peer
+    /// that never connects and has no token.
+    pub async fn add_agent(
+        &self,
+        owner: &str,
+        workspace: &str,
+        name: &str,
+        peer: Option<(&str, &[SocketAddr])>,
+    ) -> Result<(String, Option<NewToken>), DbError> {
+        names::validate("agent", name)?;
+        if let Some((key, _)) = peer {
+            validate_public_key(key)?;
+        }
+        let (mut tx, _) = self.write().await?;
+        let owner_id = Self::user_id(&mut tx, owner).await?;
+        let ws_id = Self::workspace_id(&mut tx, owner, &owner_id, workspace).await?;
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM agents WHERE workspace_id = ? AND name = ?")
+                .bind(&ws_id)
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_some() {
+            return Err(DbError::Exists(format!(
+                "workspace {workspace:?} of {owner:?} already has an agent named {name:?}; remove it first with `warren-coord agent rm --owner {owner} --workspace {workspace} {name}` to get a new token"
+            )));
+        }
+        let index = Self::allocate(&mut tx, 1).await?;
+        let id = new_id();
+        sqlx::query(
+            "INSERT INTO agents (id, workspace_id, name, address_index, public_key, endpoints, static, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&ws_id)
+        .bind(name)
+        .bind(index)
+        .bind(peer.map(|(k, _)| k))
+        .bind(endpoints_json(peer.map(|(_, e)| e).unwrap_or(&[])))
+        .bind(peer.is_some())
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        let token = if peer.is_none() {
+            let t = token::generate(TokenKind::Agent);
+            insert_token(&mut tx, &t, "agent", &owner_id, Some(&id)).await?;
+            Some(t)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok((id, token))
+    }
+
+    /// Removes an agent and its tokens.
+    pub async fn remove_agent(
+        &self,
+        owner: &str,
+        workspace: &str,
+        name: &str,
+    ) -> Result<(), DbError> {
+        let (mut tx, _) = self.write().await?;
+        let owner_id = Self::user_id(&mut tx, owner).await?;
+        let ws_id = Self::workspace_id(&mut tx, owner, &owner_id, workspace).await?;
+        let done = sqlx::query("DELETE FROM agents WHERE workspace_id = ? AND name = ?")
+            .bind(&ws_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound(format!(
+                "workspace {workspace:?} of {owner:?} has no agent named {name:?}"
+            )));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn list_agents(&self, owner: &str, workspace: &str) -> Result<Vec<String>, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let owner_id = Self::user_id(&mut tx, owner).await?;
+        let ws_id = Self::workspace_id(&mut tx, owner, &owner_id, workspace).await?;
+        let list =
+            sqlx::query_scalar("SELECT name FROM agents WHERE workspace_id = ? ORDER BY seq")
+                .bind(ws_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(list)
+    }
+
+    /// Bulk-creates workspaces `ws-00000`.. with agents `a0`, `a1`.. for a
+    /// benchmark, in one transaction, creating the owner if missing.
+    /// Existing workspaces and agents of the same names are kept as they are.
+    pub async fn seed(
+        &self,
+        owner: &str,
+        workspaces: u32,
+        agents_per_workspace: u32,
+    ) -> Result<(), DbError> {
+        names::validate("user", owner)?;
+        if workspaces > 100_000 {
+            return Err(DbError::Invalid(
+                "seed creates at most 100000 workspaces at a time".into(),
+            ));
+        }
+        let (mut tx, _) = self.write().await?;
+        sqlx::query("INSERT OR IGNORE INTO users (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(new_id())
+            .bind(owner)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        let owner_id = Self::user_id(&mut tx, owner).await?;
+        let total = i64::from(workspaces) * i64::from(agents_per_workspace);
+        let mut next = Self::allocate(&mut tx, total).await?;
+        let created = now();
+        for w in 0..workspaces {
+            let ws_name = format!("ws-{w:05}");
+            sqlx::query(
+                "INSERT OR IGNORE INTO workspaces (id, owner_id, name, created_at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(new_id())
+            .bind(&owner_id)
+            .bind(&ws_name)
+            .bind(created)
+            .execute(&mut *tx)
+            .await?;
+            let ws_id: String =
+                sqlx::query_scalar("SELECT id FROM workspaces WHERE owner_id = ? AND name = ?")
+                    .bind(&owner_id)
+                    .bind(&ws_name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            for a in 0..agents_per_workspace {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO agents (id, workspace_id, name, address_index, created_at) \
+                     VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(new_id())
+                .bind(&ws_id)
+                .bind(format!("a{a}"))
+                .bind(next)
+                .bind(created)
+                .execute(&mut *tx)
+                .await?;
+                next += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a client device (keyed by user and WireGuard key), allocating
+    /// its addresses the first time. Returns the device and the revision of
+    /// this write.
+    pub async fn register_device(
+        &self,
+        user_id: &str,
+        public_key: &str,
+        endpoints: &[SocketAddr],
+        hostname: Option<&str>,
+    ) -> Result<(Device, i64), DbError> {
+        let (mut tx, revision) = self.write().await?;
+        let existing: Option<(String, i64)> = sqlx::query_as(
+            "SELECT id, address_index FROM devices WHERE user_id = ? AND public_key = ?",
+        )
+        .bind(user_id)
+        .bind(public_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let device = match existing {
+            Some((id, address_index)) => {
+                sqlx::query(
+                    "UPDATE devices SET endpoints = ?, hostname = ?, last_seen = ? WHERE id = ?",
+                )
+                .bind(endpoints_json(endpoints))
+                .bind(hostname)
+                .bind(now())
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+                Device { id, address_index }
+            }
+            None => {
+                let address_index = Self::allocate(&mut tx, 1).await?;
+                let id = new_id();
+                sqlx::query(
+                    "INSERT INTO devices (id, user_id, public_key, address_index, endpoints, hostname, created_at, last_seen) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&id)
+                .bind(user_id)
+                .bind(public_key)
+                .bind(address_index)
+                .bind(endpoints_json(endpoints))
+                .bind(hostname)
+                .bind(now())
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+                Device { id, address_index }
+            }
+        };
+        tx.commit().await?;
+        Ok((device, revision))
+    }
+
+    pub async fn set_device_endpoints(
+        &self,
+        device_id: &str,
+        endpoints: &[SocketAddr],
+    ) -> Result<i64, DbError> {
+        let (mut tx, revision) = self.write().await?;
+        sqlx::query("UPDATE devices SET endpoints = ?, last_seen = ? WHERE id = ?")
+            .bind(endpoints_json(endpoints))
+            .bind(now())
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(revision)
+    }
+
+    /// Stores a connecting agent's key and endpoints. `NotFound` if the
+    /// agent was removed meanwhile.
+    pub async fn register_agent(
+        &self,
+        agent_id: &str,
+        public_key: Option<&str>,
+        endpoints: &[SocketAddr],
+    ) -> Result<i64, DbError> {
+        let (mut tx, revision) = self.write().await?;
+        let done = sqlx::query(
+            "UPDATE agents SET public_key = COALESCE(?, public_key), endpoints = ? WHERE id = ?",
+        )
+        .bind(public_key)
+        .bind(endpoints_json(endpoints))
+        .bind(agent_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound(
+                "this agent was removed from the coordinator; add it again with `warren-coord agent add` and use the new token".into(),
+            ));
+        }
+        tx.commit().await?;
+        Ok(revision)
+    }
+}
+
+async fn insert_token(
+    tx: &mut Transaction<'static, Sqlite>,
+    t: &NewToken,
+    kind: &str,
+    user_id: &str,
+    agent_id: Option<&str>,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO tokens (id, kind, user_id, agent_id, salt, hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&t.id)
+    .bind(kind)
+    .bind(user_id)
+    .bind(agent_id)
+    .bind(&t.salt)
+    .bind(&t.hash)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn meta_from_row(row: MetaRow) -> Result<Meta, DbError> {
+    let ipv6_prefix = Ula48::parse(&row.ipv6_prefix).ok_or_else(|| {
+        DbError::Invalid(format!(
+            "the database's IPv6 prefix {:?} is not a ULA /48; the meta table was edited by hand",
+            row.ipv6_prefix
+        ))
+    })?;
+    Ok(Meta {
+        revision: row.revision,
+        ipv6_prefix,
+        suffix: row.suffix,
+    })
+}
+
+/// Checks that `key` is a WireGuard public key: 32 bytes in standard base64.
+pub fn validate_public_key(key: &str) -> Result<(), DbError> {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    match STANDARD.decode(key) {
+        Ok(bytes) if bytes.len() == 32 => Ok(()),
+        _ => Err(DbError::Invalid(
+            "the public key is not a WireGuard key (32 bytes in base64, like the output of `wg pubkey`)".into(),
+        )),
+    }
+}

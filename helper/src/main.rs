@@ -1,2 +1,126 @@
-//! placeholder
-fn main() {}
+//! `warrend`: the Warren helper service.
+//!
+//! Listens on the helper socket for GUIs and the CLI, and keeps the session
+//! with the coordinator. Runs as root (a systemd service in production).
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+use warren_ipc::server::{Listener, ListenerOptions};
+use warrend::engine::{self, EngineConfig};
+use warrend::log_forward::ForwardLayer;
+use warrend::subscribers::QueueLimits;
+
+#[derive(Debug, Parser)]
+#[command(name = "warrend", version, about = "The Warren helper service")]
+struct Args {
+    /// Where to listen for the app and the CLI.
+    #[arg(long, env = "WARREN_SOCKET", default_value_os_t = warren_ipc::default_endpoint())]
+    socket: PathBuf,
+    /// Members of this group (and root) may control the helper.
+    #[arg(long, default_value = warren_ipc::DEFAULT_GROUP)]
+    group: String,
+    /// Directory for the rotating log file.
+    #[arg(long, default_value = "/var/log/warren")]
+    log_dir: PathBuf,
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+fn backoff_cap() -> Result<Duration> {
+    match std::env::var("WARREN_BACKOFF_MAX_MS") {
+        Ok(v) => {
+            let ms: u64 = v.parse().with_context(|| {
+                format!("WARREN_BACKOFF_MAX_MS={v:?} is not a number of milliseconds")
+            })?;
+            Ok(Duration::from_millis(ms.max(1)))
+        }
+        Err(_) => Ok(warren_session::Backoff::DEFAULT_CAP),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("warrend: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<()> {
+    let args = Args::parse();
+    let (forward, log_rx) = ForwardLayer::new(1024);
+    let _log_guard = match warren_telemetry::init(
+        "info",
+        Some(&args.log_dir),
+        "warrend",
+        Some(Box::new(forward)),
+    ) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("warrend: warning: {e}; logging to stderr only");
+            let (forward, _) = ForwardLayer::new(1);
+            warren_telemetry::init("info", None, "warrend", Some(Box::new(forward)))
+                .map_err(anyhow::Error::msg)?
+        }
+    };
+
+    let cap = backoff_cap()?;
+    let config = EngineConfig {
+        backoff_cap: cap,
+        backoff_base: warren_session::Backoff::DEFAULT_BASE.min(cap),
+        hostname: hostname(),
+        ..EngineConfig::default()
+    };
+    let mut listener = Listener::bind(ListenerOptions {
+        path: args.socket.clone(),
+        group: args.group.clone(),
+    })
+    .context("the helper could not open its socket")?;
+    let (engine, _engine_task) = engine::spawn(config, Some(log_rx));
+    tracing::info!(version = warrend::VERSION, socket = %args.socket.display(), "warrend started");
+
+    let mut terminate = shutdown_signal()?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => {
+                    let engine = engine.clone();
+                    tokio::spawn(warrend::connection::serve(accepted, engine, QueueLimits::default()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = terminate.recv() => {
+                tracing::info!("shutting down");
+                break;
+            }
+        }
+    }
+    drop(listener);
+    Ok(())
+}
+
+/// SIGTERM or SIGINT.
+fn shutdown_signal() -> Result<tokio::sync::mpsc::Receiver<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        let _ = tx.send(()).await;
+    });
+    Ok(rx)
+}

@@ -10,6 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{header, HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -71,6 +72,8 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub struct ControlConnection {
     welcome: Welcome,
     ws: Ws,
+    /// When any frame (pongs included) last arrived: the liveness signal.
+    last_activity: Instant,
 }
 
 impl std::fmt::Debug for ControlConnection {
@@ -186,6 +189,7 @@ impl ControlConnection {
         let mut conn = Self {
             welcome: placeholder_welcome(),
             ws,
+            last_activity: Instant::now(),
         };
         match conn.next().await {
             Ok(Some(ServerMessage::Welcome(welcome))) => {
@@ -215,6 +219,11 @@ impl ControlConnection {
         }
     }
 
+    /// When the coordinator was last heard from (any frame, pongs included).
+    pub fn last_activity(&self) -> Instant {
+        self.last_activity
+    }
+
     pub fn welcome(&self) -> &Welcome {
         &self.welcome
     }
@@ -227,6 +236,7 @@ impl ControlConnection {
                 return Ok(None);
             };
             let msg = msg.map_err(|e| StreamError::Transport(e.to_string()))?;
+            self.last_activity = Instant::now();
             match msg {
                 Message::Text(text) => {
                     return serde_json::from_str::<ServerMessage>(text.as_str())

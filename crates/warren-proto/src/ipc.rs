@@ -107,15 +107,24 @@ pub enum Request {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum HelperMessage {
     Hello(Hello),
-    Reply { reply_to: u64, reply: Reply },
+    Reply {
+        reply_to: u64,
+        reply: Reply,
+    },
     /// `seq` restarts at 0 with every `State` part 0 and grows by one per event.
-    Event { seq: u64, event: Event },
+    Event {
+        seq: u64,
+        event: Event,
+    },
     /// A connection-level error (not an answer to a request). Usually the
     /// helper closes the connection after sending it.
     Error(IpcError),
 }
 
 /// The answer to one request.
+// Replies are built, sent and dropped one at a time; boxing the status
+// would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Reply {

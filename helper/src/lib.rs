@@ -1,0 +1,21 @@
+//! `warrend`, the Warren helper, as a library so its pieces can be tested.
+//!
+//! - [`engine`]: the single task that owns the session state machine, the
+//!   workspace directory and the list of subscribers; it never awaits a
+//!   client or the network, so nothing can stall it.
+//! - [`control_task`]: one coordinator connection (one session generation).
+//! - [`subscribers`]: per-client bounded, coalescing outgoing queues.
+//! - [`events`]: pre-serialized events, chunked under the IPC frame cap.
+//! - [`connection`]: one GUI/CLI connection: handshake, requests, writer.
+//! - [`log_forward`]: log lines to subscribed GUIs.
+
+pub mod connection;
+pub mod control_task;
+pub mod engine;
+pub mod events;
+pub mod keys;
+pub mod log_forward;
+pub mod subscribers;
+
+/// The helper's version, sent in `Hello` and shown by `warren status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

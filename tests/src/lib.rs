@@ -1,1 +1,195 @@
-//! placeholder
+//! Harness for Warren's end-to-end tests: finds the real binaries, starts a
+//! coordinator, a helper, agents and CLI invocations in a private temp dir,
+//! and tears everything down on drop, printing every process's log when the
+//! test failed.
+//!
+//! Every test builds its own [`TestDir`] (own socket, DB, ports and names), so
+//! tests run in parallel. Nothing here talks to anything but loopback.
+
+pub mod coord;
+pub mod helper;
+pub mod ipc;
+pub mod proc;
+pub mod users;
+pub mod watch;
+
+pub use coord::Coordinator;
+pub use helper::{Cli, Helper, Status};
+pub use ipc::{Mirror, RawIpc, RawSubscriber, Recv};
+pub use proc::{start_agent, Proc};
+pub use users::{ThrowawayGroup, ThrowawayUser};
+pub use watch::{block_on, ipc_request, MirrorWatcher};
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The directory holding the workspace's built binaries (`target/debug` for
+/// tests, `target/release` for the release bench). Derived from this test
+/// executable's own path, so it follows `CARGO_TARGET_DIR`;
+/// `WARREN_BIN_DIR` overrides it.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("WARREN_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let mut dir = exe.parent().expect("executable has a parent").to_path_buf();
+    // Test executables live in `target/<profile>/deps`.
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Path of one of Warren's binaries; panics with the fix if it isn't built.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{} is not built — run `cargo build --workspace --bins` first (looked in {})",
+        name,
+        bin_dir().display()
+    );
+    path
+}
+
+/// A unique lowercase name (valid as a Warren name and a Unix user name):
+/// `prefix` plus a random suffix.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let r: u32 = rand::random();
+    format!("{prefix}{:x}{n}", r & 0xff_ffff)
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, for at most `timeout`.
+/// Returns the value and how long it took; panics naming `what` on timeout.
+pub fn wait_until<T>(
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> (T, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return (v, start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Like [`wait_until`] but returns `None` instead of panicking on timeout.
+pub fn poll_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A test's private directory. Kept (and its path printed) when the test
+/// fails, so the logs can be read afterwards; removed when it passes.
+pub struct TestDir {
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("warren-e2e-{name}-"))
+            .tempdir()
+            .expect("create the test's temp dir");
+        // Other users (the access test's throwaway user) must reach the
+        // socket inside; the files themselves keep their own modes.
+        set_mode(dir.path(), 0o755);
+        let path = dir.path().to_path_buf();
+        Self {
+            dir: Some(dir),
+            path,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(dir) = self.dir.take() {
+                let kept = dir.keep();
+                eprintln!("test failed: its files are kept in {}", kept.display());
+            }
+        }
+    }
+}
+
+/// chmod that panics with the path on failure.
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+/// Every file under `dir` (recursively) with its text, lossily decoded.
+pub fn read_all_files(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(t) if t.is_file() => {
+                    if let Ok(bytes) = std::fs::read(&p) {
+                        out.push((p, String::from_utf8_lossy(&bytes).into_owned()));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// The secret part of a `wut_<id>_<secret>` / `wat_<id>_<secret>` token
+/// (the id is public and may be logged); the whole text if it has no id.
+pub fn secret_part(token: &str) -> &str {
+    let mut parts = token.splitn(3, '_');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(_), Some(secret)) if !secret.is_empty() => secret,
+        _ => token,
+    }
+}
+
+/// A token of the coordinator's shape (`wut_<16 hex>_<43 base64url>`) that no
+/// coordinator issued.
+pub fn fake_token() -> String {
+    use rand::Rng;
+    const B64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut r = rand::thread_rng();
+    let id: String = (0..16)
+        .map(|_| char::from(b"0123456789abcdef"[r.gen_range(0..16)]))
+        .collect();
+    let secret: String = (0..43)
+        .map(|_| char::from(B64URL[r.gen_range(0..64)]))
+        .collect();
+    format!("wut_{id}_{secret}")
+}

@@ -1,0 +1,156 @@
+//! A subscriber that stops reading must never hold anyone else up: with a
+//! state large enough to fill the socket buffers, a fresh subscriber still
+//! sees changes within a second, the helper cuts the stalled one off, and the
+//! coordinator stream keeps flowing.
+
+use std::time::{Duration, Instant};
+use warren_e2e::{Coordinator, Helper, MirrorWatcher, RawIpc, Recv, TestDir};
+use warren_proto::frame::encode;
+use warren_proto::ipc::{ClientMessage, ErrorCode, HelperMessage, Request, SessionState};
+
+const SEED_WORKSPACES: usize = 3000;
+const AGENTS_PER_WORKSPACE: usize = 2;
+
+/// Seeds alice with many workspaces; returns how many agents she has.
+fn seed(coord: &Coordinator) -> usize {
+    let out = coord.try_admin(&[
+        "seed",
+        "--owner",
+        "alice",
+        "--workspaces",
+        &SEED_WORKSPACES.to_string(),
+        "--agents-per-workspace",
+        &AGENTS_PER_WORKSPACE.to_string(),
+    ]);
+    if out.status.success() {
+        return SEED_WORKSPACES * AGENTS_PER_WORKSPACE;
+    }
+    // No `seed` command: fall back to a smaller state made one by one.
+    eprintln!(
+        "`warren-coord seed` failed ({}), adding agents one by one",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let n = 150;
+    for i in 0..n {
+        let ws = format!("w{i}");
+        coord.add_workspace("alice", &ws);
+        for a in 0..AGENTS_PER_WORKSPACE {
+            coord.add_agent("alice", &ws, &format!("a{a}"));
+        }
+    }
+    n * AGENTS_PER_WORKSPACE
+}
+
+#[test]
+fn stalled_subscriber_is_cut_off_and_others_keep_up() {
+    let dir = TestDir::new("slow");
+    let coord = Coordinator::start(dir.path());
+    let token = coord.user_with_token("alice");
+    let seeded = seed(&coord);
+    coord.add_workspace("alice", "live");
+
+    let mut helper = Helper::start(dir.path(), "root");
+    let cli = helper.cli(dir.path());
+    cli.login(&coord.url, &token);
+    cli.up();
+    warren_e2e::wait_until(Duration::from_secs(20), "the seeded state", || {
+        cli.try_status()
+            .filter(|s| s.session.state == SessionState::Connected && s.agents.len() == seeded)
+    });
+
+    // The stalled one: subscribes, then never reads.
+    let mut slow = RawIpc::connect_hello(&helper.socket);
+    slow.send_request(Request::Subscribe);
+    slow.stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("set write timeout");
+
+    // A healthy subscriber gets the whole state and then each change fast.
+    let fast = MirrorWatcher::start(&helper.socket);
+    fast.wait(Duration::from_secs(20), "the full state", |m| {
+        m.is_complete() && m.agents.len() == seeded
+    });
+    coord.add_agent("alice", "live", "one");
+    let t = Instant::now();
+    fast.wait(Duration::from_secs(5), "agent live/one", |m| {
+        m.agents.values().any(|a| a.name == "one")
+    });
+    let took = t.elapsed();
+    assert!(
+        took <= Duration::from_secs(1),
+        "with a stalled subscriber, agent add took {took:?} to reach another"
+    );
+
+    // Keep the stalled one falling further behind: it asks for the full
+    // state again and again (never reading), while the workspace churns.
+    // The helper must cut it off rather than buffer without bound.
+    let resubscribe = encode(&ClientMessage::Request {
+        id: 1000,
+        request: Request::Subscribe,
+    })
+    .expect("encode Subscribe");
+    let start = Instant::now();
+    let mut cut_off = false;
+    let mut i = 0;
+    while start.elapsed() < Duration::from_secs(20) && i < 200 {
+        if slow.send_raw(&resubscribe).is_err() {
+            cut_off = true;
+            break;
+        }
+        if i % 5 == 0 {
+            coord.add_agent("alice", "live", &format!("churn{i}"));
+        }
+        i += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "stalled subscriber: {} after {i} re-subscribes in {:?}",
+        if cut_off {
+            "write refused"
+        } else {
+            "still open"
+        },
+        start.elapsed()
+    );
+
+    // Read what the helper left for it: it must end with a SlowSubscriber
+    // error or a close, not go on as if nothing happened.
+    let drain_start = Instant::now();
+    let mut frames = 0u64;
+    let end = loop {
+        match slow.recv(Duration::from_secs(3)) {
+            Recv::Message(HelperMessage::Error(e)) => break Ok(e),
+            Recv::Message(_) => frames += 1,
+            Recv::Closed => break Err("closed"),
+            Recv::Timeout => panic!(
+                "the helper never cut off a subscriber that stopped reading ({frames} frames were waiting for it, all well-formed)"
+            ),
+            Recv::Garbage(e) => panic!("the stalled subscriber's stream was corrupted: {e}"),
+        }
+        assert!(
+            drain_start.elapsed() < Duration::from_secs(30),
+            "draining the stalled subscriber took over 30 s"
+        );
+    };
+    match end {
+        Ok(e) => assert_eq!(e.code, ErrorCode::SlowSubscriber, "{e:?}"),
+        Err(how) => eprintln!("stalled subscriber was {how} after {frames} frames"),
+    }
+
+    // Everyone else is fine, and the coordinator stream still flows.
+    assert!(helper.is_running(), "the helper died");
+    assert!(
+        fast.ended().is_none(),
+        "the healthy subscriber was cut: {:?}",
+        fast.ended()
+    );
+    coord.add_agent("alice", "live", "two");
+    let t = Instant::now();
+    fast.wait(Duration::from_secs(5), "agent live/two", |m| {
+        m.agents.values().any(|a| a.name == "two")
+    });
+    assert!(t.elapsed() <= Duration::from_secs(1), "{:?}", t.elapsed());
+    let st = cli.status();
+    assert_eq!(st.session.state, SessionState::Connected);
+    assert!(st.agents.iter().any(|a| a.name == "two"));
+}

@@ -7,6 +7,7 @@
 //! user who turns everything up to debug a problem.
 
 use std::path::Path;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -24,8 +25,21 @@ pub const CAPPED_TARGETS: &[(&str, &str)] = &[
 
 /// `RUST_LOG` (or `default`), with [`CAPPED_TARGETS`] applied on top.
 pub fn env_filter(default: &str) -> EnvFilter {
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    cap(filter)
+}
+
+/// Lowers the capped targets to their cap where the filter allows more.
+/// Caps only lower: a filter at `info` must not raise tungstenite to debug.
+pub fn cap(mut filter: EnvFilter) -> EnvFilter {
+    let most_verbose = filter.max_level_hint();
     for (target, level) in CAPPED_TARGETS {
+        let Ok(cap) = level.parse::<LevelFilter>() else {
+            continue;
+        };
+        if most_verbose.is_some_and(|hint| hint <= cap) {
+            continue;
+        }
         if let Ok(directive) = format!("{target}={level}").parse() {
             filter = filter.add_directive(directive);
         }
@@ -92,13 +106,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn caps_override_a_global_trace_level() {
-        let filter = EnvFilter::new("trace");
-        let mut filter = filter;
-        for (target, level) in CAPPED_TARGETS {
-            filter = filter.add_directive(format!("{target}={level}").parse().unwrap());
-        }
-        let text = filter.to_string();
+    fn caps_lower_a_global_trace_level() {
+        let text = cap(EnvFilter::new("trace")).to_string();
+        assert!(text.contains("tungstenite=debug"), "{text}");
+        assert!(text.contains("h2=info"), "{text}");
+    }
+
+    #[test]
+    fn caps_never_raise_a_quieter_level() {
+        let text = cap(EnvFilter::new("info")).to_string();
+        assert!(!text.contains("tungstenite"), "{text}");
+        let text = cap(EnvFilter::new("warn,tungstenite=trace")).to_string();
         assert!(text.contains("tungstenite=debug"), "{text}");
     }
 }

@@ -1,0 +1,352 @@
+//! The control benchmark: how fast the helper turns a large coordinator state
+//! into a complete subscriber view, how long one change takes end to end, and
+//! how much memory the helper needs for it.
+//!
+//! Seeds 10,000 workspaces × 2 agents for one user, starts the release
+//! `warren-coord` and `warrend`, subscribes a client first and then sends
+//! `Start`. Prints one JSON object per line (see DESIGN.md, "Tests and
+//! measurements"). Also measures the helper's `Directory` in-process, without
+//! sockets, to separate the apply cost from transport and encoding.
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use warren_e2e::{Coordinator, Helper, TestDir};
+use warren_ipc::{Client, StateMirror};
+use warren_proto::control::{ServerMessage, UpdateKind, WorkspaceUpdate};
+use warren_proto::ipc::{Event, Reply, Request, SessionState};
+use warren_proto::model::{Agent, Workspace};
+use warren_proto::Secret;
+use warren_session::Directory;
+
+const WORKSPACES: usize = 10_000;
+const AGENTS_PER_WORKSPACE: usize = 2;
+const AGENTS: usize = WORKSPACES * AGENTS_PER_WORKSPACE;
+const DIFF_SAMPLES: usize = 5;
+
+fn emit(metric: &str, value: f64, unit: &str, target: Option<f64>, note: Option<&str>) {
+    let mut o = json!({"bench": "control", "metric": metric, "value": (value * 100.0).round() / 100.0, "unit": unit});
+    if let Some(t) = target {
+        o["target"] = json!(t);
+    }
+    if let Some(n) = note {
+        o["note"] = json!(n);
+    }
+    println!("{o}");
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// What the subscriber saw after one event.
+struct Progress {
+    at: Instant,
+    complete: bool,
+    connected: bool,
+    agents: usize,
+    /// Names of agents upserted by this event (to spot the diff markers).
+    upserted: Vec<String>,
+}
+
+fn upserted_names(event: &Event) -> Vec<String> {
+    match event {
+        Event::State { agents, .. } => agents.iter().map(|a| a.name.clone()).collect(),
+        Event::PeerUpdate {
+            upserted_agents, ..
+        } => upserted_agents.iter().map(|a| a.name.clone()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+async fn end_to_end(dir: &Path) -> Result<()> {
+    eprintln!("seeding {WORKSPACES} workspaces × {AGENTS_PER_WORKSPACE} agents…");
+    let coord = Coordinator::start(dir);
+    let token = coord.user_with_token("alice");
+    coord.admin(&[
+        "seed",
+        "--owner",
+        "alice",
+        "--workspaces",
+        &WORKSPACES.to_string(),
+        "--agents-per-workspace",
+        &AGENTS_PER_WORKSPACE.to_string(),
+    ]);
+    let helper = Helper::start(dir, "root");
+
+    // Subscribe first, as the GUI would be before the user presses Connect.
+    let mut sub = Client::connect(&helper.socket, "warren-bench")
+        .await
+        .context("connect the subscriber")?
+        .subscribe()
+        .await
+        .context("subscribe")?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
+    let reader = tokio::spawn(async move {
+        let mut mirror = StateMirror::new();
+        loop {
+            match sub.next().await {
+                Ok(Some((seq, event))) => {
+                    let upserted = upserted_names(&event);
+                    if let Err(e) = mirror.apply(seq, &event) {
+                        return format!("subscriber mirror error: {e}");
+                    }
+                    let p = Progress {
+                        at: Instant::now(),
+                        complete: mirror.is_complete(),
+                        connected: mirror
+                            .session
+                            .as_ref()
+                            .is_some_and(|s| s.state == SessionState::Connected),
+                        agents: mirror.agents.len(),
+                        upserted,
+                    };
+                    if tx.send(p).is_err() {
+                        return String::new();
+                    }
+                }
+                Ok(None) => return "the helper closed the subscription".into(),
+                Err(e) => return format!("subscription error: {e}"),
+            }
+        }
+    });
+
+    let mut control = Client::connect(&helper.socket, "warren-bench")
+        .await
+        .context("connect the control client")?;
+    let reply = control
+        .request(Request::Start {
+            url: coord.url.clone(),
+            token: Secret::new(token),
+            ca: None,
+        })
+        .await
+        .context("send Start")?;
+    let started = Instant::now();
+    if reply != Reply::Ok {
+        bail!("Start was answered {reply:?}");
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let complete_at = loop {
+        let p = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .context("the subscriber did not get all agents within 120 s")?
+            .context("the subscriber stopped")?;
+        if p.complete && p.connected && p.agents == AGENTS {
+            break p.at;
+        }
+    };
+    emit(
+        "snapshot_ms",
+        ms(complete_at.saturating_duration_since(started)),
+        "ms",
+        Some(100.0),
+        Some("Start reply → subscriber mirror complete with 20,000 agents"),
+    );
+
+    let mut samples = Vec::new();
+    for i in 0..DIFF_SAMPLES {
+        let name = format!("bench-diff-{i}");
+        let out = tokio::process::Command::new(warren_e2e::bin("warren-coord"))
+            .arg("--db")
+            .arg(&coord.db)
+            .args([
+                "agent",
+                "add",
+                "--owner",
+                "alice",
+                "--workspace",
+                "ws-00000",
+                &name,
+            ])
+            .output()
+            .await
+            .context("run warren-coord agent add")?;
+        let done = Instant::now();
+        if !out.status.success() {
+            bail!("agent add failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let seen = loop {
+            let p = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .with_context(|| format!("{name} not seen within 10 s"))?
+                .context("the subscriber stopped")?;
+            if p.upserted.iter().any(|n| n == &name) {
+                break p.at;
+            }
+        };
+        samples.push(ms(seen.saturating_duration_since(done)));
+    }
+    emit(
+        "diff_e2e_ms",
+        median(samples),
+        "ms",
+        Some(1000.0),
+        Some("median of 5: `agent add` exits → subscriber has the agent; includes the coordinator's ~100 ms database poll"),
+    );
+
+    let rss = helper
+        .peak_rss_kib()
+        .context("read the helper's VmHWM from /proc")?;
+    emit(
+        "helper_peak_rss_mib",
+        rss as f64 / 1024.0,
+        "MiB",
+        None,
+        Some("VmHWM of warrend after the snapshot and diffs"),
+    );
+    if let Some(kib) = warren_e2e::helper::vm_hwm_kib(coord.pid()) {
+        emit(
+            "coordinator_peak_rss_mib",
+            kib as f64 / 1024.0,
+            "MiB",
+            None,
+            None,
+        );
+    }
+    reader.abort();
+    Ok(())
+}
+
+/// A snapshot shaped like the coordinator's.
+fn synthetic_snapshot() -> WorkspaceUpdate {
+    let mut workspaces = Vec::with_capacity(WORKSPACES);
+    let mut agents = Vec::with_capacity(AGENTS);
+    for w in 0..WORKSPACES {
+        let ws_name = format!("ws-{w:05}");
+        let ws_id = format!("w_{w:016x}");
+        for a in 0..AGENTS_PER_WORKSPACE {
+            agents.push(synthetic_agent(
+                &ws_id,
+                &ws_name,
+                w * AGENTS_PER_WORKSPACE + a,
+                a,
+            ));
+        }
+        workspaces.push(Workspace {
+            id: ws_id,
+            name: ws_name,
+            owner: "alice".into(),
+        });
+    }
+    WorkspaceUpdate {
+        kind: UpdateKind::Snapshot,
+        seq: 0,
+        upserted_workspaces: workspaces,
+        upserted_agents: agents,
+        deleted_workspaces: vec![],
+        deleted_agents: vec![],
+    }
+}
+
+fn synthetic_agent(ws_id: &str, ws_name: &str, n: usize, index: usize) -> Agent {
+    let name = format!("a{index}");
+    let mut dns_names = vec![format!("{name}.{ws_name}.alice.warren")];
+    if index == 0 {
+        dns_names.push(format!("{ws_name}.warren"));
+    }
+    let v4 = Ipv4Addr::from(0x6440_0000u32 + n as u32 + 1);
+    let v6 = Ipv6Addr::new(0xfd12, 0x3456, 0x789a, 0, 0, 0, (n >> 16) as u16, n as u16);
+    Agent {
+        id: format!("a_{n:016x}"),
+        name,
+        workspace_id: ws_id.to_string(),
+        public_key: Some(format!("{:0>43}=", n)),
+        addresses: vec![IpAddr::V6(v6), IpAddr::V4(v4)],
+        endpoints: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 51820)],
+        dns_names,
+        online: n % 3 == 1,
+    }
+}
+
+fn in_process() -> Result<()> {
+    let snapshot = synthetic_snapshot();
+    let wire = serde_json::to_vec(&ServerMessage::WorkspaceUpdate(snapshot))?;
+    let mut decode = Vec::new();
+    let mut apply = Vec::new();
+    let mut dir = Directory::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let msg: ServerMessage = serde_json::from_slice(&wire)?;
+        decode.push(ms(t.elapsed()));
+        let ServerMessage::WorkspaceUpdate(update) = msg else {
+            bail!("decoded the wrong message");
+        };
+        dir = Directory::new();
+        let t = Instant::now();
+        let delta = dir.apply(update)?;
+        apply.push(ms(t.elapsed()));
+        if dir.agent_count() != AGENTS || delta.upserted_agents.len() != AGENTS {
+            bail!("the directory holds {} agents", dir.agent_count());
+        }
+    }
+    emit(
+        "helper_decode_snapshot_ms",
+        median(decode),
+        "ms",
+        None,
+        Some(&format!(
+            "in-process: JSON → WorkspaceUpdate, {} MiB",
+            wire.len() / (1024 * 1024)
+        )),
+    );
+    emit(
+        "helper_apply_snapshot_ms",
+        median(apply),
+        "ms",
+        None,
+        Some("in-process: warren_session::Directory::apply of a 20,000-agent snapshot into a fresh directory"),
+    );
+
+    // One-agent diffs on top of the full directory.
+    const DIFFS: usize = 2000;
+    let diffs: Vec<WorkspaceUpdate> = (0..DIFFS)
+        .map(|i| WorkspaceUpdate {
+            kind: UpdateKind::Diff,
+            seq: i as u64 + 1,
+            upserted_workspaces: vec![],
+            upserted_agents: vec![synthetic_agent(
+                "w_0000000000000000",
+                "ws-00000",
+                AGENTS + i,
+                2 + i,
+            )],
+            deleted_workspaces: vec![],
+            deleted_agents: vec![],
+        })
+        .collect();
+    let t = Instant::now();
+    for d in diffs {
+        dir.apply(d)?;
+    }
+    let per = t.elapsed().as_secs_f64() * 1e6 / DIFFS as f64;
+    emit(
+        "helper_apply_diff_us",
+        per,
+        "us",
+        None,
+        Some("in-process: mean Directory::apply of a one-agent diff on a 20,000-agent directory"),
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let dir = TestDir::new("bench-control");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("build the tokio runtime")?;
+    rt.block_on(end_to_end(dir.path()))?;
+    in_process()
+}

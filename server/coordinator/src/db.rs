@@ -773,3 +773,190 @@ pub fn validate_public_key(key: &str) -> Result<(), DbError> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).await.unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn creates_file_with_a_stable_random_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let first = Db::open(&path).await.unwrap().meta().await.unwrap();
+        assert!(path.exists());
+        assert_eq!(first.suffix, None);
+        let again = Db::open(&path).await.unwrap().meta().await.unwrap();
+        assert_eq!(first.ipv6_prefix, again.ipv6_prefix);
+    }
+
+    #[tokio::test]
+    async fn every_write_bumps_the_revision() {
+        let (_d, db) = db().await;
+        let r0 = db.revision().await.unwrap();
+        db.add_user("alice").await.unwrap();
+        let r1 = db.revision().await.unwrap();
+        assert_eq!(r1, r0 + 1);
+        assert!(db.add_user("alice").await.is_err());
+        // A failed write rolls back, bump included.
+        assert_eq!(db.revision().await.unwrap(), r1);
+        db.add_workspace("alice", "api").await.unwrap();
+        assert_eq!(db.revision().await.unwrap(), r1 + 1);
+    }
+
+    #[tokio::test]
+    async fn tokens_verify_only_when_right() {
+        let (_d, db) = db().await;
+        db.add_user("alice").await.unwrap();
+        let t = db.create_user_token("alice").await.unwrap();
+        let p = db.authenticate(t.token.expose()).await.unwrap().unwrap();
+        assert_eq!((p.kind, p.user.as_str()), (TokenKind::User, "alice"));
+        assert_eq!(p.token_id, t.id);
+        assert_eq!(p.agent_id, None);
+
+        let other = token::generate(TokenKind::User);
+        let wrong_secret = format!("{}{}", &t.token.expose()[..21], &other.token.expose()[21..]);
+        let kind_swapped = t.token.expose().replacen("wut_", "wat_", 1);
+        for bad in [
+            wrong_secret.as_str(),
+            other.token.expose(),
+            "wut_x",
+            "",
+            kind_swapped.as_str(),
+        ] {
+            assert_eq!(db.authenticate(bad).await.unwrap(), None, "{bad}");
+        }
+
+        db.revoke_token(&t.id).await.unwrap();
+        assert_eq!(db.authenticate(t.token.expose()).await.unwrap(), None);
+        assert!(matches!(
+            db.revoke_token(&t.id).await,
+            Err(DbError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn addresses_come_from_one_persistent_counter() {
+        let (_d, db) = db().await;
+        db.add_user("alice").await.unwrap();
+        db.add_workspace("alice", "api").await.unwrap();
+        let (a1, t1) = db.add_agent("alice", "api", "main", None).await.unwrap();
+        let (a2, _) = db.add_agent("alice", "api", "aux", None).await.unwrap();
+        let uid = db
+            .authenticate(t1.as_ref().unwrap().token.expose())
+            .await
+            .unwrap()
+            .unwrap()
+            .user_id;
+        let (dev, _) = db
+            .register_device(&uid, "key-1", &[], Some("laptop"))
+            .await
+            .unwrap();
+        let (same, _) = db.register_device(&uid, "key-1", &[], None).await.unwrap();
+        assert_eq!(dev, same, "a known key keeps its device and address");
+        let (dev2, _) = db.register_device(&uid, "key-2", &[], None).await.unwrap();
+        let rows = db.load().await.unwrap();
+        let index = |id: &str| {
+            rows.agents
+                .iter()
+                .find(|a| a.id == id)
+                .unwrap()
+                .address_index
+        };
+        assert_eq!(
+            (
+                index(&a1),
+                index(&a2),
+                dev.address_index,
+                dev2.address_index
+            ),
+            (1, 2, 3, 4)
+        );
+
+        // A removed and re-added agent is a new agent: new id, new address,
+        // and its old token no longer works.
+        db.remove_agent("alice", "api", "main").await.unwrap();
+        assert_eq!(
+            db.authenticate(t1.unwrap().token.expose()).await.unwrap(),
+            None
+        );
+        let (a1b, t1b) = db.add_agent("alice", "api", "main", None).await.unwrap();
+        assert_ne!(a1b, a1);
+        let rows = db.load().await.unwrap();
+        assert_eq!(
+            rows.agents
+                .iter()
+                .find(|a| a.id == a1b)
+                .unwrap()
+                .address_index,
+            5
+        );
+        let p = db
+            .authenticate(t1b.unwrap().token.expose())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.kind, p.agent_id), (TokenKind::Agent, Some(a1b)));
+    }
+
+    #[tokio::test]
+    async fn static_peers_have_no_token_and_keep_their_key() {
+        let (_d, db) = db().await;
+        db.add_user("alice").await.unwrap();
+        db.add_workspace("alice", "db").await.unwrap();
+        let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let ep: Vec<SocketAddr> = vec!["127.0.0.1:51820".parse().unwrap()];
+        let (id, token) = db
+            .add_agent("alice", "db", "wg", Some((key, &ep)))
+            .await
+            .unwrap();
+        assert!(token.is_none());
+        let rows = db.load().await.unwrap();
+        let a = rows.agents.iter().find(|a| a.id == id).unwrap();
+        assert!(a.is_static);
+        assert_eq!(a.public_key.as_deref(), Some(key));
+        assert_eq!(parse_endpoints(&a.endpoints), ep);
+        assert!(rows.tokens.is_empty());
+        assert!(db
+            .add_agent("alice", "db", "bad", Some(("short", &ep)))
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn seed_creates_everything_in_one_go() {
+        let (_d, db) = db().await;
+        let before = db.revision().await.unwrap();
+        db.seed("bench", 50, 3).await.unwrap();
+        assert_eq!(db.revision().await.unwrap(), before + 1);
+        let rows = db.load().await.unwrap();
+        assert_eq!(rows.workspaces.len(), 50);
+        assert_eq!(rows.agents.len(), 150);
+        assert_eq!(db.list_workspaces("bench").await.unwrap()[0], "ws-00000");
+        assert_eq!(
+            db.list_agents("bench", "ws-00049").await.unwrap(),
+            vec!["a0", "a1", "a2"]
+        );
+        // Seeding again adds nothing new but does not fail.
+        db.seed("bench", 50, 3).await.unwrap();
+        assert_eq!(db.load().await.unwrap().agents.len(), 150);
+    }
+
+    #[tokio::test]
+    async fn removing_a_user_removes_everything_they_own() {
+        let (_d, db) = db().await;
+        db.add_user("alice").await.unwrap();
+        db.create_user_token("alice").await.unwrap();
+        db.add_workspace("alice", "api").await.unwrap();
+        db.add_agent("alice", "api", "main", None).await.unwrap();
+        db.remove_user("alice").await.unwrap();
+        let rows = db.load().await.unwrap();
+        assert!(rows.users.is_empty() && rows.workspaces.is_empty());
+        assert!(rows.agents.is_empty() && rows.tokens.is_empty());
+    }
+}

@@ -57,8 +57,8 @@ pub struct Registered {
 enum Command {
     Register {
         conn: ConnId,
-        principal: Principal,
-        role: Role,
+        principal: Box<Principal>,
+        role: Box<Role>,
         revision: i64,
         reply: oneshot::Sender<Result<Registered, ApiError>>,
     },
@@ -128,8 +128,8 @@ impl Hub {
         self.tx
             .send(Command::Register {
                 conn,
-                principal,
-                role,
+                principal: Box::new(principal),
+                role: Box::new(role),
                 revision,
                 reply,
             })
@@ -315,7 +315,7 @@ impl WorldTask {
                 reply,
             } => {
                 self.note_revision(revision);
-                let result = self.register(conn, principal, role).await;
+                let result = self.register(conn, *principal, *role).await;
                 // If the handler went away meanwhile, its Disconnected follows.
                 let _ = reply.send(result);
             }

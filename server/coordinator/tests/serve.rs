@@ -1,0 +1,911 @@
+//! End-to-end tests of `warren-coord`: the real binary serving on
+//! 127.0.0.1, admin commands run as separate processes, and WebSocket
+//! clients speaking the control protocol.
+
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use warren_proto::control::{
+    ClientMessage, PeerUpdate, Register, ServerMessage, TokenKind, UpdateKind, Welcome,
+    WorkspaceUpdate, CONTROL_VERSION,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_warren-coord");
+
+type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A database in a temporary directory, and optionally `serve` running on it.
+struct Coord {
+    dir: tempfile::TempDir,
+    server: Option<Child>,
+    base: String,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Coord {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            server: None,
+            base: String::new(),
+            stderr: None,
+        }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("coord.db")
+    }
+
+    /// Runs an admin command; returns stdout. Panics (with stderr) on failure.
+    fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .arg("--db")
+            .arg(self.db())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn admin_fails(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .arg("--db")
+            .arg(self.db())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn user_with_token(&self, name: &str) -> String {
+        self.admin(&["user", "add", name]);
+        let out = self.admin(&["token", "create", name]);
+        assert_eq!(out.lines().count(), 1, "{out:?}");
+        out.trim().to_string()
+    }
+
+    fn serve(&mut self, extra: &[&str], rust_log: &str) {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--db")
+            .arg(self.db())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        self.stderr = Some(std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        }));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        self.base = url;
+        self.server = Some(child);
+    }
+
+    fn ws_url(&self) -> String {
+        format!("{}/api/v1/connect", self.base.replacen("http", "ws", 1))
+    }
+
+    /// Stops the server and returns everything it logged.
+    fn stop(&mut self) -> String {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.stderr
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Coord {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn random_key() -> String {
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn register(key: &str) -> ClientMessage {
+    ClientMessage::Register(Register {
+        protocol_version: CONTROL_VERSION,
+        public_key: key.into(),
+        endpoints: vec!["127.0.0.1:51820".parse().unwrap()],
+        hostname: Some("laptop".into()),
+        app_version: "test".into(),
+    })
+}
+
+async fn open(url: &str, token: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+async fn send(ws: &mut Ws, msg: &ClientMessage) {
+    ws.send(Message::text(serde_json::to_string(msg).unwrap()))
+        .await
+        .unwrap();
+}
+
+/// The next server message within `within`, or `None` on timeout/close.
+async fn next_within(ws: &mut Ws, within: Duration) -> Option<ServerMessage> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next()).await.ok()??;
+        match msg.ok()? {
+            Message::Text(t) => return Some(serde_json::from_str(&t).unwrap()),
+            Message::Close(_) => return None,
+            _ => continue,
+        }
+    }
+}
+
+async fn next(ws: &mut Ws) -> ServerMessage {
+    next_within(ws, Duration::from_secs(5))
+        .await
+        .expect("no message from the coordinator")
+}
+
+async fn connect(url: &str, token: &str, key: &str) -> (Ws, Welcome) {
+    let mut ws = open(url, token).await.unwrap();
+    send(&mut ws, &register(key)).await;
+    match next(&mut ws).await {
+        ServerMessage::Welcome(w) => (ws, w),
+        other => panic!("expected welcome, got {other:?}"),
+    }
+}
+
+async fn workspace_update(ws: &mut Ws, within: Duration) -> WorkspaceUpdate {
+    match next_within(ws, within).await {
+        Some(ServerMessage::WorkspaceUpdate(u)) => u,
+        other => panic!("expected a workspace update, got {other:?}"),
+    }
+}
+
+async fn peer_update(ws: &mut Ws) -> PeerUpdate {
+    match next(ws).await {
+        ServerMessage::PeerUpdate(u) => u,
+        other => panic!("expected a peer update, got {other:?}"),
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn user_gets_snapshot_then_diffs_from_admin_commands() {
+    let mut c = Coord::new();
+    let token = c.user_with_token("alice");
+    c.admin(&["workspace", "add", "--owner", "alice", "api"]);
+    let agent_token = c.admin(&[
+        "agent",
+        "add",
+        "--owner",
+        "alice",
+        "--workspace",
+        "api",
+        "main",
+    ]);
+    assert!(agent_token.trim().starts_with("wat_"));
+    c.serve(&[], "info");
+
+    let (mut ws, welcome) = connect(&c.ws_url(), &token, &random_key()).await;
+    assert_eq!(welcome.kind, TokenKind::User);
+    assert_eq!(welcome.user, "alice");
+    assert_eq!(welcome.protocol_version, CONTROL_VERSION);
+    assert_eq!(welcome.deployment.suffix, "warren");
+    assert_eq!(welcome.deployment.ipv4_prefix, "100.64.0.0/10");
+    assert_eq!(welcome.addresses.len(), 2);
+
+    let snap = workspace_update(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(snap.kind, UpdateKind::Snapshot);
+    assert_eq!(snap.seq, 0);
+    assert_eq!(snap.upserted_workspaces.len(), 1);
+    let api = snap.upserted_workspaces[0].clone();
+    assert_eq!((api.name.as_str(), api.owner.as_str()), ("api", "alice"));
+    assert_eq!(snap.upserted_agents.len(), 1);
+    let main = snap.upserted_agents[0].clone();
+    assert_eq!(main.workspace_id, api.id);
+    assert_eq!(main.dns_names, vec!["main.api.alice.warren", "api.warren"]);
+    assert!(!main.online);
+    assert_eq!(main.addresses.len(), 2);
+
+    // An admin command in another process reaches us within a second.
+    let started = std::time::Instant::now();
+    c.admin(&["workspace", "add", "--owner", "alice", "web"]);
+    let d = workspace_update(&mut ws, Duration::from_secs(1)).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!((d.kind, d.seq), (UpdateKind::Diff, 1));
+    assert_eq!(d.upserted_workspaces.len(), 1);
+    assert_eq!(d.upserted_workspaces[0].name, "web");
+    assert!(d.upserted_agents.is_empty() && d.deleted_workspaces.is_empty());
+
+    c.admin(&[
+        "agent",
+        "add",
+        "--owner",
+        "alice",
+        "--workspace",
+        "web",
+        "w1",
+    ]);
+    let d = workspace_update(&mut ws, Duration::from_secs(1)).await;
+    assert_eq!(d.seq, 2);
+    assert_eq!(d.upserted_agents.len(), 1);
+    assert_eq!(
+        d.upserted_agents[0].dns_names,
+        vec!["w1.web.alice.warren", "web.warren"]
+    );
+
+    c.admin(&["workspace", "rm", "--owner", "alice", "api"]);
+    let d = workspace_update(&mut ws, Duration::from_secs(1)).await;
+    assert_eq!(d.seq, 3);
+    assert_eq!(d.deleted_workspaces, vec![api.id.clone()]);
+    assert_eq!(d.deleted_agents, vec![main.id.clone()]);
+    assert!(d.upserted_workspaces.is_empty() && d.upserted_agents.is_empty());
+}
+
+#[tokio::test]
+async fn other_users_workspaces_are_absent() {
+    let mut c = Coord::new();
+    let alice = c.user_with_token("alice");
+    c.user_with_token("bob");
+    c.admin(&["workspace", "add", "--owner", "alice", "mine"]);
+    c.admin(&["workspace", "add", "--owner", "bob", "secret"]);
+    c.admin(&[
+        "agent",
+        "add",
+        "--owner",
+        "bob",
+        "--workspace",
+        "secret",
+        "main",
+    ]);
+    c.serve(&[], "info");
+
+    let (mut ws, _) = connect(&c.ws_url(), &alice, &random_key()).await;
+    let snap = workspace_update(&mut ws, Duration::from_secs(5)).await;
+    let names: Vec<_> = snap
+        .upserted_workspaces
+        .iter()
+        .map(|w| w.name.as_str())
+        .collect();
+    assert_eq!(names, vec!["mine"]);
+    assert!(snap.upserted_agents.is_empty());
+
+    // Bob's changes send alice nothing.
+    c.admin(&["workspace", "add", "--owner", "bob", "more"]);
+    assert_eq!(next_within(&mut ws, Duration::from_millis(700)).await, None);
+    // Her own still arrive.
+    c.admin(&["workspace", "add", "--owner", "alice", "two"]);
+    let d = workspace_update(&mut ws, Duration::from_secs(1)).await;
+    assert_eq!(d.seq, 1);
+    assert_eq!(d.upserted_workspaces[0].name, "two");
+}
+
+#[tokio::test]
+async fn bad_tokens_get_the_same_401() {
+    let mut c = Coord::new();
+    let token = c.user_with_token("alice");
+    c.serve(&[], "info");
+    let me = format!("{}/api/v1/me", c.base);
+
+    let ok = http().get(&me).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let body: warren_proto::control::Me = ok.json().await.unwrap();
+    assert_eq!((body.kind, body.user.as_str()), (TokenKind::User, "alice"));
+
+    let other = warren_coord::token::generate(TokenKind::User);
+    let wrong_secret = format!("{}{}", &token[..21], &other.token.expose()[21..]);
+    let unknown_id = other.token.expose().to_string();
+    let malformed = "wut_nothex_abc".to_string();
+    let mut bodies = Vec::new();
+    for bad in [wrong_secret, unknown_id, malformed] {
+        let r = http().get(&me).bearer_auth(&bad).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{bad}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "unauthorized");
+        assert!(!body.to_string().contains(&bad));
+        bodies.push(body);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
+
+    // The WebSocket refuses before the upgrade, with the same JSON.
+    match open(&c.ws_url(), &token.replacen("wut_", "wat_", 1)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 401);
+            let body: serde_json::Value =
+                serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(body["error"], "unauthorized");
+        }
+        other => panic!("expected a 401, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn json_errors_for_unknown_paths_and_bad_requests() {
+    let mut c = Coord::new();
+    let token = c.user_with_token("alice");
+    c.serve(&[], "info");
+    let health: serde_json::Value = http()
+        .get(format!("{}/api/v1/health", c.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health, serde_json::json!({"ok": true}));
+
+    let r = http().get(format!("{}/nope", c.base)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let body: warren_proto::control::ApiError = r.json().await.unwrap();
+    assert_eq!(body.error, "not_found");
+
+    let r = http()
+        .post(format!("{}/api/v1/me", c.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let body: warren_proto::control::ApiError = r.json().await.unwrap();
+    assert_eq!(body.error, "method_not_allowed");
+
+    // A plain GET on the WebSocket path: authenticated, but not an upgrade.
+    let r = http()
+        .get(format!("{}/api/v1/connect", c.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: warren_proto::control::ApiError = r.json().await.unwrap();
+    assert_eq!(body.error, "bad_request");
+}
+
+#[tokio::test]
+async fn bad_register_messages_are_refused_with_a_reason() {
+    let mut c = Coord::new();
+    let token = c.user_with_token("alice");
+    c.serve(&[], "info");
+
+    let mut ws = open(&c.ws_url(), &token).await.unwrap();
+    let mut reg = register(&random_key());
+    if let ClientMessage::Register(r) = &mut reg {
+        r.protocol_version = CONTROL_VERSION + 1;
+    }
+    send(&mut ws, &reg).await;
+    match next(&mut ws).await {
+        ServerMessage::Error(e) => {
+            assert_eq!(e.error, "version_mismatch");
+            assert!(e.message.contains("install a matching"), "{}", e.message);
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert_eq!(next_within(&mut ws, Duration::from_secs(2)).await, None);
+
+    let mut ws = open(&c.ws_url(), &token).await.unwrap();
+    send(&mut ws, &register("bm90IGEga2V5")).await;
+    match next(&mut ws).await {
+        ServerMessage::Error(e) => assert!(e.message.contains("WireGuard key"), "{}", e.message),
+        other => panic!("expected an error, got {other:?}"),
+    }
+
+    let mut ws = open(&c.ws_url(), &token).await.unwrap();
+    send(
+        &mut ws,
+        &ClientMessage::Endpoints {
+            endpoints: Vec::new(),
+        },
+    )
+    .await;
+    match next(&mut ws).await {
+        ServerMessage::Error(e) => assert!(e.message.contains("register"), "{}", e.message),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn agents_go_online_see_devices_and_are_closed_when_removed() {
+    let mut c = Coord::new();
+    let token = c.user_with_token("alice");
+    c.admin(&["workspace", "add", "--owner", "alice", "api"]);
+    let agent_token = c
+        .admin(&[
+            "agent",
+            "add",
+            "--owner",
+            "alice",
+            "--workspace",
+            "api",
+            "main",
+        ])
+        .trim()
+        .to_string();
+    c.serve(&[], "info");
+
+    let user_key = random_key();
+    let (mut user, device) = connect(&c.ws_url(), &token, &user_key).await;
+    let snap = workspace_update(&mut user, Duration::from_secs(5)).await;
+    assert!(!snap.upserted_agents[0].online);
+    let agent_id = snap.upserted_agents[0].id.clone();
+
+    let agent_key = random_key();
+    let (mut agent, welcome) = connect(&c.ws_url(), &agent_token, &agent_key).await;
+    assert_eq!(welcome.kind, TokenKind::Agent);
+    assert_eq!(welcome.id, agent_id);
+    assert_eq!(welcome.addresses, snap.upserted_agents[0].addresses);
+    let peers = peer_update(&mut agent).await;
+    assert_eq!((peers.kind, peers.seq), (UpdateKind::Snapshot, 0));
+    assert_eq!(peers.upserted.len(), 1);
+    assert_eq!(peers.upserted[0].id, device.id);
+    assert_eq!(peers.upserted[0].public_key, user_key);
+    assert_eq!(peers.upserted[0].addresses, device.addresses);
+
+    // The user sees the agent come online with its key, at once.
+    let d = workspace_update(&mut user, Duration::from_millis(500)).await;
+    assert_eq!(d.seq, 1);
+    assert!(d.upserted_agents[0].online);
+    assert_eq!(
+        d.upserted_agents[0].public_key.as_deref(),
+        Some(agent_key.as_str())
+    );
+
+    // New endpoints from the user reach the agent.
+    send(
+        &mut user,
+        &ClientMessage::Endpoints {
+            endpoints: vec!["127.0.0.1:4000".parse().unwrap()],
+        },
+    )
+    .await;
+    let p = peer_update(&mut agent).await;
+    assert_eq!((p.kind, p.seq), (UpdateKind::Diff, 1));
+    assert_eq!(
+        p.upserted[0].endpoints,
+        vec!["127.0.0.1:4000".parse().unwrap()]
+    );
+
+    // A second device of the same user shows up for the agent.
+    let (mut laptop2, device2) = connect(&c.ws_url(), &token, &random_key()).await;
+    let _ = workspace_update(&mut laptop2, Duration::from_secs(5)).await;
+    let p = peer_update(&mut agent).await;
+    assert_eq!(p.seq, 2);
+    assert_eq!(p.upserted[0].id, device2.id);
+    drop(laptop2);
+    let p = peer_update(&mut agent).await;
+    assert_eq!(p.seq, 3);
+    assert_eq!(p.deleted, vec![device2.id.clone()]);
+
+    // Removing the agent closes its connection with a reason.
+    c.admin(&[
+        "agent",
+        "rm",
+        "--owner",
+        "alice",
+        "--workspace",
+        "api",
+        "main",
+    ]);
+    match next_within(&mut agent, Duration::from_secs(1)).await {
+        Some(ServerMessage::Error(e)) => assert!(e.message.contains("removed"), "{}", e.message),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    let d = workspace_update(&mut user, Duration::from_secs(1)).await;
+    assert_eq!(d.deleted_agents, vec![agent_id]);
+}
+
+#[tokio::test]
+async fn newer_agent_connection_wins_and_disconnect_goes_offline() {
+    let mut c = Coord::new();
+    let token = c.user_with_token("alice");
+    c.admin(&["workspace", "add", "--owner", "alice", "api"]);
+    let agent_token = c
+        .admin(&[
+            "agent",
+            "add",
+            "--owner",
+            "alice",
+            "--workspace",
+            "api",
+            "main",
+        ])
+        .trim()
+        .to_string();
+    c.serve(&[], "info");
+    let (mut user, _) = connect(&c.ws_url(), &token, &random_key()).await;
+    let _ = workspace_update(&mut user, Duration::from_secs(5)).await;
+
+    let (mut first, _) = connect(&c.ws_url(), &agent_token, &random_key()).await;
+    let _ = peer_update(&mut first).await;
+    assert!(
+        workspace_update(&mut user, Duration::from_secs(1))
+            .await
+            .upserted_agents[0]
+            .online
+    );
+
+    let second_key = random_key();
+    let (mut second, _) = connect(&c.ws_url(), &agent_token, &second_key).await;
+    let _ = peer_update(&mut second).await;
+    match next_within(&mut first, Duration::from_secs(1)).await {
+        Some(ServerMessage::Error(e)) => assert_eq!(e.error, "replaced"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    let d = workspace_update(&mut user, Duration::from_secs(1)).await;
+    assert_eq!(
+        d.upserted_agents[0].public_key.as_deref(),
+        Some(second_key.as_str())
+    );
+    assert!(d.upserted_agents[0].online);
+
+    second.close(None).await.unwrap();
+    let d = workspace_update(&mut user, Duration::from_secs(1)).await;
+    assert!(!d.upserted_agents[0].online);
+}
+
+#[tokio::test]
+async fn revoked_token_closes_the_connection() {
+    let mut c = Coord::new();
+    let token = c.user_with_token("alice");
+    c.serve(&[], "info");
+    let (mut ws, _) = connect(&c.ws_url(), &token, &random_key()).await;
+    let _ = workspace_update(&mut ws, Duration::from_secs(5)).await;
+    let list = c.admin(&["token", "list", "alice"]);
+    let id = list.split_whitespace().next().unwrap().to_string();
+    assert_eq!(&token[4..20], id);
+    c.admin(&["token", "revoke", &id]);
+    match next_within(&mut ws, Duration::from_secs(1)).await {
+        Some(ServerMessage::Error(e)) => {
+            assert_eq!(e.error, "unauthorized");
+            assert!(e.message.contains("sign in again"), "{}", e.message);
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    let r = http()
+        .get(format!("{}/api/v1/me", c.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn static_wireguard_peers_are_always_online() {
+    let mut c = Coord::new();
+    let token = c.user_with_token("alice");
+    c.admin(&["workspace", "add", "--owner", "alice", "db"]);
+    let key = random_key();
+    let out = c.admin(&[
+        "agent",
+        "add",
+        "--owner",
+        "alice",
+        "--workspace",
+        "db",
+        "wg",
+        "--public-key",
+        &key,
+        "--endpoint",
+        "127.0.0.1:51820",
+        "--endpoint",
+        "[::1]:51821",
+    ]);
+    assert_eq!(out, "", "no token is printed for a static peer");
+    c.serve(&["--suffix", "dev.test"], "info");
+    let (mut ws, w) = connect(&c.ws_url(), &token, &random_key()).await;
+    assert_eq!(w.deployment.suffix, "dev.test");
+    let snap = workspace_update(&mut ws, Duration::from_secs(5)).await;
+    let a = &snap.upserted_agents[0];
+    assert!(a.online);
+    assert_eq!(a.public_key.as_deref(), Some(key.as_str()));
+    assert_eq!(a.endpoints.len(), 2);
+    assert_eq!(a.dns_names, vec!["wg.db.alice.dev.test", "db.dev.test"]);
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_log_even_at_trace() {
+    let mut c = Coord::new();
+    let token = c.user_with_token("alice");
+    c.admin(&["workspace", "add", "--owner", "alice", "api"]);
+    let agent_token = c
+        .admin(&[
+            "agent",
+            "add",
+            "--owner",
+            "alice",
+            "--workspace",
+            "api",
+            "main",
+        ])
+        .trim()
+        .to_string();
+    c.serve(&[], "trace");
+    let r = http()
+        .get(format!("{}/api/v1/me", c.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bad = format!("{}AAAA", &token[..token.len() - 4]);
+    let r = http()
+        .get(format!("{}/api/v1/me", c.base))
+        .bearer_auth(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let (mut user, _) = connect(&c.ws_url(), &token, &random_key()).await;
+    let _ = workspace_update(&mut user, Duration::from_secs(5)).await;
+    let (mut agent, _) = connect(&c.ws_url(), &agent_token, &random_key()).await;
+    let _ = peer_update(&mut agent).await;
+    drop((user, agent));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = c.stop();
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "trace logging is on"
+    );
+    for secret in [&token[21..], &agent_token[21..], &bad[21..]] {
+        let leaks: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains(secret))
+            .map(|l| l.replace(secret, "<SECRET>").chars().take(400).collect())
+            .collect();
+        assert!(
+            leaks.is_empty(),
+            "a token secret appeared in the log: {leaks:#?}"
+        );
+    }
+    assert!(!log.to_ascii_lowercase().contains("bearer wut_"));
+}
+
+#[tokio::test]
+async fn plain_http_off_loopback_is_refused() {
+    let c = Coord::new();
+    let out = Command::new(BIN)
+        .args(["serve", "--db"])
+        .arg(c.db())
+        .args(["--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--tls-cert"), "{err}");
+    assert!(!err.contains("backtrace"), "{err}");
+}
+
+fn write_cert(dir: &Path) -> (PathBuf, PathBuf, String) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert_pem = cert.cert.pem();
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, &cert_pem).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    (cert_path, key_path, cert_pem)
+}
+
+#[tokio::test]
+async fn tls_serve_works() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut c = Coord::new();
+    let token = c.user_with_token("alice");
+    let (cert, key, pem) = write_cert(c.dir.path());
+    c.serve(
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        "info",
+    );
+    assert!(c.base.starts_with("https://127.0.0.1:"), "{}", c.base);
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let me: warren_proto::control::Me = client
+        .get(format!("{}/api/v1/me", c.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me.user, "alice");
+
+    // And the WebSocket over TLS.
+    let mut roots = rustls::RootCertStore::empty();
+    let der = rustls_pemfile_free_der(&pem);
+    roots.add(der.into()).unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut req = c.ws_url().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        None,
+        false,
+        Some(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(
+            config,
+        ))),
+    )
+    .await
+    .unwrap();
+    send(&mut ws, &register(&random_key())).await;
+    assert!(matches!(next(&mut ws).await, ServerMessage::Welcome(_)));
+    assert_eq!(
+        workspace_update(&mut ws, Duration::from_secs(5)).await.kind,
+        UpdateKind::Snapshot
+    );
+
+    // A TLS server still refuses bad files with a clear error.
+    let out = Command::new(BIN)
+        .args(["serve", "--db"])
+        .arg(c.db())
+        .args(["--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&key)
+        .arg("--tls-key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PEM"));
+}
+
+/// The DER bytes of the single certificate in `pem`.
+fn rustls_pemfile_free_der(pem: &str) -> Vec<u8> {
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn ten_thousand_workspaces_snapshot() {
+    let mut c = Coord::new();
+    c.admin(&[
+        "seed",
+        "--owner",
+        "bench",
+        "--workspaces",
+        "10000",
+        "--agents-per-workspace",
+        "2",
+    ]);
+    let token = c.admin(&["token", "create", "bench"]).trim().to_string();
+    c.serve(&[], "info");
+    let (mut ws, _) = connect(&c.ws_url(), &token, &random_key()).await;
+    let snap = workspace_update(&mut ws, Duration::from_secs(30)).await;
+    assert_eq!(snap.upserted_workspaces.len(), 10_000);
+    assert_eq!(snap.upserted_agents.len(), 20_000);
+    let mut v4: Vec<_> = snap
+        .upserted_agents
+        .iter()
+        .map(|a| a.addresses[0])
+        .collect();
+    v4.sort();
+    v4.dedup();
+    assert_eq!(v4.len(), 20_000, "every agent has its own address");
+    let a0 = snap
+        .upserted_agents
+        .iter()
+        .find(|a| a.dns_names[0] == "a0.ws-00042.bench.warren")
+        .unwrap();
+    assert_eq!(a0.dns_names[1], "ws-00042.warren");
+    // A one-agent change is a small diff.
+    c.admin(&[
+        "agent",
+        "rm",
+        "--owner",
+        "bench",
+        "--workspace",
+        "ws-00042",
+        "a0",
+    ]);
+    let d = workspace_update(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(d.deleted_agents, vec![a0.id.clone()]);
+    // The next agent takes over the workspace's short name.
+    assert_eq!(d.upserted_agents.len(), 1);
+    assert_eq!(
+        d.upserted_agents[0].dns_names,
+        vec!["a1.ws-00042.bench.warren", "ws-00042.warren"]
+    );
+}
+
+#[test]
+fn admin_commands_validate_and_explain() {
+    let c = Coord::new();
+    let err = c.admin_fails(&["user", "add", "Alice"]);
+    assert!(err.contains("lowercase"), "{err}");
+    let err = c.admin_fails(&["workspace", "add", "--owner", "ghost", "ws"]);
+    assert!(err.contains("user add ghost"), "{err}");
+    c.admin(&["user", "add", "alice"]);
+    let err = c.admin_fails(&["user", "add", "alice"]);
+    assert!(err.contains("already exists"), "{err}");
+    c.admin(&["workspace", "add", "--owner", "alice", "api"]);
+    let err = c.admin_fails(&["workspace", "add", "--owner", "alice", "api"]);
+    assert!(err.contains("already has"), "{err}");
+    let t1 = c.admin(&[
+        "agent",
+        "add",
+        "--owner",
+        "alice",
+        "--workspace",
+        "api",
+        "main",
+    ]);
+    let err = c.admin_fails(&[
+        "agent",
+        "add",
+        "--owner",
+        "alice",
+        "--workspace",
+        "api",
+        "main",
+    ]);
+    assert!(err.contains("agent rm"), "{err}");
+    assert!(!err.contains(&t1.trim()[21..]));
+    let err = c.admin_fails(&[
+        "agent",
+        "add",
+        "--owner",
+        "alice",
+        "--workspace",
+        "api",
+        "x_y",
+    ]);
+    assert!(err.contains("not valid"), "{err}");
+    let err = c.admin_fails(&["token", "create", "nobody"]);
+    assert!(err.contains("no user"), "{err}");
+    assert_eq!(c.admin(&["workspace", "list", "--owner", "alice"]), "api\n");
+}

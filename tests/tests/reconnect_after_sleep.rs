@@ -35,14 +35,23 @@ fn snapshot_after_outage_replaces_state() {
         m.is_complete() && m.agents.len() == 6
     });
 
-    // The coordinator vanishes; the helper notices and retries.
+    // The coordinator vanishes; the helper notices and retries, saying why.
     coord.kill();
-    let st = cli.wait_state(SessionState::Reconnecting, Duration::from_secs(10));
-    let reason = st.session.reason.clone().unwrap_or_default();
-    assert!(
-        reason.contains("can't reach the coordinator"),
-        "reconnect reason should say the coordinator is unreachable: {reason:?}"
-    );
+    let mut last = None;
+    let st = warren_e2e::poll_until(Duration::from_secs(10), || {
+        let s = cli.try_status()?;
+        let unreachable = s.session.state == SessionState::Reconnecting
+            && s
+                .session
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("can't reach the coordinator"));
+        last = Some(s.session.clone());
+        unreachable.then_some(s)
+    })
+    .unwrap_or_else(|| {
+        panic!("with the coordinator down, the session should be Reconnecting because it \"can't reach the coordinator\"; last: {last:?}")
+    });
     assert!(st.session.retry_in_ms.is_some(), "{:?}", st.session);
 
     // While it is down, every workspace restarts and ws3 is deleted.

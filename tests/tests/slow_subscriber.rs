@@ -4,9 +4,10 @@
 //! coordinator stream keeps flowing.
 
 use std::time::{Duration, Instant};
-use warren_e2e::{Coordinator, Helper, MirrorWatcher, RawIpc, Recv, TestDir};
+use warren_e2e::{ipc_request, Coordinator, Helper, MirrorWatcher, RawIpc, Recv, TestDir};
 use warren_proto::frame::encode;
-use warren_proto::ipc::{ClientMessage, ErrorCode, HelperMessage, Request, SessionState};
+use warren_proto::ipc::{ClientMessage, ErrorCode, HelperMessage, Reply, Request, SessionState};
+use warren_proto::Secret;
 
 const SEED_WORKSPACES: usize = 3000;
 const AGENTS_PER_WORKSPACE: usize = 2;
@@ -81,36 +82,58 @@ fn stalled_subscriber_is_cut_off_and_others_keep_up() {
         "with a stalled subscriber, agent add took {took:?} to reach another"
     );
 
-    // Keep the stalled one falling further behind: it asks for the full
-    // state again and again (never reading), while the workspace churns.
-    // The helper must cut it off rather than buffer without bound.
-    let resubscribe = encode(&ClientMessage::Request {
+    // Keep the stalled one falling further behind: the user disconnects and
+    // connects again and again, and every new session streams the whole
+    // state to every subscriber. The helper must cut the stalled one off
+    // rather than buffer for it without bound.
+    let probe = encode(&ClientMessage::Request {
         id: 1000,
-        request: Request::Subscribe,
+        request: Request::Status,
     })
-    .expect("encode Subscribe");
+    .expect("encode Status");
     let start = Instant::now();
     let mut cut_off = false;
-    let mut i = 0;
-    while start.elapsed() < Duration::from_secs(20) && i < 200 {
-        if slow.send_raw(&resubscribe).is_err() {
+    let mut cycles = 0;
+    while start.elapsed() < Duration::from_secs(25) && cycles < 60 {
+        // Writing to a socket the helper has closed fails (EPIPE).
+        if slow.send_raw(&probe).is_err() {
             cut_off = true;
             break;
         }
-        if i % 5 == 0 {
-            coord.add_agent("alice", "live", &format!("churn{i}"));
-        }
-        i += 1;
-        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            ipc_request(&helper.socket, Request::Stop).expect("Stop"),
+            Reply::Ok
+        );
+        fast.wait(Duration::from_secs(10), "the session to stop", |m| {
+            m.session
+                .as_ref()
+                .is_some_and(|s| s.state != SessionState::Connected)
+        });
+        assert_eq!(
+            ipc_request(
+                &helper.socket,
+                Request::Start {
+                    url: coord.url.clone(),
+                    token: Secret::new(token.clone()),
+                    ca: None,
+                },
+            )
+            .expect("Start"),
+            Reply::Ok
+        );
+        fast.wait(Duration::from_secs(10), "the state after a restart", |m| {
+            m.agents.len() == seeded + 1
+                && m.session
+                    .as_ref()
+                    .is_some_and(|s| s.state == SessionState::Connected)
+        });
+        cycles += 1;
     }
     eprintln!(
-        "stalled subscriber: {} after {i} re-subscribes in {:?}",
-        if cut_off {
-            "write refused"
-        } else {
-            "still open"
-        },
-        start.elapsed()
+        "stalled subscriber: {} after {cycles} stop/start cycles in {:?}; helper peak RSS {:?} KiB",
+        if cut_off { "closed" } else { "still open" },
+        start.elapsed(),
+        helper.peak_rss_kib()
     );
 
     // Read what the helper left for it: it must end with a SlowSubscriber

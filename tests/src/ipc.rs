@@ -297,3 +297,53 @@ impl RawSubscriber {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_proto::ipc::SessionInfo;
+
+    fn state(part: u32, last: bool, agents: &[&str]) -> Event {
+        Event::State {
+            part,
+            last,
+            session: SessionInfo::disconnected(),
+            workspaces: vec![],
+            agents: agents
+                .iter()
+                .map(|id| Agent {
+                    id: id.to_string(),
+                    name: id.to_string(),
+                    workspace_id: "w".into(),
+                    public_key: None,
+                    addresses: vec![],
+                    endpoints: vec![],
+                    dns_names: vec![],
+                    online: false,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn mirror_replaces_on_part_zero_and_catches_gaps() {
+        let mut m = Mirror::default();
+        m.apply(0, state(0, false, &["a"])).unwrap();
+        assert!(!m.complete);
+        m.apply(1, state(1, true, &["b"])).unwrap();
+        assert!(m.complete);
+        assert_eq!(m.agents.len(), 2);
+        // A new part 0 replaces, it does not add.
+        m.apply(0, state(0, true, &["c"])).unwrap();
+        assert_eq!(m.agents.keys().collect::<Vec<_>>(), vec!["c"]);
+        let diff = Event::PeerUpdate {
+            upserted_workspaces: vec![],
+            upserted_agents: vec![],
+            deleted_workspaces: vec![],
+            deleted_agents: vec!["c".into()],
+        };
+        assert!(m.apply(2, diff.clone()).is_err(), "seq 2 after 0 is a gap");
+        m.apply(1, diff).unwrap();
+        assert!(m.agents.is_empty());
+    }
+}

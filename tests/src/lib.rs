@@ -193,3 +193,38 @@ pub fn fake_token() -> String {
         .collect();
     format!("wut_{id}_{secret}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_part_keeps_underscores_of_the_secret() {
+        assert_eq!(secret_part("wut_0123456789abcdef_ab_cd-ef"), "ab_cd-ef");
+        assert_eq!(secret_part("opaque"), "opaque");
+        let t = fake_token();
+        assert_eq!(t.len(), 4 + 16 + 1 + 43);
+        assert_eq!(secret_part(&t).len(), 43);
+    }
+
+    #[test]
+    fn unique_names_are_valid_and_distinct() {
+        let a = unique("warrentest");
+        let b = unique("warrentest");
+        assert_ne!(a, b);
+        assert!(a.len() <= 32);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+    }
+
+    #[test]
+    fn wait_until_is_bounded() {
+        let r = std::panic::catch_unwind(|| {
+            wait_until(Duration::from_millis(50), "never", || None::<()>)
+        });
+        assert!(r.is_err());
+        let (v, _) = wait_until(Duration::from_secs(1), "now", || Some(7));
+        assert_eq!(v, 7);
+    }
+}

@@ -239,10 +239,17 @@ fn bad(message: impl Into<String>) -> ApiError {
 }
 
 async fn send(socket: &mut WebSocket, msg: &ServerMessage) -> Result<(), Stop> {
-    let text = serde_json::to_string(msg).map_err(|e| {
+    send_text(socket, encode(msg)?).await
+}
+
+fn encode(msg: &ServerMessage) -> Result<String, Stop> {
+    serde_json::to_string(msg).map_err(|e| {
         tracing::error!("cannot serialize a message: {e}");
         Stop::Gone
-    })?;
+    })
+}
+
+async fn send_text(socket: &mut WebSocket, text: String) -> Result<(), Stop> {
     match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(Stop::Gone),
@@ -485,7 +492,14 @@ async fn stream<V: Streamed>(
         mut kill,
     } = ctx;
     let mut last = rx.borrow_and_update().clone();
-    send(socket, &last.snapshot()).await?;
+    let started = std::time::Instant::now();
+    let text = encode(&last.snapshot())?;
+    tracing::debug!(
+        bytes = text.len(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "snapshot built"
+    );
+    send_text(socket, text).await?;
     let mut seq = 0u64;
     let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
     let mut heard = Instant::now();

@@ -43,6 +43,9 @@ pub struct AppState {
     pub hub: Hub,
     pub deployment: DeploymentInfo,
     pub prefix: addr::Ula48,
+    /// How often to ping; a connection silent for three intervals is
+    /// dropped. [`PING_INTERVAL`] except in tests.
+    pub ping_interval: Duration,
 }
 
 /// An error answer: status plus JSON body.
@@ -501,7 +504,9 @@ async fn stream<V: Streamed>(
     );
     send_text(socket, text).await?;
     let mut seq = 0u64;
-    let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    let ping_every = state.ping_interval;
+    let silence_limit = ping_every * (SILENCE_LIMIT.as_millis() / PING_INTERVAL.as_millis()) as u32;
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     let mut heard = Instant::now();
     loop {
         tokio::select! {
@@ -568,8 +573,8 @@ async fn stream<V: Streamed>(
                 }
             }
             _ = ping.tick() => {
-                if heard.elapsed() >= SILENCE_LIMIT {
-                    tracing::info!("dropping a connection silent for {} s", SILENCE_LIMIT.as_secs());
+                if heard.elapsed() >= silence_limit {
+                    tracing::info!("dropping a connection silent for {} ms", silence_limit.as_millis());
                     return Err(Stop::Gone);
                 }
                 if tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Ping(Vec::new().into()))).await.map(|r| r.is_err()).unwrap_or(true) {

@@ -73,6 +73,7 @@ pub async fn serve(db: Db, args: ServeArgs) -> Result<()> {
         hub,
         deployment,
         prefix: meta.ipv6_prefix,
+        ping_interval: ping_interval(),
     });
     let app = api::router(state);
 
@@ -135,6 +136,17 @@ pub async fn serve(db: Db, args: ServeArgs) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The WebSocket ping interval: 15 s, or `WARREN_COORD_PING_MS` (for tests
+/// that check that silent connections are dropped after three intervals).
+fn ping_interval() -> Duration {
+    std::env::var("WARREN_COORD_PING_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+        .unwrap_or(api::PING_INTERVAL)
 }
 
 async fn shutdown_on_signal(handle: axum_server::Handle) {

@@ -78,6 +78,10 @@ impl Coord {
     }
 
     fn serve(&mut self, extra: &[&str], rust_log: &str) {
+        self.serve_env(extra, rust_log, &[]);
+    }
+
+    fn serve_env(&mut self, extra: &[&str], rust_log: &str, env: &[(&str, &str)]) {
         let mut child = Command::new(BIN)
             .arg("serve")
             .arg("--db")
@@ -85,6 +89,7 @@ impl Coord {
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", rust_log)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -908,4 +913,53 @@ fn admin_commands_validate_and_explain() {
     let err = c.admin_fails(&["token", "create", "nobody"]);
     assert!(err.contains("no user"), "{err}");
     assert_eq!(c.admin(&["workspace", "list", "--owner", "alice"]), "api\n");
+}
+
+#[tokio::test]
+async fn silent_connections_are_pinged_then_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = Coord::new();
+    let token = c.user_with_token("alice");
+    c.serve_env(&[], "info", &[("WARREN_COORD_PING_MS", "200")]);
+    let addr = c.base.trim_start_matches("http://").to_string();
+
+    // A client that answers nothing, not even pings: a raw socket.
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let handshake = format!(
+        "GET /api/v1/connect HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    );
+    tcp.write_all(handshake.as_bytes()).await.unwrap();
+    let payload = serde_json::to_vec(&register(&random_key())).unwrap();
+    let len = u16::try_from(payload.len()).unwrap();
+    let mut frame = vec![0x81, 0x80 | 126];
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(&payload); // all-zero mask
+    tcp.write_all(&frame).await.unwrap();
+
+    let started = std::time::Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("the silent connection was not dropped")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&buf[..n]);
+    }
+    let elapsed = started.elapsed();
+    // Dropped after about three ping intervals, not at once.
+    assert!(elapsed >= Duration::from_millis(500), "{elapsed:?}");
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.contains("101 Switching Protocols"), "{text}");
+    assert!(text.contains("\"welcome\""), "{text}");
+    assert!(
+        received.windows(2).any(|w| w == [0x89, 0x00]),
+        "no ping was sent"
+    );
 }

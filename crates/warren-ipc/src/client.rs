@@ -1,0 +1,433 @@
+//! The GUI/CLI side of the IPC channel: connect, say Hello, send requests,
+//! and turn a connection into an event stream.
+//!
+//! Every error is a sentence a person can act on, because the CLI and the GUI
+//! show them as they are.
+
+use crate::framed::{BoxedReader, BoxedWriter, ReadError, WriteError};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::time::Instant;
+use warren_proto::ipc::{
+    ClientMessage, ErrorCode, Event, Hello, HelperMessage, IpcError, Reply, Request, StatusReport,
+};
+
+/// How long the helper has to answer our Hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the helper has to answer a request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to start the helper on this OS, for error messages.
+#[cfg(target_os = "linux")]
+pub const START_HINT: &str = "Start it with `sudo systemctl start warrend`.";
+#[cfg(target_os = "macos")]
+pub const START_HINT: &str =
+    "Start it with `sudo launchctl kickstart -k system/warrend` (or reinstall Warren).";
+#[cfg(windows)]
+pub const START_HINT: &str =
+    "Start the Warren service: `sc start warrend` in an administrator prompt (or reinstall Warren).";
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+pub const START_HINT: &str = "Start it with `sudo warrend`.";
+
+/// Why talking to the helper failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("The Warren helper isn't running (nothing at {}). {START_HINT}", .path.display())]
+    HelperNotRunning { path: PathBuf },
+    #[error("{}", permission_text(.path, .detail))]
+    PermissionDenied { path: PathBuf, detail: String },
+    #[error("This program is {ours} but the Warren helper is {theirs}; they can't talk to each other. Install matching versions of the Warren app/CLI and helper.")]
+    VersionMismatch { ours: String, theirs: String },
+    /// An error the helper reported (its message is already actionable).
+    #[error("{0}")]
+    Helper(IpcError),
+    #[error("The Warren helper sent something unexpected ({0}). Make sure the app/CLI and helper versions match; if they do, please report a bug.")]
+    Protocol(String),
+    /// Windows: the pipe exists but is not owned by LocalSystem, so it is not
+    /// the real helper (or someone is squatting its name).
+    #[error("Refusing to talk to {}: the pipe is not owned by SYSTEM ({detail}), so it is not the Warren helper service. Restart the Warren service and check for other software using this pipe name.", .path.display())]
+    Untrusted { path: PathBuf, detail: String },
+    #[error("The Warren helper did not answer within {} s. It may be stuck; restart it and try again. {START_HINT}", .0.as_secs())]
+    Timeout(Duration),
+    #[error("The Warren helper closed the connection; it may have stopped or restarted. Try again in a moment. {START_HINT}")]
+    Disconnected,
+    #[error("Could not talk to the Warren helper: {0}. Try again; if it keeps failing, restart the helper.")]
+    Io(std::io::Error),
+}
+
+fn permission_text(path: &Path, detail: &str) -> String {
+    let mut s = format!(
+        "You may not use the Warren helper at {}: {detail}",
+        path.display()
+    );
+    // The helper's own refusal already says which group to join.
+    if !detail.contains("usermod") {
+        if cfg!(windows) {
+            s.push_str(". Run Warren from your own desktop session (not a service or remote shell), or ask an administrator.");
+        } else {
+            s.push_str(". Only root and members of the group `warren` may; join it with `sudo usermod -aG warren $USER`, then log out and back in.");
+        }
+    }
+    s
+}
+
+impl From<WriteError> for ClientError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Io(e) => ClientError::Io(e),
+            other => ClientError::Protocol(other.to_string()),
+        }
+    }
+}
+
+impl From<ReadError> for ClientError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Io(e) => ClientError::Io(e),
+            ReadError::Truncated => ClientError::Disconnected,
+            other => ClientError::Protocol(other.to_string()),
+        }
+    }
+}
+
+fn describe(hello: &Hello) -> String {
+    format!(
+        "version {} (IPC protocol {})",
+        hello.app_version, hello.version
+    )
+}
+
+fn from_helper_error(path: &Path, e: IpcError) -> ClientError {
+    match e.code {
+        ErrorCode::PermissionDenied => ClientError::PermissionDenied {
+            path: path.to_path_buf(),
+            detail: e.message,
+        },
+        _ => ClientError::Helper(e),
+    }
+}
+
+/// A connection to the helper, after the Hello exchange.
+pub struct Client {
+    reader: BoxedReader,
+    writer: BoxedWriter,
+    hello: Hello,
+    path: PathBuf,
+    next_id: u64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("path", &self.path)
+            .field("helper", &self.hello)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to the helper at `path` and exchanges Hello.
+    pub async fn connect(path: &Path, app_version: &str) -> Result<Client, ClientError> {
+        let (mut reader, mut writer) = open(path).await?;
+        let ours = Hello::new(app_version);
+        if let Err(e) = writer.write(&ClientMessage::Hello(ours.clone())).await {
+            // A helper that refuses us may close before reading our Hello;
+            // its error frame is still waiting to be read, so read on.
+            match e {
+                WriteError::Io(ref io)
+                    if matches!(
+                        io.kind(),
+                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                    ) => {}
+                other => return Err(other.into()),
+            }
+        }
+        let first = tokio::time::timeout(HELLO_TIMEOUT, reader.read::<HelperMessage>())
+            .await
+            .map_err(|_| ClientError::Timeout(HELLO_TIMEOUT))?;
+        let theirs = match first {
+            Ok(Some(HelperMessage::Hello(h))) => h,
+            Ok(Some(HelperMessage::Error(e))) => return Err(from_helper_error(path, e)),
+            Ok(Some(_)) => {
+                return Err(ClientError::Protocol(
+                    "expected Hello as the first message".into(),
+                ))
+            }
+            Ok(None) => return Err(ClientError::Disconnected),
+            Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Err(ClientError::Disconnected)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if ours.check_compatible(&theirs).is_err() {
+            return Err(ClientError::VersionMismatch {
+                ours: describe(&ours),
+                theirs: describe(&theirs),
+            });
+        }
+        tracing::debug!(helper = %theirs.app_version, "connected to the Warren helper");
+        Ok(Client {
+            reader,
+            writer,
+            hello: theirs,
+            path: path.to_path_buf(),
+            next_id: 1,
+        })
+    }
+
+    /// The helper's Hello (its app version and protocol version).
+    pub fn helper_hello(&self) -> &Hello {
+        &self.hello
+    }
+
+    async fn send(&mut self, request: Request) -> Result<u64, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.writer
+            .write(&ClientMessage::Request { id, request })
+            .await?;
+        Ok(id)
+    }
+
+    /// Sends a request and waits (up to [`REQUEST_TIMEOUT`]) for its reply.
+    /// Events arriving meanwhile are discarded.
+    pub async fn request(&mut self, request: Request) -> Result<Reply, ClientError> {
+        let id = self.send(request).await?;
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.reader.read::<HelperMessage>())
+                .await
+                .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT))??;
+            match msg {
+                Some(HelperMessage::Reply { reply_to, reply }) if reply_to == id => {
+                    return Ok(reply)
+                }
+                Some(HelperMessage::Reply { .. }) | Some(HelperMessage::Event { .. }) => {}
+                Some(HelperMessage::Error(e)) => return Err(from_helper_error(&self.path, e)),
+                Some(HelperMessage::Hello(_)) => {
+                    return Err(ClientError::Protocol("a second Hello".into()))
+                }
+                None => return Err(ClientError::Disconnected),
+            }
+        }
+    }
+
+    /// Like [`Client::request`], but `Reply::Error` becomes
+    /// `Err(ClientError::Helper)` and anything but `Reply::Ok` is a protocol error.
+    pub async fn request_ok(&mut self, request: Request) -> Result<(), ClientError> {
+        match self.request(request).await? {
+            Reply::Ok => Ok(()),
+            Reply::Error(e) => Err(from_helper_error(&self.path, e)),
+            Reply::Status(_) => Err(ClientError::Protocol(
+                "a status report where Ok was expected".into(),
+            )),
+        }
+    }
+
+    /// Sends `Status` and returns the report.
+    pub async fn status(&mut self) -> Result<StatusReport, ClientError> {
+        match self.request(Request::Status).await? {
+            Reply::Status(report) => Ok(report),
+            Reply::Error(e) => Err(from_helper_error(&self.path, e)),
+            Reply::Ok => Err(ClientError::Protocol(
+                "Ok where a status report was expected".into(),
+            )),
+        }
+    }
+
+    /// Sends `Subscribe`, waits for `Reply::Ok`, and turns the connection
+    /// into an event stream. Events that arrive before the reply are kept.
+    pub async fn subscribe(mut self) -> Result<Subscription, ClientError> {
+        let id = self.send(Request::Subscribe).await?;
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let mut pending = VecDeque::new();
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.reader.read::<HelperMessage>())
+                .await
+                .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT))??;
+            match msg {
+                Some(HelperMessage::Reply { reply_to, reply }) if reply_to == id => match reply {
+                    Reply::Ok => break,
+                    Reply::Error(e) => return Err(from_helper_error(&self.path, e)),
+                    Reply::Status(_) => {
+                        return Err(ClientError::Protocol(
+                            "a status report in answer to Subscribe".into(),
+                        ))
+                    }
+                },
+                Some(HelperMessage::Reply { .. }) => {}
+                Some(HelperMessage::Event { seq, event }) => pending.push_back((seq, event)),
+                Some(HelperMessage::Error(e)) => return Err(from_helper_error(&self.path, e)),
+                Some(HelperMessage::Hello(_)) => {
+                    return Err(ClientError::Protocol("a second Hello".into()))
+                }
+                None => return Err(ClientError::Disconnected),
+            }
+        }
+        Ok(Subscription {
+            reader: self.reader,
+            _writer: self.writer,
+            hello: self.hello,
+            path: self.path,
+            pending,
+        })
+    }
+}
+
+/// A connection that streams events (see [`Client::subscribe`]).
+pub struct Subscription {
+    reader: BoxedReader,
+    /// Kept open: closing our half would look like "client gone" to the helper.
+    _writer: BoxedWriter,
+    hello: Hello,
+    path: PathBuf,
+    pending: VecDeque<(u64, Event)>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("path", &self.path)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// The next `(seq, event)`; `Ok(None)` when the helper closed the
+    /// connection; a helper error frame becomes `Err(ClientError::Helper)`
+    /// (e.g. `SlowSubscriber`: resubscribe).
+    ///
+    /// Cancel-safe, so it can be used in `tokio::select!`.
+    pub async fn next(&mut self) -> Result<Option<(u64, Event)>, ClientError> {
+        if let Some(item) = self.pending.pop_front() {
+            return Ok(Some(item));
+        }
+        loop {
+            match self.reader.read::<HelperMessage>().await {
+                Ok(Some(HelperMessage::Event { seq, event })) => return Ok(Some((seq, event))),
+                Ok(Some(HelperMessage::Reply { .. })) => {}
+                Ok(Some(HelperMessage::Error(e))) => return Err(from_helper_error(&self.path, e)),
+                Ok(Some(HelperMessage::Hello(_))) => {
+                    return Err(ClientError::Protocol("a second Hello".into()))
+                }
+                Ok(None) => return Ok(None),
+                Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The helper's Hello.
+    pub fn helper_hello(&self) -> &Hello {
+        &self.hello
+    }
+}
+
+#[cfg(unix)]
+async fn open(path: &Path) -> Result<(BoxedReader, BoxedWriter), ClientError> {
+    match tokio::net::UnixStream::connect(path).await {
+        Ok(stream) => {
+            let (r, w) = stream.into_split();
+            Ok(crate::framed::boxed(r, w))
+        }
+        Err(e) => Err(match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                ClientError::HelperNotRunning {
+                    path: path.to_path_buf(),
+                }
+            }
+            std::io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
+                path: path.to_path_buf(),
+                detail: "the socket's permissions do not let you in".into(),
+            },
+            _ => ClientError::Io(e),
+        }),
+    }
+}
+
+#[cfg(windows)]
+async fn open(path: &Path) -> Result<(BoxedReader, BoxedWriter), ClientError> {
+    use tokio::net::windows::named_pipe::ClientOptions;
+    use windows_sys::Win32::Foundation::ERROR_PIPE_BUSY;
+
+    // All instances busy is transient: the helper creates a new one right
+    // after each connection. Bounded: 50 × 100 ms.
+    let mut attempts = 0;
+    let pipe = loop {
+        match ClientOptions::new().open(path) {
+            Ok(pipe) => break pipe,
+            Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) && attempts < 50 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                return Err(match e.kind() {
+                    std::io::ErrorKind::NotFound => ClientError::HelperNotRunning {
+                        path: path.to_path_buf(),
+                    },
+                    std::io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
+                        path: path.to_path_buf(),
+                        detail: "the pipe's access list does not include you".into(),
+                    },
+                    _ => ClientError::Io(e),
+                })
+            }
+        }
+    };
+    verify_system_owner(&pipe).map_err(|detail| ClientError::Untrusted {
+        path: path.to_path_buf(),
+        detail,
+    })?;
+    let (r, w) = tokio::io::split(pipe);
+    Ok(crate::framed::boxed(r, w))
+}
+
+/// Checks that the pipe's owner is LocalSystem; the error text describes
+/// what was found instead.
+#[cfg(windows)]
+fn verify_system_owner(
+    pipe: &tokio::net::windows::named_pipe::NamedPipeClient,
+) -> Result<(), String> {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Foundation::LocalFree;
+    use windows_sys::Win32::Security::Authorization::{GetSecurityInfo, SE_KERNEL_OBJECT};
+    use windows_sys::Win32::Security::{
+        IsWellKnownSid, WinLocalSystemSid, OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
+    };
+
+    let mut owner: PSID = std::ptr::null_mut();
+    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+    // SAFETY: the handle is a live pipe handle owned by `pipe`; the out
+    // pointers are valid; `owner` points into `sd`, which we free after use.
+    let status = unsafe {
+        GetSecurityInfo(
+            pipe.as_raw_handle() as _,
+            SE_KERNEL_OBJECT,
+            OWNER_SECURITY_INFORMATION,
+            &mut owner,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut sd,
+        )
+    };
+    if status != 0 {
+        return Err(format!(
+            "could not read its owner: {}",
+            std::io::Error::from_raw_os_error(status as i32)
+        ));
+    }
+    // SAFETY: `owner` is a valid SID inside `sd` (checked status above).
+    let is_system = unsafe { IsWellKnownSid(owner, WinLocalSystemSid) } != 0;
+    // SAFETY: `sd` was allocated by GetSecurityInfo with LocalAlloc.
+    unsafe { LocalFree(sd) };
+    if is_system {
+        Ok(())
+    } else {
+        Err("its owner is another account".into())
+    }
+}

@@ -1,2 +1,136 @@
-//! placeholder
-fn main() {}
+//! `warren`: the command-line client. Signs in to a coordinator, hands the
+//! token to the helper (`warrend`) and shows the workspaces it can reach.
+//!
+//! Every failure prints `error: <what to do>` to stderr and exits 1.
+
+mod config;
+mod login;
+mod render;
+mod session;
+mod token;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "warren",
+    version,
+    about = "Put this computer on your Warren workspaces' network"
+)]
+struct Cli {
+    /// The helper's socket (Windows: pipe name).
+    #[arg(long, env = "WARREN_SOCKET", global = true, default_value_os_t = warren_ipc::default_endpoint())]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sign in to a coordinator with a user token.
+    Login {
+        /// The coordinator, e.g. https://warren.example.com
+        #[arg(long)]
+        url: String,
+        /// Read the token from standard input.
+        #[arg(long, conflicts_with = "token_file")]
+        token_stdin: bool,
+        /// Read the token from a file.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Extra CA certificate (PEM) to trust for this coordinator.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
+    /// Disconnect and forget the token.
+    Logout,
+    /// Connect (the helper keeps the connection up until `warren down`).
+    Up,
+    /// Disconnect.
+    Down,
+    /// Drop the coordinator connection and connect again now.
+    Reconnect,
+    /// Show the session, workspaces and agents.
+    Status {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the status and redraw it on every change, until Ctrl-C.
+    Watch,
+}
+
+async fn login(
+    url: &str,
+    token_stdin: bool,
+    token_file: Option<PathBuf>,
+    ca: Option<PathBuf>,
+) -> Result<()> {
+    let url = login::normalize_url(url).map_err(anyhow::Error::msg)?;
+    let ca_pem = match &ca {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("can't read the CA certificate {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let source = match (&token_file, token_stdin) {
+        (Some(path), _) => login::TokenSource::File(path),
+        (None, true) => login::TokenSource::Stdin,
+        (None, false) => login::TokenSource::Prompt,
+    };
+    let tok = login::read_token(source)?;
+    let me = login::validate(&url, &tok, ca_pem.as_deref()).await?;
+    let dir = config::config_dir()?;
+    token::store(&dir, &url, &tok).await?;
+    config::save(
+        &dir,
+        &config::Config {
+            url: url.clone(),
+            ca_pem,
+        },
+    )?;
+    println!(
+        "Signed in to {url} as {}. Run `warren up` to connect.",
+        me.user
+    );
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let socket = cli.socket;
+    match cli.command {
+        Command::Login {
+            url,
+            token_stdin,
+            token_file,
+            ca,
+        } => login(&url, token_stdin, token_file, ca).await,
+        Command::Logout => session::logout(&socket).await,
+        Command::Up => session::up(&socket).await,
+        Command::Down => session::down(&socket).await,
+        Command::Reconnect => session::reconnect(&socket).await,
+        Command::Status { json } => session::status(&socket, json).await,
+        Command::Watch => session::watch(&socket).await,
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = tokio::runtime::Runtime::new()
+        .context("can't start the async runtime")
+        .and_then(|rt| rt.block_on(run(cli)));
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,335 @@
+//! `warren login`: normalize the coordinator URL, read the token, and check
+//! both against the coordinator (`GET /api/v1/me`) before storing anything.
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::io::{BufRead, IsTerminal, Read};
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+use warren_proto::control::{ApiError, Me, TokenKind, ME_PATH};
+use warren_proto::Secret;
+
+const ME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Turns what a person typed into `scheme://host[:port]`, or says what is
+/// wrong with it.
+pub fn normalize_url(input: &str) -> Result<String, String> {
+    let input = input.trim();
+    if !input.contains("://") {
+        return Err(format!(
+            "{input:?} has no scheme; use the full address, e.g. https://{input}"
+        ));
+    }
+    let url =
+        reqwest::Url::parse(input).map_err(|e| format!("{input:?} is not a valid URL: {e}"))?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| format!("{input:?} has no host name"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(host) => {}
+        "http" => {
+            return Err(format!(
+                "{input} uses plain http, which would send your token unencrypted; use https:// (http:// is only allowed for localhost)"
+            ))
+        }
+        other => return Err(format!("{input}: unsupported scheme {other:?}; use https://")),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{input}: don't put credentials in the URL; pass the token with --token-stdin or --token-file"
+        ));
+    }
+    if url.path() != "/" && !url.path().is_empty() {
+        return Err(format!(
+            "{input}: give only the coordinator's address, without a path (e.g. {}://{})",
+            url.scheme(),
+            host_port(&url)
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{input}: give only the coordinator's address, without ?query or #fragment"
+        ));
+    }
+    Ok(format!("{}://{}", url.scheme(), host_port(&url)))
+}
+
+fn host_port(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Where the token comes from.
+pub enum TokenSource<'a> {
+    Stdin,
+    File(&'a Path),
+    /// Ask: hidden prompt on a terminal, else one line from stdin.
+    Prompt,
+}
+
+pub fn read_token(source: TokenSource<'_>) -> Result<Secret> {
+    let raw = match source {
+        TokenSource::Stdin => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("can't read the token from standard input")?;
+            s
+        }
+        TokenSource::File(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("can't read the token file {}", path.display()))?,
+        TokenSource::Prompt => {
+            if std::io::stdin().is_terminal() {
+                rpassword::prompt_password("Token (input hidden): ")
+                    .context("can't read the token from the terminal")?
+            } else {
+                eprint!("Token: ");
+                let mut s = String::new();
+                std::io::stdin()
+                    .lock()
+                    .read_line(&mut s)
+                    .context("can't read the token from standard input")?;
+                s
+            }
+        }
+    };
+    let token = raw.trim();
+    if token.is_empty() {
+        bail!("the token is empty; create one with `warren-coord token create NAME` and pass it with --token-stdin or --token-file");
+    }
+    Ok(Secret::new(token))
+}
+
+/// The innermost cause of an error, which is usually the telling one
+/// ("Connection refused", "UnknownIssuer").
+fn causes(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+fn is_certificate_error(chain: &[String]) -> bool {
+    chain.iter().any(|c| {
+        let c = c.to_ascii_lowercase();
+        c.contains("certificate") || c.contains("unknownissuer") || c.contains("invalid peer")
+    })
+}
+
+/// Asks the coordinator who `token` belongs to. Every error says what to do.
+pub async fn validate(url: &str, token: &Secret, ca_pem: Option<&str>) -> Result<Me> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(ME_TIMEOUT)
+        .use_rustls_tls()
+        .user_agent(concat!("warren-cli/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = ca_pem {
+        let cert = reqwest::Certificate::from_pem(pem.as_bytes())
+            .context("the --ca file is not a PEM certificate")?;
+        builder = builder.add_root_certificate(cert);
+    }
+    let client = builder
+        .build()
+        .context("can't set up HTTPS (is the --ca file a valid PEM certificate?)")?;
+    let resp = client
+        .get(format!("{url}{ME_PATH}"))
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .map_err(|e| {
+            let chain = causes(&e);
+            let cause = chain.last().cloned().unwrap_or_default();
+            if is_certificate_error(&chain) {
+                anyhow!("the coordinator at {url} presented a certificate this computer doesn't trust ({cause}). If it uses its own CA, pass the CA certificate with `--ca ca.pem`")
+            } else if e.is_timeout() {
+                anyhow!("can't reach the coordinator at {url}: no answer within {} s. Check the URL and that the coordinator is running", ME_TIMEOUT.as_secs())
+            } else {
+                anyhow!("can't reach the coordinator at {url}: {cause}. Check the URL and that the coordinator is running")
+            }
+        })?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(|e| {
+        anyhow!(
+            "can't reach the coordinator at {url}: the answer was cut off ({}). Check that the coordinator is running and try again",
+            causes(&e).last().cloned().unwrap_or_default()
+        )
+    })?;
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        bail!("the coordinator rejected this token — create a new one with `warren-coord token create NAME` and sign in again");
+    }
+    let not_warren = || {
+        anyhow!("{url} doesn't look like a Warren coordinator (GET {ME_PATH} answered HTTP {status}). Check the URL")
+    };
+    if !status.is_success() {
+        return match serde_json::from_slice::<ApiError>(&body) {
+            Ok(api) if status != reqwest::StatusCode::NOT_FOUND => Err(anyhow!(
+                "the coordinator refused the sign-in: {} ({})",
+                api.message,
+                api.error
+            )),
+            _ => Err(not_warren()),
+        };
+    }
+    let me: Me = serde_json::from_slice(&body).map_err(|_| not_warren())?;
+    if me.kind == TokenKind::Agent {
+        bail!("that is an agent token; use a user token (create one with `warren-coord token create {}`)", me.user);
+    }
+    Ok(me)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_good_urls() {
+        let cases = [
+            ("https://warren.example.com", "https://warren.example.com"),
+            ("https://warren.example.com/", "https://warren.example.com"),
+            (
+                "  https://Warren.Example.com:8443/ ",
+                "https://warren.example.com:8443",
+            ),
+            (
+                "https://warren.example.com:443",
+                "https://warren.example.com",
+            ),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("http://localhost:3000/", "http://localhost:3000"),
+            ("http://[::1]:9000", "http://[::1]:9000"),
+            ("http://127.8.9.10", "http://127.8.9.10"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalize_url(input).as_deref(), Ok(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_urls_with_a_hint() {
+        let cases = [
+            ("warren.example.com", "https://warren.example.com"),
+            ("http://warren.example.com", "use https://"),
+            ("http://10.0.0.1:8080", "use https://"),
+            ("ftp://warren.example.com", "unsupported scheme"),
+            ("https://warren.example.com/api", "without a path"),
+            ("https://warren.example.com/?x=1", "without ?query"),
+            ("https://warren.example.com/#top", "without ?query"),
+            (
+                "https://user:pw@warren.example.com",
+                "don't put credentials",
+            ),
+            ("https://", "not a valid URL"),
+        ];
+        for (input, hint) in cases {
+            let err = normalize_url(input).unwrap_err();
+            assert!(err.contains(hint), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn certificate_errors_are_recognized() {
+        let chain = vec![
+            "error sending request".to_string(),
+            "invalid peer certificate: UnknownIssuer".to_string(),
+        ];
+        assert!(is_certificate_error(&chain));
+        assert!(!is_certificate_error(&[
+            "Connection refused (os error 111)".to_string()
+        ]));
+    }
+
+    #[tokio::test]
+    async fn unreachable_coordinator_is_explained() {
+        // Bind then drop a listener so the port is very likely closed.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        let err = validate(&url, &Secret::new("wut_secret.value"), None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("can't reach the coordinator"), "{err}");
+        assert!(err.contains(&url), "{err}");
+        assert!(!err.contains("wut_secret"), "{err}");
+    }
+
+    /// A one-request HTTP server on loopback answering with `status` and `body`.
+    async fn answer_once(status: &'static str, body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let resp = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        });
+        url
+    }
+
+    const DEPLOYMENT: &str =
+        r#"{"suffix":"warren","ipv4_prefix":"100.64.0.0/10","ipv6_prefix":"fd00:1::/48"}"#;
+
+    #[tokio::test]
+    async fn coordinator_answers_are_mapped() {
+        let token = Secret::new("wut_abc.def");
+        let url = answer_once(
+            "401 Unauthorized",
+            r#"{"error":"unauthorized","message":"bad token"}"#,
+        )
+        .await;
+        let err = validate(&url, &token, None).await.unwrap_err().to_string();
+        assert!(
+            err.contains("rejected this token") && err.contains("token create"),
+            "{err}"
+        );
+
+        let url = answer_once("404 Not Found", "<html>nope</html>").await;
+        let err = validate(&url, &token, None).await.unwrap_err().to_string();
+        assert!(
+            err.contains("doesn't look like a Warren coordinator"),
+            "{err}"
+        );
+
+        let url = answer_once("200 OK", "<html>hello</html>").await;
+        let err = validate(&url, &token, None).await.unwrap_err().to_string();
+        assert!(
+            err.contains("doesn't look like a Warren coordinator"),
+            "{err}"
+        );
+
+        let agent: &'static str = Box::leak(
+            format!(r#"{{"kind":"agent","user":"alice","agent_id":"a1","deployment":{DEPLOYMENT},"coordinator_version":"0.1.0"}}"#)
+                .into_boxed_str(),
+        );
+        let url = answer_once("200 OK", agent).await;
+        let err = validate(&url, &token, None).await.unwrap_err().to_string();
+        assert!(err.contains("agent token"), "{err}");
+
+        let user: &'static str = Box::leak(
+            format!(r#"{{"kind":"user","user":"alice","deployment":{DEPLOYMENT},"coordinator_version":"0.1.0"}}"#)
+                .into_boxed_str(),
+        );
+        let url = answer_once("200 OK", user).await;
+        let me = validate(&url, &token, None).await.unwrap();
+        assert_eq!(me.user, "alice");
+    }
+}

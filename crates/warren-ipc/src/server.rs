@@ -305,6 +305,8 @@ mod unix {
 
         /// Waits for the next authorized client. Unauthorized peers get one
         /// `PermissionDenied` error frame from a spawned task and are closed.
+        ///
+        /// Cancel-safe: it can sit in `tokio::select!` next to a shutdown signal.
         pub async fn accept(&mut self) -> std::io::Result<Accepted> {
             if let Some(std_listener) = self.pending.take() {
                 self.listener = Some(tokio::net::UnixListener::from_std(std_listener)?);
@@ -491,6 +493,8 @@ mod windows {
 
         /// Waits for the next client. The DACL already decided who may open
         /// the pipe, so every connection is authorized.
+        ///
+        /// Cancel-safe: it can sit in `tokio::select!` next to a shutdown signal.
         pub async fn accept(&mut self) -> std::io::Result<Accepted> {
             self.next.connect().await?;
             let fresh = create_instance(&self.path, false)?;

@@ -30,6 +30,8 @@ struct Helper {
     session: Arc<Mutex<SessionInfo>>,
     changes: broadcast::Sender<SessionInfo>,
     starts: Arc<Mutex<Vec<(String, String)>>>,
+    /// When set, the next event skips a sequence number (a lost event).
+    skip_seq: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Helper {
@@ -67,6 +69,7 @@ fn start_helper(path: PathBuf) -> Helper {
         session: Arc::new(Mutex::new(SessionInfo::disconnected())),
         changes: tx,
         starts: Arc::new(Mutex::new(vec![])),
+        skip_seq: Arc::default(),
     };
     let mut listener = Listener::bind(ListenerOptions {
         path,
@@ -145,6 +148,9 @@ fn start_helper(path: PathBuf) -> Helper {
                         }
                         let mut seq = 1;
                         while let Ok(session) = changes.recv().await {
+                            if h.skip_seq.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                                seq += 1;
+                            }
                             let ev = HelperMessage::Event {
                                 seq,
                                 event: Event::SessionChanged { session },
@@ -430,4 +436,52 @@ async fn login_without_a_keyring_falls_back_to_a_private_file() {
         std::fs::metadata(&token).unwrap().permissions().mode() & 0o777,
         0o600
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_resubscribes_after_a_gap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("helper.sock");
+    let helper = start_helper(socket.clone());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("watch")
+        .env("WARREN_CONFIG_DIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    read_until("Session: disconnected", &mut seen, &mut stdout).await;
+    // Lose an event: watch must notice, say so, resubscribe and redraw.
+    helper
+        .skip_seq
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut s = SessionInfo::disconnected();
+    s.state = SessionState::Reconnecting;
+    helper.set(s);
+    let mut said = String::new();
+    read_until_err("resubscribed to the helper", &mut said, &mut stderr).await;
+    assert!(said.contains("missed events"), "{said}");
+    read_until("Session: reconnecting", &mut seen, &mut stdout).await;
+    child.kill().await.unwrap();
+}
+
+async fn read_until_err(needle: &str, seen: &mut String, stderr: &mut tokio::process::ChildStderr) {
+    use tokio::io::AsyncReadExt;
+    let fut = async {
+        let mut buf = [0u8; 4096];
+        while !seen.contains(needle) {
+            let n = stderr.read(&mut buf).await.unwrap();
+            assert!(n > 0, "watch exited early; said {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), fut)
+        .await
+        .unwrap_or_else(|_| panic!("no {needle:?} from watch"));
 }

@@ -24,8 +24,11 @@ fn snapshot_after_outage_replaces_state() {
     }
     let helper = Helper::start(dir.path(), "root");
     let cli = helper.cli(dir.path());
-    let st = cli.login_up_connected(&coord.url, &token);
-    assert_eq!(st.agents.len(), 6, "{:?}", st.agents);
+    cli.login_up_connected(&coord.url, &token);
+    // Connected (Welcome) comes before the first snapshot.
+    let (st, _) = warren_e2e::wait_until(Duration::from_secs(5), "the six agents", || {
+        cli.try_status().filter(|s| s.agents.len() == 6)
+    });
     let old_ids: BTreeSet<String> = st.agent_ids().into_iter().collect();
     let old_keys: BTreeSet<Option<String>> =
         st.agents.iter().map(|a| a.public_key.clone()).collect();

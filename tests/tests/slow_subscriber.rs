@@ -11,6 +11,9 @@ use warren_proto::Secret;
 
 const SEED_WORKSPACES: usize = 3000;
 const AGENTS_PER_WORKSPACE: usize = 2;
+/// What the stalled subscriber is sent before the helper must have given up
+/// on it (far beyond socket buffers; a bounded queue stays well below).
+const PUSH_BYTES: usize = 64 * 1024 * 1024;
 
 /// Seeds alice with many workspaces; returns how many agents she has.
 fn seed(coord: &Coordinator) -> usize {
@@ -84,8 +87,16 @@ fn stalled_subscriber_is_cut_off_and_others_keep_up() {
 
     // Keep the stalled one falling further behind: the user disconnects and
     // connects again and again, and every new session streams the whole
-    // state to every subscriber. The helper must cut the stalled one off
-    // rather than buffer for it without bound.
+    // state to every subscriber. Push at least PUSH_BYTES at it: a helper
+    // whose per-subscriber queue is bounded must have cut it off by then.
+    let m = fast.mirror();
+    let state_bytes = serde_json::to_vec(&(
+        m.workspaces.values().collect::<Vec<_>>(),
+        m.agents.values().collect::<Vec<_>>(),
+    ))
+    .expect("encode the state")
+    .len();
+    let cycles_needed = PUSH_BYTES.div_ceil(state_bytes);
     let probe = encode(&ClientMessage::Request {
         id: 1000,
         request: Request::Status,
@@ -94,7 +105,7 @@ fn stalled_subscriber_is_cut_off_and_others_keep_up() {
     let start = Instant::now();
     let mut cut_off = false;
     let mut cycles = 0;
-    while start.elapsed() < Duration::from_secs(25) && cycles < 60 {
+    while cycles < cycles_needed && start.elapsed() < Duration::from_secs(25) {
         // Writing to a socket the helper has closed fails (EPIPE).
         if slow.send_raw(&probe).is_err() {
             cut_off = true;
@@ -130,8 +141,8 @@ fn stalled_subscriber_is_cut_off_and_others_keep_up() {
         cycles += 1;
     }
     eprintln!(
-        "stalled subscriber: {} after {cycles} stop/start cycles in {:?}; helper peak RSS {:?} KiB",
-        if cut_off { "closed" } else { "still open" },
+        "stalled subscriber: {} after {cycles} stop/start cycles of {state_bytes} bytes of state in {:?}; helper peak RSS {:?} KiB",
+        if cut_off { "closed" } else { "not closed yet" },
         start.elapsed(),
         helper.peak_rss_kib()
     );

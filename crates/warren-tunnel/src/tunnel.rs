@@ -244,8 +244,9 @@ impl Tunnel {
         }
         if let Some(peer) = self.peers[slot].as_mut() {
             peer.addresses = addresses;
-            schedule(&mut self.heap, peer, slot);
+            reschedule(&mut self.heap, peer, slot);
         }
+        self.prune_heap();
         Ok(())
     }
 
@@ -368,7 +369,9 @@ impl Tunnel {
             }
             peer.queue.push_back(packet.to_vec());
             peer.initiate(now, &mut self.out, &mut self.scratch);
-            Ok(None)
+            reschedule(&mut self.heap, peer, slot);
+            self.prune_heap();
+            return Ok(None);
         };
         schedule(&mut self.heap, peer, slot);
         result
@@ -443,6 +446,9 @@ impl Tunnel {
         let peer = self.peers[slot].as_mut().ok_or(DropReason::Invalid)?;
         peer.refresh(now, &mut self.out, &mut self.scratch);
 
+        // Data packets only bring deadlines forward; anything else (handshakes,
+        // cookies, keepalives) is rare and reschedules exactly.
+        let mut exact = true;
         let result = match peer.tunn.decapsulate(Some(from.ip()), datagram, out) {
             TunnResult::WriteToNetwork(msg) => {
                 if msg.first() == Some(&MSG_COOKIE) {
@@ -469,14 +475,14 @@ impl Tunnel {
                 Ok(None)
             }
             TunnResult::WriteToTunnelV4(packet, src) => {
+                exact = false;
                 accept_data(peer, now, from, &mut self.out, &mut self.scratch);
-                check_source(&self.by_addr, slot, IpAddr::V4(src))?;
-                Ok(Some(packet))
+                check_source(&self.by_addr, slot, IpAddr::V4(src)).map(|()| Some(packet))
             }
             TunnResult::WriteToTunnelV6(packet, src) => {
+                exact = false;
                 accept_data(peer, now, from, &mut self.out, &mut self.scratch);
-                check_source(&self.by_addr, slot, IpAddr::V6(src))?;
-                Ok(Some(packet))
+                check_source(&self.by_addr, slot, IpAddr::V6(src)).map(|()| Some(packet))
             }
             TunnResult::Done => {
                 if kind == MSG_DATA {
@@ -493,9 +499,17 @@ impl Tunnel {
                 }
                 Ok(None)
             }
-            TunnResult::Err(e) => Err(classify(e)),
+            TunnResult::Err(e) => {
+                exact = false;
+                Err(classify(e))
+            }
         };
-        schedule(&mut self.heap, peer, slot);
+        if exact {
+            reschedule(&mut self.heap, peer, slot);
+            self.prune_heap();
+        } else {
+            schedule(&mut self.heap, peer, slot);
+        }
         result
     }
 
@@ -601,11 +615,25 @@ impl Tunnel {
 
 /// Brings a peer's deadline forward if its latest event needs it earlier.
 /// Later deadlines are left alone: the peer then wakes a little early and
-/// reschedules, which keeps this per-packet work to a few comparisons.
+/// reschedules. This is what the data path uses, so a packet costs a few
+/// comparisons and no heap push.
 fn schedule(heap: &mut BinaryHeap<Reverse<(Instant, usize, u64)>>, peer: &mut Peer, slot: usize) {
     if let Some(at) = peer.timers.next_deadline(peer.persistent_keepalive) {
         if !matches!(peer.scheduled, Some(s) if s <= at) {
             peer.scheduled = Some(at);
+            heap.push(Reverse((at, slot, peer.generation)));
+        }
+    }
+}
+
+/// Sets a peer's deadline to exactly what its timers need, later or earlier.
+/// Used after handshakes and configuration changes (not per packet), so an
+/// idle peer is not woken by a deadline that no longer applies.
+fn reschedule(heap: &mut BinaryHeap<Reverse<(Instant, usize, u64)>>, peer: &mut Peer, slot: usize) {
+    let at = peer.timers.next_deadline(peer.persistent_keepalive);
+    if at != peer.scheduled {
+        peer.scheduled = at;
+        if let Some(at) = at {
             heap.push(Reverse((at, slot, peer.generation)));
         }
     }

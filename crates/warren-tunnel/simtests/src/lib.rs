@@ -1,0 +1,1 @@
+//! Simulated-time tests of warren-tunnel live in `tests/`; this library is empty.

@@ -77,7 +77,8 @@ step "cargo build --workspace --bins"
 cargo build --workspace --bins
 
 step "cargo test --workspace"
-cargo test --workspace
+# Every test binary runs even after a failure, so one run shows them all.
+cargo test --workspace --no-fail-fast
 
 step "fuzz: decode_frame for ${FUZZ_SECONDS}s"
 if ! command -v cargo-fuzz >/dev/null 2>&1; then

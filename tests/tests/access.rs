@@ -39,52 +39,86 @@ fn hello_as(socket: &std::path::Path, uid: u32, gid: u32) -> Result<Recv, std::i
     .expect("credential thread does not panic")
 }
 
-#[test]
-fn only_root_and_the_group_may_control_the_helper() {
-    let dir = TestDir::new("access-group");
-    let group = ThrowawayGroup::create("wgrp");
-    let user = ThrowawayUser::create("warrentest");
-    let helper = Helper::start(dir.path(), &group.name);
-    let root_cli = helper.cli(dir.path());
-    let cfg = dir.join(&format!("cfg-{}", user.name));
-    let outsider = root_cli.as_user(user.uid, user.gid, vec![], &cfg);
+/// A helper controllable by a fresh group, and a fresh user outside it.
+struct Door {
+    // Fields drop in order: the helper stops first, then the user and the
+    // group are removed, then the directory.
+    helper: Helper,
+    user: ThrowawayUser,
+    group: ThrowawayGroup,
+    dir: TestDir,
+}
 
-    // Not in the group: the socket's mode keeps them out, and the CLI says
-    // which group they need.
-    let out = outsider.run(&["status"]);
+impl Door {
+    fn new(name: &str) -> Self {
+        let dir = TestDir::new(name);
+        let group = ThrowawayGroup::create("wgrp");
+        let user = ThrowawayUser::create("warrentest");
+        let helper = Helper::start(dir.path(), &group.name);
+        Door {
+            helper,
+            user,
+            group,
+            dir,
+        }
+    }
+
+    /// The CLI run as the throwaway user with these supplementary groups.
+    fn cli_as_user(&self, groups: Vec<u32>) -> warren_e2e::Cli {
+        let cfg = self.dir.join(&format!("cfg-{}", self.user.name));
+        self.helper
+            .cli(self.dir.path())
+            .as_user(self.user.uid, self.user.gid, groups, &cfg)
+    }
+}
+
+#[test]
+fn outsider_is_kept_out_by_the_socket_mode_and_told_which_group() {
+    let door = Door::new("access-mode");
+    let out = door.cli_as_user(vec![]).run(&["status"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "an outsider ran `warren status`");
     assert!(
-        stderr.contains(&group.name),
-        "the error should name the group `{}`: {stderr}",
-        group.name
+        stderr.contains(&door.group.name),
+        "the error should name the helper's group `{}`: {stderr}",
+        door.group.name
     );
+}
 
-    // With the mode opened up, the peer-credential check still refuses.
-    set_mode(&helper.socket, 0o666);
-    match hello_as(&helper.socket, user.uid, user.gid) {
+#[test]
+fn outsider_is_refused_by_the_peer_check_when_the_mode_is_open() {
+    let door = Door::new("access-peercred");
+    set_mode(&door.helper.socket, 0o666);
+    match hello_as(&door.helper.socket, door.user.uid, door.user.gid) {
         Ok(Recv::Message(HelperMessage::Error(e))) => {
             assert_eq!(e.code, ErrorCode::PermissionDenied, "{e:?}");
             assert!(
-                e.message.contains(&group.name),
+                e.message.contains(&door.group.name),
                 "the refusal should name the group: {}",
                 e.message
             );
         }
         other => panic!("an outsider with a 0666 socket got {other:?}, not PermissionDenied"),
     }
-    let out = outsider.run(&["status"]);
+    let out = door.cli_as_user(vec![]).run(&["status"]);
     assert!(!out.status.success(), "the peer check let an outsider in");
-    set_mode(&helper.socket, 0o660);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&door.group.name),
+        "the CLI should pass on which group to join: {stderr}"
+    );
+}
 
-    // A member of the group gets in.
-    user.add_to_group(&group);
-    let member = root_cli.as_user(user.uid, user.gid, vec![group.gid], &cfg);
+#[test]
+fn member_of_the_group_may_control_the_helper() {
+    let door = Door::new("access-member");
+    door.user.add_to_group(&door.group);
+    let member = door.cli_as_user(vec![door.group.gid]);
     let out = member.run(&["status"]);
     assert!(
         out.status.success(),
         "a member of {} could not run `warren status`: {}",
-        group.name,
+        door.group.name,
         String::from_utf8_lossy(&out.stderr)
     );
     let st = member.status();

@@ -75,7 +75,7 @@ fn snapshot_after_outage_replaces_state() {
 
     // The CLI's view: connected again, exactly the four new agents.
     let mut last = None;
-    let st = warren_e2e::poll_until(Duration::from_secs(8), || {
+    let st = warren_e2e::poll_until(Duration::from_secs(5), || {
         let s = cli.try_status()?;
         let ok = s.session.state == SessionState::Connected
             && s.agents.len() == 4
@@ -85,7 +85,7 @@ fn snapshot_after_outage_replaces_state() {
     })
     .unwrap_or_else(|| {
         panic!(
-            "helper did not resync within 8 s of the coordinator's return; last status: {last:#?}"
+            "helper did not resync within 5 s of the coordinator's return; last status: {last:#?}"
         )
     });
     let took = back.elapsed();

@@ -136,15 +136,42 @@ async fn end_to_end(dir: &Path) -> Result<()> {
     }
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut connected_at = None;
+    let mut first_agents_at = None;
     let complete_at = loop {
         let p = tokio::time::timeout_at(deadline, rx.recv())
             .await
             .context("the subscriber did not get all agents within 120 s")?
             .context("the subscriber stopped")?;
+        if p.connected && connected_at.is_none() {
+            connected_at = Some(p.at);
+        }
+        if p.agents > 0 && first_agents_at.is_none() {
+            first_agents_at = Some(p.at);
+        }
         if p.complete && p.connected && p.agents == AGENTS {
             break p.at;
         }
     };
+    // Where the time goes: the handshake, then the first agents, then the rest.
+    if let Some(at) = connected_at {
+        emit(
+            "snapshot_connected_ms",
+            ms(at.saturating_duration_since(started)),
+            "ms",
+            None,
+            Some("part of snapshot_ms: Start reply → subscriber sees the session Connected"),
+        );
+    }
+    if let Some(at) = first_agents_at {
+        emit(
+            "snapshot_first_agents_ms",
+            ms(at.saturating_duration_since(started)),
+            "ms",
+            None,
+            Some("part of snapshot_ms: Start reply → subscriber has its first agents"),
+        );
+    }
     emit(
         "snapshot_ms",
         ms(complete_at.saturating_duration_since(started)),

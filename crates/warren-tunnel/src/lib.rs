@@ -69,6 +69,7 @@
 //! The private key never leaves the table and never appears in its `Debug`
 //! output or logs.
 
+mod fasthash;
 mod peer;
 mod timers;
 mod tunnel;

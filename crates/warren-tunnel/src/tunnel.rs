@@ -16,6 +16,7 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
+use crate::fasthash::FastMap;
 use crate::peer::{Outputs, Peer, MSG_COOKIE, MSG_DATA, MSG_RESPONSE};
 use crate::timers::Mirror;
 use crate::types::{
@@ -56,8 +57,8 @@ pub struct Tunnel {
     peers: Vec<Option<Peer>>,
     free_slots: Vec<usize>,
     by_key: HashMap<PeerKey, usize>,
-    by_index: HashMap<u32, usize>,
-    by_addr: HashMap<IpAddr, usize>,
+    by_index: FastMap<u32, usize>,
+    by_addr: FastMap<IpAddr, usize>,
     next_index: u32,
     next_generation: u64,
     /// Per-peer deadlines with lazy deletion: an entry counts only if the
@@ -81,8 +82,9 @@ impl fmt::Debug for Tunnel {
     }
 }
 
-/// The buffer size [`Tunnel::encapsulate`] and [`Tunnel::decapsulate`] need
-/// for a packet or datagram of `len` bytes.
+/// The output buffer [`Tunnel::encapsulate`] needs for a packet of `len`
+/// bytes. A buffer of `min_out_len(mtu)` also fits [`Tunnel::decapsulate`]
+/// of any datagram carrying an `mtu`-sized packet, so one size serves both.
 pub const fn min_out_len(len: usize) -> usize {
     let n = len + DATA_OVERHEAD;
     if n < MIN_BUFFER {
@@ -108,8 +110,8 @@ impl Tunnel {
             peers: Vec::new(),
             free_slots: Vec::new(),
             by_key: HashMap::new(),
-            by_index: HashMap::new(),
-            by_addr: HashMap::new(),
+            by_index: FastMap::default(),
+            by_addr: FastMap::default(),
             next_index,
             next_generation: 0,
             heap: BinaryHeap::new(),
@@ -378,7 +380,7 @@ impl Tunnel {
     }
 
     /// Handles one datagram from the network, received from `from`, into
-    /// `out` (at least [`min_out_len`]`(datagram.len())` bytes).
+    /// `out` (at least as long as the datagram, and at least [`MIN_BUFFER`]).
     ///
     /// * `Ok(Some(packet))`: write `packet` to the TUN.
     /// * `Ok(None)`: nothing for the TUN (handshake, keepalive, cookie);
@@ -408,7 +410,7 @@ impl Tunnel {
         datagram: &[u8],
         out: &'a mut [u8],
     ) -> Result<Option<&'a mut [u8]>, DropReason> {
-        if out.len() < min_out_len(datagram.len()) {
+        if out.len() < datagram.len().max(MIN_BUFFER) {
             return Err(DropReason::BufferTooSmall);
         }
         let packet = Tunn::parse_incoming_packet(datagram).map_err(|_| DropReason::Invalid)?;
@@ -655,7 +657,7 @@ fn accept_data(
 }
 
 fn check_source(
-    by_addr: &HashMap<IpAddr, usize>,
+    by_addr: &FastMap<IpAddr, usize>,
     slot: usize,
     src: IpAddr,
 ) -> Result<(), DropReason> {

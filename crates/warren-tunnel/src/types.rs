@@ -67,7 +67,7 @@ pub enum DropReason {
     /// The peer has no known endpoint yet, so there is nowhere to send to.
     #[error("the peer has no known endpoint yet")]
     NoEndpoint,
-    /// The output buffer is smaller than [`crate::Tunnel::min_out_len`] requires.
+    /// The output buffer is smaller than [`crate::min_out_len`] requires.
     #[error("the output buffer is too small; size it with Tunnel::min_out_len")]
     BufferTooSmall,
     /// The datagram is not a WireGuard message for this tunnel (garbage, wrong

@@ -62,6 +62,18 @@
 //! pass `std::time::Instant::now()` as `now`. Its timers then come due no
 //! later than ours, which is the safe direction.
 //!
+//! # Tests
+//!
+//! `cargo test -p warren-tunnel` covers what needs no time travel (routing,
+//! queuing, drops and counters, snapshots, keys, an allocation-free data
+//! path). The timer behaviour (retries, give-up, rekey, expiry, roaming,
+//! keepalives, idle wake-ups) runs in simulated time in the separate crate
+//! `crates/warren-tunnel/simtests`, which builds boringtun with its
+//! `mock-instant` clock; it has its own workspace so that feature can never
+//! reach a real binary: `cargo test --manifest-path
+//! crates/warren-tunnel/simtests/Cargo.toml`. Throughput:
+//! `cargo run --release -p warren-tunnel --example throughput`.
+//!
 //! # Keys
 //!
 //! [`Tunnel::generate`] makes a fresh key pair; the helper builds a new table

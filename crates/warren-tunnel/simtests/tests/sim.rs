@@ -268,6 +268,17 @@ fn a_roaming_agent_is_followed_to_its_new_address() {
             endpoint: new
         }));
 
+    // A coordinator update that repeats the old configured endpoint does not
+    // undo what authenticated traffic taught us.
+    let cfg = PeerConfig {
+        public_key: net.key(1),
+        addresses: vec![net.nodes[1].ip],
+        endpoint: Some(old),
+        persistent_keepalive: None,
+    };
+    let now = net.now;
+    net.nodes[0].tunnel.upsert_peer(now, cfg).unwrap();
+
     assert_eq!(net.send(0, 1, b"reply"), Ok(true));
     assert_eq!(net.wire.back().unwrap().to, new, "replies follow");
     net.advance(Duration::from_millis(10));

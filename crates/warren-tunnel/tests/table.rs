@@ -476,3 +476,29 @@ fn events_name_the_peer() {
             endpoint: net.nodes[0].udp
         }));
 }
+
+#[test]
+fn an_agent_restarted_with_a_new_key_is_reached_after_the_snapshot() {
+    let mut net = connected();
+    // The agent restarts: same tunnel address, new key, new port.
+    let reborn = net.add_node(udp(2, 51999), net.nodes[1].ip);
+    net.connect(reborn, 0, false);
+    let cfg = PeerConfig {
+        public_key: net.key(reborn),
+        addresses: vec![net.nodes[reborn].ip],
+        endpoint: Some(net.nodes[reborn].udp),
+        persistent_keepalive: None,
+    };
+    let now = net.now;
+    net.nodes[0].tunnel.set_peers(now, [cfg]).unwrap();
+    assert_eq!(
+        net.nodes[0].tunnel.route(net.nodes[1].ip),
+        Some(net.key(reborn))
+    );
+    assert_eq!(net.send(0, reborn, b"welcome back"), Ok(false));
+    net.deliver_all();
+    assert_eq!(net.payloads(reborn), vec![b"welcome back".to_vec()]);
+    assert_eq!(net.send(reborn, 0, b"thanks"), Ok(true));
+    net.deliver_all();
+    assert_eq!(net.payloads(0), vec![b"thanks".to_vec()]);
+}

@@ -337,3 +337,27 @@ fn an_agent_removed_by_a_snapshot_loses_its_queue_and_its_timers() {
     );
     assert_eq!(net.nodes[0].wakeups, 1, "only the retry before removal");
 }
+
+#[test]
+fn simultaneous_initiations_from_both_sides_settle() {
+    let mut net = Net::new(mock_clock);
+    let a = net.add_node(udp(1, 1000), support::v4(1));
+    let b = net.add_node(udp(2, 2000), support::v4(2));
+    net.connect(a, b, true);
+    net.connect(b, a, true);
+    assert_eq!(net.send(a, b, b"from a"), Ok(false));
+    assert_eq!(net.send(b, a, b"from b"), Ok(false));
+    net.advance(secs(1));
+    assert_eq!(net.payloads(b), vec![b"from a".to_vec()]);
+    assert_eq!(net.payloads(a), vec![b"from b".to_vec()]);
+    // Both directions keep working afterwards, and nobody keeps retrying.
+    net.advance(secs(30));
+    assert_eq!(net.send(a, b, b"later a"), Ok(true));
+    assert_eq!(net.send(b, a, b"later b"), Ok(true));
+    net.advance(secs(1));
+    assert_eq!(net.payloads(b).last().unwrap(), b"later a");
+    assert_eq!(net.payloads(a).last().unwrap(), b"later b");
+    let inits = net.sent_of_kind(net.nodes[a].udp, MSG_INIT).len()
+        + net.sent_of_kind(net.nodes[b].udp, MSG_INIT).len();
+    assert_eq!(inits, 2);
+}

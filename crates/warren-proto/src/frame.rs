@@ -187,7 +187,8 @@ mod tests {
 
     #[test]
     fn malformed_error_never_echoes_input() {
-        let payload = br#"{"type":"request","id":1,"request":{"op":"start","url":"u","token":12345678}}"#;
+        let payload =
+            br#"{"type":"request","id":1,"request":{"op":"start","url":"u","token":12345678}}"#;
         let err = decode_payload::<ClientMessage>(payload).unwrap_err();
         assert!(!err.to_string().contains("12345678"), "{err}");
         let payload = br#"{"type":"hello","protocol":"sekrit-token-value"}"#;

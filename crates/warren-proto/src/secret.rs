@@ -54,6 +54,9 @@ mod tests {
         let s = Secret::new("wut_abc.supersecret");
         assert!(!format!("{s:?}").contains("supersecret"));
         assert!(!format!("{s}").contains("supersecret"));
-        assert_eq!(serde_json::to_string(&s).unwrap(), "\"wut_abc.supersecret\"");
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            "\"wut_abc.supersecret\""
+        );
     }
 }

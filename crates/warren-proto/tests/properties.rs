@@ -201,7 +201,8 @@ fn helper_message() -> impl Strategy<Value = HelperMessage> {
     ];
     prop_oneof![
         hello().prop_map(HelperMessage::Hello),
-        (any::<u64>(), reply).prop_map(|(reply_to, reply)| HelperMessage::Reply { reply_to, reply }),
+        (any::<u64>(), reply)
+            .prop_map(|(reply_to, reply)| HelperMessage::Reply { reply_to, reply }),
         (any::<u64>(), event()).prop_map(|(seq, event)| HelperMessage::Event { seq, event }),
         ipc_error().prop_map(HelperMessage::Error),
     ]
@@ -231,8 +232,13 @@ fn server_message() -> impl Strategy<Value = control::ServerMessage> {
                     deleted_agents: da,
                 })
             }),
-        (deployment(), text(), text(), proptest::collection::vec(ip(), 0..2)).prop_map(
-            |(deployment, user, id, addresses)| {
+        (
+            deployment(),
+            text(),
+            text(),
+            proptest::collection::vec(ip(), 0..2)
+        )
+            .prop_map(|(deployment, user, id, addresses)| {
                 control::ServerMessage::Welcome(control::Welcome {
                     protocol_version: 1,
                     coordinator_version: "0".into(),
@@ -242,8 +248,7 @@ fn server_message() -> impl Strategy<Value = control::ServerMessage> {
                     id,
                     addresses,
                 })
-            }
-        ),
+            }),
         (text(), text()).prop_map(|(error, message)| control::ServerMessage::Error(
             control::ApiError { error, message }
         )),

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Starts a local Warren demo deployment on this machine and shows `warren status`:
+# a coordinator on an SQLite file, a demo user (alice) with two workspaces and
+# their agents, the helper on a private socket, and the CLI signed in and
+# connected. Everything lives in .demo/ and listens on 127.0.0.1 only.
+#
+#   bash scripts/demo.sh         start (or restart) the demo
+#   bash scripts/demo.sh stop    stop it and remove .demo/
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEMO="$ROOT/.demo"
+PORT="${WARREN_DEMO_PORT:-7480}"
+URL="http://127.0.0.1:$PORT"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+
+stop_demo() {
+    if [[ -f "$DEMO/pids" ]]; then
+        while read -r pid; do
+            kill "$pid" 2>/dev/null || true
+        done <"$DEMO/pids"
+        sleep 0.5
+        while read -r pid; do
+            kill -9 "$pid" 2>/dev/null || true
+        done <"$DEMO/pids"
+    fi
+    rm -rf "$DEMO"
+}
+
+if [[ "${1:-}" == "stop" ]]; then
+    stop_demo
+    echo "Demo stopped."
+    exit 0
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "error: cargo is not installed; install Rust from your distribution or rustup first" >&2
+    exit 1
+fi
+
+echo "==> Building Warren"
+(cd "$ROOT" && cargo build --workspace --bins --quiet)
+
+stop_demo
+mkdir -p "$DEMO/logs" "$DEMO/config"
+DB="$DEMO/coordinator.db"
+coord() { "$BIN/warren-coord" --db "$DB" "$@"; }
+
+echo "==> Creating the demo deployment (user alice, workspaces api and web)"
+coord user add alice >/dev/null
+coord user add bob >/dev/null
+TOKEN="$(coord token create alice)"
+coord workspace add --owner alice api >/dev/null
+coord workspace add --owner alice web >/dev/null
+coord workspace add --owner bob private >/dev/null
+for spec in api/main api/worker web/main; do
+    ws="${spec%/*}"
+    agent="${spec#*/}"
+    coord agent add --owner alice --workspace "$ws" "$agent" >"$DEMO/agent-$ws-$agent.token"
+done
+
+echo "==> Starting the coordinator on $URL"
+"$BIN/warren-coord" --db "$DB" serve --listen "127.0.0.1:$PORT" \
+    >"$DEMO/logs/coordinator.out" 2>"$DEMO/logs/coordinator.log" &
+echo $! >>"$DEMO/pids"
+for _ in $(seq 1 50); do
+    if grep -q "listening on" "$DEMO/logs/coordinator.out" 2>/dev/null; then break; fi
+    sleep 0.1
+done
+if ! grep -q "listening on" "$DEMO/logs/coordinator.out"; then
+    echo "error: the coordinator did not start; see $DEMO/logs/coordinator.log" >&2
+    tail -5 "$DEMO/logs/coordinator.log" >&2 || true
+    exit 1
+fi
+
+echo "==> Starting the agents"
+for tokfile in "$DEMO"/agent-*.token; do
+    name="$(basename "$tokfile" .token)"
+    "$BIN/warren-agent" --coordinator "$URL" --token-file "$tokfile" \
+        --key-file "$DEMO/$name.key" 2>"$DEMO/logs/$name.log" &
+    echo $! >>"$DEMO/pids"
+done
+
+echo "==> Starting the helper (socket $DEMO/helper.sock)"
+"$BIN/warrend" --socket "$DEMO/helper.sock" --group "$(id -gn)" --log-dir "$DEMO/logs" \
+    2>"$DEMO/logs/warrend.stderr" &
+echo $! >>"$DEMO/pids"
+for _ in $(seq 1 50); do
+    [[ -S "$DEMO/helper.sock" ]] && break
+    sleep 0.1
+done
+
+export WARREN_SOCKET="$DEMO/helper.sock" WARREN_CONFIG_DIR="$DEMO/config" WARREN_KEYRING=file
+echo "==> Signing in and connecting"
+printf '%s\n' "$TOKEN" | "$BIN/warren" login --url "$URL" --token-stdin 2>/dev/null
+"$BIN/warren" up
+sleep 0.5
+echo
+"$BIN/warren" status
+cat <<MSG
+
+The demo is running. Try:
+  export WARREN_SOCKET=$DEMO/helper.sock WARREN_CONFIG_DIR=$DEMO/config WARREN_KEYRING=file
+  $BIN/warren watch                                   # live view (Ctrl-C to leave)
+  $BIN/warren-coord --db $DB workspace add --owner alice docs   # appears within a second
+  $BIN/warren status --json
+Stop it with: bash scripts/demo.sh stop
+MSG

@@ -77,13 +77,13 @@ echo "==> Starting the agents"
 for tokfile in "$DEMO"/agent-*.token; do
     name="$(basename "$tokfile" .token)"
     "$BIN/warren-agent" --coordinator "$URL" --token-file "$tokfile" \
-        --key-file "$DEMO/$name.key" 2>"$DEMO/logs/$name.log" &
+        --key-file "$DEMO/$name.key" >"$DEMO/logs/$name.log" 2>&1 &
     echo $! >>"$DEMO/pids"
 done
 
 echo "==> Starting the helper (socket $DEMO/helper.sock)"
 "$BIN/warrend" --socket "$DEMO/helper.sock" --group "$(id -gn)" --log-dir "$DEMO/logs" \
-    2>"$DEMO/logs/warrend.stderr" &
+    >"$DEMO/logs/warrend.stderr" 2>&1 &
 echo $! >>"$DEMO/pids"
 for _ in $(seq 1 50); do
     [[ -S "$DEMO/helper.sock" ]] && break

@@ -38,7 +38,12 @@ pub async fn serve(accepted: Accepted, engine: EngineHandle, limits: QueueLimits
     let writer_task = tokio::spawn(write_loop(writer, queue.clone()));
 
     loop {
-        match reader.read::<ClientMessage>().await {
+        let message = tokio::select! {
+            message = reader.read::<ClientMessage>() => message,
+            // Cut off (or the writer failed): stop serving this client.
+            _ = queue.wait_aborted() => break,
+        };
+        match message {
             Ok(Some(ClientMessage::Request { id, request })) => {
                 let command = Command {
                     id,
@@ -143,7 +148,23 @@ async fn write_loop(mut writer: BoxedWriter, queue: Arc<SubscriberQueue>) {
                 return;
             }
         };
-        match tokio::time::timeout(WRITE_STALL_LIMIT, writer.write_frame(&frame)).await {
+        let write = tokio::time::timeout(WRITE_STALL_LIMIT, writer.write_frame(&frame));
+        let result = tokio::select! {
+            result = write => result,
+            _ = queue.wait_aborted() => {
+                // Cut off while blocked on a client that is not reading: the
+                // frame in flight is abandoned and the connection closed.
+                let error = match queue.next().await {
+                    Next::Closed(error) => error,
+                    Next::Item(_) => None,
+                };
+                if let Some(error) = error {
+                    tracing::info!(reason = %error, "disconnecting a client that stopped reading");
+                }
+                return;
+            }
+        };
+        match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "client write failed");

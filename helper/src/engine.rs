@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use warren_control::ControlConfig;
-use warren_proto::control::{Register, CONTROL_VERSION};
+use warren_proto::control::{Register, Welcome, CONTROL_VERSION};
 use warren_proto::frame::encode;
 use warren_proto::ipc::{
     ErrorCode, HelperMessage, IpcError, LogLine, Reply, Request, SessionInfo, StatusReport,
@@ -77,6 +77,9 @@ pub struct Engine {
     control_rx: mpsc::Receiver<ControlEvent>,
     commands: mpsc::Receiver<Command>,
     logs: Option<broadcast::Receiver<LogLine>>,
+    /// Welcome of the current generation, held until its first snapshot is
+    /// applied: the session is shown as connected only once the list is real.
+    pending_welcome: Option<(u64, Welcome)>,
 }
 
 /// Starts the engine task.
@@ -98,6 +101,7 @@ pub fn spawn(
         control_rx,
         commands,
         logs,
+        pending_welcome: None,
     };
     let task = tokio::spawn(engine.run());
     (EngineHandle { tx }, task)
@@ -275,8 +279,8 @@ impl Engine {
             } => {
                 if generation == self.session.generation() {
                     self.directory.begin_stream();
+                    self.pending_welcome = Some((generation, welcome));
                 }
-                self.session.on_connected(now, generation, &welcome);
             }
             ControlEvent::Update {
                 generation,
@@ -292,6 +296,11 @@ impl Engine {
                     Ok(delta) => {
                         let applied = received.elapsed();
                         self.broadcast_delta(&delta);
+                        if let Some((g, welcome)) = self.pending_welcome.take() {
+                            if g == generation {
+                                self.session.on_connected(now, generation, &welcome);
+                            }
+                        }
                         tracing::debug!(
                             ?kind,
                             seq,
@@ -319,6 +328,13 @@ impl Engine {
                 failure,
             } => {
                 self.tasks.remove(&generation);
+                if self
+                    .pending_welcome
+                    .as_ref()
+                    .is_some_and(|(g, _)| *g == generation)
+                {
+                    self.pending_welcome = None;
+                }
                 self.session.on_failure(now, generation, failure);
             }
         }

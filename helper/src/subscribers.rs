@@ -76,6 +76,9 @@ struct Inner {
 pub struct SubscriberQueue {
     inner: Mutex<Inner>,
     notify: Notify,
+    /// Wakes a writer blocked on a client that stopped reading, so a cut-off
+    /// takes effect at once rather than when the write times out.
+    aborted: Notify,
     limits: QueueLimits,
 }
 
@@ -89,6 +92,7 @@ impl SubscriberQueue {
                 subscribed: false,
             }),
             notify: Notify::new(),
+            aborted: Notify::new(),
             limits,
         }
     }
@@ -140,6 +144,7 @@ impl SubscriberQueue {
             )));
             drop(inner);
             self.notify.notify_one();
+            self.aborted.notify_waiters();
             return false;
         }
         inner.bytes += item.len();
@@ -172,6 +177,19 @@ impl SubscriberQueue {
         inner.phase = Phase::Aborted(error);
         drop(inner);
         self.notify.notify_one();
+        self.aborted.notify_waiters();
+    }
+
+    /// Resolves once the queue has been aborted (cut off or client gone).
+    pub async fn wait_aborted(&self) {
+        let notified = self.aborted.notified();
+        tokio::pin!(notified);
+        // Register before checking, so an abort in between is not missed.
+        notified.as_mut().enable();
+        if matches!(self.lock().phase, Phase::Aborted(_)) {
+            return;
+        }
+        notified.await;
     }
 
     pub fn is_closed(&self) -> bool {
@@ -282,6 +300,26 @@ mod tests {
         q.finish();
         assert!(matches!(q.next().await, Next::Item(Outgoing::Frame(_))));
         assert!(matches!(q.next().await, Next::Closed(None)));
+    }
+
+    #[tokio::test]
+    async fn wait_aborted_wakes_on_overflow() {
+        let q = std::sync::Arc::new(SubscriberQueue::new(QueueLimits {
+            max_items: 1,
+            max_bytes: 1 << 20,
+        }));
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.wait_aborted().await });
+        tokio::task::yield_now().await;
+        q.push_event(&ev(EventKind::Ordered, "1"));
+        assert!(!waiter.is_finished());
+        q.push_event(&ev(EventKind::Ordered, "2"));
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+            .await
+            .expect("woken by the cut-off")
+            .unwrap();
+        // Already aborted: returns at once.
+        q.wait_aborted().await;
     }
 
     #[tokio::test]

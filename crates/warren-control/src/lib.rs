@@ -62,7 +62,7 @@ pub enum StreamError {
     Malformed(String),
     #[error("the coordinator reported an error: {0}")]
     Server(String),
-    #[error("connection error: {0}")]
+    #[error("{0}")]
     Transport(String),
 }
 
@@ -235,7 +235,7 @@ impl ControlConnection {
             let Some(msg) = self.ws.next().await else {
                 return Ok(None);
             };
-            let msg = msg.map_err(|e| StreamError::Transport(e.to_string()))?;
+            let msg = msg.map_err(describe_stream_error)?;
             self.last_activity = Instant::now();
             match msg {
                 Message::Text(text) => {
@@ -302,6 +302,24 @@ fn kind_of(msg: &ServerMessage) -> &'static str {
         ServerMessage::WorkspaceUpdate(_) => "workspace update",
         ServerMessage::PeerUpdate(_) => "peer update",
         ServerMessage::Error(_) => "error",
+    }
+}
+
+/// Words for a broken stream that say what happened, not which frame was
+/// missing.
+fn describe_stream_error(err: tungstenite::Error) -> StreamError {
+    use tungstenite::error::ProtocolError;
+    match err {
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+        | tungstenite::Error::ConnectionClosed
+        | tungstenite::Error::AlreadyClosed => StreamError::Transport(
+            "the coordinator went away without closing the connection (restarted, or the network dropped)".into(),
+        ),
+        tungstenite::Error::Io(e) => StreamError::Transport(format!("network error: {e}")),
+        tungstenite::Error::Capacity(e) => {
+            StreamError::Malformed(format!("the coordinator sent a message over the size limit: {e}"))
+        }
+        other => StreamError::Transport(other.to_string()),
     }
 }
 

@@ -56,6 +56,23 @@ pub enum ClientError {
     Io(std::io::Error),
 }
 
+/// The group that owns the helper's socket: the one a user must join. The
+/// helper may run with `--group`, so the default name is only a fallback.
+#[cfg(unix)]
+fn socket_group(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let gid = std::fs::metadata(path).ok()?.gid();
+    nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+        .ok()
+        .flatten()
+        .map(|g| g.name)
+}
+
+#[cfg(not(unix))]
+fn socket_group(_path: &Path) -> Option<String> {
+    None
+}
+
 fn permission_text(path: &Path, detail: &str) -> String {
     let mut s = format!(
         "You may not use the Warren helper at {}: {detail}",
@@ -66,7 +83,10 @@ fn permission_text(path: &Path, detail: &str) -> String {
         if cfg!(windows) {
             s.push_str(". Run Warren from your own desktop session (not a service or remote shell), or ask an administrator.");
         } else {
-            s.push_str(". Only root and members of the group `warren` may; join it with `sudo usermod -aG warren $USER`, then log out and back in.");
+            let group = socket_group(path).unwrap_or_else(|| crate::DEFAULT_GROUP.to_string());
+            s.push_str(&format!(
+                ". Only root and members of the group `{group}` may; join it with `sudo usermod -aG {group} $USER`, then log out and back in."
+            ));
         }
     }
     s

@@ -6,6 +6,7 @@
 //! below trace whatever `RUST_LOG` says. "Never log a secret" must hold for a
 //! user who turns everything up to debug a problem.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -71,6 +72,8 @@ pub fn init(
     layers.push(
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            // Colour only for a person at a terminal, not for journald or a file.
+            .with_ansi(std::io::stderr().is_terminal())
             .with_target(true)
             .boxed(),
     );

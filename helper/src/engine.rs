@@ -296,9 +296,11 @@ impl Engine {
                     Ok(delta) => {
                         let applied = received.elapsed();
                         self.broadcast_delta(&delta);
-                        if let Some((g, welcome)) = self.pending_welcome.take() {
-                            if g == generation {
-                                self.session.on_connected(now, generation, &welcome);
+                        if self.directory.is_synced() {
+                            if let Some((g, welcome)) = self.pending_welcome.take() {
+                                if g == generation {
+                                    self.session.on_connected(now, generation, &welcome);
+                                }
                             }
                         }
                         tracing::debug!(
@@ -389,6 +391,10 @@ impl Engine {
     }
 
     fn broadcast_delta(&mut self, delta: &warren_session::Delta) {
+        self.subscribers.retain(|queue| !queue.is_closed());
+        if self.subscribers.is_empty() {
+            return;
+        }
         match events::update_events(delta) {
             Ok(events) => self.broadcast(&events),
             Err(e) => tracing::error!(error = %e, "could not encode an update"),

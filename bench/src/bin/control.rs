@@ -269,6 +269,7 @@ fn synthetic_snapshot() -> WorkspaceUpdate {
     WorkspaceUpdate {
         kind: UpdateKind::Snapshot,
         seq: 0,
+        more: false,
         upserted_workspaces: workspaces,
         upserted_agents: agents,
         deleted_workspaces: vec![],
@@ -341,6 +342,7 @@ fn in_process() -> Result<()> {
         .map(|i| WorkspaceUpdate {
             kind: UpdateKind::Diff,
             seq: i as u64 + 1,
+            more: false,
             upserted_workspaces: vec![],
             upserted_agents: vec![synthetic_agent(
                 "w_0000000000000000",

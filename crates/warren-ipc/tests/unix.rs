@@ -309,7 +309,20 @@ async fn stale_socket_is_replaced_but_a_live_one_is_not() {
         path: path.clone(),
         group: my_group(),
     };
-    let live = Listener::bind(opts.clone()).unwrap();
+    // Another test in this binary may fork a child at any moment; until the
+    // child execs, it holds a copy of the dropped listener's descriptor and
+    // the stale socket briefly answers. Retry for a moment.
+    let mut attempts = 0;
+    let live = loop {
+        match Listener::bind(opts.clone()) {
+            Ok(l) => break l,
+            Err(warren_ipc::BindError::AlreadyRunning { .. }) if attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("stale socket not replaced: {e}"),
+        }
+    };
     match Listener::bind(opts.clone()) {
         Err(e @ warren_ipc::BindError::AlreadyRunning { .. }) => {
             assert!(e.to_string().contains("already running"), "{e}")

@@ -110,10 +110,18 @@ pub enum UpdateKind {
 }
 
 /// The workspaces and agents a user may see, as a snapshot or a diff.
+///
+/// A large snapshot comes as several messages with the same `seq`, all but
+/// the last marked `more: true`, so the receiver can decode and pass on one
+/// part while the next is on the wire. The receiver computes deletions only
+/// when the last part has arrived.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkspaceUpdate {
     pub kind: UpdateKind,
     pub seq: u64,
+    /// Another part of this snapshot follows (snapshots only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
     #[serde(default)]
     pub upserted_workspaces: Vec<Workspace>,
     #[serde(default)]

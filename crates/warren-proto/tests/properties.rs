@@ -226,6 +226,7 @@ fn server_message() -> impl Strategy<Value = control::ServerMessage> {
                         UpdateKind::Diff
                     },
                     seq,
+                    more: snap && seq % 2 == 0,
                     upserted_workspaces: uw,
                     upserted_agents: ua,
                     deleted_workspaces: dw,

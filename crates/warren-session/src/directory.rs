@@ -18,6 +18,9 @@ pub enum DirectoryError {
     /// A diff arrived before any snapshot on this stream.
     #[error("workspace diff {got} arrived before a snapshot; resubscribing")]
     NoSnapshot { got: u64 },
+    /// A snapshot split into parts was interrupted by another update.
+    #[error("workspace snapshot {expected} was interrupted by update {got}; resubscribing")]
+    IncompleteSnapshot { expected: u64, got: u64 },
 }
 
 /// What changed, in the shape subscribers receive.
@@ -40,11 +43,22 @@ impl Delta {
 
 #[derive(Debug, Default)]
 pub struct Directory {
-    workspaces: HashMap<WorkspaceId, Workspace>,
-    agents: HashMap<AgentId, Agent>,
+    /// Each entry carries the epoch of the last snapshot that named it, so
+    /// the end of a snapshot deletes the stale entries without a set of ids.
+    workspaces: HashMap<WorkspaceId, (Workspace, u64)>,
+    agents: HashMap<AgentId, (Agent, u64)>,
+    epoch: u64,
     /// Sequence number of the last update applied on the current stream;
     /// `None` until the stream's snapshot arrives.
     last_seq: Option<u64>,
+    /// A snapshot whose later parts are still to come: its seq and the ids
+    /// its parts named so far. Deletions wait for the last part.
+    staging: Option<Staging>,
+}
+
+#[derive(Debug, Default)]
+struct Staging {
+    seq: u64,
 }
 
 impl Directory {
@@ -57,11 +71,33 @@ impl Directory {
     /// replaces it, so a reconnect does not blank the user's list.
     pub fn begin_stream(&mut self) {
         self.last_seq = None;
+        self.staging = None;
+    }
+
+    /// True while a snapshot's later parts are still expected.
+    pub fn is_staging(&self) -> bool {
+        self.staging.is_some()
+    }
+
+    /// True once the current stream's snapshot has fully arrived.
+    pub fn is_synced(&self) -> bool {
+        self.last_seq.is_some() && self.staging.is_none()
     }
 
     pub fn apply(&mut self, update: WorkspaceUpdate) -> Result<Delta, DirectoryError> {
+        if let Some(staging) = &self.staging {
+            if update.kind != UpdateKind::Snapshot || update.seq != staging.seq {
+                let expected = staging.seq;
+                self.staging = None;
+                self.last_seq = None;
+                return Err(DirectoryError::IncompleteSnapshot {
+                    expected,
+                    got: update.seq,
+                });
+            }
+        }
         match update.kind {
-            UpdateKind::Snapshot => Ok(self.apply_snapshot(update)),
+            UpdateKind::Snapshot => Ok(self.apply_snapshot_part(update)),
             UpdateKind::Diff => {
                 let Some(prev) = self.last_seq else {
                     return Err(DirectoryError::NoSnapshot { got: update.seq });
@@ -78,41 +114,67 @@ impl Directory {
         }
     }
 
-    fn apply_snapshot(&mut self, update: WorkspaceUpdate) -> Delta {
-        self.last_seq = Some(update.seq);
+    /// Applies one part of a snapshot: upserts now, deletions (whatever the
+    /// whole snapshot did not name) once the last part is in.
+    fn apply_snapshot_part(&mut self, update: WorkspaceUpdate) -> Delta {
+        if self.staging.is_none() {
+            self.staging = Some(Staging { seq: update.seq });
+            self.epoch += 1;
+        }
+        let epoch = self.epoch;
         let mut delta = Delta::default();
-
-        let mut workspaces = HashMap::with_capacity(update.upserted_workspaces.len());
         for ws in update.upserted_workspaces {
-            if self.workspaces.get(&ws.id) != Some(&ws) {
-                delta.upserted_workspaces.push(ws.clone());
+            match self.workspaces.get_mut(&ws.id) {
+                Some(entry) => {
+                    entry.1 = epoch;
+                    if entry.0 != ws {
+                        delta.upserted_workspaces.push(ws.clone());
+                        entry.0 = ws;
+                    }
+                }
+                None => {
+                    delta.upserted_workspaces.push(ws.clone());
+                    self.workspaces.insert(ws.id.clone(), (ws, epoch));
+                }
             }
-            workspaces.insert(ws.id.clone(), ws);
         }
-        let mut agents = HashMap::with_capacity(update.upserted_agents.len());
         for agent in update.upserted_agents {
-            if self.agents.get(&agent.id) != Some(&agent) {
-                delta.upserted_agents.push(agent.clone());
+            match self.agents.get_mut(&agent.id) {
+                Some(entry) => {
+                    entry.1 = epoch;
+                    if entry.0 != agent {
+                        delta.upserted_agents.push(agent.clone());
+                        entry.0 = agent;
+                    }
+                }
+                None => {
+                    delta.upserted_agents.push(agent.clone());
+                    self.agents.insert(agent.id.clone(), (agent, epoch));
+                }
             }
-            agents.insert(agent.id.clone(), agent);
         }
-        // Deletions are whatever we had that the snapshot no longer names.
-        delta.deleted_agents = self
-            .agents
-            .keys()
-            .filter(|id| !agents.contains_key(*id))
-            .cloned()
-            .collect();
-        delta.deleted_workspaces = self
-            .workspaces
-            .keys()
-            .filter(|id| !workspaces.contains_key(*id))
-            .cloned()
-            .collect();
+        if update.more {
+            return delta;
+        }
+        // Last part: everything the snapshot did not name is gone.
+        self.staging = None;
+        self.last_seq = Some(update.seq);
+        self.agents.retain(|id, (_, seen)| {
+            let keep = *seen == epoch;
+            if !keep {
+                delta.deleted_agents.push(id.clone());
+            }
+            keep
+        });
+        self.workspaces.retain(|id, (_, seen)| {
+            let keep = *seen == epoch;
+            if !keep {
+                delta.deleted_workspaces.push(id.clone());
+            }
+            keep
+        });
         delta.deleted_agents.sort();
         delta.deleted_workspaces.sort();
-        self.workspaces = workspaces;
-        self.agents = agents;
         delta
     }
 
@@ -130,8 +192,8 @@ impl Directory {
                 let orphans: Vec<AgentId> = self
                     .agents
                     .values()
-                    .filter(|a| a.workspace_id == id)
-                    .map(|a| a.id.clone())
+                    .filter(|(a, _)| a.workspace_id == id)
+                    .map(|(a, _)| a.id.clone())
                     .collect();
                 for agent_id in orphans {
                     self.agents.remove(&agent_id);
@@ -140,15 +202,16 @@ impl Directory {
                 delta.deleted_workspaces.push(id);
             }
         }
+        let epoch = self.epoch;
         for ws in update.upserted_workspaces {
-            if self.workspaces.get(&ws.id) != Some(&ws) {
-                self.workspaces.insert(ws.id.clone(), ws.clone());
+            if self.workspaces.get(&ws.id).map(|(w, _)| w) != Some(&ws) {
+                self.workspaces.insert(ws.id.clone(), (ws.clone(), epoch));
                 delta.upserted_workspaces.push(ws);
             }
         }
         for agent in update.upserted_agents {
-            if self.agents.get(&agent.id) != Some(&agent) {
-                self.agents.insert(agent.id.clone(), agent.clone());
+            if self.agents.get(&agent.id).map(|(a, _)| a) != Some(&agent) {
+                self.agents.insert(agent.id.clone(), (agent.clone(), epoch));
                 delta.upserted_agents.push(agent);
             }
         }
@@ -158,6 +221,7 @@ impl Directory {
     /// Forgets everything (the session stopped) and says what was removed.
     pub fn clear(&mut self) -> Delta {
         self.last_seq = None;
+        self.staging = None;
         let mut delta = Delta {
             deleted_workspaces: self.workspaces.drain().map(|(id, _)| id).collect(),
             deleted_agents: self.agents.drain().map(|(id, _)| id).collect(),
@@ -169,11 +233,11 @@ impl Directory {
     }
 
     pub fn workspaces(&self) -> impl Iterator<Item = &Workspace> {
-        self.workspaces.values()
+        self.workspaces.values().map(|(w, _)| w)
     }
 
     pub fn agents(&self) -> impl Iterator<Item = &Agent> {
-        self.agents.values()
+        self.agents.values().map(|(a, _)| a)
     }
 
     pub fn workspace_count(&self) -> usize {
@@ -214,6 +278,7 @@ mod tests {
         WorkspaceUpdate {
             kind: UpdateKind::Snapshot,
             seq,
+            more: false,
             upserted_workspaces: wss,
             upserted_agents: agents,
             deleted_workspaces: vec![],
@@ -225,6 +290,7 @@ mod tests {
         WorkspaceUpdate {
             kind: UpdateKind::Diff,
             seq,
+            more: false,
             upserted_workspaces: vec![],
             upserted_agents: vec![],
             deleted_workspaces: vec![],
@@ -261,6 +327,48 @@ mod tests {
         assert_eq!(delta.upserted_agents.len(), 1);
         // Unchanged workspace is not re-sent.
         assert!(delta.upserted_workspaces.is_empty());
+    }
+
+    #[test]
+    fn snapshot_in_parts_deletes_only_after_the_last_part() {
+        let mut d = Directory::new();
+        d.apply(snapshot(
+            0,
+            vec![ws("w1"), ws("w2")],
+            vec![agent("a1", "w1"), agent("a2", "w2")],
+        ))
+        .unwrap();
+        d.begin_stream();
+        let mut first = snapshot(0, vec![ws("w1")], vec![agent("b1", "w1")]);
+        first.more = true;
+        let delta = d.apply(first).unwrap();
+        assert_eq!(delta.upserted_agents.len(), 1);
+        assert!(
+            delta.deleted_agents.is_empty(),
+            "no deletion before the last part"
+        );
+        assert!(d.is_staging() && !d.is_synced());
+        // A diff may not interrupt a snapshot.
+        let mut probe = Directory::new();
+        let mut part = snapshot(3, vec![], vec![]);
+        part.more = true;
+        probe.apply(part).unwrap();
+        assert!(matches!(
+            probe.apply(diff(4)),
+            Err(DirectoryError::IncompleteSnapshot {
+                expected: 3,
+                got: 4
+            })
+        ));
+
+        let delta = d
+            .apply(snapshot(0, vec![], vec![agent("b2", "w1")]))
+            .unwrap();
+        assert_eq!(agent_ids(&d), vec!["b1", "b2"]);
+        assert_eq!(delta.deleted_agents, vec!["a1", "a2"]);
+        assert_eq!(delta.deleted_workspaces, vec!["w2"]);
+        assert!(d.is_synced());
+        d.apply(diff(1)).unwrap();
     }
 
     #[test]

@@ -450,13 +450,22 @@ async fn serve_connection(
 
 /// A view streamed as a snapshot and then diffs.
 trait Streamed: PartialEq + Send + Sync + 'static {
-    fn snapshot(&self) -> ServerMessage;
+    /// How many messages the snapshot takes.
+    fn snapshot_parts(&self) -> usize;
+    /// One message of the snapshot, as JSON.
+    fn snapshot_part(&self, part: usize) -> Result<String, Stop>;
     fn diff(old: &Self, new: &Self, seq: u64) -> Option<ServerMessage>;
 }
 
 impl Streamed for OwnerView {
-    fn snapshot(&self) -> ServerMessage {
-        ServerMessage::WorkspaceUpdate(world::workspace_snapshot(self))
+    fn snapshot_parts(&self) -> usize {
+        world::workspace_snapshot_parts(self, world::SNAPSHOT_PART_ITEMS)
+    }
+    fn snapshot_part(&self, part: usize) -> Result<String, Stop> {
+        world::workspace_snapshot_part_json(self, world::SNAPSHOT_PART_ITEMS, part).map_err(|e| {
+            tracing::error!("cannot serialize a snapshot: {e}");
+            Stop::Gone
+        })
     }
     fn diff(old: &Self, new: &Self, seq: u64) -> Option<ServerMessage> {
         world::workspace_diff(old, new, seq).map(ServerMessage::WorkspaceUpdate)
@@ -464,8 +473,11 @@ impl Streamed for OwnerView {
 }
 
 impl Streamed for PeerView {
-    fn snapshot(&self) -> ServerMessage {
-        ServerMessage::PeerUpdate(world::peer_snapshot(self))
+    fn snapshot_parts(&self) -> usize {
+        1
+    }
+    fn snapshot_part(&self, _part: usize) -> Result<String, Stop> {
+        encode(&ServerMessage::PeerUpdate(world::peer_snapshot(self)))
     }
     fn diff(old: &Self, new: &Self, seq: u64) -> Option<ServerMessage> {
         world::peer_diff(old, new, seq).map(ServerMessage::PeerUpdate)
@@ -496,13 +508,19 @@ async fn stream<V: Streamed>(
     } = ctx;
     let mut last = rx.borrow_and_update().clone();
     let started = std::time::Instant::now();
-    let text = encode(&last.snapshot())?;
+    let parts = last.snapshot_parts();
+    let mut bytes = 0;
+    for part in 0..parts {
+        let text = last.snapshot_part(part)?;
+        bytes += text.len();
+        send_text(socket, text).await?;
+    }
     tracing::debug!(
-        bytes = text.len(),
+        parts,
+        bytes,
         elapsed_us = started.elapsed().as_micros() as u64,
-        "snapshot built"
+        "snapshot sent"
     );
-    send_text(socket, text).await?;
     let mut seq = 0u64;
     let ping_every = state.ping_interval;
     let silence_limit = ping_every * (SILENCE_LIMIT.as_millis() / PING_INTERVAL.as_millis()) as u32;

@@ -164,10 +164,73 @@ fn gone<K: Ord + Clone, V>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Vec<K>
 }
 
 /// The snapshot (seq 0) of a view.
+/// Items per snapshot message. Small enough that the receiver can decode and
+/// forward one part while the next is encoded and on the wire; large enough
+/// that the per-message overhead does not matter.
+pub const SNAPSHOT_PART_ITEMS: usize = 2000;
+
+/// A borrowed snapshot part, serialized exactly like
+/// `ServerMessage::WorkspaceUpdate` so the view is never cloned to send it.
+#[derive(serde::Serialize)]
+struct SnapshotPart<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    kind: UpdateKind,
+    seq: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    more: bool,
+    upserted_workspaces: &'a [&'a Workspace],
+    upserted_agents: &'a [&'a Agent],
+}
+
+/// How many messages the view's snapshot takes at `part_items` items each.
+pub fn workspace_snapshot_parts(view: &OwnerView, part_items: usize) -> usize {
+    (view.workspaces.len() + view.agents.len())
+        .div_ceil(part_items.max(1))
+        .max(1)
+}
+
+/// Part `part` of the view's snapshot as JSON: at most `part_items` items
+/// (workspaces first, then agents); all but the last part say `more`. Built
+/// one at a time so the first part is on the wire while the rest are encoded.
+pub fn workspace_snapshot_part_json(
+    view: &OwnerView,
+    part_items: usize,
+    part: usize,
+) -> Result<String, serde_json::Error> {
+    let part_items = part_items.max(1);
+    let parts = workspace_snapshot_parts(view, part_items);
+    let n_ws = view.workspaces.len();
+    let start = part * part_items;
+    let end = start + part_items;
+    let workspaces: Vec<&Workspace> = view
+        .workspaces
+        .values()
+        .skip(start.min(n_ws))
+        .take(end.min(n_ws) - start.min(n_ws))
+        .collect();
+    let agents_from = start.saturating_sub(n_ws);
+    let agents: Vec<&Agent> = view
+        .agents
+        .values()
+        .skip(agents_from)
+        .take(end.saturating_sub(n_ws) - agents_from)
+        .collect();
+    serde_json::to_string(&SnapshotPart {
+        ty: "workspace_update",
+        kind: UpdateKind::Snapshot,
+        seq: 0,
+        more: part + 1 < parts,
+        upserted_workspaces: &workspaces,
+        upserted_agents: &agents,
+    })
+}
+
 pub fn workspace_snapshot(view: &OwnerView) -> WorkspaceUpdate {
     WorkspaceUpdate {
         kind: UpdateKind::Snapshot,
         seq: 0,
+        more: false,
         upserted_workspaces: view.workspaces.values().cloned().collect(),
         upserted_agents: view.agents.values().cloned().collect(),
         deleted_workspaces: Vec::new(),
@@ -182,6 +245,7 @@ pub fn workspace_diff(old: &OwnerView, new: &OwnerView, seq: u64) -> Option<Work
     let update = WorkspaceUpdate {
         kind: UpdateKind::Diff,
         seq,
+        more: false,
         upserted_workspaces: changed(&old.workspaces, &new.workspaces),
         upserted_agents: changed(&old.agents, &new.agents),
         deleted_workspaces: gone(&old.workspaces, &new.workspaces),
@@ -419,5 +483,66 @@ mod tests {
             vec!["d2", "d3"]
         );
         assert!(peer_diff(&b, &b, 2).is_none());
+    }
+}
+
+#[cfg(test)]
+mod snapshot_part_tests {
+    use super::*;
+    use warren_proto::control::ServerMessage;
+
+    fn view(n_ws: usize, agents_per: usize) -> OwnerView {
+        let mut v = OwnerView::default();
+        for w in 0..n_ws {
+            let id = format!("w{w:03}");
+            v.workspaces.insert(
+                id.clone(),
+                Workspace {
+                    id: id.clone(),
+                    name: id.clone(),
+                    owner: "alice".into(),
+                },
+            );
+            for a in 0..agents_per {
+                let aid = format!("{id}-a{a}");
+                v.agents.insert(
+                    aid.clone(),
+                    Agent {
+                        id: aid.clone(),
+                        name: format!("a{a}"),
+                        workspace_id: id.clone(),
+                        public_key: None,
+                        addresses: vec![],
+                        endpoints: vec![],
+                        dns_names: vec![],
+                        online: false,
+                    },
+                );
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn parts_decode_as_workspace_updates_and_cover_the_view_once() {
+        for (n_ws, per, part) in [(0, 0, 7), (3, 2, 7), (10, 2, 7), (10, 2, 1), (7, 0, 2)] {
+            let v = view(n_ws, per);
+            let parts: Vec<String> = (0..workspace_snapshot_parts(&v, part))
+                .map(|i| workspace_snapshot_part_json(&v, part, i).unwrap())
+                .collect();
+            let (mut ws, mut agents) = (Vec::new(), Vec::new());
+            for (i, text) in parts.iter().enumerate() {
+                let ServerMessage::WorkspaceUpdate(u) = serde_json::from_str(text).unwrap() else {
+                    panic!("not a workspace update");
+                };
+                assert_eq!(u.kind, UpdateKind::Snapshot);
+                assert_eq!(u.more, i + 1 < parts.len());
+                assert!(u.upserted_workspaces.len() + u.upserted_agents.len() <= part);
+                ws.extend(u.upserted_workspaces.into_iter().map(|w| w.id));
+                agents.extend(u.upserted_agents.into_iter().map(|a| a.id));
+            }
+            assert_eq!(ws, v.workspaces.keys().cloned().collect::<Vec<_>>());
+            assert_eq!(agents, v.agents.keys().cloned().collect::<Vec<_>>());
+        }
     }
 }

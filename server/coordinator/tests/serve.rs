@@ -830,7 +830,19 @@ async fn ten_thousand_workspaces_snapshot() {
     let token = c.admin(&["token", "create", "bench"]).trim().to_string();
     c.serve(&[], "info");
     let (mut ws, _) = connect(&c.ws_url(), &token, &random_key()).await;
-    let snap = workspace_update(&mut ws, Duration::from_secs(30)).await;
+    // A snapshot this large arrives in parts; gather them.
+    let mut snap = workspace_update(&mut ws, Duration::from_secs(30)).await;
+    let mut parts = 1;
+    while snap.more {
+        let next = workspace_update(&mut ws, Duration::from_secs(30)).await;
+        assert_eq!(next.kind, UpdateKind::Snapshot);
+        assert_eq!(next.seq, snap.seq);
+        snap.upserted_workspaces.extend(next.upserted_workspaces);
+        snap.upserted_agents.extend(next.upserted_agents);
+        snap.more = next.more;
+        parts += 1;
+    }
+    assert!(parts > 1, "30,000 items come in several parts");
     assert_eq!(snap.upserted_workspaces.len(), 10_000);
     assert_eq!(snap.upserted_agents.len(), 20_000);
     let mut v4: Vec<_> = snap

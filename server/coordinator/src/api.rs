@@ -355,6 +355,7 @@ async fn serve_connection(
     };
     let (role, revision, id) = match principal.kind {
         TokenKind::User => {
+            let db_started = std::time::Instant::now();
             let (device, revision) = state
                 .db
                 .register_device(
@@ -365,6 +366,10 @@ async fn serve_connection(
                 )
                 .await
                 .map_err(db_failed)?;
+            tracing::debug!(
+                elapsed_us = db_started.elapsed().as_micros() as u64,
+                "device stored"
+            );
             let addresses = addr::addresses(&state.prefix, device.address_index).map_err(|e| {
                 Stop::Tell(ApiError {
                     error: "internal".into(),

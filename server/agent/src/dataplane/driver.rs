@@ -1,0 +1,388 @@
+//! The tokio driver around [`WorkspaceStack`]: one UDP socket for WireGuard
+//! (IPv6 and IPv4 when the host allows), and for every accepted tunnel
+//! connection a task that connects to `127.0.0.1:<port>` and bridges bytes.
+//!
+//! Backpressure: each direction of a connection holds at most
+//! [`CHANNEL_CHUNKS`] chunks of [`CHUNK`] bytes in flight between the stack
+//! and the local socket, plus the stack's own bounded TCP buffers. When a
+//! side stops reading, the other side's TCP window closes; nothing grows.
+
+use super::stack::{ConnectionId, StackConfig, StackEvent, WorkspaceStack};
+use super::{peer_config, DataplaneError};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+use warren_proto::control::ClientPeer;
+use warren_tunnel::{key_id, PeerKey, TunnelEvent};
+
+/// Bytes moved per chunk between the stack and a local socket.
+pub const CHUNK: usize = 16 * 1024;
+/// Chunks in flight per direction of one connection.
+pub const CHANNEL_CHUNKS: usize = 4;
+/// How long a local connect may take before the tunnel side is reset.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Datagrams handled per wake-up before the connections get their turn.
+const RECV_BATCH: usize = 64;
+
+/// Settings of the data plane.
+#[derive(Debug)]
+pub struct DataplaneConfig {
+    /// Key, tunnel addresses and allowed ports.
+    pub stack: StackConfig,
+    /// UDP port for WireGuard; 0 picks a free one.
+    pub listen_port: u16,
+}
+
+/// The running data plane, bound but not yet started.
+pub struct Dataplane {
+    stack: WorkspaceStack,
+    socket: UdpSocket,
+    dual_stack: bool,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("local_addr", &self.socket.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a local connection's task tells the driver.
+enum FromLocal {
+    Data(Vec<u8>),
+    Eof,
+    Failed,
+}
+
+struct Conn {
+    to_local: Option<mpsc::Sender<Vec<u8>>>,
+    from_local: mpsc::Receiver<FromLocal>,
+    pending: Vec<u8>,
+    pending_off: usize,
+    local_eof: bool,
+    closing: bool,
+    task: JoinHandle<()>,
+}
+
+impl Dataplane {
+    /// Opens the UDP socket and builds the stack. Call after the
+    /// coordinator's `Welcome` (it carries the tunnel addresses).
+    pub async fn bind(config: DataplaneConfig) -> Result<Self, DataplaneError> {
+        let stack = WorkspaceStack::new(Instant::now(), config.stack)?;
+        let port = config.listen_port;
+        let (socket, dual_stack) = match bind_dual_stack(port) {
+            Ok(s) => (s, true),
+            Err(e) => {
+                debug!(error = %e, "no dual-stack UDP socket; using IPv4 only");
+                let s = UdpSocket::bind(("0.0.0.0", port))
+                    .await
+                    .map_err(|source| DataplaneError::Bind { port, source })?;
+                (s, false)
+            }
+        };
+        Ok(Self {
+            stack,
+            socket,
+            dual_stack,
+        })
+    }
+
+    /// Where the WireGuard socket listens (to announce as an endpoint).
+    pub fn local_addr(&self) -> Result<SocketAddr, DataplaneError> {
+        self.socket.local_addr().map_err(DataplaneError::Io)
+    }
+
+    /// The agent's WireGuard public key.
+    pub fn public_key(&self) -> PeerKey {
+        self.stack.public_key()
+    }
+
+    /// Runs until `peers`' sender is dropped. Every value on `peers` is the
+    /// complete list of client devices the coordinator authorizes (apply
+    /// `PeerUpdate`s to a `PeerTable` first and send its contents).
+    pub async fn run(
+        self,
+        mut peers: watch::Receiver<Vec<ClientPeer>>,
+    ) -> Result<(), DataplaneError> {
+        let Self {
+            mut stack,
+            socket,
+            dual_stack,
+        } = self;
+        let notify = Arc::new(Notify::new());
+        let mut conns: HashMap<ConnectionId, Conn> = HashMap::new();
+        let mut buf = vec![0u8; 65_535];
+        let initial = peers.borrow_and_update().clone();
+        apply_peers(&mut stack, &initial);
+        loop {
+            let deadline = stack.poll_timeout();
+            let sleep = tokio::time::sleep_until(
+                deadline
+                    .map(tokio::time::Instant::from_std)
+                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
+            );
+            tokio::select! {
+                received = socket.recv_from(&mut buf) => {
+                    match received {
+                        Ok((n, from)) => {
+                            stack.handle_datagram(Instant::now(), canonical(from), &buf[..n]);
+                            // Drain what is already queued without waiting.
+                            for _ in 1..RECV_BATCH {
+                                match socket.try_recv_from(&mut buf) {
+                                    Ok((n, from)) => stack.handle_datagram(Instant::now(), canonical(from), &buf[..n]),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                        Err(e) if transient(&e) => debug!(error = %e, "UDP receive error"),
+                        Err(e) => return Err(DataplaneError::Io(e)),
+                    }
+                }
+                _ = sleep => stack.handle_timeout(Instant::now()),
+                changed = peers.changed() => {
+                    if changed.is_err() {
+                        info!("data plane stopping");
+                        return Ok(());
+                    }
+                    let list = peers.borrow_and_update().clone();
+                    apply_peers(&mut stack, &list);
+                }
+                _ = notify.notified() => {}
+            }
+            while let Some(event) = stack.poll_event() {
+                match event {
+                    StackEvent::NewConnection { conn, port, remote } => {
+                        debug!(port, %remote, "forwarding a tunnel connection to 127.0.0.1");
+                        conns.insert(conn, spawn_bridge(port, notify.clone()));
+                    }
+                    StackEvent::Tunnel(event) => log_tunnel_event(&event),
+                }
+            }
+            for (&id, conn) in conns.iter_mut() {
+                pump(&mut stack, id, conn);
+            }
+            stack.poll(Instant::now());
+            // Released only after the poll above so an abort's RST goes out.
+            conns.retain(|&id, conn| {
+                if stack.is_closed(id) {
+                    conn.task.abort();
+                    stack.release(id);
+                    false
+                } else {
+                    true
+                }
+            });
+            while let Some(t) = stack.poll_transmit() {
+                let dst = if dual_stack { to_v6(t.dst) } else { t.dst };
+                if let Err(e) = socket.send_to(&t.payload, dst).await {
+                    debug!(%dst, error = %e, "UDP send failed");
+                }
+            }
+        }
+    }
+}
+
+fn apply_peers(stack: &mut WorkspaceStack, list: &[ClientPeer]) {
+    let configs = list.iter().filter_map(|p| match peer_config(p) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            warn!("{e}");
+            None
+        }
+    });
+    let configs: Vec<_> = configs.collect();
+    let count = configs.len();
+    if let Err(e) = stack.set_peers(Instant::now(), configs) {
+        warn!("{e}");
+    }
+    info!(peers = count, "client devices updated");
+}
+
+fn log_tunnel_event(event: &TunnelEvent) {
+    match event {
+        TunnelEvent::HandshakeCompleted { peer, initiator } => {
+            info!(peer = %key_id(peer), initiator, "WireGuard handshake completed")
+        }
+        TunnelEvent::EndpointChanged { peer, endpoint } => {
+            debug!(peer = %key_id(peer), %endpoint, "peer endpoint changed")
+        }
+        TunnelEvent::SessionExpired { peer } => debug!(peer = %key_id(peer), "session expired"),
+        TunnelEvent::ConnectionExpired { peer, dropped } => {
+            debug!(peer = %key_id(peer), dropped, "connection expired")
+        }
+    }
+}
+
+/// Moves what can move without waiting between one connection's stack
+/// buffers and its local task.
+fn pump(stack: &mut WorkspaceStack, id: ConnectionId, conn: &mut Conn) {
+    // Tunnel to local, only as far as the channel has room.
+    if let Some(tx) = &conn.to_local {
+        let mut closed = false;
+        while stack.recv_queue(id) > 0 {
+            match tx.try_reserve() {
+                Ok(permit) => {
+                    let mut chunk = vec![0u8; stack.recv_queue(id).min(CHUNK)];
+                    let n = stack.recv(id, &mut chunk);
+                    chunk.truncate(n);
+                    permit.send(chunk);
+                }
+                Err(mpsc::error::TrySendError::Full(())) => break,
+                Err(mpsc::error::TrySendError::Closed(())) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if closed || stack.recv_finished(id) {
+            // Dropping the sender lets the task shut the local write side.
+            conn.to_local = None;
+        }
+    }
+    // Local to tunnel, only as far as the send buffer has room.
+    loop {
+        if conn.pending_off < conn.pending.len() {
+            conn.pending_off += stack.send(id, &conn.pending[conn.pending_off..]);
+            if conn.pending_off < conn.pending.len() {
+                break;
+            }
+        }
+        if conn.local_eof || conn.closing {
+            break;
+        }
+        match conn.from_local.try_recv() {
+            Ok(FromLocal::Data(data)) => {
+                conn.pending = data;
+                conn.pending_off = 0;
+            }
+            Ok(FromLocal::Eof) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                conn.local_eof = true;
+            }
+            Ok(FromLocal::Failed) => {
+                stack.abort(id);
+                conn.closing = true;
+            }
+            Err(mpsc::error::TryRecvError::Empty) => break,
+        }
+    }
+    if conn.local_eof && !conn.closing && conn.pending_off >= conn.pending.len() {
+        stack.close(id);
+        conn.closing = true;
+    }
+}
+
+fn spawn_bridge(port: u16, notify: Arc<Notify>) -> Conn {
+    let (to_local, mut to_local_rx) = mpsc::channel::<Vec<u8>>(CHANNEL_CHUNKS);
+    let (from_local_tx, from_local) = mpsc::channel::<FromLocal>(CHANNEL_CHUNKS);
+    let task = tokio::spawn(async move {
+        let stream = match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                debug!(port, error = %e, "nothing accepts on 127.0.0.1; resetting the tunnel connection");
+                let _ = from_local_tx.send(FromLocal::Failed).await;
+                notify.notify_one();
+                return;
+            }
+            Err(_) => {
+                debug!(
+                    port,
+                    "local connect timed out; resetting the tunnel connection"
+                );
+                let _ = from_local_tx.send(FromLocal::Failed).await;
+                notify.notify_one();
+                return;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let reader_tx = from_local_tx.clone();
+        let reader_notify = notify.clone();
+        let reader = async move {
+            loop {
+                let mut chunk = vec![0u8; CHUNK];
+                let msg = match rd.read(&mut chunk).await {
+                    Ok(0) => FromLocal::Eof,
+                    Ok(n) => {
+                        chunk.truncate(n);
+                        FromLocal::Data(chunk)
+                    }
+                    Err(_) => FromLocal::Failed,
+                };
+                let last = !matches!(msg, FromLocal::Data(_));
+                if reader_tx.send(msg).await.is_err() {
+                    return;
+                }
+                reader_notify.notify_one();
+                if last {
+                    return;
+                }
+            }
+        };
+        let writer = async move {
+            while let Some(chunk) = to_local_rx.recv().await {
+                // A slot freed: the driver may read more from the stack.
+                notify.notify_one();
+                if wr.write_all(&chunk).await.is_err() {
+                    let _ = from_local_tx.send(FromLocal::Failed).await;
+                    notify.notify_one();
+                    return;
+                }
+            }
+            let _ = wr.shutdown().await;
+        };
+        tokio::join!(reader, writer);
+    });
+    Conn {
+        to_local: Some(to_local),
+        from_local,
+        pending: Vec::new(),
+        pending_off: 0,
+        local_eof: false,
+        closing: false,
+        task,
+    }
+}
+
+fn bind_dual_stack(port: u16) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_only_v6(false)?;
+    socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// IPv4 peers reach a dual-stack socket as `::ffff:a.b.c.d`; the tunnel
+/// knows them by their IPv4 address.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+fn to_v6(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), addr.port()),
+        IpAddr::V6(_) => addr,
+    }
+}
+
+/// Errors an unconnected UDP socket may report for an earlier send (ICMP
+/// unreachable) that say nothing about the socket itself.
+fn transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionReset | Interrupted | WouldBlock
+    )
+}

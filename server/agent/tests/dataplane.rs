@@ -353,6 +353,22 @@ fn ping_to_either_tunnel_address_gets_an_echo_reply() {
 }
 
 #[test]
+fn an_idle_stack_does_not_ask_to_be_woken_soon() {
+    let now = Instant::now();
+    let (mut laptop, mut agent) = connected_pair(now, vec![22, 8080]);
+    // Listening sockets need no timer; the tunnel's are far away.
+    assert!(agent
+        .poll_timeout()
+        .is_none_or(|t| t >= now + Duration::from_secs(1)));
+    laptop.send_packet(now, &echo_v4(1, 1, b"wake"));
+    shuttle(now, &mut laptop, &mut agent);
+    assert_eq!(laptop.device.rx.len(), 1);
+    // After a handshake only WireGuard's own timers remain, seconds away.
+    let next = agent.poll_timeout().expect("the session has timers");
+    assert!(next >= now + Duration::from_secs(1), "{:?}", next - now);
+}
+
+#[test]
 fn allowed_port_is_accepted_and_others_are_reset() {
     let now = Instant::now();
     let (mut laptop, mut agent) = connected_pair(now, vec![8080]);

@@ -132,14 +132,15 @@ impl Dataplane {
                 received = socket.recv_from(&mut buf) => {
                     match received {
                         Ok((n, from)) => {
-                            stack.handle_datagram(Instant::now(), canonical(from), &buf[..n]);
+                            stack.queue_datagram(Instant::now(), canonical(from), &buf[..n]);
                             // Drain what is already queued without waiting.
                             for _ in 1..RECV_BATCH {
                                 match socket.try_recv_from(&mut buf) {
-                                    Ok((n, from)) => stack.handle_datagram(Instant::now(), canonical(from), &buf[..n]),
+                                    Ok((n, from)) => stack.queue_datagram(Instant::now(), canonical(from), &buf[..n]),
                                     Err(_) => break,
                                 }
                             }
+                            stack.poll(Instant::now());
                         }
                         Err(e) if transient(&e) => debug!(error = %e, "UDP receive error"),
                         Err(e) => return Err(DataplaneError::Io(e)),

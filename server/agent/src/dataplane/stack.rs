@@ -183,6 +183,14 @@ impl WorkspaceStack {
 
     /// Handles one UDP datagram received from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.queue_datagram(now, from, datagram);
+        self.poll(now);
+    }
+
+    /// Decrypts one datagram without running the TCP/IP stack yet: for a
+    /// batch of datagrams, queue each and then call
+    /// [`WorkspaceStack::poll`] once.
+    pub fn queue_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         match self
             .tunnel
             .decapsulate(now, from, datagram, &mut self.decap_buf)
@@ -191,7 +199,6 @@ impl WorkspaceStack {
             Ok(None) => {}
             Err(reason) => trace!(%from, %reason, "dropped a datagram"),
         }
-        self.poll(now);
     }
 
     /// Runs the tunnel's and the TCP/IP stack's timers.

@@ -73,7 +73,8 @@ pub enum NetError {
 
     /// `apply` was called while a configuration is in place.
     #[error(
-        "the network is already configured for Warren — tear it down before applying a new plan"
+        "the network journal still lists changes (from this helper or one that died) — \
+         tear down or run recovery before applying a new plan; restarting the helper does both"
     )]
     AlreadyApplied,
 
@@ -97,10 +98,13 @@ impl NetError {
     /// Wraps an OS error, turning permission errors into [`NetError::NeedsPrivilege`].
     pub fn os(what: impl Into<String>, source: io::Error) -> Self {
         let what = what.into();
-        match source.kind() {
-            io::ErrorKind::PermissionDenied => NetError::NeedsPrivilege { what },
-            _ if source.raw_os_error() == Some(1) => NetError::NeedsPrivilege { what },
-            _ => NetError::Os { what, source },
+        // EPERM (1) is how Linux refuses a missing CAP_NET_ADMIN; std maps
+        // only EACCES to PermissionDenied. On Windows 1 means something else.
+        let eperm = cfg!(unix) && source.raw_os_error() == Some(1);
+        if eperm || source.kind() == io::ErrorKind::PermissionDenied {
+            NetError::NeedsPrivilege { what }
+        } else {
+            NetError::Os { what, source }
         }
     }
 }

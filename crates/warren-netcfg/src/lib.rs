@@ -7,6 +7,39 @@
 //! `windows.rs`); [`Configurator`] adds the journal discipline on top and is
 //! what the helper uses through the [`NetConfig`] trait. At start the helper
 //! calls [`recover`] to undo whatever a dead predecessor left.
+//!
+//! ```no_run
+//! use warren_netcfg::{default_journal_path, platform_configurator, recover, NetConfig, NetPlan};
+//!
+//! # async fn run() -> warren_netcfg::Result<()> {
+//! let journal = default_journal_path();
+//! recover(&journal)?; // at helper start, before anything else
+//! let mut net = platform_configurator(&journal)?;
+//! let plan = NetPlan {
+//!     addresses: vec![
+//!         ("100.64.0.7".parse().unwrap(), 32),
+//!         ("fd7a:115c:a1e0::7".parse().unwrap(), 128),
+//!     ],
+//!     routes: vec![
+//!         ("100.64.0.0".parse().unwrap(), 10),
+//!         ("fd7a:115c:a1e0::".parse().unwrap(), 48),
+//!     ],
+//!     ..NetPlan::default()
+//! };
+//! let tun = net.apply(&plan)?; // inside a tokio runtime: the device is async
+//! let mut buf = [0u8; 1500];
+//! let _n = tun.recv(&mut buf).await.expect("read from the TUN");
+//! net.teardown()?; // on `warren down` and on helper stop
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Platform notes: on Linux the TUN is non-persistent, so the kernel removes
+//! it with its addresses and routes when the helper dies; recovery then only
+//! clears the journal (and removes a persistent TUN or routes if a journal
+//! names them). macOS utun and Windows Wintun devices likewise live only as
+//! long as the helper's handle; Windows routes use `store=active` and so
+//! never outlive a reboot.
 
 mod cmd;
 mod error;

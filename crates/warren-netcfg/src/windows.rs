@@ -51,7 +51,11 @@ impl Backend for WindowsBackend {
     type Tun = TunDevice;
 
     fn create_tun(&mut self, plan: &NetPlan) -> Result<(TunDevice, String)> {
-        let what = format!("creating the Wintun adapter {}", plan.tun_name);
+        let what = format!(
+            "creating the Wintun adapter {} (needs Administrator rights and wintun.dll next to \
+             warrend.exe — reinstall Warren if it is missing)",
+            plan.tun_name
+        );
         let dev = tun_rs::DeviceBuilder::new()
             .name(plan.tun_name.clone())
             .mtu(plan.mtu)

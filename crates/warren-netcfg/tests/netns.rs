@@ -463,3 +463,73 @@ fn kill_dash_nine_then_recover() {
     ns.run(|| recover(&journal).unwrap());
     assert_clean(&ns, &before, &journal);
 }
+
+/// Environment variable that turns [`unprivileged_child`] into the child of
+/// [`without_cap_net_admin_the_error_says_run_as_root`].
+const NOPRIV_JOURNAL_ENV: &str = "WARREN_NETCFG_TEST_NOPRIV_JOURNAL";
+
+/// Child side of [`without_cap_net_admin_the_error_says_run_as_root`]: tries
+/// to apply without CAP_NET_ADMIN and prints what it got. A no-op otherwise.
+#[test]
+fn unprivileged_child() {
+    let Some(journal) = std::env::var_os(NOPRIV_JOURNAL_ENV) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut cfg = platform_configurator(PathBuf::from(journal)).unwrap();
+    match cfg.apply(&plan()) {
+        Ok(_) => println!("RESULT applied"),
+        Err(e @ NetError::NeedsPrivilege { .. }) => println!("RESULT needs-privilege: {e}"),
+        Err(e) => println!("RESULT other: {e}"),
+    }
+}
+
+#[test]
+fn without_cap_net_admin_the_error_says_run_as_root() {
+    if !can_run() {
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipping: setpriv (util-linux) is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("netstate.json");
+    let ns = Netns::new();
+    let exe = std::env::current_exe().unwrap();
+    // Dropping the capability from the bounding set takes it away from the
+    // exec'd test binary even though it runs as uid 0.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .args([
+            "setpriv",
+            "--bounding-set=-net_admin",
+            "--inh-caps=-net_admin",
+        ])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "unprivileged_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(NOPRIV_JOURNAL_ENV, &journal)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("RESULT").map(|i| &l[i..]))
+        .unwrap_or_else(|| panic!("child printed no result: {stdout}"));
+    assert!(line.starts_with("RESULT needs-privilege"), "{line}");
+    assert!(line.contains("run the helper as root"), "{line}");
+    assert!(!ns.has_link("warren0"));
+    assert!(
+        !journal.exists(),
+        "a refused creation must leave no journal"
+    );
+}

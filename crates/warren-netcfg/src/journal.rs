@@ -196,8 +196,13 @@ impl Journal {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        let mut tmp_name = self.path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(".tmp");
+        let tmp = dir.join(tmp_name);
         if self.changes.is_empty() {
-            // An empty journal leaves no file: nothing of Warren stays behind.
+            // An empty journal leaves no file: nothing of Warren stays behind,
+            // not even a temp file from a helper that died mid-write.
+            let _ = fs::remove_file(&tmp);
             match fs::remove_file(&self.path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -211,9 +216,6 @@ impl Journal {
             changes: self.changes.clone(),
         })
         .map_err(io::Error::other)?;
-        let mut tmp_name = self.path.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(".tmp");
-        let tmp = dir.join(tmp_name);
         {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(&body)?;

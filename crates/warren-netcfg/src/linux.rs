@@ -29,13 +29,21 @@ use crate::{Backend, TunDevice};
 /// crashed helper leaves at most a journal to clear.
 #[derive(Debug, Default)]
 pub struct LinuxBackend {
-    _private: (),
+    offload: bool,
 }
 
 impl LinuxBackend {
     /// A backend for the current network namespace.
     pub fn new() -> Self {
         LinuxBackend::default()
+    }
+
+    /// Creates the TUN with `IFF_VNET_HDR` so the kernel hands over and takes
+    /// GSO/GRO super-packets; the data plane must then use tun-rs's
+    /// `recv_multiple`/`send_multiple`. Off by default.
+    pub fn with_offload(mut self, offload: bool) -> Self {
+        self.offload = offload;
+        self
     }
 }
 
@@ -76,6 +84,7 @@ fn request_with(
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
+    set_recv_timeout(&socket, NETLINK_TIMEOUT)?;
 
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_ACK | extra_flags;
@@ -115,6 +124,32 @@ fn request_with(
         io::ErrorKind::TimedOut,
         "the kernel sent no acknowledgement for a netlink request",
     ))
+}
+
+/// The kernel answers at once; this only bounds the wait if it never does.
+const NETLINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn set_recv_timeout(socket: &Socket, timeout: std::time::Duration) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+    };
+    // SAFETY: the fd is a live socket owned by `socket`, and `tv` is a valid
+    // timeval whose size we pass.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn request(message: RouteNetlinkMessage, extra_flags: u16) -> io::Result<()> {
@@ -206,10 +241,14 @@ impl Backend for LinuxBackend {
                 name: plan.tun_name.clone(),
             });
         }
+        let offload = self.offload;
         let dev = tun_rs::DeviceBuilder::new()
             .name(plan.tun_name.clone())
             .mtu(plan.mtu)
             .enable(true)
+            .with(|opt| {
+                opt.offload(offload);
+            })
             .build_async()
             .map_err(|e| {
                 if is_errno(&e, &[libc::EBUSY]) {

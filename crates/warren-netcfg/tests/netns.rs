@@ -274,6 +274,32 @@ fn apply_then_teardown_leaves_nothing() {
 }
 
 #[test]
+fn offload_device_is_configured_the_same_way() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("netstate.json");
+    let ns = Netns::new();
+    ns.add_default_route();
+    let before = ns.routes();
+    let (mut cfg, tun) = ns.run_async(|| {
+        let backend = warren_netcfg::PlatformBackend::new().with_offload(true);
+        let mut cfg = warren_netcfg::Configurator::new(backend, &journal).unwrap();
+        let tun = cfg.apply(&plan()).unwrap();
+        (cfg, tun)
+    });
+    assert!(
+        tun.tcp_gso(),
+        "offload was asked for but the device has no vnet header"
+    );
+    assert_configured(&ns, &before);
+    drop(tun);
+    ns.run(|| cfg.teardown().unwrap());
+    assert_clean(&ns, &before, &journal);
+}
+
+#[test]
 fn teardown_after_the_device_is_dropped() {
     if !can_run() {
         return;

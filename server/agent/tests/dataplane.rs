@@ -740,3 +740,90 @@ async fn a_device_dropped_from_the_peer_list_is_cut_off() {
     agent.abort();
     server.abort();
 }
+
+#[tokio::test]
+async fn a_local_service_that_stops_reading_pushes_back_to_the_laptop() {
+    const TOTAL: usize = 16 * 1024 * 1024;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // Small kernel buffers so the stall shows quickly; accepted sockets
+    // inherit them.
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(16).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (start_tx, start_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        start_rx.await.unwrap();
+        let mut all = Vec::with_capacity(TOTAL);
+        s.read_to_end(&mut all).await.unwrap();
+        all
+    });
+    let (dp, agent_addr) = start_agent(vec![port]).await;
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut laptop = Laptop::new(Instant::now(), dp.public_key(), agent_addr);
+    let (_peers_tx, peers_rx) =
+        tokio::sync::watch::channel(vec![laptop.client_peer(udp.local_addr().unwrap())]);
+    let agent = tokio::spawn(dp.run(peers_rx));
+
+    let data: Vec<u8> = (0..TOTAL as u32)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
+        .collect();
+    let handle = laptop.connect(AGENT_V4.into(), port, 45_000);
+    let mut sent = 0usize;
+    let send = |l: &mut Laptop, sent: &mut usize| {
+        let s = l.sockets.get_mut::<tcp::Socket>(handle);
+        if s.can_send() && *sent < TOTAL {
+            *sent += s.send_slice(&data[*sent..]).unwrap();
+        }
+    };
+
+    // The service reads nothing: the laptop's sending must stall.
+    drive_for(&mut laptop, &udp, Duration::from_secs(2), |l| {
+        send(l, &mut sent);
+        false
+    })
+    .await;
+    let stalled_at = sent;
+    drive_for(&mut laptop, &udp, Duration::from_secs(1), |l| {
+        send(l, &mut sent);
+        false
+    })
+    .await;
+    assert!(stalled_at > 0, "nothing was sent at all");
+    assert!(
+        stalled_at < TOTAL,
+        "a service that reads nothing took it all"
+    );
+    // Bytes the agent acknowledged must stop growing too.
+    let acked_before = sent - laptop.sockets.get::<tcp::Socket>(handle).send_queue();
+    eprintln!("stalled after {acked_before} bytes acknowledged");
+    drive_for(&mut laptop, &udp, Duration::from_millis(500), |l| {
+        send(l, &mut sent);
+        false
+    })
+    .await;
+    let acked_after = sent - laptop.sockets.get::<tcp::Socket>(handle).send_queue();
+    assert_eq!(acked_before, acked_after, "the agent kept accepting bytes");
+
+    // Once the service reads, everything arrives intact.
+    start_tx.send(()).unwrap();
+    let mut closed = false;
+    drive(&mut laptop, &udp, Duration::from_secs(60), |l| {
+        send(l, &mut sent);
+        let s = l.sockets.get_mut::<tcp::Socket>(handle);
+        if sent == TOTAL && !closed {
+            s.close();
+            closed = true;
+        }
+        closed && s.send_queue() == 0
+    })
+    .await;
+    let got = tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .expect("the service gets the end of the stream")
+        .unwrap();
+    assert_eq!(got.len(), TOTAL);
+    assert_eq!(checksum(&got), checksum(&data));
+    agent.abort();
+}

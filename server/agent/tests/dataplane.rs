@@ -18,9 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
-use warren_agent::dataplane::{
-    Dataplane, DataplaneConfig, QueueDevice, StackConfig, StackEvent, WorkspaceStack,
-};
+use warren_agent::dataplane::{Dataplane, QueueDevice, StackConfig, StackEvent, WorkspaceStack};
 use warren_proto::control::ClientPeer;
 use warren_tunnel::{OwnedTransmit, PeerConfig, StaticSecret, Tunnel};
 
@@ -466,19 +464,18 @@ fn checksum(data: &[u8]) -> u64 {
     })
 }
 
-async fn start_agent(allow_ports: Vec<u16>) -> (Dataplane, SocketAddr) {
-    let dp = Dataplane::bind(DataplaneConfig {
-        stack: StackConfig {
-            private_key: StaticSecret::random_from_rng(rand::thread_rng()),
-            addresses: vec![AGENT_V4.into(), AGENT_V6.into()],
-            allow_ports,
-        },
-        listen_port: 0,
-    })
-    .await
-    .unwrap();
+/// A bound agent data plane, its stack settings and its public key.
+async fn start_agent(allow_ports: Vec<u16>) -> (Dataplane, StackConfig, [u8; 32], SocketAddr) {
+    let dp = Dataplane::bind(0).await.unwrap();
     let port = dp.local_addr().unwrap().port();
-    (dp, SocketAddr::from(([127, 0, 0, 1], port)))
+    let private_key = StaticSecret::random_from_rng(rand::thread_rng());
+    let public = Tunnel::new(private_key.clone()).public_key();
+    let config = StackConfig {
+        private_key,
+        addresses: vec![AGENT_V4.into(), AGENT_V6.into()],
+        allow_ports,
+    };
+    (dp, config, public, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 /// Drives the laptop over a real UDP socket until `step` says it is done
@@ -580,12 +577,12 @@ async fn echo_server() -> (u16, tokio::task::JoinHandle<()>) {
 #[tokio::test]
 async fn mebibyte_round_trips_byte_exact_through_the_driver() {
     let (port, server) = echo_server().await;
-    let (dp, agent_addr) = start_agent(vec![port]).await;
+    let (dp, config, agent_key, agent_addr) = start_agent(vec![port]).await;
     let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut laptop = Laptop::new(Instant::now(), dp.public_key(), agent_addr);
+    let mut laptop = Laptop::new(Instant::now(), agent_key, agent_addr);
     let (peers_tx, peers_rx) =
         tokio::sync::watch::channel(vec![laptop.client_peer(udp.local_addr().unwrap())]);
-    let agent = tokio::spawn(dp.run(peers_rx));
+    let agent = tokio::spawn(dp.run(config, peers_rx));
 
     let mib: Vec<u8> = (0..1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -643,12 +640,12 @@ async fn allowed_port_with_nothing_listening_is_reset() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let (dp, agent_addr) = start_agent(vec![port]).await;
+    let (dp, config, agent_key, agent_addr) = start_agent(vec![port]).await;
     let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut laptop = Laptop::new(Instant::now(), dp.public_key(), agent_addr);
+    let mut laptop = Laptop::new(Instant::now(), agent_key, agent_addr);
     let (_peers_tx, peers_rx) =
         tokio::sync::watch::channel(vec![laptop.client_peer(udp.local_addr().unwrap())]);
-    let agent = tokio::spawn(dp.run(peers_rx));
+    let agent = tokio::spawn(dp.run(config, peers_rx));
 
     let handle = laptop.connect(AGENT_V4.into(), port, 42_000);
     let mut got_data = false;
@@ -678,12 +675,12 @@ async fn local_service_closing_closes_the_tunnel_side() {
         s.read_to_end(&mut rest).await.unwrap();
         rest
     });
-    let (dp, agent_addr) = start_agent(vec![port]).await;
+    let (dp, config, agent_key, agent_addr) = start_agent(vec![port]).await;
     let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut laptop = Laptop::new(Instant::now(), dp.public_key(), agent_addr);
+    let mut laptop = Laptop::new(Instant::now(), agent_key, agent_addr);
     let (_peers_tx, peers_rx) =
         tokio::sync::watch::channel(vec![laptop.client_peer(udp.local_addr().unwrap())]);
-    let agent = tokio::spawn(dp.run(peers_rx));
+    let agent = tokio::spawn(dp.run(config, peers_rx));
 
     let handle = laptop.connect(AGENT_V4.into(), port, 43_000);
     let mut received = Vec::new();
@@ -715,12 +712,12 @@ async fn local_service_closing_closes_the_tunnel_side() {
 #[tokio::test]
 async fn a_device_dropped_from_the_peer_list_is_cut_off() {
     let (port, server) = echo_server().await;
-    let (dp, agent_addr) = start_agent(vec![port]).await;
+    let (dp, config, agent_key, agent_addr) = start_agent(vec![port]).await;
     let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut laptop = Laptop::new(Instant::now(), dp.public_key(), agent_addr);
+    let mut laptop = Laptop::new(Instant::now(), agent_key, agent_addr);
     let (peers_tx, peers_rx) =
         tokio::sync::watch::channel(vec![laptop.client_peer(udp.local_addr().unwrap())]);
-    let agent = tokio::spawn(dp.run(peers_rx));
+    let agent = tokio::spawn(dp.run(config, peers_rx));
 
     let first = laptop.connect(AGENT_V4.into(), port, 44_000);
     drive(&mut laptop, &udp, Duration::from_secs(10), |l| {
@@ -759,12 +756,12 @@ async fn a_local_service_that_stops_reading_pushes_back_to_the_laptop() {
         s.read_to_end(&mut all).await.unwrap();
         all
     });
-    let (dp, agent_addr) = start_agent(vec![port]).await;
+    let (dp, config, agent_key, agent_addr) = start_agent(vec![port]).await;
     let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut laptop = Laptop::new(Instant::now(), dp.public_key(), agent_addr);
+    let mut laptop = Laptop::new(Instant::now(), agent_key, agent_addr);
     let (_peers_tx, peers_rx) =
         tokio::sync::watch::channel(vec![laptop.client_peer(udp.local_addr().unwrap())]);
-    let agent = tokio::spawn(dp.run(peers_rx));
+    let agent = tokio::spawn(dp.run(config, peers_rx));
 
     let data: Vec<u8> = (0..TOTAL as u32)
         .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use warren_proto::control::ClientPeer;
-use warren_tunnel::{key_id, PeerKey, TunnelEvent};
+use warren_tunnel::{key_id, TunnelEvent};
 
 /// Bytes moved per chunk between the stack and a local socket.
 pub const CHUNK: usize = 16 * 1024;
@@ -30,18 +30,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Datagrams handled per wake-up before the connections get their turn.
 const RECV_BATCH: usize = 64;
 
-/// Settings of the data plane.
-#[derive(Debug)]
-pub struct DataplaneConfig {
-    /// Key, tunnel addresses and allowed ports.
-    pub stack: StackConfig,
-    /// UDP port for WireGuard; 0 picks a free one.
-    pub listen_port: u16,
-}
-
-/// The running data plane, bound but not yet started.
+/// The data plane's UDP socket, bound but not yet running. Bind it before
+/// registering with the coordinator (its port is the endpoint to announce);
+/// run it once the `Welcome` has named the tunnel addresses.
 pub struct Dataplane {
-    stack: WorkspaceStack,
     socket: UdpSocket,
     dual_stack: bool,
 }
@@ -72,11 +64,10 @@ struct Conn {
 }
 
 impl Dataplane {
-    /// Opens the UDP socket and builds the stack. Call after the
-    /// coordinator's `Welcome` (it carries the tunnel addresses).
-    pub async fn bind(config: DataplaneConfig) -> Result<Self, DataplaneError> {
-        let stack = WorkspaceStack::new(Instant::now(), config.stack)?;
-        let port = config.listen_port;
+    /// Opens the WireGuard UDP socket on `listen_port` (0 picks a free
+    /// one): dual-stack IPv6 + IPv4 where the host allows, else IPv4 only.
+    pub async fn bind(listen_port: u16) -> Result<Self, DataplaneError> {
+        let port = listen_port;
         let (socket, dual_stack) = match bind_dual_stack(port) {
             Ok(s) => (s, true),
             Err(e) => {
@@ -87,11 +78,7 @@ impl Dataplane {
                 (s, false)
             }
         };
-        Ok(Self {
-            stack,
-            socket,
-            dual_stack,
-        })
+        Ok(Self { socket, dual_stack })
     }
 
     /// Where the WireGuard socket listens (to announce as an endpoint).
@@ -99,23 +86,22 @@ impl Dataplane {
         self.socket.local_addr().map_err(DataplaneError::Io)
     }
 
-    /// The agent's WireGuard public key.
-    pub fn public_key(&self) -> PeerKey {
-        self.stack.public_key()
-    }
-
-    /// Runs until `peers`' sender is dropped. Every value on `peers` is the
-    /// complete list of client devices the coordinator authorizes (apply
-    /// `PeerUpdate`s to a `PeerTable` first and send its contents).
+    /// Builds the stack and runs until `peers`' sender is dropped. Every
+    /// value on `peers` is the complete list of client devices the
+    /// coordinator authorizes (apply `PeerUpdate`s to a `PeerTable` first and
+    /// send its contents).
     pub async fn run(
         self,
+        config: StackConfig,
         mut peers: watch::Receiver<Vec<ClientPeer>>,
     ) -> Result<(), DataplaneError> {
-        let Self {
-            mut stack,
-            socket,
-            dual_stack,
-        } = self;
+        let Self { socket, dual_stack } = self;
+        let mut stack = WorkspaceStack::new(Instant::now(), config)?;
+        info!(
+            addresses = ?stack.addresses(),
+            local = ?socket.local_addr().ok(),
+            "data plane running"
+        );
         let notify = Arc::new(Notify::new());
         let mut conns: HashMap<ConnectionId, Conn> = HashMap::new();
         let mut buf = vec![0u8; 65_535];

@@ -11,11 +11,13 @@
 //! The binary wires it up as:
 //!
 //! ```text
+//! let dp = Dataplane::bind(args.listen_port).await?;      // before Register
+//! let port = dp.local_addr()?.port();                      // announce as endpoint
+//! // ... Register, then on Welcome:
 //! let (peers_tx, peers_rx) = tokio::sync::watch::channel(Vec::new());
-//! let dp = Dataplane::bind(DataplaneConfig { stack: StackConfig {
-//!     private_key, addresses: welcome.addresses, allow_ports }, listen_port }).await?;
-//! tokio::spawn(dp.run(peers_rx));
-//! // on every PeerUpdate applied to the PeerTable:
+//! tokio::spawn(dp.run(StackConfig { private_key, addresses: welcome.addresses,
+//!                                   allow_ports }, peers_rx));
+//! // after every PeerUpdate applied to the PeerTable:
 //! peers_tx.send_replace(table.peers().cloned().collect());
 //! ```
 
@@ -24,7 +26,7 @@ mod driver;
 mod stack;
 
 pub use device::{QueueDevice, TUNNEL_MTU};
-pub use driver::{Dataplane, DataplaneConfig};
+pub use driver::Dataplane;
 pub use stack::{ConnectionId, StackConfig, StackEvent, WorkspaceStack, TCP_BUFFER};
 
 use base64::Engine as _;

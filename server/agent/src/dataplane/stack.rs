@@ -164,6 +164,15 @@ impl WorkspaceStack {
         Ok(stack)
     }
 
+    /// The tunnel addresses the stack answers on.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        self.iface
+            .ip_addrs()
+            .iter()
+            .map(|cidr| IpAddr::from(cidr.address()))
+            .collect()
+    }
+
     /// This agent's WireGuard public key.
     pub fn public_key(&self) -> PeerKey {
         self.tunnel.public_key()

@@ -824,3 +824,27 @@ async fn a_local_service_that_stops_reading_pushes_back_to_the_laptop() {
     assert_eq!(checksum(&got), checksum(&data));
     agent.abort();
 }
+
+#[tokio::test]
+async fn a_laptop_reaching_the_agent_over_ipv6_udp_connects() {
+    let (port, server) = echo_server().await;
+    let (dp, config, agent_key, agent_v4) = start_agent(vec![port]).await;
+    let agent_addr = SocketAddr::from((Ipv6Addr::LOCALHOST, agent_v4.port()));
+    let udp = UdpSocket::bind("[::1]:0").await.unwrap();
+    let mut laptop = Laptop::new(Instant::now(), agent_key, agent_addr);
+    let (_peers_tx, peers_rx) =
+        tokio::sync::watch::channel(vec![laptop.client_peer(udp.local_addr().unwrap())]);
+    let agent = tokio::spawn(dp.run(config, peers_rx));
+
+    let mut t = Transfer {
+        handle: laptop.connect(AGENT_V6.into(), port, 46_000),
+        data: b"over an IPv6 underlay".to_vec(),
+        sent: 0,
+        received: Vec::new(),
+        closed: false,
+    };
+    drive(&mut laptop, &udp, Duration::from_secs(10), |l| t.step(l)).await;
+    assert_eq!(t.received, t.data);
+    agent.abort();
+    server.abort();
+}

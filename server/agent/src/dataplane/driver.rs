@@ -27,6 +27,9 @@ pub const CHUNK: usize = 16 * 1024;
 pub const CHANNEL_CHUNKS: usize = 4;
 /// How long a local connect may take before the tunnel side is reset.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open forwarded connections at most; each holds two bounded TCP buffers
+/// and a task, so this caps the agent's memory whatever peers do.
+const MAX_CONNECTIONS: usize = 1024;
 /// Datagrams handled per wake-up before the connections get their turn.
 const RECV_BATCH: usize = 64;
 
@@ -104,6 +107,7 @@ impl Dataplane {
         );
         let notify = Arc::new(Notify::new());
         let mut conns: HashMap<ConnectionId, Conn> = HashMap::new();
+        let mut refused: Vec<ConnectionId> = Vec::new();
         let mut buf = vec![0u8; 65_535];
         let initial = peers.borrow_and_update().clone();
         apply_peers(&mut stack, &initial);
@@ -146,6 +150,12 @@ impl Dataplane {
             while let Some(event) = stack.poll_event() {
                 match event {
                     StackEvent::NewConnection { conn, port, remote } => {
+                        if conns.len() >= MAX_CONNECTIONS {
+                            warn!(port, %remote, "refusing a tunnel connection: {MAX_CONNECTIONS} are already open");
+                            stack.abort(conn);
+                            refused.push(conn);
+                            continue;
+                        }
                         debug!(port, %remote, "forwarding a tunnel connection to 127.0.0.1");
                         conns.insert(conn, spawn_bridge(port, notify.clone()));
                     }
@@ -157,6 +167,9 @@ impl Dataplane {
             }
             stack.poll(Instant::now());
             // Released only after the poll above so an abort's RST goes out.
+            for conn in refused.drain(..) {
+                stack.release(conn);
+            }
             conns.retain(|&id, conn| {
                 if stack.is_closed(id) {
                     conn.task.abort();

@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$(pwd)"
 
 # Crates that must also lint clean for the other desktop OSes.
-CROSS_CRATES="${CROSS_CRATES:-warren-ipc}"
+CROSS_CRATES="${CROSS_CRATES:-warren-ipc warren-netcfg}"
 CROSS_TARGETS="x86_64-pc-windows-gnu x86_64-apple-darwin"
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 

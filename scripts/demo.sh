@@ -74,10 +74,13 @@ if ! grep -q "listening on" "$DEMO/logs/coordinator.out"; then
 fi
 
 echo "==> Starting the agents"
+WG_PORT=$((PORT + 100))
 for tokfile in "$DEMO"/agent-*.token; do
     name="$(basename "$tokfile" .token)"
+    WG_PORT=$((WG_PORT + 1))
     "$BIN/warren-agent" --coordinator "$URL" --token-file "$tokfile" \
-        --key-file "$DEMO/$name.key" >"$DEMO/logs/$name.log" 2>&1 &
+        --key-file "$DEMO/$name.key" --listen-port "$WG_PORT" --endpoint "127.0.0.1:$WG_PORT" \
+        --allow-ports 22,8080,3000-3010 >"$DEMO/logs/$name.log" 2>&1 &
     echo $! >>"$DEMO/pids"
 done
 

@@ -69,6 +69,11 @@ impl AgentKey {
         Ok(())
     }
 
+    /// The private key, for the data plane that encrypts with it.
+    pub fn secret(&self) -> StaticSecret {
+        self.secret.clone()
+    }
+
     pub fn public_base64(&self) -> String {
         base64::engine::general_purpose::STANDARD.encode(PublicKey::from(&self.secret).as_bytes())
     }

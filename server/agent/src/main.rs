@@ -1,20 +1,26 @@
 //! `warren-agent`: runs inside a workspace, without root.
 //!
-//! Registers its WireGuard key with the coordinator, stays connected (so its
-//! owner sees it online) and keeps the table of client devices it should
-//! accept, reconnecting with backoff when the coordinator goes away.
+//! Registers its WireGuard key and UDP endpoint with the coordinator, stays
+//! connected (so its owner sees it online), keeps the table of client devices
+//! it should accept, and runs the userspace data plane (WireGuard + smoltcp)
+//! that answers ping and forwards allowed TCP ports to `127.0.0.1`.
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::sync::watch;
+use warren_agent::dataplane::{parse_allow_ports, Dataplane, StackConfig};
 use warren_agent::keys::AgentKey;
 use warren_agent::peers::PeerTable;
 use warren_control::{ConnectError, ControlConfig, ControlConnection};
+use warren_proto::control::ClientPeer;
 use warren_proto::control::{Register, ServerMessage, CONTROL_VERSION};
 use warren_proto::Secret;
 use warren_session::Backoff;
+use x25519_dalek::StaticSecret;
 
 #[derive(Debug, Parser)]
 #[command(name = "warren-agent", version, about = "The Warren workspace agent")]
@@ -31,9 +37,56 @@ struct Args {
     /// Extra CA certificate (PEM) to trust for the coordinator.
     #[arg(long)]
     ca: Option<PathBuf>,
-    /// UDP endpoint(s) to advertise to clients (repeatable).
+    /// UDP endpoint(s) clients should send WireGuard to (repeatable),
+    /// e.g. the workspace's reachable IP and --listen-port.
     #[arg(long = "endpoint")]
     endpoints: Vec<SocketAddr>,
+    /// UDP port for WireGuard (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    listen_port: u16,
+    /// TCP ports forwarded to 127.0.0.1, e.g. `22,8080,3000-3010`; others are refused.
+    #[arg(long, default_value = "")]
+    allow_ports: String,
+}
+
+/// The data plane: bound before registering (its port is announced), started
+/// once the coordinator has said which tunnel addresses are ours.
+struct DataplaneSlot {
+    pending: Option<Dataplane>,
+    key: StaticSecret,
+    allow_ports: Vec<u16>,
+    addresses: Option<Vec<IpAddr>>,
+    peers: watch::Sender<Vec<ClientPeer>>,
+}
+
+impl DataplaneSlot {
+    fn on_welcome(&mut self, addresses: &[IpAddr]) {
+        if let Some(running) = &self.addresses {
+            if running.as_slice() != addresses {
+                tracing::warn!(
+                    ?running,
+                    new = ?addresses,
+                    "the coordinator moved this agent to new addresses; restart the agent to use them"
+                );
+            }
+            return;
+        }
+        let Some(dataplane) = self.pending.take() else {
+            return;
+        };
+        self.addresses = Some(addresses.to_vec());
+        let config = StackConfig {
+            private_key: self.key.clone(),
+            addresses: addresses.to_vec(),
+            allow_ports: self.allow_ports.clone(),
+        };
+        let peers = self.peers.subscribe();
+        tokio::spawn(async move {
+            if let Err(e) = dataplane.run(config, peers).await {
+                tracing::error!("the data plane stopped: {e}");
+            }
+        });
+    }
 }
 
 #[tokio::main]
@@ -78,6 +131,32 @@ async fn run(args: Args) -> Result<()> {
         Some(path) => AgentKey::load_or_create(path)?,
         None => AgentKey::generate(),
     };
+    let allow_ports = parse_allow_ports(&args.allow_ports)
+        .map_err(|e| anyhow::anyhow!("--allow-ports {:?}: {e}", args.allow_ports))?;
+    let dataplane = Dataplane::bind(args.listen_port).await.with_context(|| {
+        format!(
+            "can't open UDP port {} for WireGuard; pick another with --listen-port",
+            args.listen_port
+        )
+    })?;
+    let local = dataplane
+        .local_addr()
+        .context("reading the WireGuard UDP port")?;
+    if args.endpoints.is_empty() {
+        tracing::warn!(
+            port = local.port(),
+            "no --endpoint given: clients can't reach this agent's tunnel until it announces an address they can send to (e.g. --endpoint IP:{})",
+            local.port()
+        );
+    }
+    let (peers_tx, _) = watch::channel(Vec::new());
+    let mut slot = DataplaneSlot {
+        pending: Some(dataplane),
+        key: key.secret(),
+        allow_ports,
+        addresses: None,
+        peers: peers_tx,
+    };
     let config = ControlConfig {
         url: args.coordinator.trim_end_matches('/').to_string(),
         token,
@@ -104,7 +183,7 @@ async fn run(args: Args) -> Result<()> {
     let mut peers = PeerTable::default();
     loop {
         let outcome = tokio::select! {
-            outcome = session(&config, &mut peers, &mut attempt) => outcome?,
+            outcome = session(&config, &mut peers, &mut attempt, &mut slot) => outcome?,
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("stopping");
                 return Ok(());
@@ -126,6 +205,7 @@ async fn session(
     config: &ControlConfig,
     peers: &mut PeerTable,
     attempt: &mut u32,
+    slot: &mut DataplaneSlot,
 ) -> Result<Outcome> {
     let mut conn = match ControlConnection::connect(config).await {
         Ok(conn) => conn,
@@ -148,6 +228,7 @@ async fn session(
         addresses = ?welcome.addresses,
         "registered with the coordinator"
     );
+    slot.on_welcome(&welcome.addresses);
     let mut ping = tokio::time::interval(Duration::from_secs(15));
     ping.tick().await;
     loop {
@@ -158,6 +239,7 @@ async fn session(
                         return Ok(Outcome::Retry(format!("peer stream out of step ({e:?}); resubscribing")));
                     }
                     tracing::info!(clients = peers.len(), "client devices updated");
+                    slot.peers.send_replace(peers.peers().cloned().collect());
                 }
                 Ok(Some(ServerMessage::Error(e))) => {
                     if e.error == "unauthorized" {

@@ -80,6 +80,10 @@ async fn end_to_end(dir: &Path) -> Result<()> {
         "--agents-per-workspace",
         &AGENTS_PER_WORKSPACE.to_string(),
     ]);
+    // The coordinator picks the seeded rows up at its next database poll and
+    // reloads (hundreds of ms at this size); measure the snapshot, not a
+    // registration queued behind that reload (diff_e2e_ms covers reloads).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let helper = Helper::start(dir, "root");
 
     // Subscribe first, as the GUI would be before the user presses Connect.

@@ -41,11 +41,14 @@ fn to_json<T: Serialize>(value: &T) -> Result<String, serde_json::Error> {
     serde_json::to_string(value)
 }
 
-/// Groups pre-serialized items into parts of at most [`CHUNK_BUDGET`] bytes
-/// (an oversize item gets a part of its own).
+/// Serializes items straight into per-part lists of at most
+/// [`CHUNK_BUDGET`] bytes (an oversize item gets a part of its own), with no
+/// allocation per item.
 struct Chunker {
-    parts: Vec<[Vec<String>; 4]>,
+    /// Per part: four comma-separated JSON lists (the caller says which).
+    parts: Vec<[Vec<u8>; 4]>,
     size: usize,
+    scratch: Vec<u8>,
 }
 
 impl Chunker {
@@ -53,32 +56,41 @@ impl Chunker {
         Self {
             parts: vec![Default::default()],
             size: 0,
+            scratch: Vec::with_capacity(1024),
         }
     }
 
-    fn push(&mut self, list: usize, item: String) {
-        if self.size > 0 && self.size + item.len() > CHUNK_BUDGET {
+    fn push<T: Serialize>(&mut self, list: usize, item: &T) -> Result<(), serde_json::Error> {
+        self.scratch.clear();
+        serde_json::to_writer(&mut self.scratch, item)?;
+        if self.size > 0 && self.size + self.scratch.len() > CHUNK_BUDGET {
             self.parts.push(Default::default());
             self.size = 0;
         }
-        self.size += item.len() + 1;
+        self.size += self.scratch.len() + 1;
         if let Some(part) = self.parts.last_mut() {
-            part[list].push(item);
+            let out = &mut part[list];
+            if !out.is_empty() {
+                out.push(b',');
+            }
+            out.extend_from_slice(&self.scratch);
         }
+        Ok(())
     }
 }
 
-fn join(items: &[String]) -> String {
-    let mut out = String::with_capacity(items.iter().map(|s| s.len() + 1).sum::<usize>() + 2);
-    out.push('[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(item);
-    }
-    out.push(']');
-    out
+/// `[` + items + `]` appended to `out`.
+fn push_list(out: &mut Vec<u8>, items: &[u8]) {
+    out.push(b'[');
+    out.extend_from_slice(items);
+    out.push(b']');
+}
+
+/// Bytes assembled from serde_json output and ASCII are UTF-8.
+fn into_json(bytes: Vec<u8>) -> Result<Arc<str>, serde_json::Error> {
+    String::from_utf8(bytes)
+        .map(Arc::from)
+        .map_err(|e| serde::ser::Error::custom(format!("event is not UTF-8: {e}")))
 }
 
 /// The full state as one or more `State` events.
@@ -90,31 +102,36 @@ pub fn state_events<'a>(
     let session = to_json(session)?;
     let mut chunker = Chunker::new();
     for ws in workspaces {
-        chunker.push(0, to_json(ws)?);
+        chunker.push(0, ws)?;
     }
     for agent in agents {
-        chunker.push(1, to_json(agent)?);
+        chunker.push(1, agent)?;
     }
     let count = chunker.parts.len();
-    Ok(chunker
-        .parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, [ws, agents, _, _])| EncodedEvent {
+    let mut events = Vec::with_capacity(count);
+    for (i, [ws, agents, _, _]) in chunker.parts.into_iter().enumerate() {
+        let mut out = Vec::with_capacity(ws.len() + agents.len() + session.len() + 128);
+        out.extend_from_slice(
+            format!(
+                r#"{{"event":"state","part":{i},"last":{},"session":{session},"workspaces":"#,
+                i + 1 == count
+            )
+            .as_bytes(),
+        );
+        push_list(&mut out, &ws);
+        out.extend_from_slice(br#","agents":"#);
+        push_list(&mut out, &agents);
+        out.push(b'}');
+        events.push(EncodedEvent {
             kind: if i == 0 {
                 EventKind::StateStart
             } else {
                 EventKind::Ordered
             },
-            json: format!(
-                r#"{{"event":"state","part":{i},"last":{},"session":{session},"workspaces":{},"agents":{}}}"#,
-                i + 1 == count,
-                join(&ws),
-                join(&agents)
-            )
-            .into(),
-        })
-        .collect())
+            json: into_json(out)?,
+        });
+    }
+    Ok(events)
 }
 
 /// A directory change as one or more `PeerUpdate` events (none if empty).
@@ -124,32 +141,36 @@ pub fn update_events(delta: &Delta) -> Result<Vec<EncodedEvent>, serde_json::Err
     }
     let mut chunker = Chunker::new();
     for id in &delta.deleted_agents {
-        chunker.push(2, to_json(id)?);
+        chunker.push(2, id)?;
     }
     for id in &delta.deleted_workspaces {
-        chunker.push(3, to_json(id)?);
+        chunker.push(3, id)?;
     }
     for ws in &delta.upserted_workspaces {
-        chunker.push(0, to_json(ws)?);
+        chunker.push(0, ws)?;
     }
     for agent in &delta.upserted_agents {
-        chunker.push(1, to_json(agent)?);
+        chunker.push(1, agent)?;
     }
-    Ok(chunker
-        .parts
-        .into_iter()
-        .map(|[ws, agents, del_agents, del_ws]| EncodedEvent {
+    let mut events = Vec::with_capacity(chunker.parts.len());
+    for [ws, agents, del_agents, del_ws] in chunker.parts {
+        let mut out =
+            Vec::with_capacity(ws.len() + agents.len() + del_agents.len() + del_ws.len() + 128);
+        out.extend_from_slice(br#"{"event":"peer_update","upserted_workspaces":"#);
+        push_list(&mut out, &ws);
+        out.extend_from_slice(br#","upserted_agents":"#);
+        push_list(&mut out, &agents);
+        out.extend_from_slice(br#","deleted_workspaces":"#);
+        push_list(&mut out, &del_ws);
+        out.extend_from_slice(br#","deleted_agents":"#);
+        push_list(&mut out, &del_agents);
+        out.push(b'}');
+        events.push(EncodedEvent {
             kind: EventKind::Ordered,
-            json: format!(
-                r#"{{"event":"peer_update","upserted_workspaces":{},"upserted_agents":{},"deleted_workspaces":{},"deleted_agents":{}}}"#,
-                join(&ws),
-                join(&agents),
-                join(&del_ws),
-                join(&del_agents)
-            )
-            .into(),
-        })
-        .collect())
+            json: into_json(out)?,
+        });
+    }
+    Ok(events)
 }
 
 pub fn session_event(session: &SessionInfo) -> Result<EncodedEvent, serde_json::Error> {

@@ -8,6 +8,7 @@
 //! - [`events`]: pre-serialized events, chunked under the IPC frame cap.
 //! - [`connection`]: one GUI/CLI connection: handshake, requests, writer.
 //! - [`log_forward`]: log lines to subscribed GUIs.
+//! - [`tunnel_driver`]: the WireGuard data plane (TUN + UDP), with `--tunnel`.
 
 pub mod connection;
 pub mod control_task;
@@ -16,6 +17,7 @@ pub mod events;
 pub mod keys;
 pub mod log_forward;
 pub mod subscribers;
+pub mod tunnel_driver;
 
 /// The helper's version, sent in `Hello` and shown by `warren status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

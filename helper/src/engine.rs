@@ -10,6 +10,7 @@ use crate::control_task::{self, ControlEvent};
 use crate::events::{self, EncodedEvent};
 use crate::keys::SessionKeys;
 use crate::subscribers::{Outgoing, SubscriberQueue};
+use crate::tunnel_driver::{self, TunnelCommand, TunnelManager};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +20,8 @@ use warren_control::ControlConfig;
 use warren_proto::control::{Register, Welcome, CONTROL_VERSION};
 use warren_proto::frame::encode;
 use warren_proto::ipc::{
-    ErrorCode, HelperMessage, IpcError, LogLine, Reply, Request, SessionInfo, StatusReport,
+    ErrorCode, HelperMessage, IpcError, LogLine, Reply, Request, SessionInfo, SessionState,
+    StatusReport,
 };
 use warren_session::{Action, Backoff, ConnectFailure, Directory, Session, SessionConfig};
 
@@ -31,6 +33,8 @@ pub struct EngineConfig {
     pub backoff_base: Duration,
     pub app_version: String,
     pub hostname: Option<String>,
+    /// The data plane, when `warrend` runs with `--tunnel`.
+    pub tunnel: Option<TunnelManager>,
 }
 
 impl Default for EngineConfig {
@@ -40,6 +44,7 @@ impl Default for EngineConfig {
             backoff_base: Backoff::DEFAULT_BASE,
             app_version: crate::VERSION.to_string(),
             hostname: None,
+            tunnel: None,
         }
     }
 }
@@ -80,6 +85,10 @@ pub struct Engine {
     /// Welcome of the current generation, held until its first snapshot is
     /// applied: the session is shown as connected only once the list is real.
     pending_welcome: Option<(u64, Welcome)>,
+    /// What the tunnel was last told to run: public key and plan.
+    tunnel_up: Option<(String, warren_netcfg::NetPlan)>,
+    /// The directory changed since the tunnel's peers were last set.
+    peers_dirty: bool,
 }
 
 /// Starts the engine task.
@@ -102,6 +111,8 @@ pub fn spawn(
         commands,
         logs,
         pending_welcome: None,
+        tunnel_up: None,
+        peers_dirty: false,
     };
     let task = tokio::spawn(engine.run());
     (EngineHandle { tx }, task)
@@ -362,6 +373,52 @@ impl Engine {
                 Err(e) => tracing::error!(error = %e, "could not encode the session"),
             }
         }
+        self.reconcile_tunnel();
+    }
+
+    /// Brings the data plane in line with the session: up while connected
+    /// (kept through a reconnect, so open connections survive a blip), down
+    /// once the session stops, fails or starts over with a new key.
+    fn reconcile_tunnel(&mut self) {
+        let Some(manager) = self.config.tunnel.clone() else {
+            return;
+        };
+        let info = self.session_info();
+        let want = match info.state {
+            SessionState::Reconnecting => self.tunnel_up.clone(),
+            SessionState::Connected => match (&self.keys, &info.device, &info.deployment) {
+                (Some(keys), Some(device), Some(deployment)) => {
+                    match tunnel_driver::net_plan(manager.tun_name(), device, deployment) {
+                        Ok(plan) => Some((keys.public_base64(), plan)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "the tunnel can't start");
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if want != self.tunnel_up {
+            match (&want, &self.keys) {
+                (Some((_, plan)), Some(keys)) => {
+                    manager.send(TunnelCommand::Up {
+                        secret: keys.tunnel_secret(),
+                        plan: plan.clone(),
+                        peers: tunnel_driver::peer_configs(self.directory.agents()),
+                    });
+                }
+                _ => manager.send(TunnelCommand::Down(None)),
+            }
+            self.tunnel_up = want;
+            self.peers_dirty = false;
+        } else if self.peers_dirty && self.tunnel_up.is_some() {
+            manager.send(TunnelCommand::Peers(tunnel_driver::peer_configs(
+                self.directory.agents(),
+            )));
+            self.peers_dirty = false;
+        }
     }
 
     fn start_task(&mut self, generation: u64) {
@@ -391,6 +448,7 @@ impl Engine {
     }
 
     fn broadcast_delta(&mut self, delta: &warren_session::Delta) {
+        self.peers_dirty = true;
         self.subscribers.retain(|queue| !queue.is_closed());
         if self.subscribers.is_empty() {
             return;

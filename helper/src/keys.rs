@@ -8,7 +8,6 @@ use x25519_dalek::{PublicKey, StaticSecret};
 
 pub struct SessionKeys {
     // Held for the data plane, which encrypts with it.
-    #[allow(dead_code)]
     secret: StaticSecret,
     public: PublicKey,
 }
@@ -18,6 +17,11 @@ impl SessionKeys {
         let secret = StaticSecret::random();
         let public = PublicKey::from(&secret);
         Self { secret, public }
+    }
+
+    /// A copy of the private key for the tunnel, which encrypts with it.
+    pub fn tunnel_secret(&self) -> warren_tunnel::StaticSecret {
+        warren_tunnel::StaticSecret::from(self.secret.to_bytes())
     }
 
     /// The public key, base64 as WireGuard tools print it.

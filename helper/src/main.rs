@@ -24,6 +24,20 @@ struct Args {
     /// Directory for the rotating log file.
     #[arg(long, default_value = "/var/log/warren")]
     log_dir: PathBuf,
+    /// Run the WireGuard data plane: create the TUN device and routes while
+    /// connected. Off by default.
+    #[arg(long)]
+    tunnel: bool,
+    /// Name of the TUN device (with --tunnel).
+    #[arg(long, default_value = warren_netcfg::DEFAULT_TUN_NAME)]
+    tun_name: String,
+    /// Where the record of network changes is kept (with --tunnel), so a
+    /// crashed helper's leftovers are undone at the next start.
+    #[arg(long, default_value = "/var/lib/warren")]
+    state_dir: PathBuf,
+    /// Local UDP port for WireGuard (with --tunnel); 0 lets the OS choose.
+    #[arg(long, default_value_t = 0)]
+    listen_port: u16,
 }
 
 fn hostname() -> Option<String> {
@@ -72,10 +86,24 @@ async fn run() -> Result<()> {
     };
 
     let cap = backoff_cap()?;
+    let tunnel = if args.tunnel {
+        let manager = warrend::tunnel_driver::TunnelManager::spawn(
+            warrend::tunnel_driver::DriverConfig {
+                tun_name: args.tun_name.clone(),
+                journal: args.state_dir.join("netstate.json"),
+                listen_port: args.listen_port,
+            },
+        )
+        .context("the helper could not undo the network changes of its previous run — check the journal in --state-dir and that warrend runs as root")?;
+        Some(manager)
+    } else {
+        None
+    };
     let config = EngineConfig {
         backoff_cap: cap,
         backoff_base: warren_session::Backoff::DEFAULT_BASE.min(cap),
         hostname: hostname(),
+        tunnel: tunnel.clone(),
         ..EngineConfig::default()
     };
     let mut listener = Listener::bind(ListenerOptions {
@@ -106,6 +134,9 @@ async fn run() -> Result<()> {
         }
     }
     drop(listener);
+    if let Some(tunnel) = &tunnel {
+        tunnel.shutdown().await;
+    }
     Ok(())
 }
 

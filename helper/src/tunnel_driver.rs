@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use tokio::net::UdpSocket;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use warren_netcfg::{NetConfig, NetPlan, TunDevice, DEFAULT_MTU};
 use warren_proto::ipc::DeviceInfo;
 use warren_proto::model::{Agent, DeploymentInfo};
@@ -164,7 +164,7 @@ pub fn recover(config: &DriverConfig) -> Result<(), DriverError> {
 }
 
 /// Configures the OS, opens the socket and starts the loop.
-pub async fn start(
+pub fn start(
     config: &DriverConfig,
     secret: StaticSecret,
     plan: &NetPlan,
@@ -204,6 +204,114 @@ pub async fn start(
         task: Some(task),
         local_addr,
     })
+}
+
+/// What the engine asks of the data plane. Carried out in order by one
+/// manager task, so the engine never waits for the OS.
+pub enum TunnelCommand {
+    /// Bring the tunnel up with this key and plan (restarting it if it runs).
+    Up {
+        secret: StaticSecret,
+        plan: NetPlan,
+        peers: Vec<PeerConfig>,
+    },
+    /// Replace the peer table of the running tunnel.
+    Peers(Vec<PeerConfig>),
+    /// Stop the tunnel and undo the OS configuration; the sender, if any, is
+    /// told when that is done.
+    Down(Option<oneshot::Sender<()>>),
+}
+
+// By hand, so the private key can never reach a log line.
+impl std::fmt::Debug for TunnelCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TunnelCommand::Up { plan, peers, .. } => f
+                .debug_struct("Up")
+                .field("plan", plan)
+                .field("peers", &peers.len())
+                .finish_non_exhaustive(),
+            TunnelCommand::Peers(peers) => f.debug_tuple("Peers").field(&peers.len()).finish(),
+            TunnelCommand::Down(_) => f.write_str("Down"),
+        }
+    }
+}
+
+/// The engine's and `main`'s handle on the manager task.
+#[derive(Debug, Clone)]
+pub struct TunnelManager {
+    tx: mpsc::UnboundedSender<TunnelCommand>,
+    tun_name: String,
+}
+
+impl TunnelManager {
+    /// Recovers leftovers of a dead predecessor, then starts the manager.
+    pub fn spawn(config: DriverConfig) -> Result<Self, DriverError> {
+        if let Some(dir) = config.journal.parent() {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "couldn't create the state directory");
+            }
+        }
+        recover(&config)?;
+        let tun_name = config.tun_name.clone();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut running: Option<TunnelHandle> = None;
+            while let Some(command) = rx.recv().await {
+                match command {
+                    TunnelCommand::Up {
+                        secret,
+                        plan,
+                        peers,
+                    } => {
+                        if let Some(old) = running.take() {
+                            old.stop().await;
+                        }
+                        match start(&config, secret, &plan, peers) {
+                            Ok(handle) => running = Some(handle),
+                            Err(e) => tracing::error!(error = %e, "the tunnel could not start"),
+                        }
+                    }
+                    TunnelCommand::Peers(peers) => {
+                        if let Some(handle) = &running {
+                            handle.set_peers(peers);
+                        }
+                    }
+                    TunnelCommand::Down(done) => {
+                        if let Some(old) = running.take() {
+                            old.stop().await;
+                        }
+                        if let Some(done) = done {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            }
+            if let Some(old) = running.take() {
+                old.stop().await;
+            }
+        });
+        Ok(TunnelManager { tx, tun_name })
+    }
+
+    /// The TUN name the plans should use.
+    pub fn tun_name(&self) -> &str {
+        &self.tun_name
+    }
+
+    /// Queues a command; never waits.
+    pub fn send(&self, command: TunnelCommand) {
+        if self.tx.send(command).is_err() {
+            tracing::warn!("the tunnel manager has stopped");
+        }
+    }
+
+    /// Stops the tunnel and waits (bounded) until the OS is restored.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.send(TunnelCommand::Down(Some(tx)));
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), rx).await;
+    }
 }
 
 /// One socket for both families: `[::]:port` with IPV6_V6ONLY off.

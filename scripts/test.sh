@@ -34,6 +34,9 @@ declare -A PKG_FOR=(
     [ps]=procps
     [setpriv]=util-linux
     [runuser]=util-linux
+    [curl]=curl
+    [openssl]=openssl
+    [python3]=python3
 )
 missing=()
 for cmd in "${!PKG_FOR[@]}"; do

@@ -11,13 +11,12 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use base64::Engine as _;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use warren_netcfg::{NetConfig, NetPlan, TunDevice, DEFAULT_MTU};
 use warren_proto::ipc::DeviceInfo;
 use warren_proto::model::{Agent, DeploymentInfo};
-use warren_tunnel::{min_out_len, PeerConfig, PeerKey, StaticSecret, Tunnel};
+use warren_tunnel::{min_out_len, PeerConfig, StaticSecret, Tunnel};
 
 /// Why the data plane could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -87,14 +86,6 @@ pub fn net_plan(
     })
 }
 
-/// Decodes a base64 WireGuard public key.
-pub fn decode_key(b64: &str) -> Option<PeerKey> {
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .ok()?;
-    raw.try_into().ok()
-}
-
 /// The peer table for the directory's agents: every agent with a valid key
 /// and at least one tunnel address; its first reported endpoint is where
 /// handshakes go. Agents without a key (not registered yet) are skipped.
@@ -102,7 +93,7 @@ pub fn peer_configs<'a>(agents: impl IntoIterator<Item = &'a Agent>) -> Vec<Peer
     agents
         .into_iter()
         .filter_map(|agent| {
-            let key = agent.public_key.as_deref().and_then(decode_key);
+            let key = agent.public_key.as_deref().and_then(warren_tunnel::parse_key);
             let Some(public_key) = key else {
                 if agent.public_key.is_some() {
                     tracing::warn!(agent = %agent.name, "ignoring an agent with a malformed WireGuard key");
@@ -508,6 +499,7 @@ mod tests {
 
     #[test]
     fn peers_come_from_agents_with_a_valid_key_and_address() {
+        use base64::Engine as _;
         let key = [7u8; 32];
         let b64 = base64::engine::general_purpose::STANDARD.encode(key);
         let agents = [

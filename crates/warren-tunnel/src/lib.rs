@@ -97,6 +97,6 @@ pub use tunnel::{
     MIN_BUFFER,
 };
 pub use types::{
-    key_id, ConfigError, Counters, DropReason, OwnedTransmit, PeerConfig, PeerKey, PeerStats,
-    Transmit, TunnelEvent,
+    key_id, parse_key, ConfigError, Counters, DropReason, OwnedTransmit, PeerConfig, PeerKey,
+    PeerStats, Transmit, TunnelEvent,
 };

@@ -17,6 +17,16 @@ pub fn key_id(key: &PeerKey) -> String {
     s
 }
 
+/// Parses a public key in the standard base64 form the coordinator and `wg`
+/// use (surrounding whitespace ignored); `None` unless it is exactly 32 bytes.
+pub fn parse_key(b64: &str) -> Option<PeerKey> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    raw.try_into().ok()
+}
+
 /// What the table knows about one peer (one agent on the helper, one client
 /// device on the agent).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,5 +209,21 @@ impl DropReason {
             DropReason::SourceNotAllowed => &mut c.dropped_source_not_allowed,
         };
         *slot += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_key_takes_exactly_32_bytes_of_base64() {
+        let key = [7u8; 32];
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+        assert_eq!(parse_key(&format!(" {b64}\n")), Some(key));
+        assert_eq!(parse_key("not base64!"), None);
+        assert_eq!(parse_key("AAAA"), None);
+        assert_eq!(parse_key(""), None);
     }
 }

@@ -29,7 +29,6 @@ pub use device::{QueueDevice, TUNNEL_MTU};
 pub use driver::Dataplane;
 pub use stack::{ConnectionId, StackConfig, StackEvent, WorkspaceStack, TCP_BUFFER};
 
-use base64::Engine as _;
 use warren_proto::control::ClientPeer;
 use warren_tunnel::PeerConfig;
 
@@ -74,10 +73,7 @@ pub fn peer_config(peer: &ClientPeer) -> Result<PeerConfig, PeerError> {
     let bad = || PeerError::BadKey {
         id: peer.id.clone(),
     };
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(peer.public_key.trim())
-        .map_err(|_| bad())?;
-    let public_key = <[u8; 32]>::try_from(raw.as_slice()).map_err(|_| bad())?;
+    let public_key = warren_tunnel::parse_key(&peer.public_key).ok_or_else(bad)?;
     Ok(PeerConfig {
         public_key,
         addresses: peer.addresses.clone(),
@@ -135,6 +131,7 @@ mod tests {
 
     #[test]
     fn client_peer_becomes_a_tunnel_peer() {
+        use base64::Engine as _;
         let key = [7u8; 32];
         let peer = ClientPeer {
             id: "dev1".into(),

@@ -361,7 +361,8 @@ impl Engine {
                 Action::Disconnect { generation } => self.stop_task(generation),
             }
         }
-        if self.session.take_changed() {
+        let session_changed = self.session.take_changed();
+        if session_changed {
             let info = self.session_info();
             tracing::info!(
                 state = %info.state,
@@ -373,13 +374,21 @@ impl Engine {
                 Err(e) => tracing::error!(error = %e, "could not encode the session"),
             }
         }
-        self.reconcile_tunnel();
+        // Only a session change (state, key, device) or a directory change
+        // can change what the tunnel should run; log lines and requests
+        // that changed neither cost nothing here.
+        if session_changed || self.peers_dirty {
+            self.reconcile_tunnel();
+        }
     }
 
     /// Brings the data plane in line with the session: up while connected
     /// (kept through a reconnect, so open connections survive a blip), down
     /// once the session stops, fails or starts over with a new key.
     fn reconcile_tunnel(&mut self) {
+        // Whatever happens below, the tunnel ends up with the current peers
+        // (an `Up` carries them all), so the flag is spent here.
+        let peers_dirty = std::mem::take(&mut self.peers_dirty);
         let Some(manager) = self.config.tunnel.clone() else {
             return;
         };
@@ -412,12 +421,10 @@ impl Engine {
                 _ => manager.send(TunnelCommand::Down(None)),
             }
             self.tunnel_up = want;
-            self.peers_dirty = false;
-        } else if self.peers_dirty && self.tunnel_up.is_some() {
+        } else if peers_dirty && self.tunnel_up.is_some() {
             manager.send(TunnelCommand::Peers(tunnel_driver::peer_configs(
                 self.directory.agents(),
             )));
-            self.peers_dirty = false;
         }
     }
 

@@ -226,18 +226,6 @@ pub fn workspace_snapshot_part_json(
     })
 }
 
-pub fn workspace_snapshot(view: &OwnerView) -> WorkspaceUpdate {
-    WorkspaceUpdate {
-        kind: UpdateKind::Snapshot,
-        seq: 0,
-        more: false,
-        upserted_workspaces: view.workspaces.values().cloned().collect(),
-        upserted_agents: view.agents.values().cloned().collect(),
-        deleted_workspaces: Vec::new(),
-        deleted_agents: Vec::new(),
-    }
-}
-
 /// What turns `old` into `new`, numbered `seq`; `None` when nothing changed.
 /// A deleted workspace's agents are gone from `new` too, so they are listed
 /// in `deleted_agents` along with it.
@@ -401,8 +389,15 @@ mod tests {
     fn snapshot_lists_everything_and_diff_only_changes() {
         let m = standard();
         let v1 = m.owner_view("u1", |_| false);
-        let snap = workspace_snapshot(&v1);
+        assert_eq!(workspace_snapshot_parts(&v1, SNAPSHOT_PART_ITEMS), 1);
+        let json = workspace_snapshot_part_json(&v1, SNAPSHOT_PART_ITEMS, 0).unwrap();
+        let warren_proto::control::ServerMessage::WorkspaceUpdate(snap) =
+            serde_json::from_str(&json).unwrap()
+        else {
+            panic!("not a workspace update: {json}");
+        };
         assert_eq!(snap.kind, UpdateKind::Snapshot);
+        assert!(!snap.more);
         assert_eq!(snap.seq, 0);
         assert_eq!(snap.upserted_workspaces.len(), 2);
         assert_eq!(snap.upserted_agents.len(), 3);

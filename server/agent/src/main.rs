@@ -105,11 +105,6 @@ async fn main() {
     }
 }
 
-enum Outcome {
-    /// The connection ended; try again after a pause.
-    Retry(String),
-}
-
 async fn run(args: Args) -> Result<()> {
     let token = std::fs::read_to_string(&args.token_file)
         .with_context(|| format!("can't read the token file {}", args.token_file.display()))?;
@@ -182,14 +177,13 @@ async fn run(args: Args) -> Result<()> {
     let mut attempt = 0u32;
     let mut peers = PeerTable::default();
     loop {
-        let outcome = tokio::select! {
-            outcome = session(&config, &mut peers, &mut attempt, &mut slot) => outcome?,
+        let reason = tokio::select! {
+            ended = session(&config, &mut peers, &mut attempt, &mut slot) => ended?,
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("stopping");
                 return Ok(());
             }
         };
-        let Outcome::Retry(reason) = outcome;
         let delay = backoff.delay(attempt);
         attempt = attempt.saturating_add(1);
         tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "disconnected from the coordinator");
@@ -200,13 +194,14 @@ async fn run(args: Args) -> Result<()> {
     }
 }
 
-/// One connection. Errors only for what retrying cannot fix.
+/// One connection. `Ok(reason)` when it ended and is worth retrying after a
+/// pause; `Err` only for what retrying cannot fix.
 async fn session(
     config: &ControlConfig,
     peers: &mut PeerTable,
     attempt: &mut u32,
     slot: &mut DataplaneSlot,
-) -> Result<Outcome> {
+) -> Result<String> {
     let mut conn = match ControlConnection::connect(config).await {
         Ok(conn) => conn,
         Err(ConnectError::Unauthorized(_)) => bail!(
@@ -216,7 +211,7 @@ async fn session(
             bail!("the coordinator refused this agent: {m}")
         }
         Err(ConnectError::Unreachable(m)) => {
-            return Ok(Outcome::Retry(format!("can't reach the coordinator: {m}")))
+            return Ok(format!("can't reach the coordinator: {m}"))
         }
     };
     let welcome = conn.welcome().clone();
@@ -236,7 +231,7 @@ async fn session(
             msg = conn.next() => match msg {
                 Ok(Some(ServerMessage::PeerUpdate(update))) => {
                     if let Err(e) = peers.apply(update) {
-                        return Ok(Outcome::Retry(format!("peer stream out of step ({e:?}); resubscribing")));
+                        return Ok(format!("peer stream out of step ({e:?}); resubscribing"));
                     }
                     tracing::info!(clients = peers.len(), "client devices updated");
                     slot.peers.send_replace(peers.peers().cloned().collect());
@@ -245,18 +240,18 @@ async fn session(
                     if e.error == "unauthorized" {
                         bail!("the coordinator revoked this agent: {}. Create a new one with `warren-coord agent add`", e.message);
                     }
-                    return Ok(Outcome::Retry(e.message));
+                    return Ok(e.message);
                 }
                 Ok(Some(_)) => {}
-                Ok(None) => return Ok(Outcome::Retry("the coordinator closed the connection".into())),
-                Err(e) => return Ok(Outcome::Retry(e.to_string())),
+                Ok(None) => return Ok("the coordinator closed the connection".into()),
+                Err(e) => return Ok(e.to_string()),
             },
             _ = ping.tick() => {
                 if conn.last_activity().elapsed() > Duration::from_secs(45) {
-                    return Ok(Outcome::Retry("no answer from the coordinator for 45 s".into()));
+                    return Ok("no answer from the coordinator for 45 s".into());
                 }
                 if let Err(e) = conn.ping().await {
-                    return Ok(Outcome::Retry(e.to_string()));
+                    return Ok(e.to_string());
                 }
             }
         }

@@ -8,7 +8,7 @@
 //! - [`events`]: pre-serialized events, chunked under the IPC frame cap.
 //! - [`connection`]: one GUI/CLI connection: handshake, requests, writer.
 //! - [`log_forward`]: log lines to subscribed GUIs.
-//! - [`tunnel_driver`]: the WireGuard data plane (TUN + UDP), with `--tunnel`.
+//! - [`tunnel_driver`]: the WireGuard data plane (TUN + UDP); off with `--no-tunnel`.
 
 pub mod connection;
 pub mod control_task;

@@ -24,18 +24,18 @@ struct Args {
     /// Directory for the rotating log file.
     #[arg(long, default_value = "/var/log/warren")]
     log_dir: PathBuf,
-    /// Run the WireGuard data plane: create the TUN device and routes while
-    /// connected. Off by default.
+    /// Run the control plane only: no TUN device, routes or WireGuard (for
+    /// tests and for hosts that only want to list workspaces).
     #[arg(long)]
-    tunnel: bool,
-    /// Name of the TUN device (with --tunnel).
+    no_tunnel: bool,
+    /// Name of the TUN device.
     #[arg(long, default_value = warren_netcfg::DEFAULT_TUN_NAME)]
     tun_name: String,
-    /// Where the record of network changes is kept (with --tunnel), so a
+    /// Where the record of network changes is kept, so a
     /// crashed helper's leftovers are undone at the next start.
     #[arg(long, default_value = "/var/lib/warren")]
     state_dir: PathBuf,
-    /// Local UDP port for WireGuard (with --tunnel); 0 lets the OS choose.
+    /// Local UDP port for WireGuard; 0 lets the OS choose.
     #[arg(long, default_value_t = 0)]
     listen_port: u16,
 }
@@ -86,7 +86,7 @@ async fn run() -> Result<()> {
     };
 
     let cap = backoff_cap()?;
-    let tunnel = if args.tunnel {
+    let tunnel = if !args.no_tunnel {
         let manager = warrend::tunnel_driver::TunnelManager::spawn(
             warrend::tunnel_driver::DriverConfig {
                 tun_name: args.tun_name.clone(),

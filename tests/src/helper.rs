@@ -38,6 +38,9 @@ impl Helper {
             .arg(group)
             .arg("--log-dir")
             .arg(&log_dir)
+            // These helpers share the root namespace and test the control
+            // plane; the tunnel tests start their own inside namespaces.
+            .arg("--no-tunnel")
             .env("RUST_LOG", rust_log)
             .env("WARREN_BACKOFF_MAX_MS", TEST_BACKOFF_MAX_MS);
         let mut proc = Proc::spawn("warrend", dir, cmd, false);

@@ -1,5 +1,5 @@
 //! The data plane end to end, in two network namespaces: a "laptop" running
-//! `warrend --tunnel` and a "workspace" running the coordinator, an agent and
+//! `warrend` and a "workspace" running the coordinator, an agent and
 //! a plain HTTP server on its loopback. From the laptop, `curl` to the
 //! agent's tunnel address must get the page, through the helper's TUN and
 //! WireGuard; `warren down` must leave no TUN behind. Needs root (skipped
@@ -347,7 +347,7 @@ fn laptop_reaches_a_workspace_http_server_through_the_tunnel() {
     let mut cmd = Netns::exec(&net.laptop, &bin("warrend"));
     cmd.arg("--socket")
         .arg(&socket)
-        .args(["--group", "root", "--tunnel", "--log-dir"])
+        .args(["--group", "root", "--log-dir"])
         .arg(&log_dir)
         .arg("--state-dir")
         .arg(&state_dir)
@@ -359,7 +359,7 @@ fn laptop_reaches_a_workspace_http_server_through_the_tunnel() {
     });
     if ready.is_none() {
         helper.print_log_tail(40);
-        panic!("warrend --tunnel did not open its socket");
+        panic!("warrend did not open its socket");
     }
 
     // The CLI talks to the helper over its socket, from any namespace.

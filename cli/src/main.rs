@@ -5,6 +5,7 @@
 
 mod config;
 mod login;
+mod ping;
 mod render;
 mod session;
 mod token;
@@ -60,6 +61,18 @@ enum Command {
     },
     /// Show the status and redraw it on every change, until Ctrl-C.
     Watch,
+    /// Measure the round trip to an agent through the tunnel.
+    Ping {
+        /// The agent: DNS name (main.api.alice.warren), workspace/agent,
+        /// agent name or tunnel address.
+        target: String,
+        /// How many echo requests to send, one a second.
+        #[arg(short = 'c', long, default_value_t = 4)]
+        count: u32,
+        /// How long to wait for each reply, in milliseconds.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+    },
 }
 
 async fn login(
@@ -114,6 +127,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Reconnect => session::reconnect(&socket).await,
         Command::Status { json } => session::status(&socket, json).await,
         Command::Watch => session::watch(&socket).await,
+        Command::Ping {
+            target,
+            count,
+            timeout_ms,
+        } => ping::ping(&socket, &target, count, timeout_ms).await,
     }
 }
 

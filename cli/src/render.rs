@@ -3,22 +3,83 @@
 
 use serde_json::json;
 use warren_ipc::StateMirror;
-use warren_proto::ipc::{SessionInfo, SessionState};
+use warren_proto::ipc::{Handshake, PeerStats, SessionInfo, SessionState};
 use warren_proto::model::Agent;
 
+/// The `tunnel` object of one agent in `--json` output.
+fn tunnel_json(stats: &PeerStats, now_ms: u64) -> serde_json::Value {
+    let handshake = stats.handshake(now_ms);
+    let age = match handshake {
+        Handshake::Recent { age_s } | Handshake::Stale { age_s } => Some(age_s),
+        Handshake::Never => None,
+    };
+    json!({
+        "handshake": handshake.as_str(),
+        "last_handshake_ms": stats.last_handshake_ms,
+        "handshake_age_s": age,
+        "rx_bytes": stats.rx_bytes,
+        "tx_bytes": stats.tx_bytes,
+        "rtt_ms": stats.rtt_us.map(|us| us as f64 / 1000.0),
+        "endpoint": stats.endpoint,
+    })
+}
+
 /// `{"helper_version", "session", "workspaces", "agents"}`, workspaces sorted
-/// by (owner, name) and agents by (workspace name, agent name).
-pub fn status_json(helper_version: &str, mirror: &StateMirror) -> serde_json::Value {
+/// by (owner, name) and agents by (workspace name, agent name); each agent
+/// carries `tunnel` (its WireGuard figures at wall-clock `now_ms`, or null
+/// when the tunnel has none).
+pub fn status_json(helper_version: &str, mirror: &StateMirror, now_ms: u64) -> serde_json::Value {
     let session = mirror
         .session
         .clone()
         .unwrap_or_else(SessionInfo::disconnected);
+    let agents: Vec<serde_json::Value> = mirror
+        .sorted_agents()
+        .into_iter()
+        .map(|agent| {
+            let mut v = json!(agent);
+            if let Some(obj) = v.as_object_mut() {
+                let tunnel = mirror
+                    .stats
+                    .get(&agent.id)
+                    .map(|s| tunnel_json(s, now_ms))
+                    .unwrap_or(serde_json::Value::Null);
+                obj.insert("tunnel".into(), tunnel);
+            }
+            v
+        })
+        .collect();
     json!({
         "helper_version": helper_version,
         "session": session,
         "workspaces": mirror.sorted_workspaces(),
-        "agents": mirror.sorted_agents(),
+        "agents": agents,
     })
+}
+
+/// 1536 → "1.5 KiB".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// "0.42 ms", "12 ms".
+pub fn human_rtt(us: u64) -> String {
+    if us < 10_000 {
+        format!("{:.2} ms", us as f64 / 1000.0)
+    } else {
+        format!("{} ms", us / 1000)
+    }
 }
 
 /// One line describing the session.
@@ -71,8 +132,10 @@ fn best_dns_name(agent: &Agent) -> &str {
         .unwrap_or("-")
 }
 
-/// The session line, then WORKSPACE / AGENT / DNS NAME / STATUS rows.
-pub fn render_table(mirror: &StateMirror) -> String {
+/// The session line, then WORKSPACE / AGENT / DNS NAME / STATUS rows, plus
+/// HANDSHAKE / RX / TX / RTT / ENDPOINT once the tunnel reports figures
+/// (handshake freshness at wall-clock `now_ms`).
+pub fn render_table(mirror: &StateMirror, now_ms: u64) -> String {
     let session = mirror
         .session
         .clone()
@@ -92,23 +155,45 @@ pub fn render_table(mirror: &StateMirror) -> String {
         }
     };
 
-    let mut rows: Vec<[String; 4]> = Vec::new();
+    let with_tunnel = !mirror.stats.is_empty();
+    let mut rows: Vec<Vec<String>> = Vec::new();
     for agent in mirror.sorted_agents() {
         let ws = match mirror.workspaces.get(&agent.workspace_id) {
             Some(w) => ws_label(&w.owner, &w.name),
             None => agent.workspace_id.clone(),
         };
-        rows.push([
+        let mut row = vec![
             ws,
             agent.name.clone(),
             best_dns_name(agent).to_string(),
             if agent.online { "online" } else { "offline" }.to_string(),
-        ]);
+        ];
+        if with_tunnel {
+            match mirror.stats.get(&agent.id) {
+                Some(s) => row.extend([
+                    s.handshake(now_ms).to_string(),
+                    human_bytes(s.rx_bytes),
+                    human_bytes(s.tx_bytes),
+                    s.rtt_us.map(human_rtt).unwrap_or_else(|| "-".into()),
+                    s.endpoint
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                ]),
+                None => row.extend([
+                    "never".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]),
+            }
+        }
+        rows.push(row);
     }
     // Workspaces with no agent still deserve a line.
     for w in mirror.sorted_workspaces() {
         if !mirror.agents.values().any(|a| a.workspace_id == w.id) {
-            rows.push([
+            rows.push(vec![
                 ws_label(&w.owner, &w.name),
                 "-".into(),
                 "-".into(),
@@ -118,31 +203,34 @@ pub fn render_table(mirror: &StateMirror) -> String {
     }
     rows.sort_by(|a, b| (&a[0], &a[1]).cmp(&(&b[0], &b[1])));
 
-    let header = ["WORKSPACE", "AGENT", "DNS NAME", "STATUS"];
-    let mut widths = header.map(str::len);
+    let mut header = vec!["WORKSPACE", "AGENT", "DNS NAME", "STATUS"];
+    if with_tunnel {
+        header.extend(["HANDSHAKE", "RX", "TX", "RTT", "ENDPOINT"]);
+    }
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     out.push('\n');
-    let mut push_row = |cells: [&str; 4]| {
-        let line = format!(
-            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
-            cells[0],
-            cells[1],
-            cells[2],
-            cells[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2]
-        );
+    let mut push_row = |cells: &[&str]| {
+        let mut line = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
         out.push_str(line.trim_end());
         out.push('\n');
     };
-    push_row(header);
+    push_row(&header);
     for row in &rows {
-        push_row([&row[0], &row[1], &row[2], &row[3]]);
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        push_row(&cells);
     }
     out
 }
@@ -184,6 +272,7 @@ mod tests {
                 session,
                 workspaces: w,
                 agents: a,
+                stats: vec![],
             },
         )
         .unwrap();
@@ -223,9 +312,79 @@ mod tests {
         )
     }
 
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn with_stats(mut m: StateMirror) -> StateMirror {
+        let stat = |id: &str, ago_ms: Option<u64>, rx, rtt| PeerStats {
+            agent_id: id.into(),
+            last_handshake_ms: ago_ms.map(|ago| NOW - ago),
+            rx_bytes: rx,
+            tx_bytes: 2048,
+            rtt_us: rtt,
+            endpoint: Some("10.0.0.2:51820".parse().unwrap()),
+        };
+        let stats = vec![
+            stat("a1", Some(4_200), 1_572_864, Some(420)),
+            stat("a2", Some(200_000), 10, Some(12_345)),
+            stat("a4", None, 0, None),
+        ];
+        m.apply(1, &Event::PeerStats { stats }).unwrap();
+        m
+    }
+
+    #[test]
+    fn table_shows_handshake_freshness_and_traffic() {
+        let table = render_table(&with_stats(sample()), NOW);
+        let expected = "\
+Session: connected as alice to https://c.example
+
+WORKSPACE  AGENT  DNS NAME               STATUS     HANDSHAKE         RX       TX       RTT      ENDPOINT
+api        gpu    gpu.api.alice.warren   online     stale             10 B     2.0 KiB  12 ms    10.0.0.2:51820
+api        main   api.warren             online     handshake 4s ago  1.5 MiB  2.0 KiB  0.42 ms  10.0.0.2:51820
+bob/db     main   -                      online     never             0 B      2.0 KiB  -        10.0.0.2:51820
+empty      -      -                      no agents
+web        main   main.web.alice.warren  offline    never             -        -        -        -
+";
+        assert_eq!(table, expected);
+    }
+
+    #[test]
+    fn json_carries_tunnel_figures_per_agent() {
+        let v = status_json("0.1.0", &with_stats(sample()), NOW);
+        let by_id = |id: &str| {
+            v["agents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["id"] == id)
+                .unwrap()["tunnel"]
+                .clone()
+        };
+        let a1 = by_id("a1");
+        assert_eq!(a1["handshake"], "recent");
+        assert_eq!(a1["handshake_age_s"], 4);
+        assert_eq!(a1["rx_bytes"], 1_572_864);
+        assert_eq!(a1["rtt_ms"], 0.42);
+        assert_eq!(a1["endpoint"], "10.0.0.2:51820");
+        assert_eq!(by_id("a2")["handshake"], "stale");
+        assert_eq!(by_id("a4")["handshake"], "never");
+        assert_eq!(by_id("a4")["last_handshake_ms"], serde_json::Value::Null);
+        assert_eq!(by_id("a3"), serde_json::Value::Null);
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(10 * 1024 * 1024), "10.0 MiB");
+        assert_eq!(human_rtt(420), "0.42 ms");
+        assert_eq!(human_rtt(12_345), "12 ms");
+    }
+
     #[test]
     fn table_lists_agents_sorted_with_short_names() {
-        let table = render_table(&sample());
+        let table = render_table(&sample(), NOW);
         let expected = "\
 Session: connected as alice to https://c.example
 
@@ -243,7 +402,7 @@ web        main   main.web.alice.warren  offline
     fn empty_table_and_session_lines() {
         let m = mirror(SessionInfo::disconnected(), vec![], vec![]);
         assert_eq!(
-            render_table(&m),
+            render_table(&m, NOW),
             "Session: disconnected\nNo workspaces yet.\n"
         );
         let reconnecting = SessionInfo {
@@ -261,7 +420,7 @@ web        main   main.web.alice.warren  offline
 
     #[test]
     fn json_shape_and_sorting() {
-        let v = status_json("0.1.0", &sample());
+        let v = status_json("0.1.0", &sample(), NOW);
         let obj = v.as_object().unwrap();
         let mut keys: Vec<_> = obj.keys().map(String::as_str).collect();
         keys.sort();

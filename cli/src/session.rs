@@ -229,14 +229,22 @@ pub async fn status(socket: &Path, json: bool) -> Result<()> {
     let (version, mirror) = fetch_state(socket).await?;
     let mut out = std::io::stdout().lock();
     if json {
-        let v = render::status_json(&version, &mirror);
+        let v = render::status_json(&version, &mirror, wall_clock_ms());
         serde_json::to_writer(&mut out, &v).context("can't write to standard output")?;
         writeln!(out).context("can't write to standard output")?;
     } else {
-        write!(out, "{}", render::render_table(&mirror))
+        write!(out, "{}", render::render_table(&mirror, wall_clock_ms()))
             .context("can't write to standard output")?;
     }
     Ok(())
+}
+
+/// Milliseconds since the Unix epoch (handshake ages are wall-clock).
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Waits between reconnect attempts in `watch`.
@@ -246,7 +254,7 @@ const WATCH_MAX_RETRIES: u32 = 30;
 
 fn draw(mirror: &StateMirror, tty: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    let table = render::render_table(mirror);
+    let table = render::render_table(mirror, wall_clock_ms());
     if tty {
         // Clear the screen and go home, then draw.
         write!(out, "\x1b[2J\x1b[H{table}")

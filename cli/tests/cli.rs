@@ -134,6 +134,7 @@ fn start_helper(path: PathBuf) -> Helper {
                             session,
                             workspaces,
                             agents,
+                            stats: vec![],
                         };
                         if acc
                             .writer

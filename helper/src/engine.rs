@@ -9,8 +9,10 @@
 use crate::control_task::{self, ControlEvent};
 use crate::events::{self, EncodedEvent};
 use crate::keys::SessionKeys;
+use crate::observe::{PeerReport, PingError, PingRequest, StatsReceiver};
 use crate::subscribers::{Outgoing, SubscriberQueue};
 use crate::tunnel_driver::{self, TunnelCommand, TunnelManager};
+use base64::Engine as _;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,12 +22,13 @@ use warren_control::ControlConfig;
 use warren_proto::control::{Register, Welcome, CONTROL_VERSION};
 use warren_proto::frame::encode;
 use warren_proto::ipc::{
-    ErrorCode, HelperMessage, IpcError, LogLine, Reply, Request, SessionInfo, SessionState,
-    StatusReport,
+    ErrorCode, HelperMessage, IpcError, LogLine, PeerStats, PingReport, Reply, Request,
+    SessionInfo, SessionState, StatusReport, PING_TIMEOUT_MS,
 };
+use warren_proto::model::{Agent, AgentId};
 use warren_session::{Action, Backoff, ConnectFailure, Directory, Session, SessionConfig};
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct EngineConfig {
     /// Cap of the reconnect backoff.
     pub backoff_cap: Duration,
@@ -33,8 +36,9 @@ pub struct EngineConfig {
     pub backoff_base: Duration,
     pub app_version: String,
     pub hostname: Option<String>,
-    /// The data plane, when `warrend` runs with `--tunnel`.
-    pub tunnel: Option<TunnelManager>,
+    /// The data plane, unless `warrend` runs with `--no-tunnel`, and its
+    /// statistics.
+    pub tunnel: Option<(TunnelManager, StatsReceiver)>,
 }
 
 impl Default for EngineConfig {
@@ -89,6 +93,12 @@ pub struct Engine {
     tunnel_up: Option<(String, warren_netcfg::NetPlan)>,
     /// The directory changed since the tunnel's peers were last set.
     peers_dirty: bool,
+    tunnel: Option<TunnelManager>,
+    stats_rx: Option<StatsReceiver>,
+    /// Agent of each WireGuard key in the directory (base64 as registered).
+    key_index: HashMap<String, AgentId>,
+    /// Latest tunnel statistics per agent, with the key they were for.
+    peer_stats: HashMap<AgentId, (String, PeerStats)>,
 }
 
 /// Starts the engine task.
@@ -99,6 +109,11 @@ pub fn spawn(
     let (tx, commands) = mpsc::channel(256);
     let (control_tx, control_rx) = mpsc::channel(64);
     let seed = rand::random::<u64>();
+    let mut config = config;
+    let (tunnel, stats_rx) = match config.tunnel.take() {
+        Some((manager, stats)) => (Some(manager), Some(stats)),
+        None => (None, None),
+    };
     let engine = Engine {
         session: Session::new(Backoff::new(config.backoff_base, config.backoff_cap, seed)),
         config,
@@ -113,6 +128,10 @@ pub fn spawn(
         pending_welcome: None,
         tunnel_up: None,
         peers_dirty: false,
+        tunnel,
+        stats_rx,
+        key_index: HashMap::new(),
+        peer_stats: HashMap::new(),
     };
     let task = tokio::spawn(engine.run());
     (EngineHandle { tx }, task)
@@ -150,6 +169,7 @@ impl Engine {
                         self.broadcast_log(&line);
                     }
                 }
+                reports = recv_stats(&mut self.stats_rx) => self.handle_stats(reports),
                 _ = sleep_until(deadline) => {
                     self.session.handle_timeout(Instant::now());
                 }
@@ -226,6 +246,12 @@ impl Engine {
                     agent_count: self.directory.agent_count(),
                 }),
             ),
+            Request::Ping { target, timeout_ms } => {
+                match self.start_ping(&target, timeout_ms, id, &queue) {
+                    Ok(()) => return,
+                    Err(e) => error_reply(id, e.code, e.message),
+                }
+            }
             Request::Subscribe => {
                 if !queue.set_subscribed() {
                     error_reply(
@@ -249,7 +275,8 @@ impl Engine {
         let mut workspaces: Vec<_> = self.directory.workspaces().collect();
         workspaces.sort_by(|a, b| (&a.owner, &a.name).cmp(&(&b.owner, &b.name)));
         let agents: Vec<_> = self.directory.agents().collect();
-        let state = match events::state_events(&self.session_info(), workspaces, agents) {
+        let stats = self.peer_stats.values().map(|(_, s)| s);
+        let state = match events::state_events(&self.session_info(), workspaces, agents, stats) {
             Ok(state) => state,
             Err(e) => {
                 tracing::error!(error = %e, "could not encode the state");
@@ -389,9 +416,12 @@ impl Engine {
         // Whatever happens below, the tunnel ends up with the current peers
         // (an `Up` carries them all), so the flag is spent here.
         let peers_dirty = std::mem::take(&mut self.peers_dirty);
-        let Some(manager) = self.config.tunnel.clone() else {
+        let Some(manager) = self.tunnel.clone() else {
             return;
         };
+        if peers_dirty {
+            self.rebuild_key_index();
+        }
         let info = self.session_info();
         let want = match info.state {
             SessionState::Reconnecting => self.tunnel_up.clone(),
@@ -418,7 +448,10 @@ impl Engine {
                         peers: tunnel_driver::peer_configs(self.directory.agents()),
                     });
                 }
-                _ => manager.send(TunnelCommand::Down(None)),
+                _ => {
+                    manager.send(TunnelCommand::Down(None));
+                    self.clear_stats();
+                }
             }
             self.tunnel_up = want;
         } else if peers_dirty && self.tunnel_up.is_some() {
@@ -429,6 +462,11 @@ impl Engine {
     }
 
     fn start_task(&mut self, generation: u64) {
+        let endpoints = match &self.tunnel {
+            Some(t) => tunnel_driver::local_endpoints(t.port(), t.tun_name()),
+            None => Vec::new(),
+        };
+        self.session.set_endpoints(endpoints.clone());
         let (Some(config), Some(keys)) = (self.session.config(), self.keys.as_ref()) else {
             return;
         };
@@ -439,7 +477,7 @@ impl Engine {
             register: Register {
                 protocol_version: CONTROL_VERSION,
                 public_key: keys.public_base64(),
-                endpoints: Vec::new(),
+                endpoints: endpoints.clone(),
                 hostname: self.config.hostname.clone(),
                 app_version: self.config.app_version.clone(),
             },
@@ -456,6 +494,9 @@ impl Engine {
 
     fn broadcast_delta(&mut self, delta: &warren_session::Delta) {
         self.peers_dirty = true;
+        for id in &delta.deleted_agents {
+            self.peer_stats.remove(id);
+        }
         self.subscribers.retain(|queue| !queue.is_closed());
         if self.subscribers.is_empty() {
             return;
@@ -490,6 +531,250 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Which agent each WireGuard key belongs to; stats of an agent whose
+    /// key changed (it was re-created) are dropped with the old key.
+    fn rebuild_key_index(&mut self) {
+        self.key_index.clear();
+        for agent in self.directory.agents() {
+            if let Some(key) = &agent.public_key {
+                self.key_index.insert(key.clone(), agent.id.clone());
+            }
+        }
+        let index = &self.key_index;
+        self.peer_stats
+            .retain(|agent, (key, _)| index.get(key) == Some(agent));
+    }
+
+    /// Forgets all statistics (the tunnel went down) and tells subscribers
+    /// the figures are gone by sending every agent as "never".
+    fn clear_stats(&mut self) {
+        if self.peer_stats.is_empty() {
+            return;
+        }
+        let cleared: Vec<PeerStats> = self
+            .peer_stats
+            .drain()
+            .map(|(agent_id, _)| PeerStats {
+                agent_id,
+                last_handshake_ms: None,
+                rx_bytes: 0,
+                tx_bytes: 0,
+                rtt_us: None,
+                endpoint: None,
+            })
+            .collect();
+        self.broadcast_stats(&cleared);
+    }
+
+    fn handle_stats(&mut self, reports: Vec<PeerReport>) {
+        let mut changed = Vec::with_capacity(reports.len());
+        for r in reports {
+            let key = base64::engine::general_purpose::STANDARD.encode(r.key);
+            let Some(agent_id) = self.key_index.get(&key) else {
+                continue;
+            };
+            let stats = PeerStats {
+                agent_id: agent_id.clone(),
+                last_handshake_ms: r.last_handshake_ms,
+                rx_bytes: r.rx_bytes,
+                tx_bytes: r.tx_bytes,
+                rtt_us: r.rtt_us,
+                endpoint: r.endpoint,
+            };
+            self.peer_stats
+                .insert(agent_id.clone(), (key, stats.clone()));
+            changed.push(stats);
+        }
+        self.broadcast_stats(&changed);
+    }
+
+    fn broadcast_stats(&mut self, stats: &[PeerStats]) {
+        self.subscribers.retain(|queue| !queue.is_closed());
+        if self.subscribers.is_empty() || stats.is_empty() {
+            return;
+        }
+        match events::stats_events(stats) {
+            Ok(events) => self.broadcast(&events),
+            Err(e) => tracing::error!(error = %e, "could not encode tunnel statistics"),
+        }
+    }
+
+    /// Resolves the target and hands an echo request to the tunnel; a task
+    /// answers the client when the reply (or the timeout) comes, so the
+    /// engine never waits for it.
+    fn start_ping(
+        &mut self,
+        target: &str,
+        timeout_ms: Option<u64>,
+        id: u64,
+        queue: &Arc<SubscriberQueue>,
+    ) -> Result<(), IpcError> {
+        let Some(manager) = self.tunnel.clone() else {
+            return Err(IpcError::new(
+                ErrorCode::Unreachable,
+                "this helper runs without a tunnel (--no-tunnel), so it can't ping",
+            ));
+        };
+        if self.tunnel_up.is_none() {
+            return Err(IpcError::new(
+                ErrorCode::Unreachable,
+                "not connected: run `warren up` first",
+            ));
+        }
+        let agents: Vec<&Agent> = self.directory.agents().collect();
+        let (agent, address) = resolve_target(&agents, target)
+            .map_err(|message| IpcError::new(ErrorCode::BadRequest, message))?;
+        if agent.public_key.is_none() {
+            return Err(IpcError::new(
+                ErrorCode::Unreachable,
+                format!(
+                    "agent {} has not registered a WireGuard key yet; is it running?",
+                    agent.name
+                ),
+            ));
+        }
+        let name = best_name(agent).to_string();
+        let agent_id = agent.id.clone();
+        let timeout = Duration::from_millis(timeout_ms.unwrap_or(PING_TIMEOUT_MS).clamp(1, 60_000));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        manager.send(TunnelCommand::Ping(PingRequest {
+            dst: address,
+            timeout,
+            reply: tx,
+        }));
+        let queue = Arc::clone(queue);
+        tokio::spawn(async move {
+            // The observer answers by its own deadline; this bound only
+            // guards against a data plane that vanished with the request.
+            let outcome = tokio::time::timeout(timeout + Duration::from_secs(1), rx).await;
+            let reply = match outcome {
+                Ok(Ok(Ok(pong))) => Reply::Pong(PingReport {
+                    agent_id,
+                    name,
+                    address,
+                    rtt_us: pong.rtt.as_micros() as u64,
+                    endpoint: pong.endpoint,
+                }),
+                Ok(Ok(Err(e))) => Reply::Error(ping_error(&name, address, e)),
+                Ok(Err(_)) | Err(_) => {
+                    Reply::Error(ping_error(&name, address, PingError::TunnelDown))
+                }
+            };
+            if let Some(frame) = reply_frame(id, reply) {
+                queue.push(Outgoing::Frame(frame));
+            }
+        });
+        Ok(())
+    }
+}
+
+fn ping_error(name: &str, address: std::net::IpAddr, e: PingError) -> IpcError {
+    let message = match e {
+        PingError::Timeout(_) => format!(
+            "{name} ({address}): {e} — check `warren status` for its handshake; the agent may be offline"
+        ),
+        other => format!("{name} ({address}): {other}"),
+    };
+    IpcError::new(ErrorCode::Unreachable, message)
+}
+
+/// The shortest DNS name (what people type), else the agent's name.
+fn best_name(agent: &Agent) -> &str {
+    agent
+        .dns_names
+        .iter()
+        .min_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)))
+        .map(String::as_str)
+        .unwrap_or(&agent.name)
+}
+
+/// Finds the agent `target` names — a tunnel address, a DNS name
+/// (case-insensitive, trailing dot allowed), `workspace/agent`, an agent id
+/// or a unique agent name — and the address to ping (IPv4 first, unless the
+/// target is an address).
+pub fn resolve_target<'a>(
+    agents: &[&'a Agent],
+    target: &str,
+) -> Result<(&'a Agent, std::net::IpAddr), String> {
+    let target = target.trim();
+    if target.is_empty() {
+        return Err("no target given: name an agent, e.g. `warren ping main.myws.warren`".into());
+    }
+    if let Ok(ip) = target.parse::<std::net::IpAddr>() {
+        return agents
+            .iter()
+            .find(|a| a.addresses.contains(&ip))
+            .map(|a| (*a, ip))
+            .ok_or_else(|| format!("no agent has the tunnel address {ip}; see `warren status`"));
+    }
+    let name = target.trim_end_matches('.').to_ascii_lowercase();
+    let mut found: Vec<&Agent> = agents
+        .iter()
+        .copied()
+        .filter(|a| a.dns_names.iter().any(|d| d.eq_ignore_ascii_case(&name)))
+        .collect();
+    if found.is_empty() {
+        found = agents.iter().copied().filter(|a| a.id == target).collect();
+    }
+    if found.is_empty() {
+        // `workspace/agent` is `agent.workspace.` at the front of a DNS name.
+        let prefix = match name.split_once('/') {
+            Some((ws, agent)) => format!("{agent}.{ws}."),
+            None => String::new(),
+        };
+        found = agents
+            .iter()
+            .copied()
+            .filter(|a| {
+                if prefix.is_empty() {
+                    a.name.eq_ignore_ascii_case(&name)
+                } else {
+                    a.dns_names
+                        .iter()
+                        .any(|d| d.to_ascii_lowercase().starts_with(&prefix))
+                }
+            })
+            .collect();
+    }
+    match found.as_slice() {
+        [] => Err(format!(
+            "no agent called {target:?}; `warren status` lists them"
+        )),
+        [agent] => {
+            let address = agent
+                .addresses
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or_else(|| agent.addresses.first())
+                .copied()
+                .ok_or_else(|| format!("agent {} has no tunnel address yet", agent.name))?;
+            Ok((agent, address))
+        }
+        many => {
+            let mut names: Vec<&str> = many.iter().map(|a| best_name(a)).collect();
+            names.sort_unstable();
+            Err(format!(
+                "{target:?} could mean any of {}; use the full name",
+                names.join(", ")
+            ))
+        }
+    }
+}
+
+async fn recv_stats(stats: &mut Option<StatsReceiver>) -> Vec<PeerReport> {
+    match stats {
+        Some(rx) => match rx.recv().await {
+            Some(reports) => reports,
+            None => {
+                *stats = None;
+                Vec::new()
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
 async fn recv_log(logs: &mut Option<broadcast::Receiver<LogLine>>) -> Option<LogLine> {
     match logs {
         Some(rx) => match rx.recv().await {
@@ -508,5 +793,63 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: &str, name: &str, dns: &[&str], addrs: &[&str]) -> Agent {
+        Agent {
+            id: id.into(),
+            name: name.into(),
+            workspace_id: "w".into(),
+            public_key: Some("k".into()),
+            addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            endpoints: vec![],
+            dns_names: dns.iter().map(|d| d.to_string()).collect(),
+            online: true,
+        }
+    }
+
+    #[test]
+    fn ping_targets_resolve_by_address_name_and_path() {
+        let a = agent(
+            "id-1",
+            "main",
+            &["main.api.alice.warren", "api.warren"],
+            &["fd00::5", "100.64.0.5"],
+        );
+        let b = agent("id-2", "main", &["main.web.alice.warren"], &["100.64.0.6"]);
+        let c = agent("id-3", "db", &["db.web.alice.warren"], &["fd00::7"]);
+        let all = [&a, &b, &c];
+        let ok = |t: &str| {
+            let (agent, addr) = resolve_target(&all, t).unwrap_or_else(|e| panic!("{t}: {e}"));
+            (agent.id.clone(), addr.to_string())
+        };
+        assert_eq!(ok("api.warren"), ("id-1".into(), "100.64.0.5".into()));
+        assert_eq!(
+            ok("MAIN.API.Alice.warren."),
+            ("id-1".into(), "100.64.0.5".into())
+        );
+        assert_eq!(ok("fd00::5"), ("id-1".into(), "fd00::5".into()));
+        assert_eq!(ok("web/main"), ("id-2".into(), "100.64.0.6".into()));
+        assert_eq!(ok("id-2"), ("id-2".into(), "100.64.0.6".into()));
+        // Only an IPv6 address: that one.
+        assert_eq!(ok("db"), ("id-3".into(), "fd00::7".into()));
+
+        let err = resolve_target(&all, "main").unwrap_err();
+        assert!(
+            err.contains("api.warren") && err.contains("main.web.alice.warren"),
+            "{err}"
+        );
+        assert!(resolve_target(&all, "nope")
+            .unwrap_err()
+            .contains("warren status"));
+        assert!(resolve_target(&all, "100.64.9.9")
+            .unwrap_err()
+            .contains("100.64.9.9"));
+        assert!(resolve_target(&all, "  ").is_err());
     }
 }

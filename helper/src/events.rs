@@ -9,7 +9,7 @@
 use serde::Serialize;
 use std::sync::Arc;
 use warren_proto::frame::{FrameError, HEADER_LEN, MAX_FRAME_LEN};
-use warren_proto::ipc::{Event, LogLine, SessionInfo};
+use warren_proto::ipc::{Event, LogLine, PeerStats, SessionInfo};
 use warren_proto::model::{Agent, Workspace};
 use warren_session::Delta;
 
@@ -98,6 +98,7 @@ pub fn state_events<'a>(
     session: &SessionInfo,
     workspaces: impl IntoIterator<Item = &'a Workspace>,
     agents: impl IntoIterator<Item = &'a Agent>,
+    stats: impl IntoIterator<Item = &'a PeerStats>,
 ) -> Result<Vec<EncodedEvent>, serde_json::Error> {
     let session = to_json(session)?;
     let mut chunker = Chunker::new();
@@ -107,10 +108,15 @@ pub fn state_events<'a>(
     for agent in agents {
         chunker.push(1, agent)?;
     }
+    // After the agents, so a receiver always knows the agent a stat is for.
+    for s in stats {
+        chunker.push(2, s)?;
+    }
     let count = chunker.parts.len();
     let mut events = Vec::with_capacity(count);
-    for (i, [ws, agents, _, _]) in chunker.parts.into_iter().enumerate() {
-        let mut out = Vec::with_capacity(ws.len() + agents.len() + session.len() + 128);
+    for (i, [ws, agents, stats, _]) in chunker.parts.into_iter().enumerate() {
+        let mut out =
+            Vec::with_capacity(ws.len() + agents.len() + stats.len() + session.len() + 128);
         out.extend_from_slice(
             format!(
                 r#"{{"event":"state","part":{i},"last":{},"session":{session},"workspaces":"#,
@@ -121,6 +127,10 @@ pub fn state_events<'a>(
         push_list(&mut out, &ws);
         out.extend_from_slice(br#","agents":"#);
         push_list(&mut out, &agents);
+        if !stats.is_empty() {
+            out.extend_from_slice(br#","stats":"#);
+            push_list(&mut out, &stats);
+        }
         out.push(b'}');
         events.push(EncodedEvent {
             kind: if i == 0 {
@@ -164,6 +174,29 @@ pub fn update_events(delta: &Delta) -> Result<Vec<EncodedEvent>, serde_json::Err
         push_list(&mut out, &del_ws);
         out.extend_from_slice(br#","deleted_agents":"#);
         push_list(&mut out, &del_agents);
+        out.push(b'}');
+        events.push(EncodedEvent {
+            kind: EventKind::Ordered,
+            json: into_json(out)?,
+        });
+    }
+    Ok(events)
+}
+
+/// Tunnel statistics as one or more `PeerStats` events (none if empty).
+pub fn stats_events(stats: &[PeerStats]) -> Result<Vec<EncodedEvent>, serde_json::Error> {
+    if stats.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut chunker = Chunker::new();
+    for s in stats {
+        chunker.push(0, s)?;
+    }
+    let mut events = Vec::with_capacity(chunker.parts.len());
+    for [list, _, _, _] in chunker.parts {
+        let mut out = Vec::with_capacity(list.len() + 32);
+        out.extend_from_slice(br#"{"event":"peer_stats","stats":"#);
+        push_list(&mut out, &list);
         out.push(b'}');
         events.push(EncodedEvent {
             kind: EventKind::Ordered,
@@ -250,9 +283,10 @@ mod tests {
         let workspaces: Vec<_> = (0..10_000).map(ws).collect();
         let agents: Vec<_> = (0..20_000).map(agent).collect();
         let session = SessionInfo::disconnected();
-        let events = state_events(&session, &workspaces, &agents).unwrap();
+        let stats: Vec<_> = (0..20_000).map(stat).collect();
+        let events = state_events(&session, &workspaces, &agents, &stats).unwrap();
         assert!(events.len() > 1, "20,000 agents need several parts");
-        let (mut n_ws, mut n_agents) = (0, 0);
+        let (mut n_ws, mut n_agents, mut n_stats) = (0, 0, 0);
         for (i, e) in events.iter().enumerate() {
             let (_, event) = decode(i as u64, e);
             match event {
@@ -261,24 +295,58 @@ mod tests {
                     last,
                     workspaces,
                     agents,
+                    stats,
                     ..
                 } => {
                     assert_eq!(part as usize, i);
                     assert_eq!(last, i + 1 == events.len());
                     n_ws += workspaces.len();
                     n_agents += agents.len();
+                    n_stats += stats.len();
+                    if !stats.is_empty() {
+                        assert_eq!(n_agents, 20_000, "stats came before their agents");
+                    }
                 }
                 other => panic!("expected state, got {other:?}"),
             }
         }
-        assert_eq!((n_ws, n_agents), (10_000, 20_000));
+        assert_eq!((n_ws, n_agents, n_stats), (10_000, 20_000, 20_000));
         assert_eq!(events[0].kind, EventKind::StateStart);
         assert!(events[1..].iter().all(|e| e.kind == EventKind::Ordered));
     }
 
+    fn stat(i: u32) -> PeerStats {
+        PeerStats {
+            agent_id: format!("agent-{i}"),
+            last_handshake_ms: Some(1_700_000_000_000 + u64::from(i)),
+            rx_bytes: u64::from(i) * 1000,
+            tx_bytes: 7,
+            rtt_us: Some(420),
+            endpoint: Some("10.0.0.2:51820".parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn stats_round_trip_in_parts_under_the_cap() {
+        assert!(stats_events(&[]).unwrap().is_empty());
+        let stats: Vec<_> = (0..20_000).map(stat).collect();
+        let events = stats_events(&stats).unwrap();
+        assert!(events.len() > 1, "20,000 stats need several parts");
+        let mut got = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            assert!(e.json.len() < MAX_FRAME_LEN);
+            assert_eq!(e.kind, EventKind::Ordered);
+            match decode(i as u64, e).1 {
+                Event::PeerStats { stats } => got.extend(stats),
+                other => panic!("expected stats, got {other:?}"),
+            }
+        }
+        assert_eq!(got, stats);
+    }
+
     #[test]
     fn empty_state_is_one_final_part() {
-        let events = state_events(&SessionInfo::disconnected(), &[], &[]).unwrap();
+        let events = state_events(&SessionInfo::disconnected(), &[], &[], &[]).unwrap();
         assert_eq!(events.len(), 1);
         assert!(matches!(
             decode(0, &events[0]).1,

@@ -8,14 +8,19 @@
 //! - [`events`]: pre-serialized events, chunked under the IPC frame cap.
 //! - [`connection`]: one GUI/CLI connection: handshake, requests, writer.
 //! - [`log_forward`]: log lines to subscribed GUIs.
-//! - [`tunnel_driver`]: the WireGuard data plane (TUN + UDP); off with `--no-tunnel`.
+//! - [`tunnel_driver`]: the WireGuard data plane's manager (OS
+//!   configuration, the UDP socket, start/stop); off with `--no-tunnel`.
+//! - [`datapath`]: the packet loop between the TUN and the UDP socket.
+//! - [`observe`]: per-peer statistics and `warren ping`, sans-IO.
 
 pub mod connection;
 pub mod control_task;
+pub mod datapath;
 pub mod engine;
 pub mod events;
 pub mod keys;
 pub mod log_forward;
+pub mod observe;
 pub mod subscribers;
 pub mod tunnel_driver;
 

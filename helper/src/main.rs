@@ -94,16 +94,17 @@ async fn run() -> Result<()> {
                 listen_port: args.listen_port,
             },
         )
-        .context("the helper could not undo the network changes of its previous run — check the journal in --state-dir and that warrend runs as root")?;
+        .context("the helper could not set up its data plane (undo the previous run's network changes, bind the WireGuard port) — check the journal in --state-dir, that --listen-port is free and that warrend runs as root")?;
         Some(manager)
     } else {
         None
     };
+    let manager = tunnel.as_ref().map(|(m, _)| m.clone());
     let config = EngineConfig {
         backoff_cap: cap,
         backoff_base: warren_session::Backoff::DEFAULT_BASE.min(cap),
         hostname: hostname(),
-        tunnel: tunnel.clone(),
+        tunnel,
         ..EngineConfig::default()
     };
     let mut listener = Listener::bind(ListenerOptions {
@@ -134,8 +135,8 @@ async fn run() -> Result<()> {
         }
     }
     drop(listener);
-    if let Some(tunnel) = &tunnel {
-        tunnel.shutdown().await;
+    if let Some(manager) = &manager {
+        manager.shutdown().await;
     }
     Ok(())
 }

@@ -1,22 +1,27 @@
-//! The helper's data-plane driver: a thin tokio loop that connects the
-//! sans-IO [`warren_tunnel::Tunnel`] to the TUN device (configured through
-//! `warren-netcfg`) and one dual-stack UDP socket.
+//! The helper's data-plane manager: turns the session's facts into a
+//! [`NetPlan`] and [`PeerConfig`]s, configures the OS through
+//! `warren-netcfg`, owns the WireGuard UDP socket for the helper's lifetime
+//! and starts/stops the packet loop (`datapath`) as the engine asks.
 //!
 //! All WireGuard logic (routing, handshakes, timers, counters) lives in
-//! `warren-tunnel`; this module only translates the session's facts into a
-//! [`NetPlan`] and [`PeerConfig`]s and moves bytes. It is only started when
-//! `warrend` runs with `--tunnel`.
+//! `warren-tunnel`; statistics and pings in `observe`. `warrend --no-tunnel`
+//! runs without any of it.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
-use warren_netcfg::{NetConfig, NetPlan, TunDevice, DEFAULT_MTU};
+use warren_netcfg::{NetConfig, NetPlan, DEFAULT_MTU};
 use warren_proto::ipc::DeviceInfo;
 use warren_proto::model::{Agent, DeploymentInfo};
-use warren_tunnel::{min_out_len, PeerConfig, StaticSecret, Tunnel};
+use warren_tunnel::{PeerConfig, StaticSecret, Tunnel};
+
+use crate::datapath::{self, DataPlane};
+use crate::observe::{
+    Observer, PingError, PingRequest, StatsReceiver, StatsSender, MAX_PENDING_PINGS,
+};
 
 /// Why the data plane could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -118,16 +123,30 @@ pub fn peer_configs<'a>(agents: impl IntoIterator<Item = &'a Agent>) -> Vec<Peer
 #[derive(Debug)]
 pub struct TunnelHandle {
     peers: watch::Sender<Vec<PeerConfig>>,
+    pings: mpsc::Sender<PingRequest>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    /// The UDP address the socket is bound to.
-    pub local_addr: SocketAddr,
 }
 
 impl TunnelHandle {
     /// Replaces the peer table (a directory snapshot or after any diff).
     pub fn set_peers(&self, peers: Vec<PeerConfig>) {
         self.peers.send_replace(peers);
+    }
+
+    /// Hands a ping to the loop; answers it at once if the loop is gone or
+    /// swamped.
+    pub fn ping(&self, req: PingRequest) {
+        if let Err(e) = self.pings.try_send(req) {
+            let req = match e {
+                mpsc::error::TrySendError::Full(req) => {
+                    let _ = req.reply.send(Err(PingError::Busy));
+                    return;
+                }
+                mpsc::error::TrySendError::Closed(req) => req,
+            };
+            let _ = req.reply.send(Err(PingError::TunnelDown));
+        }
     }
 
     /// Stops the loop and waits until the OS configuration is undone.
@@ -154,16 +173,19 @@ pub fn recover(config: &DriverConfig) -> Result<(), DriverError> {
     Ok(warren_netcfg::recover(&config.journal)?)
 }
 
-/// Configures the OS, opens the socket and starts the loop.
+/// Configures the OS and starts the loop on (a handle to) the helper's
+/// WireGuard socket.
 pub fn start(
     config: &DriverConfig,
+    udp: &std::net::UdpSocket,
     secret: StaticSecret,
     plan: &NetPlan,
     peers: Vec<PeerConfig>,
+    stats: StatsSender,
 ) -> Result<TunnelHandle, DriverError> {
     let mut net = warren_netcfg::platform_configurator(&config.journal)?;
     let tun = net.apply(plan)?;
-    let udp = match bind_udp(config.listen_port) {
+    let udp = match udp.try_clone().and_then(UdpSocket::from_std) {
         Ok(s) => s,
         Err(e) => {
             if let Err(t) = net.teardown() {
@@ -172,16 +194,28 @@ pub fn start(
             return Err(DriverError::Udp(e));
         }
     };
-    let local_addr = udp.local_addr().map_err(DriverError::Udp)?;
+    let now = Instant::now();
     let mut tunnel = Tunnel::new(secret);
-    if let Err(e) = tunnel.set_peers(Instant::now(), peers.clone()) {
+    if let Err(e) = tunnel.set_peers(now, peers.clone()) {
         tracing::warn!(error = %e, "some agents could not be added to the tunnel");
     }
+    let sources: Vec<IpAddr> = plan.addresses.iter().map(|(a, _)| *a).collect();
+    let observer = Observer::new(now, &sources, stats, rand::random());
     let (peers_tx, peers_rx) = watch::channel(peers);
+    let (pings_tx, pings_rx) = mpsc::channel(MAX_PENDING_PINGS);
     let (stop_tx, stop_rx) = oneshot::channel();
-    tracing::info!(%local_addr, "tunnel data plane started");
+    tracing::info!(peers = tunnel.peer_count(), "tunnel data plane started");
+    let dp = DataPlane {
+        tunnel,
+        tun,
+        udp,
+        peers: peers_rx,
+        pings: pings_rx,
+        observer,
+        stop: stop_rx,
+    };
     let task = tokio::spawn(async move {
-        run(tunnel, tun, udp, peers_rx, stop_rx).await;
+        datapath::run(dp).await;
         match net.teardown() {
             Ok(()) => tracing::info!("tunnel data plane stopped, network configuration undone"),
             Err(e) => {
@@ -191,9 +225,9 @@ pub fn start(
     });
     Ok(TunnelHandle {
         peers: peers_tx,
+        pings: pings_tx,
         stop: Some(stop_tx),
         task: Some(task),
-        local_addr,
     })
 }
 
@@ -208,6 +242,8 @@ pub enum TunnelCommand {
     },
     /// Replace the peer table of the running tunnel.
     Peers(Vec<PeerConfig>),
+    /// Ping through the running tunnel.
+    Ping(PingRequest),
     /// Stop the tunnel and undo the OS configuration; the sender, if any, is
     /// told when that is done.
     Down(Option<oneshot::Sender<()>>),
@@ -223,6 +259,7 @@ impl std::fmt::Debug for TunnelCommand {
                 .field("peers", &peers.len())
                 .finish_non_exhaustive(),
             TunnelCommand::Peers(peers) => f.debug_tuple("Peers").field(&peers.len()).finish(),
+            TunnelCommand::Ping(req) => f.debug_tuple("Ping").field(&req.dst).finish(),
             TunnelCommand::Down(_) => f.write_str("Down"),
         }
     }
@@ -233,18 +270,24 @@ impl std::fmt::Debug for TunnelCommand {
 pub struct TunnelManager {
     tx: mpsc::UnboundedSender<TunnelCommand>,
     tun_name: String,
+    port: u16,
 }
 
 impl TunnelManager {
-    /// Recovers leftovers of a dead predecessor, then starts the manager.
-    pub fn spawn(config: DriverConfig) -> Result<Self, DriverError> {
+    /// Recovers leftovers of a dead predecessor, binds the WireGuard socket
+    /// and starts the manager. The receiver gets the tunnel's statistics.
+    pub fn spawn(config: DriverConfig) -> Result<(Self, StatsReceiver), DriverError> {
         if let Some(dir) = config.journal.parent() {
             if let Err(e) = std::fs::create_dir_all(dir) {
                 tracing::warn!(dir = %dir.display(), error = %e, "couldn't create the state directory");
             }
         }
         recover(&config)?;
+        let udp = datapath::bind_udp(config.listen_port).map_err(DriverError::Udp)?;
+        let port = udp.local_addr().map_err(DriverError::Udp)?.port();
+        tracing::info!(port, "WireGuard socket bound");
         let tun_name = config.tun_name.clone();
+        let (stats_tx, stats_rx) = mpsc::unbounded_channel();
         let (tx, mut rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut running: Option<TunnelHandle> = None;
@@ -258,7 +301,7 @@ impl TunnelManager {
                         if let Some(old) = running.take() {
                             old.stop().await;
                         }
-                        match start(&config, secret, &plan, peers) {
+                        match start(&config, &udp, secret, &plan, peers, stats_tx.clone()) {
                             Ok(handle) => running = Some(handle),
                             Err(e) => tracing::error!(error = %e, "the tunnel could not start"),
                         }
@@ -268,6 +311,12 @@ impl TunnelManager {
                             handle.set_peers(peers);
                         }
                     }
+                    TunnelCommand::Ping(req) => match &running {
+                        Some(handle) => handle.ping(req),
+                        None => {
+                            let _ = req.reply.send(Err(PingError::TunnelDown));
+                        }
+                    },
                     TunnelCommand::Down(done) => {
                         if let Some(old) = running.take() {
                             old.stop().await;
@@ -282,7 +331,7 @@ impl TunnelManager {
                 old.stop().await;
             }
         });
-        Ok(TunnelManager { tx, tun_name })
+        Ok((TunnelManager { tx, tun_name, port }, stats_rx))
     }
 
     /// The TUN name the plans should use.
@@ -290,10 +339,18 @@ impl TunnelManager {
         &self.tun_name
     }
 
+    /// The WireGuard socket's local port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Queues a command; never waits.
     pub fn send(&self, command: TunnelCommand) {
-        if self.tx.send(command).is_err() {
+        if let Err(mpsc::error::SendError(command)) = self.tx.send(command) {
             tracing::warn!("the tunnel manager has stopped");
+            if let TunnelCommand::Ping(req) = command {
+                let _ = req.reply.send(Err(PingError::TunnelDown));
+            }
         }
     }
 
@@ -305,114 +362,52 @@ impl TunnelManager {
     }
 }
 
-/// One socket for both families: `[::]:port` with IPV6_V6ONLY off.
-fn bind_udp(port: u16) -> std::io::Result<UdpSocket> {
-    let std_sock =
-        std::net::UdpSocket::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port))?;
-    std_sock.set_nonblocking(true)?;
-    UdpSocket::from_std(std_sock)
-}
-
-/// IPv4 peers are reached through the dual-stack socket as v4-mapped
-/// addresses, and their datagrams arrive that way; the table speaks plain v4.
-fn unmap(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => addr,
-        },
-        SocketAddr::V4(_) => addr,
-    }
-}
-
-fn to_socket(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
-        SocketAddr::V6(_) => addr,
-    }
-}
-
-async fn send(udp: &UdpSocket, dst: SocketAddr, payload: &[u8]) {
-    if let Err(e) = udp.send_to(payload, to_socket(dst)).await {
-        tracing::debug!(%dst, error = %e, "UDP send failed");
-    }
-}
-
-async fn flush(tunnel: &mut Tunnel, udp: &UdpSocket) {
-    while let Some(t) = tunnel.poll_transmit() {
-        send(udp, t.dst, &t.payload).await;
-    }
-    while let Some(e) = tunnel.poll_event() {
-        tracing::debug!(event = ?e, "tunnel event");
-    }
-}
-
-async fn run(
-    mut tunnel: Tunnel,
-    tun: TunDevice,
-    udp: UdpSocket,
-    mut peers: watch::Receiver<Vec<PeerConfig>>,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let mut tun_buf = vec![0u8; 65536];
-    let mut udp_buf = vec![0u8; 65536];
-    let mut out = vec![0u8; min_out_len(65536)];
-    flush(&mut tunnel, &udp).await;
-    loop {
-        let deadline = tunnel.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = &mut stop => break,
-            read = tun.recv(&mut tun_buf) => match read {
-                Ok(n) if n > 0 => {
-                    let n = n.min(tun_buf.len());
-                    match tunnel.encapsulate(Instant::now(), &tun_buf[..n], &mut out) {
-                        Ok(Some(t)) => {
-                            let dst = t.dst;
-                            let len = t.payload.len();
-                            send(&udp, dst, &out[..len]).await;
-                        }
-                        Ok(None) => {}
-                        Err(reason) => tracing::trace!(%reason, "outbound packet dropped"),
-                    }
+/// Where agents can reach this device's WireGuard socket: every address of
+/// an interface that is up, except loopback, link-local, multicast and the
+/// tunnel's own.
+pub fn local_endpoints(port: u16, tun_name: &str) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    #[cfg(unix)]
+    match nix::ifaddrs::getifaddrs() {
+        Ok(addrs) => {
+            for ifa in addrs {
+                if ifa.interface_name == tun_name
+                    || !ifa.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP)
+                {
+                    continue;
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading from the TUN failed; stopping the data plane");
-                    break;
-                }
-            },
-            recv = udp.recv_from(&mut udp_buf) => match recv {
-                Ok((n, from)) => {
-                    match tunnel.decapsulate(Instant::now(), unmap(from), &udp_buf[..n], &mut out) {
-                        Ok(Some(packet)) => {
-                            if let Err(e) = tun.send(packet).await {
-                                tracing::debug!(error = %e, "writing to the TUN failed");
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(reason) => tracing::trace!(%reason, "datagram dropped"),
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
-            },
-            changed = peers.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let list = peers.borrow_and_update().clone();
-                if let Err(e) = tunnel.set_peers(Instant::now(), list) {
-                    tracing::warn!(error = %e, "some agents could not be added to the tunnel");
+                let Some(addr) = ifa.address else { continue };
+                let ip = if let Some(v4) = addr.as_sockaddr_in() {
+                    IpAddr::V4(v4.ip())
+                } else if let Some(v6) = addr.as_sockaddr_in6() {
+                    IpAddr::V6(v6.ip())
+                } else {
+                    continue;
+                };
+                if usable_endpoint(ip) {
+                    out.push(SocketAddr::new(ip, port));
                 }
             }
-            _ = sleep => tunnel.handle_timeout(Instant::now()),
         }
-        flush(&mut tunnel, &udp).await;
+        Err(e) => tracing::warn!(error = %e, "couldn't list this device's addresses"),
+    }
+    #[cfg(not(unix))]
+    let _ = (port, tun_name);
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Whether an agent elsewhere could send to `ip`.
+fn usable_endpoint(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_loopback() || v4.is_link_local() || v4.is_multicast() || v4.is_unspecified())
+        }
+        IpAddr::V6(v6) => {
+            let link_local = (v6.segments()[0] & 0xffc0) == 0xfe80;
+            !(v6.is_loopback() || link_local || v6.is_multicast() || v6.is_unspecified())
+        }
     }
 }
 
@@ -463,6 +458,7 @@ mod tests {
                 "100.64.0.7".parse().unwrap(),
                 "fd12:3456:789a::7".parse().unwrap(),
             ],
+            endpoints: vec![],
         };
         let deployment = DeploymentInfo {
             suffix: "warren".into(),
@@ -522,31 +518,26 @@ mod tests {
     }
 
     #[test]
-    fn v4_endpoints_round_trip_through_the_dual_stack_socket() {
-        let v4: SocketAddr = "10.1.0.2:51820".parse().unwrap();
-        let mapped = to_socket(v4);
-        assert!(mapped.is_ipv6());
-        assert_eq!(unmap(mapped), v4);
-        let v6: SocketAddr = "[fd00::2]:51820".parse().unwrap();
-        assert_eq!(to_socket(v6), v6);
-        assert_eq!(unmap(v6), v6);
-    }
-
-    #[tokio::test]
-    async fn dual_stack_socket_binds_an_os_chosen_port() {
-        let sock = bind_udp(0).unwrap();
-        let addr = sock.local_addr().unwrap();
-        assert_ne!(addr.port(), 0);
-        // A v4 loopback sender reaches it through the v4-mapped path.
-        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        sender.send_to(b"ping", ("127.0.0.1", addr.port())).unwrap();
-        let mut buf = [0u8; 16];
-        let (n, from) =
-            tokio::time::timeout(std::time::Duration::from_secs(5), sock.recv_from(&mut buf))
-                .await
-                .unwrap()
-                .unwrap();
-        assert_eq!(&buf[..n], b"ping");
-        assert_eq!(unmap(from), sender.local_addr().unwrap());
+    fn endpoints_skip_loopback_link_local_and_multicast() {
+        for ok in ["10.1.0.2", "192.168.1.4", "2001:db8::1", "fd00::5"] {
+            assert!(usable_endpoint(ok.parse().unwrap()), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1",
+            "169.254.1.1",
+            "224.0.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "ff02::1",
+            "::",
+        ] {
+            assert!(!usable_endpoint(bad.parse().unwrap()), "{bad}");
+        }
+        // Whatever this machine has, none of it is loopback or the TUN.
+        for ep in local_endpoints(51820, "lo") {
+            assert!(usable_endpoint(ep.ip()), "{ep}");
+            assert_eq!(ep.port(), 51820);
+        }
     }
 }

@@ -184,6 +184,7 @@ impl Mirror {
                 session,
                 workspaces,
                 agents,
+                ..
             } => {
                 if part == 0 {
                     self.workspaces.clear();
@@ -221,7 +222,7 @@ impl Mirror {
                     .extend(upserted_agents.into_iter().map(|a| (a.id.clone(), a)));
             }
             Event::SessionChanged { session } => self.session = Some(session),
-            Event::Log { .. } => {}
+            Event::Log { .. } | Event::PeerStats { .. } => {}
         }
         Ok(())
     }
@@ -322,6 +323,7 @@ mod tests {
                     online: false,
                 })
                 .collect(),
+            stats: vec![],
         }
     }
 

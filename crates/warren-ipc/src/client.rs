@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::time::Instant;
 use warren_proto::ipc::{
-    ClientMessage, ErrorCode, Event, Hello, HelperMessage, IpcError, Reply, Request, StatusReport,
+    ClientMessage, ErrorCode, Event, Hello, HelperMessage, IpcError, PingReport, Reply, Request,
+    StatusReport,
 };
 
 /// How long the helper has to answer our Hello.
@@ -239,8 +240,29 @@ impl Client {
         match self.request(request).await? {
             Reply::Ok => Ok(()),
             Reply::Error(e) => Err(from_helper_error(&self.path, e)),
-            Reply::Status(_) => Err(ClientError::Protocol(
-                "a status report where Ok was expected".into(),
+            Reply::Status(_) | Reply::Pong(_) => Err(ClientError::Protocol(
+                "a report where Ok was expected".into(),
+            )),
+        }
+    }
+
+    /// Sends one `Ping` through the helper's tunnel and returns its report.
+    /// No answer in time is `Err(ClientError::Helper)` with code
+    /// `Unreachable`.
+    pub async fn ping(
+        &mut self,
+        target: &str,
+        timeout_ms: Option<u64>,
+    ) -> Result<PingReport, ClientError> {
+        let request = Request::Ping {
+            target: target.to_string(),
+            timeout_ms,
+        };
+        match self.request(request).await? {
+            Reply::Pong(report) => Ok(report),
+            Reply::Error(e) => Err(from_helper_error(&self.path, e)),
+            Reply::Ok | Reply::Status(_) => Err(ClientError::Protocol(
+                "no ping report in answer to Ping".into(),
             )),
         }
     }
@@ -250,8 +272,8 @@ impl Client {
         match self.request(Request::Status).await? {
             Reply::Status(report) => Ok(report),
             Reply::Error(e) => Err(from_helper_error(&self.path, e)),
-            Reply::Ok => Err(ClientError::Protocol(
-                "Ok where a status report was expected".into(),
+            Reply::Ok | Reply::Pong(_) => Err(ClientError::Protocol(
+                "no status report in answer to Status".into(),
             )),
         }
     }
@@ -270,9 +292,9 @@ impl Client {
                 Some(HelperMessage::Reply { reply_to, reply }) if reply_to == id => match reply {
                     Reply::Ok => break,
                     Reply::Error(e) => return Err(from_helper_error(&self.path, e)),
-                    Reply::Status(_) => {
+                    Reply::Status(_) | Reply::Pong(_) => {
                         return Err(ClientError::Protocol(
-                            "a status report in answer to Subscribe".into(),
+                            "a report in answer to Subscribe".into(),
                         ))
                     }
                 },

@@ -6,7 +6,7 @@
 //! resubscribe instead of showing a state that silently drifted.
 
 use std::collections::BTreeMap;
-use warren_proto::ipc::{Event, SessionInfo};
+use warren_proto::ipc::{Event, PeerStats, SessionInfo};
 use warren_proto::model::{Agent, AgentId, Workspace, WorkspaceId};
 
 /// Why an event could not be applied. The mirror is unchanged; resubscribe.
@@ -26,6 +26,8 @@ pub struct StateMirror {
     pub session: Option<SessionInfo>,
     pub workspaces: BTreeMap<WorkspaceId, Workspace>,
     pub agents: BTreeMap<AgentId, Agent>,
+    /// Latest tunnel statistics per agent (only agents the tunnel knows).
+    pub stats: BTreeMap<AgentId, PeerStats>,
     /// Seq of the next event; `None` until a `State` part 0 arrived.
     next_seq: Option<u64>,
     /// Next expected `State` part while the state is incomplete.
@@ -46,6 +48,7 @@ impl StateMirror {
             session,
             workspaces,
             agents,
+            stats,
         } = event
         {
             if seq != 0 {
@@ -56,8 +59,10 @@ impl StateMirror {
             }
             self.workspaces.clear();
             self.agents.clear();
+            self.stats.clear();
             self.session = Some(session.clone());
             self.insert(workspaces, agents);
+            self.insert_stats(stats);
             self.next_seq = Some(1);
             self.next_part = 1;
             self.complete = *last;
@@ -75,6 +80,7 @@ impl StateMirror {
                 session,
                 workspaces,
                 agents,
+                stats,
             } => {
                 if self.complete || *part != self.next_part {
                     // After the last part only a new part 0 may start a state.
@@ -86,6 +92,7 @@ impl StateMirror {
                 }
                 self.session = Some(session.clone());
                 self.insert(workspaces, agents);
+                self.insert_stats(stats);
                 self.next_part += 1;
                 self.complete = *last;
             }
@@ -98,6 +105,7 @@ impl StateMirror {
                 self.insert(upserted_workspaces, upserted_agents);
                 for id in deleted_agents {
                     self.agents.remove(id);
+                    self.stats.remove(id);
                 }
                 for id in deleted_workspaces {
                     self.workspaces.remove(id);
@@ -105,13 +113,25 @@ impl StateMirror {
                 if !deleted_workspaces.is_empty() {
                     self.agents
                         .retain(|_, a| !deleted_workspaces.contains(&a.workspace_id));
+                    let agents = &self.agents;
+                    self.stats.retain(|id, _| agents.contains_key(id));
                 }
             }
             Event::SessionChanged { session } => self.session = Some(session.clone()),
             Event::Log { .. } => {}
+            Event::PeerStats { stats } => self.insert_stats(stats),
         }
         self.next_seq = Some(expected + 1);
         Ok(())
+    }
+
+    fn insert_stats(&mut self, stats: &[PeerStats]) {
+        for s in stats {
+            // Stats can race an agent's deletion; keep only known agents.
+            if self.agents.contains_key(&s.agent_id) {
+                self.stats.insert(s.agent_id.clone(), s.clone());
+            }
+        }
     }
 
     fn insert(&mut self, workspaces: &[Workspace], agents: &[Agent]) {
@@ -201,6 +221,7 @@ mod tests {
             session: session(SessionState::Connected),
             workspaces: w,
             agents: a,
+            stats: vec![],
         }
     }
 
@@ -335,6 +356,52 @@ mod tests {
         m.apply(1, &diff(vec![], vec![changed.clone()], &[], &[]))
             .unwrap();
         assert_eq!(m.agents["a1"], changed);
+    }
+
+    fn stats(id: &str, rx: u64) -> warren_proto::ipc::PeerStats {
+        warren_proto::ipc::PeerStats {
+            agent_id: id.into(),
+            last_handshake_ms: Some(1_000),
+            rx_bytes: rx,
+            tx_bytes: 0,
+            rtt_us: Some(400),
+            endpoint: None,
+        }
+    }
+
+    #[test]
+    fn stats_follow_their_agents() {
+        let mut m = StateMirror::new();
+        m.apply(
+            0,
+            &state(
+                0,
+                true,
+                vec![ws("w1", "api", "a"), ws("w2", "web", "a")],
+                vec![agent("a1", "main", "w1"), agent("a2", "main", "w2")],
+            ),
+        )
+        .unwrap();
+        let update = |s| Event::PeerStats { stats: s };
+        m.apply(
+            1,
+            &update(vec![stats("a1", 5), stats("a2", 7), stats("ghost", 1)]),
+        )
+        .unwrap();
+        assert_eq!(m.stats.len(), 2, "stats of an unknown agent are ignored");
+        // A partial update leaves the others alone.
+        m.apply(2, &update(vec![stats("a1", 9)])).unwrap();
+        assert_eq!(m.stats["a1"].rx_bytes, 9);
+        assert_eq!(m.stats["a2"].rx_bytes, 7);
+        // Deleting an agent, or its workspace, drops its stats.
+        m.apply(3, &diff(vec![], vec![], &[], &["a1"])).unwrap();
+        assert!(!m.stats.contains_key("a1"));
+        m.apply(4, &diff(vec![], vec![], &["w2"], &[])).unwrap();
+        assert!(m.stats.is_empty());
+        // A new state starts from nothing.
+        m.apply(5, &update(vec![stats("a2", 1)])).unwrap();
+        m.apply(0, &state(0, true, vec![], vec![])).unwrap();
+        assert!(m.stats.is_empty());
     }
 
     #[test]

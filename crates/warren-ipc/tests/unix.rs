@@ -116,6 +116,7 @@ fn serve(mut listener: Listener) -> tokio::task::JoinHandle<()> {
                                 session: connected.clone(),
                                 workspaces: vec![ws("w1", "api"), ws("w2", "web")],
                                 agents: vec![],
+                                stats: vec![],
                             },
                             Event::State {
                                 part: 1,
@@ -123,6 +124,7 @@ fn serve(mut listener: Listener) -> tokio::task::JoinHandle<()> {
                                 session: connected,
                                 workspaces: vec![],
                                 agents: vec![agent("a1", "w1"), agent("a2", "w2")],
+                                stats: vec![],
                             },
                             Event::PeerUpdate {
                                 upserted_workspaces: vec![],

@@ -10,7 +10,7 @@
 use crate::model::{Agent, AgentId, DeploymentInfo, Workspace, WorkspaceId};
 use crate::Secret;
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Protocol name carried in [`Hello`].
 pub const PROTOCOL: &str = "warren-ipc";
@@ -100,7 +100,19 @@ pub enum Request {
     Status,
     /// Stream the full state and then diffs on this connection.
     Subscribe,
+    /// Send one ICMP echo through the tunnel to an agent and time the reply.
+    Ping {
+        /// An agent's DNS name, `workspace/agent`, agent name, id or tunnel
+        /// address.
+        target: String,
+        /// How long to wait for the reply (default [`PING_TIMEOUT_MS`]).
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
 }
+
+/// How long the helper waits for an echo reply unless told otherwise.
+pub const PING_TIMEOUT_MS: u64 = 2_000;
 
 /// What the helper sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,7 +142,23 @@ pub enum HelperMessage {
 pub enum Reply {
     Ok,
     Status(StatusReport),
+    Pong(PingReport),
     Error(IpcError),
+}
+
+/// The answer to a [`Request::Ping`] that got its echo reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingReport {
+    pub agent_id: AgentId,
+    /// The agent's DNS name people type (or its name if it has none).
+    pub name: String,
+    /// The tunnel address that answered.
+    pub address: IpAddr,
+    /// Round-trip time through the tunnel, in microseconds.
+    pub rtt_us: u64,
+    /// Where the WireGuard datagrams went (the agent's current endpoint).
+    #[serde(default)]
+    pub endpoint: Option<SocketAddr>,
 }
 
 /// An error with a machine-readable code and a sentence a person can act on.
@@ -161,6 +189,8 @@ pub enum ErrorCode {
     /// The first message was not `Hello`, or a request was out of place.
     Protocol,
     BadRequest,
+    /// A ping got no answer in time, or the tunnel can't carry it now.
+    Unreachable,
     /// A subscriber did not keep up and was disconnected.
     SlowSubscriber,
     Internal,
@@ -251,6 +281,9 @@ pub struct DeviceInfo {
     /// Per-session WireGuard public key (base64).
     pub public_key: String,
     pub addresses: Vec<IpAddr>,
+    /// UDP endpoints registered for this session's WireGuard socket.
+    #[serde(default)]
+    pub endpoints: Vec<SocketAddr>,
 }
 
 /// A streamed event.
@@ -267,6 +300,9 @@ pub enum Event {
         workspaces: Vec<Workspace>,
         #[serde(default)]
         agents: Vec<Agent>,
+        /// The latest tunnel statistics of listed agents (any part).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        stats: Vec<PeerStats>,
     },
     /// A diff of workspaces and agents.
     PeerUpdate {
@@ -283,6 +319,85 @@ pub enum Event {
     SessionChanged { session: SessionInfo },
     /// One line of the helper's log.
     Log { line: LogLine },
+    /// Fresh tunnel statistics for some agents (every 10 s for agents whose
+    /// numbers moved, and at once on a handshake change). Agents not listed
+    /// keep their previous figures.
+    PeerStats { stats: Vec<PeerStats> },
+}
+
+/// No handshake for this long makes a peer stale (WireGuard's
+/// REJECT_AFTER_TIME: the session can no longer carry data without a new one).
+pub const STALE_AFTER_MS: u64 = 180_000;
+
+/// Tunnel statistics of the WireGuard peer of one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStats {
+    pub agent_id: AgentId,
+    /// Wall-clock time of the latest handshake, in ms since the Unix epoch.
+    #[serde(default)]
+    pub last_handshake_ms: Option<u64>,
+    /// Inner bytes received from the agent.
+    pub rx_bytes: u64,
+    /// Inner bytes sent to the agent.
+    pub tx_bytes: u64,
+    /// Round-trip time of the latest handshake this side initiated, in µs.
+    #[serde(default)]
+    pub rtt_us: Option<u64>,
+    /// Where datagrams to the agent go now (it can roam).
+    #[serde(default)]
+    pub endpoint: Option<SocketAddr>,
+}
+
+/// How fresh a peer's handshake is, as the CLI and the app show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    /// Within [`STALE_AFTER_MS`]; `age_s` seconds ago.
+    Recent { age_s: u64 },
+    /// Older than [`STALE_AFTER_MS`].
+    Stale { age_s: u64 },
+    /// No handshake yet in this session.
+    Never,
+}
+
+impl PeerStats {
+    /// The handshake's freshness at wall-clock `now_ms`. A handshake time
+    /// slightly in the future (clocks of two processes) counts as now.
+    pub fn handshake(&self, now_ms: u64) -> Handshake {
+        match self.last_handshake_ms {
+            None => Handshake::Never,
+            Some(at) => {
+                let age_ms = now_ms.saturating_sub(at);
+                let age_s = age_ms / 1000;
+                if age_ms >= STALE_AFTER_MS {
+                    Handshake::Stale { age_s }
+                } else {
+                    Handshake::Recent { age_s }
+                }
+            }
+        }
+    }
+}
+
+impl Handshake {
+    /// `"recent"`, `"stale"` or `"never"` (for `--json`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handshake::Recent { .. } => "recent",
+            Handshake::Stale { .. } => "stale",
+            Handshake::Never => "never",
+        }
+    }
+}
+
+impl std::fmt::Display for Handshake {
+    /// "handshake 4s ago", "stale", "never".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handshake::Recent { age_s } => write!(f, "handshake {age_s}s ago"),
+            Handshake::Stale { .. } => f.write_str("stale"),
+            Handshake::Never => f.write_str("never"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -292,4 +407,49 @@ pub struct LogLine {
     pub level: String,
     pub target: String,
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(last: Option<u64>) -> PeerStats {
+        PeerStats {
+            agent_id: "a".into(),
+            last_handshake_ms: last,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            rtt_us: None,
+            endpoint: None,
+        }
+    }
+
+    #[test]
+    fn handshake_freshness_switches_to_stale_at_three_minutes() {
+        let now = 1_000_000_000;
+        assert_eq!(stats(None).handshake(now), Handshake::Never);
+        assert_eq!(
+            stats(Some(now - 4_400)).handshake(now),
+            Handshake::Recent { age_s: 4 }
+        );
+        assert_eq!(
+            stats(Some(now - STALE_AFTER_MS + 1)).handshake(now),
+            Handshake::Recent { age_s: 179 }
+        );
+        assert_eq!(
+            stats(Some(now - STALE_AFTER_MS)).handshake(now),
+            Handshake::Stale { age_s: 180 }
+        );
+        // Another process's clock a little ahead is "just now", not a panic.
+        assert_eq!(
+            stats(Some(now + 500)).handshake(now),
+            Handshake::Recent { age_s: 0 }
+        );
+        assert_eq!(
+            stats(Some(now - 4_000)).handshake(now).to_string(),
+            "handshake 4s ago"
+        );
+        assert_eq!(stats(Some(0)).handshake(now).to_string(), "stale");
+        assert_eq!(stats(None).handshake(now).to_string(), "never");
+    }
 }

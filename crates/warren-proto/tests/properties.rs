@@ -79,6 +79,10 @@ fn session() -> impl Strategy<Value = SessionInfo> {
                 |(id, public_key, addresses)| DeviceInfo {
                     id,
                     public_key,
+                    endpoints: addresses
+                        .iter()
+                        .map(|a| std::net::SocketAddr::new(*a, 51820))
+                        .collect(),
                     addresses,
                 },
             ),
@@ -137,11 +141,32 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         Just(Request::Reconnect),
         Just(Request::Status),
         Just(Request::Subscribe),
+        (text(), proptest::option::of(any::<u64>()))
+            .prop_map(|(target, timeout_ms)| Request::Ping { target, timeout_ms }),
     ];
     prop_oneof![
         hello().prop_map(ClientMessage::Hello),
         (any::<u64>(), request).prop_map(|(id, request)| ClientMessage::Request { id, request }),
     ]
+}
+
+fn peer_stats() -> impl Strategy<Value = PeerStats> {
+    (
+        text(),
+        proptest::option::of(any::<u64>()),
+        any::<u64>(),
+        any::<u64>(),
+        proptest::option::of(any::<u64>()),
+        proptest::option::of((ip(), any::<u16>())),
+    )
+        .prop_map(|(agent_id, last, rx, tx, rtt, ep)| PeerStats {
+            agent_id,
+            last_handshake_ms: last,
+            rx_bytes: rx,
+            tx_bytes: tx,
+            rtt_us: rtt,
+            endpoint: ep.map(|(a, p)| std::net::SocketAddr::new(a, p)),
+        })
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -151,15 +176,19 @@ fn event() -> impl Strategy<Value = Event> {
             any::<bool>(),
             session(),
             proptest::collection::vec(workspace(), 0..3),
-            proptest::collection::vec(agent(), 0..3)
+            proptest::collection::vec(agent(), 0..3),
+            proptest::collection::vec(peer_stats(), 0..2)
         )
-            .prop_map(|(part, last, session, workspaces, agents)| Event::State {
-                part,
-                last,
-                session,
-                workspaces,
-                agents
-            }),
+            .prop_map(
+                |(part, last, session, workspaces, agents, stats)| Event::State {
+                    part,
+                    last,
+                    session,
+                    workspaces,
+                    agents,
+                    stats
+                }
+            ),
         (
             proptest::collection::vec(workspace(), 0..3),
             proptest::collection::vec(agent(), 0..3),
@@ -173,6 +202,7 @@ fn event() -> impl Strategy<Value = Event> {
                 deleted_agents: da
             }),
         session().prop_map(|session| Event::SessionChanged { session }),
+        proptest::collection::vec(peer_stats(), 0..3).prop_map(|stats| Event::PeerStats { stats }),
         (any::<u64>(), text(), text(), text()).prop_map(|(time_ms, level, target, message)| {
             Event::Log {
                 line: LogLine {
@@ -198,6 +228,15 @@ fn helper_message() -> impl Strategy<Value = HelperMessage> {
             })
         }),
         ipc_error().prop_map(Reply::Error),
+        (text(), text(), ip(), any::<u64>(), any::<u16>()).prop_map(
+            |(agent_id, name, address, rtt_us, port)| Reply::Pong(PingReport {
+                agent_id,
+                name,
+                address,
+                rtt_us,
+                endpoint: Some(std::net::SocketAddr::new(address, port)),
+            })
+        ),
     ];
     prop_oneof![
         hello().prop_map(HelperMessage::Hello),

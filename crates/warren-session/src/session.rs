@@ -65,6 +65,8 @@ pub struct Session {
     deployment: Option<DeploymentInfo>,
     /// The per-session public key, set by `start`.
     public_key: Option<String>,
+    /// The WireGuard socket's endpoints, as registered with the coordinator.
+    endpoints: Vec<std::net::SocketAddr>,
     actions: VecDeque<Action>,
     changed: bool,
 }
@@ -83,6 +85,7 @@ impl Session {
             device: None,
             deployment: None,
             public_key: None,
+            endpoints: Vec::new(),
             actions: VecDeque::new(),
             changed: false,
         }
@@ -109,6 +112,12 @@ impl Session {
                 self.state,
                 SessionState::Connecting | SessionState::Connected | SessionState::Reconnecting
             )
+    }
+
+    /// The UDP endpoints the next registration announces (shown in the
+    /// device info once connected).
+    pub fn set_endpoints(&mut self, endpoints: Vec<std::net::SocketAddr>) {
+        self.endpoints = endpoints;
     }
 
     /// Begins a new session with a fresh per-session `public_key`, dropping
@@ -164,6 +173,7 @@ impl Session {
             id: welcome.id.clone(),
             public_key: key.clone(),
             addresses: welcome.addresses.clone(),
+            endpoints: self.endpoints.clone(),
         });
         self.set_state(SessionState::Connected);
     }

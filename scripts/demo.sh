@@ -3,6 +3,9 @@
 # a coordinator on an SQLite file, a demo user (alice) with two workspaces and
 # their agents, the helper on a private socket, and the CLI signed in and
 # connected. Everything lives in .demo/ and listens on 127.0.0.1 only.
+# Run as root, the helper also brings up the WireGuard tunnel (TUN
+# `warren-demo`, routes for the demo deployment's prefixes only) and the demo
+# pings an agent and fetches a page from a workspace through it.
 #
 #   bash scripts/demo.sh         start (or restart) the demo
 #   bash scripts/demo.sh stop    stop it and remove .demo/
@@ -39,7 +42,7 @@ if ! command -v cargo >/dev/null; then
 fi
 
 echo "==> Building Warren"
-(cd "$ROOT" && cargo build --workspace --bins --quiet)
+(cd "$ROOT" && cargo build --quiet -p warren-coord -p warren-agent -p warrend -p warren)
 
 stop_demo
 mkdir -p "$DEMO/logs" "$DEMO/config"
@@ -84,9 +87,26 @@ for tokfile in "$DEMO"/agent-*.token; do
     echo $! >>"$DEMO/pids"
 done
 
-echo "==> Starting the helper (socket $DEMO/helper.sock)"
+# A web page "inside" workspace api (the agents forward allowed ports to
+# this machine's 127.0.0.1).
+mkdir -p "$DEMO/www"
+echo "Hello from workspace api, through the Warren tunnel." >"$DEMO/www/index.html"
+WEB_PORT=3007
+if command -v python3 >/dev/null; then
+    python3 -m http.server "$WEB_PORT" --bind 127.0.0.1 --directory "$DEMO/www" \
+        >"$DEMO/logs/web.log" 2>&1 &
+    echo $! >>"$DEMO/pids"
+fi
+
+TUNNEL_ARGS=(--no-tunnel)
+if [[ "$(id -u)" == 0 ]]; then
+    TUNNEL_ARGS=(--tun-name warren-demo --state-dir "$DEMO/state")
+    echo "==> Starting the helper with its tunnel (socket $DEMO/helper.sock)"
+else
+    echo "==> Starting the helper without a tunnel (not root; socket $DEMO/helper.sock)"
+fi
 "$BIN/warrend" --socket "$DEMO/helper.sock" --group "$(id -gn)" --log-dir "$DEMO/logs" \
-    >"$DEMO/logs/warrend.stderr" 2>&1 &
+    "${TUNNEL_ARGS[@]}" >"$DEMO/logs/warrend.stderr" 2>&1 &
 echo $! >>"$DEMO/pids"
 for _ in $(seq 1 50); do
     [[ -S "$DEMO/helper.sock" ]] && break
@@ -98,6 +118,18 @@ echo "==> Signing in and connecting"
 printf '%s\n' "$TOKEN" | "$BIN/warren" login --url "$URL" --token-stdin 2>/dev/null
 "$BIN/warren" up
 sleep 0.5
+if [[ "$(id -u)" == 0 ]]; then
+    echo
+    echo "==> Through the tunnel: warren ping api.warren"
+    "$BIN/warren" ping api.warren -c 2 || true
+    ADDR="$("$BIN/warren" status --json | python3 -c 'import json,sys
+d = json.load(sys.stdin)
+print(next(a for ag in d["agents"] if "api.warren" in ag["dns_names"] for a in ag["addresses"] if "." in a))' 2>/dev/null || true)"
+    if [[ -n "$ADDR" ]] && command -v curl >/dev/null; then
+        echo "==> curl http://$ADDR:$WEB_PORT/"
+        curl -s --max-time 5 "http://$ADDR:$WEB_PORT/" || echo "(no answer)"
+    fi
+fi
 echo
 "$BIN/warren" status
 cat <<MSG
@@ -107,5 +139,6 @@ The demo is running. Try:
   $BIN/warren watch                                   # live view (Ctrl-C to leave)
   $BIN/warren-coord --db $DB workspace add --owner alice docs   # appears within a second
   $BIN/warren status --json
+  $BIN/warren ping api.warren                          # as root: through the tunnel
 Stop it with: bash scripts/demo.sh stop
 MSG

@@ -22,7 +22,8 @@ step() {
 
 step "system packages"
 # Commands the end-to-end tests use: ip (iproute2), useradd/groupadd
-# (passwd), ps/pgrep (procps), setpriv/runuser (util-linux).
+# (passwd), ps/pgrep (procps), setpriv/runuser (util-linux); wireguard-go and
+# wg as an independent WireGuard peer; iperf3 for the tunnel benchmark.
 declare -A PKG_FOR=(
     [ip]=iproute2
     [useradd]=passwd
@@ -37,6 +38,9 @@ declare -A PKG_FOR=(
     [curl]=curl
     [openssl]=openssl
     [python3]=python3
+    [wireguard-go]=wireguard-go
+    [wg]=wireguard-tools
+    [iperf3]=iperf3
 )
 missing=()
 for cmd in "${!PKG_FOR[@]}"; do

@@ -142,6 +142,7 @@ async fn run() -> Result<()> {
 }
 
 /// SIGTERM or SIGINT.
+#[cfg(unix)]
 fn shutdown_signal() -> Result<tokio::sync::mpsc::Receiver<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -151,6 +152,26 @@ fn shutdown_signal() -> Result<tokio::sync::mpsc::Receiver<()>> {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+        }
+        let _ = tx.send(()).await;
+    });
+    Ok(rx)
+}
+
+/// Ctrl-C, or the console closing. (Running as a Windows service, with the
+/// service manager's stop request, comes with the installer.)
+#[cfg(windows)]
+fn shutdown_signal() -> Result<tokio::sync::mpsc::Receiver<()>> {
+    use tokio::signal::windows::{ctrl_c, ctrl_close, ctrl_shutdown};
+    let mut c = ctrl_c().context("installing the Ctrl-C handler")?;
+    let mut close = ctrl_close().context("installing the console-close handler")?;
+    let mut shutdown = ctrl_shutdown().context("installing the shutdown handler")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = c.recv() => {}
+            _ = close.recv() => {}
+            _ = shutdown.recv() => {}
         }
         let _ = tx.send(()).await;
     });

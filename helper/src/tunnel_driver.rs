@@ -366,33 +366,18 @@ impl TunnelManager {
 /// an interface that is up, except loopback, link-local, multicast and the
 /// tunnel's own.
 pub fn local_endpoints(port: u16, tun_name: &str) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    #[cfg(unix)]
-    match nix::ifaddrs::getifaddrs() {
-        Ok(addrs) => {
-            for ifa in addrs {
-                if ifa.interface_name == tun_name
-                    || !ifa.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP)
-                {
-                    continue;
-                }
-                let Some(addr) = ifa.address else { continue };
-                let ip = if let Some(v4) = addr.as_sockaddr_in() {
-                    IpAddr::V4(v4.ip())
-                } else if let Some(v6) = addr.as_sockaddr_in6() {
-                    IpAddr::V6(v6.ip())
-                } else {
-                    continue;
-                };
-                if usable_endpoint(ip) {
-                    out.push(SocketAddr::new(ip, port));
-                }
-            }
+    let interfaces = match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces,
+        Err(e) => {
+            tracing::warn!(error = %e, "couldn't list this device's addresses");
+            return Vec::new();
         }
-        Err(e) => tracing::warn!(error = %e, "couldn't list this device's addresses"),
-    }
-    #[cfg(not(unix))]
-    let _ = (port, tun_name);
+    };
+    let mut out: Vec<SocketAddr> = interfaces
+        .iter()
+        .filter(|ifa| ifa.name != tun_name && ifa.is_oper_up() && usable_endpoint(ifa.ip()))
+        .map(|ifa| SocketAddr::new(ifa.ip(), port))
+        .collect();
     out.sort();
     out.dedup();
     out

@@ -13,6 +13,7 @@
 //! - [`datapath`]: the packet loop between the TUN and the UDP socket.
 //! - [`observe`]: per-peer statistics and `warren ping`, sans-IO.
 
+pub mod batch_io;
 pub mod connection;
 pub mod control_task;
 pub mod datapath;

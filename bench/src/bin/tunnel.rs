@@ -1,0 +1,1597 @@
+//! The tunnel benchmark (`bench/run tunnel`): Warren's data plane against
+//! `wireguard-go`, measured in one run on two network namespaces joined by a
+//! veth pair, so both sides meet the same machine noise.
+//!
+//! A "laptop" namespace runs `warrend` (TUN + boringtun); a "workspace"
+//! namespace runs the coordinator, a plain `wireguard-go` peer registered with
+//! `warren-coord agent add --public-key`, optionally a `warren-agent`, and the
+//! iperf3 servers. The baseline swaps `warrend` for a second `wireguard-go` on
+//! the laptop side, talking to the same workspace peer. Prints one JSON object
+//! per metric on stdout (DESIGN.md, "Tests and measurements"); progress and a
+//! summary against the targets go to stderr.
+//!
+//! Knobs (environment): `WARREN_BENCH_IPERF_SECS` (10), `WARREN_BENCH_RUNS`
+//! (iperf runs per side, interleaved; 3), `WARREN_BENCH_UP_CYCLES` (`warren
+//! up` → connect samples; 4), `WARREN_BENCH_IDLE_PEERS` (100),
+//! `WARREN_BENCH_IDLE_SECS` (60), `WARREN_BENCH_AGENT` (0 skips the
+//! warren-agent throughput run).
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const BENCH: &str = "tunnel";
+
+/// Port of the plain TCP listener the connect probes aim at (in the
+/// workspace namespace, all addresses).
+const PROBE_PORT: u16 = 7001;
+/// iperf3 server behind the wireguard-go workspace peer.
+const IPERF_PORT: u16 = 5201;
+/// iperf3 server on the workspace's loopback, reached through warren-agent.
+const AGENT_IPERF_PORT: u16 = 5202;
+const WG_PEER_PORT: u16 = 51820;
+const AGENT_PORT: u16 = 51830;
+/// The baseline laptop's tunnel address: RFC 2544's benchmarking range, so it
+/// can never collide with what the coordinator allocates.
+const BASELINE_ADDR: &str = "198.18.0.1";
+
+// ---------------------------------------------------------------------------
+// Output
+
+/// Whether a bigger number is better, which decides the ratio's direction.
+#[derive(Clone, Copy, PartialEq)]
+enum Better {
+    Higher,
+    Lower,
+}
+
+struct Metric<'a> {
+    name: &'a str,
+    value: f64,
+    unit: &'a str,
+    better: Better,
+    baseline: Option<(&'a str, f64)>,
+    target: Option<f64>,
+    note: Option<String>,
+}
+
+fn round(v: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (v * p).round() / p
+}
+
+fn emit(m: Metric) {
+    let mut o =
+        json!({"bench": BENCH, "metric": m.name, "value": round(m.value, 3), "unit": m.unit});
+    if let Some((name, v)) = m.baseline {
+        o["baseline"] = json!(name);
+        o["baseline_value"] = json!(round(v, 3));
+        let ratio = match m.better {
+            Better::Higher => m.value / v,
+            Better::Lower => v / m.value,
+        };
+        if ratio.is_finite() {
+            o["ratio"] = json!(round(ratio, 2));
+        }
+    }
+    if let Some(t) = m.target {
+        o["target"] = json!(t);
+    }
+    if let Some(n) = m.note {
+        o["note"] = json!(n);
+    }
+    println!("{o}");
+    // Progress readers see results as they come, not only at the end.
+    let _ = std::io::stdout().flush();
+}
+
+fn env_num(name: &str, default: u64) -> Result<u64> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("{name}={v:?} is not a whole number")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+// ---------------------------------------------------------------------------
+// Child commands
+
+/// `ip netns exec NS PROGRAM`.
+fn in_ns(ns: &str, program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).arg(program);
+    cmd
+}
+
+/// Runs `cmd` to completion within `timeout`, feeding it `stdin`; returns
+/// its stdout, or an error with its stderr.
+fn run_cmd(mut cmd: Command, stdin: Option<&str>, timeout: Duration) -> Result<String> {
+    let what = format!("{cmd:?}");
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("start {what}"))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())
+            .with_context(|| format!("write to {what}"))?;
+    }
+    // Read both pipes on threads so a chatty child never blocks on a full pipe.
+    let mut so = child.stdout.take();
+    let mut se = child.stderr.take();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(p) = so.as_mut() {
+            let _ = p.read_to_string(&mut s);
+        }
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(p) = se.as_mut() {
+            let _ = p.read_to_string(&mut s);
+        }
+        s
+    });
+    let status = warren_e2e::poll_until(timeout, || child.try_wait().ok().flatten());
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("{what} did not finish within {timeout:?}");
+    };
+    let out = t_out.join().unwrap_or_default();
+    let err = t_err.join().unwrap_or_default();
+    if !status.success() {
+        bail!("{what} failed ({status}): {}{}", err.trim(), out.trim());
+    }
+    Ok(out)
+}
+
+fn run_ok(cmd: Command) -> Result<String> {
+    run_cmd(cmd, None, Duration::from_secs(30))
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let mut cmd = Command::new("ip");
+    cmd.args(args);
+    run_ok(cmd).map(|_| ())
+}
+
+/// Why this machine can't run the benchmark, if it can't.
+fn preflight() -> Result<()> {
+    // `id -u` rather than libc: the bench crate stays dependency-light.
+    let mut id = Command::new("id");
+    id.arg("-u");
+    let uid = run_ok(id).context("run `id -u`")?;
+    if uid.trim() != "0" {
+        bail!("bench/run tunnel needs root (network namespaces, TUN devices)");
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        bail!("/dev/net/tun is missing");
+    }
+    for tool in ["ip", "wg", "wireguard-go", "iperf3", "openssl"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            bail!("`{tool}` is not installed (Debian: apt-get install iproute2 wireguard-tools wireguard-go iperf3 openssl)");
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// CPU accounting
+
+/// Clock ticks per second for /proc/PID/stat times.
+fn clock_ticks() -> Result<f64> {
+    let out = run_ok({
+        let mut c = Command::new("getconf");
+        c.arg("CLK_TCK");
+        c
+    })?;
+    out.trim()
+        .parse::<f64>()
+        .with_context(|| format!("getconf CLK_TCK printed {out:?}"))
+}
+
+/// utime + stime of a whole process (all threads), in seconds.
+fn cpu_seconds(pid: u32, ticks: f64) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("read /proc/{pid}/stat (did the process exit?)"))?;
+    // The command name may contain spaces; fields resume after its `)`.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("unexpected /proc/{pid}/stat: {stat:?}"))?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After `)`: state is field 3, so utime (14) and stime (15) sit at 11, 12.
+    let utime: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+    let stime: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+    if !(utime.is_finite() && stime.is_finite()) {
+        bail!("unexpected /proc/{pid}/stat: {stat:?}");
+    }
+    Ok((utime + stime) / ticks)
+}
+
+// ---------------------------------------------------------------------------
+// Keys
+
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        s.push(char::from(A[(n >> 18) as usize & 63]));
+        s.push(char::from(A[(n >> 12) as usize & 63]));
+        s.push(if c.len() > 1 {
+            char::from(A[(n >> 6) as usize & 63])
+        } else {
+            '='
+        });
+        s.push(if c.len() > 2 {
+            char::from(A[n as usize & 63])
+        } else {
+            '='
+        });
+    }
+    s
+}
+
+/// A random 32-byte WireGuard public key nobody holds the private half of
+/// (every 32-byte string is an acceptable X25519 public key).
+fn random_public_key() -> Result<String> {
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("read /dev/urandom")?;
+    Ok(base64(&b))
+}
+
+// ---------------------------------------------------------------------------
+// Cleanup on Ctrl-C
+
+/// Namespaces and wireguard-go sockets to remove if the run is interrupted
+/// (a signal ends the process without unwinding, so no Drop runs; children
+/// die with us through PR_SET_PDEATHSIG).
+static LEFTOVERS: std::sync::Mutex<Vec<Leftover>> = std::sync::Mutex::new(Vec::new());
+
+#[derive(Clone, PartialEq)]
+enum Leftover {
+    Netns(String),
+    File(PathBuf),
+}
+
+fn register(l: Leftover) {
+    if let Ok(mut v) = LEFTOVERS.lock() {
+        v.push(l);
+    }
+}
+
+fn unregister(l: &Leftover) {
+    if let Ok(mut v) = LEFTOVERS.lock() {
+        v.retain(|x| x != l);
+    }
+}
+
+fn remove_leftovers() {
+    let list = LEFTOVERS.lock().map(|v| v.clone()).unwrap_or_default();
+    for l in list {
+        match l {
+            Leftover::Netns(n) => {
+                let _ = Command::new("ip")
+                    .args(["netns", "del", &n])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            Leftover::File(p) => {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+/// On SIGINT / SIGTERM: remove what was registered, then exit.
+fn cleanup_on_signal() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("build the signal runtime")?;
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("bench tunnel: interrupted; removing its namespaces");
+            remove_leftovers();
+            std::process::exit(130);
+        });
+    });
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Re-executed helpers (this binary, started inside a namespace)
+
+/// `tunnel --probe-connect ADDR:PORT DEADLINE_MS`: connects until it works;
+/// prints the Unix-ms time of the first successful connect.
+fn probe_connect(target: &str, deadline_ms: &str) -> Result<()> {
+    let addr: SocketAddr = target.parse().context("probe target")?;
+    let deadline = Duration::from_millis(deadline_ms.parse().context("probe deadline")?);
+    let start = Instant::now();
+    let mut last_err = String::from("no attempt");
+    while start.elapsed() < deadline {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(_) => {
+                println!("{}", unix_ms());
+                return Ok(());
+            }
+            Err(e) => last_err = e.to_string(),
+        }
+        // Before the routes exist connect fails at once; don't spin.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    bail!("no TCP connect to {addr} within {deadline:?}: {last_err}")
+}
+
+/// `tunnel --listen PORT`: accepts and drops TCP connections (the probes'
+/// target) until killed.
+fn listen(port: &str) -> Result<()> {
+    let l = TcpListener::bind(("0.0.0.0", port.parse::<u16>().context("port")?))
+        .context("bind the probe listener")?;
+    for c in l.incoming() {
+        drop(c);
+    }
+    Ok(())
+}
+
+fn self_exe() -> Result<PathBuf> {
+    std::env::current_exe().context("find this benchmark's own path")
+}
+
+// ---------------------------------------------------------------------------
+// wireguard-go
+
+/// A `wireguard-go` interface in a namespace, configured with `wg` and `ip`.
+/// Stopped with SIGTERM on drop (so it removes its UAPI socket, which lives
+/// in the shared /var/run/wireguard whatever the namespace).
+struct WgGo {
+    name: String,
+    ns: String,
+    public_key: String,
+    proc: warren_e2e::Proc,
+    socket: PathBuf,
+}
+
+impl WgGo {
+    fn start(dir: &Path, ns: &str, name: &str, listen_port: u16) -> Result<WgGo> {
+        let private = run_ok({
+            let mut c = Command::new("wg");
+            c.arg("genkey");
+            c
+        })?;
+        let mut c = Command::new("wg");
+        c.arg("pubkey");
+        let public_key = run_cmd(c, Some(&private), Duration::from_secs(10))?
+            .trim()
+            .to_string();
+        let key_file = dir.join(format!("{name}.key"));
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&key_file)
+                .with_context(|| format!("write {}", key_file.display()))?;
+            f.write_all(private.as_bytes())?;
+        }
+        let socket = PathBuf::from(format!("/var/run/wireguard/{name}.sock"));
+        register(Leftover::File(socket.clone()));
+        let mut cmd = in_ns(ns, "wireguard-go");
+        cmd.arg("-f").arg(name).env("LOG_LEVEL", "error");
+        let mut proc = warren_e2e::Proc::spawn(name, dir, cmd, false);
+        let up = warren_e2e::poll_until(Duration::from_secs(10), || {
+            if !proc.is_running() {
+                return Some(false);
+            }
+            socket.exists().then_some(true)
+        });
+        if up != Some(true) {
+            proc.print_log_tail(30);
+            bail!(
+                "wireguard-go {name} did not open {} within 10 s (exit: {:?})",
+                socket.display(),
+                proc.try_wait()
+            );
+        }
+        let wg = WgGo {
+            name: name.to_string(),
+            ns: ns.to_string(),
+            public_key,
+            proc,
+            socket,
+        };
+        let kf = key_file.to_string_lossy().into_owned();
+        let mut args = vec!["set", name, "private-key", &kf];
+        let port = listen_port.to_string();
+        if listen_port != 0 {
+            args.extend(["listen-port", &port]);
+        }
+        wg.wg(&args)?;
+        ip(&["-n", ns, "link", "set", name, "up"])?;
+        Ok(wg)
+    }
+
+    fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    fn wg(&self, args: &[&str]) -> Result<String> {
+        let mut c = in_ns(&self.ns, "wg");
+        c.args(args);
+        run_ok(c)
+    }
+
+    fn set_peer(&self, key: &str, endpoint: Option<&str>, allowed: &[String]) -> Result<()> {
+        let allowed = allowed.join(",");
+        let mut args = vec!["set", &self.name, "peer", key, "allowed-ips", &allowed];
+        if let Some(e) = endpoint {
+            args.extend(["endpoint", e]);
+        }
+        self.wg(&args).map(|_| ())
+    }
+
+    fn remove_peer(&self, key: &str) -> Result<()> {
+        self.wg(&["set", &self.name, "peer", key, "remove"])
+            .map(|_| ())
+    }
+
+    /// Unix seconds of the latest handshake with `key` (0: none yet).
+    fn latest_handshake(&self, key: &str) -> Result<u64> {
+        let out = self.wg(&["show", &self.name, "latest-handshakes"])?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, t)| t.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
+    fn mtu(&self) -> Option<u32> {
+        link_mtu(&self.ns, &self.name)
+    }
+}
+
+impl Drop for WgGo {
+    fn drop(&mut self) {
+        self.proc.terminate(Duration::from_secs(3));
+        let _ = std::fs::remove_file(&self.socket);
+        unregister(&Leftover::File(self.socket.clone()));
+    }
+}
+
+fn link_mtu(ns: &str, dev: &str) -> Option<u32> {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", dev])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "mtu")?;
+    words.next()?.parse().ok()
+}
+
+/// `a/32` or `a/128`.
+fn host_prefix(a: &IpAddr) -> String {
+    match a {
+        IpAddr::V4(v) => format!("{v}/32"),
+        IpAddr::V6(v) => format!("{v}/128"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// iperf3
+
+/// One iperf3 TCP run's result.
+struct IperfRun {
+    /// Receiver's goodput, Gbit/s.
+    gbps: f64,
+    /// Bytes the sender wrote.
+    bytes_sent: f64,
+    retransmits: u64,
+}
+
+/// Runs `iperf3 -c ADDR -p PORT -t SECS -J` in `ns` and parses the result.
+fn iperf(ns: &str, addr: &IpAddr, port: u16, secs: u64) -> Result<IperfRun> {
+    let mut c = in_ns(ns, "iperf3");
+    c.args(["-c", &addr.to_string(), "-p", &port.to_string()])
+        .args(["-t", &secs.to_string(), "-J", "--connect-timeout", "5000"]);
+    // iperf3 -J prints its JSON even when it fails; keep it for the error.
+    let out = match run_cmd(c, None, Duration::from_secs(secs + 30)) {
+        Ok(out) => out,
+        Err(e) => return Err(e.context(format!("iperf3 to {addr}:{port} from {ns}"))),
+    };
+    parse_iperf(&out)
+}
+
+fn parse_iperf(out: &str) -> Result<IperfRun> {
+    let v: Value = serde_json::from_str(out).context("iperf3 -J printed no JSON")?;
+    if let Some(e) = v.get("error").and_then(Value::as_str) {
+        bail!("iperf3: {e}");
+    }
+    let end = &v["end"];
+    let received = end["sum_received"]["bits_per_second"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("iperf3 JSON without end.sum_received"))?;
+    let bytes = end["sum_sent"]["bytes"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("iperf3 JSON without end.sum_sent.bytes"))?;
+    Ok(IperfRun {
+        gbps: received / 1e9,
+        bytes_sent: bytes,
+        retransmits: end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+    })
+}
+
+/// One iperf run while watching a process's CPU time.
+struct Measured {
+    run: IperfRun,
+    /// CPU seconds of the watched process per GB (1e9 bytes) sent.
+    cpu_s_per_gb: f64,
+}
+
+fn iperf_with_cpu(
+    ns: &str,
+    addr: &IpAddr,
+    port: u16,
+    secs: u64,
+    pid: u32,
+    ticks: f64,
+) -> Result<Measured> {
+    let before = cpu_seconds(pid, ticks)?;
+    let run = iperf(ns, addr, port, secs)?;
+    let after = cpu_seconds(pid, ticks)?;
+    if run.bytes_sent <= 0.0 {
+        bail!("iperf3 sent nothing");
+    }
+    Ok(Measured {
+        cpu_s_per_gb: (after - before) / (run.bytes_sent / 1e9),
+        run,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The measurements
+
+/// What the measurements need of the namespaces and the running parts.
+struct World<'a> {
+    dir: &'a Path,
+    laptop: &'a str,
+    workspace: &'a str,
+    workspace_ip: &'a str,
+    /// The coordinator's database, for admin commands.
+    db: &'a Path,
+    cli: &'a warren_e2e::Cli,
+    helper_pid: u32,
+    /// The helper's captured stderr, whose tail explains most failures.
+    helper_log: &'a Path,
+    tun_name: &'a str,
+    ticks: f64,
+}
+
+impl World<'_> {
+    fn admin(&self, args: &[&str]) -> Result<String> {
+        let mut c = Command::new(warren_e2e::bin("warren-coord"));
+        c.arg("--db").arg(self.db).args(args);
+        run_ok(c).map(|s| s.trim().to_string())
+    }
+
+    fn print_helper_log(&self, lines: usize) {
+        let text = std::fs::read_to_string(self.helper_log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let from = all.len().saturating_sub(lines);
+        eprintln!("----- warrend log ({}) -----", self.helper_log.display());
+        for l in &all[from..] {
+            eprintln!("{l}");
+        }
+        eprintln!("----- end of warrend log -----");
+    }
+
+    /// `warren status --json` as loose JSON (fields may be newer than the
+    /// harness's `Status`, e.g. agents[].tunnel).
+    fn status_json(&self) -> Option<Value> {
+        let out = self.cli.run(&["status", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Starts `tunnel --probe-connect` in the laptop namespace.
+    fn spawn_probe(&self, target: SocketAddr, deadline: Duration) -> Result<std::process::Child> {
+        let mut c = in_ns(self.laptop, self_exe()?);
+        c.arg("--probe-connect")
+            .arg(target.to_string())
+            .arg(deadline.as_millis().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().context("start the connect probe")
+    }
+}
+
+/// Waits for a probe; the Unix-ms time of its first connect.
+fn probe_result(child: std::process::Child, timeout: Duration) -> Result<u64> {
+    let out = wait_child(child, timeout)?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let s = String::from_utf8_lossy(&out.stdout);
+    s.trim()
+        .parse()
+        .with_context(|| format!("the probe printed {s:?}"))
+}
+
+fn wait_child(mut child: std::process::Child, timeout: Duration) -> Result<std::process::Output> {
+    match warren_e2e::poll_until(timeout, || child.try_wait().ok().flatten()) {
+        Some(_) => child
+            .wait_with_output()
+            .context("collect the probe's output"),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the probe did not finish within {timeout:?}")
+        }
+    }
+}
+
+/// The workspace-side `wireguard-go` peer, registered as agent `bench/wg`.
+struct WsPeer {
+    wg: WgGo,
+    /// Its tunnel addresses, allocated by the coordinator.
+    v4: Option<IpAddr>,
+    addresses: Vec<IpAddr>,
+    /// The helper key it currently accepts.
+    device_key: Option<String>,
+}
+
+impl WsPeer {
+    /// Makes the peer accept this session's device: its key and addresses
+    /// (the key rotates with every session, as a warren-agent would learn
+    /// from the coordinator).
+    fn accept_device(&mut self, w: &World, key: &str, addresses: &[IpAddr]) -> Result<()> {
+        if self.device_key.as_deref() == Some(key) {
+            return Ok(());
+        }
+        if let Some(old) = self.device_key.take() {
+            self.wg.remove_peer(&old)?;
+        }
+        let allowed: Vec<String> = addresses.iter().map(host_prefix).collect();
+        self.wg.set_peer(key, None, &allowed)?;
+        for a in &allowed {
+            ip(&[
+                "-n",
+                w.workspace,
+                "route",
+                "replace",
+                a,
+                "dev",
+                &self.wg.name,
+            ])?;
+        }
+        self.device_key = Some(key.to_string());
+        Ok(())
+    }
+}
+
+struct UpSample {
+    /// `warren up` → the peer records a handshake, ms.
+    handshake_ms: f64,
+    handshake_source: &'static str,
+    /// `warren up` → first TCP connect to the wireguard-go peer, ms.
+    connect_ms: f64,
+    /// `warren up` → the status lists this session's device key.
+    status_ms: f64,
+    /// `warren up` → first TCP connect to warren-agent, when measured.
+    agent_connect_ms: Option<f64>,
+}
+
+/// One `warren up` from disconnected: how soon the tunnel carries a connect.
+fn up_cycle(w: &World, peer: &mut WsPeer, agent_v4: Option<IpAddr>) -> Result<UpSample> {
+    let t0_ms = unix_ms();
+    let t0 = Instant::now();
+    w.cli.run_ok(&["up"]);
+    // The agent learns the new device key through the coordinator by itself,
+    // so its probe can start at once (its address is stable across sessions).
+    let agent_probe = match agent_v4 {
+        Some(a) => Some(w.spawn_probe(SocketAddr::new(a, PROBE_PORT), Duration::from_secs(20))?),
+        None => None,
+    };
+    let found = warren_e2e::poll_until(Duration::from_secs(20), || {
+        let s = w.cli.try_status()?;
+        if s.session.state != warren_proto::ipc::SessionState::Connected {
+            return None;
+        }
+        let dev = s.session.device.clone()?;
+        let a = s.agent_named("bench", "wg")?;
+        (!a.addresses.is_empty()).then(|| (dev, a.addresses.clone()))
+    });
+    let Some((device, wg_addrs)) = found else {
+        w.print_helper_log(40);
+        bail!("after `warren up` the status never showed a connected session with the device key and agent bench/wg (20 s)");
+    };
+    let status_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    if peer.addresses.is_empty() {
+        for a in &wg_addrs {
+            ip(&[
+                "-n",
+                w.workspace,
+                "addr",
+                "add",
+                &host_prefix(a),
+                "dev",
+                &peer.wg.name,
+            ])?;
+        }
+        peer.v4 = wg_addrs.iter().find(|a| a.is_ipv4()).copied();
+        peer.addresses = wg_addrs;
+    }
+    let v4 = peer
+        .v4
+        .ok_or_else(|| anyhow!("agent bench/wg has no IPv4 address"))?;
+    peer.accept_device(w, &device.public_key, &device.addresses)?;
+    let probe = w.spawn_probe(SocketAddr::new(v4, PROBE_PORT), Duration::from_secs(20))?;
+
+    let hs = warren_e2e::poll_until(Duration::from_secs(20), || {
+        match peer.wg.latest_handshake(&device.public_key) {
+            Ok(0) => None,
+            Ok(_) => Some(Ok(t0.elapsed())),
+            Err(e) => Some(Err(e)),
+        }
+    });
+    let connect = probe_result(probe, Duration::from_secs(25));
+    let connect_at = match connect {
+        Ok(at) => at,
+        Err(e) => {
+            w.print_helper_log(40);
+            bail!("`warren up` → TCP connect to the wireguard-go peer {v4}:{PROBE_PORT}: {e:#}");
+        }
+    };
+    let Some(hs) = hs else {
+        w.print_helper_log(40);
+        bail!("wireguard-go never recorded a handshake with the helper (20 s)");
+    };
+    let mut handshake_ms = hs?.as_secs_f64() * 1000.0;
+    let mut handshake_source = "peer's `wg show latest-handshakes`, polled";
+    // The helper's own report, once the status carries it, is exact.
+    if let Some(s) = w.status_json() {
+        let at = s["agents"].as_array().and_then(|agents| {
+            agents
+                .iter()
+                .find(|a| a["name"] == "wg" && a["public_key"] == peer.wg.public_key.as_str())
+                .and_then(|a| a["tunnel"]["last_handshake_ms"].as_u64())
+        });
+        if let Some(at) = at.filter(|at| *at >= t0_ms) {
+            handshake_ms = (at - t0_ms) as f64;
+            handshake_source = "helper's status tunnel.last_handshake_ms";
+        }
+    }
+    let agent_connect_ms = match agent_probe {
+        Some(p) => match probe_result(p, Duration::from_secs(25)) {
+            Ok(at) => Some(at.saturating_sub(t0_ms) as f64),
+            Err(e) => {
+                eprintln!("warren-agent: no connect after `warren up`: {e:#}");
+                None
+            }
+        },
+        None => None,
+    };
+    Ok(UpSample {
+        handshake_ms,
+        handshake_source,
+        connect_ms: connect_at.saturating_sub(t0_ms) as f64,
+        status_ms,
+        agent_connect_ms,
+    })
+}
+
+fn down(w: &World) -> Result<()> {
+    w.cli.run_ok(&["down"]);
+    let gone = warren_e2e::poll_until(Duration::from_secs(10), || {
+        let s = w.cli.try_status()?;
+        (s.session.state == warren_proto::ipc::SessionState::Disconnected
+            && link_mtu(w.laptop, w.tun_name).is_none())
+        .then_some(())
+    });
+    if gone.is_none() {
+        w.print_helper_log(40);
+        bail!(
+            "`warren down` did not disconnect and remove {} within 10 s",
+            w.tun_name
+        );
+    }
+    Ok(())
+}
+
+/// Which device the laptop namespace routes `addr` through.
+fn route_dev(ns: &str, addr: &IpAddr) -> Result<String> {
+    let out = run_ok({
+        let mut c = Command::new("ip");
+        c.args(["-n", ns, "route", "get", &addr.to_string()]);
+        c
+    })?;
+    let mut words = out.split_whitespace();
+    words.find(|w| *w == "dev");
+    words
+        .next()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("`ip route get {addr}` in {ns} named no device: {out}"))
+}
+
+/// Waits until something listens on TCP `port` in `ns`.
+fn wait_listening(ns: &str, port: u16, what: &str) -> Result<()> {
+    let needle = format!(":{port} ");
+    let ok = warren_e2e::poll_until(Duration::from_secs(10), || {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "ss", "-Htln"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&needle)
+            .then_some(())
+    });
+    ok.ok_or_else(|| anyhow!("{what} is not listening on port {port} in {ns} after 10 s"))
+}
+
+struct Throughput {
+    ours: Vec<Measured>,
+    theirs: Vec<Measured>,
+    our_mtu: Option<u32>,
+    their_mtu: Option<u32>,
+}
+
+/// iperf3 laptop → workspace peer, alternating warrend and a laptop-side
+/// wireguard-go so slow drifts of the machine hit both alike.
+fn throughput(w: &World, peer: &WsPeer, runs: u64, secs: u64) -> Result<Throughput> {
+    let v4 = peer
+        .v4
+        .ok_or_else(|| anyhow!("agent bench/wg has no IPv4 address"))?;
+    // The baseline laptop: wireguard-go with the same workspace peer.
+    let lap = WgGo::start(w.dir, w.laptop, &warren_e2e::unique("wglap"), 0)?;
+    let endpoint = format!("{}:{WG_PEER_PORT}", w.workspace_ip);
+    lap.set_peer(&peer.wg.public_key, Some(&endpoint), &[host_prefix(&v4)])?;
+    let baseline_prefix = format!("{BASELINE_ADDR}/32");
+    ip(&[
+        "-n",
+        w.laptop,
+        "addr",
+        "add",
+        &baseline_prefix,
+        "dev",
+        &lap.name,
+    ])?;
+    peer.wg.set_peer(
+        &lap.public_key,
+        None,
+        std::slice::from_ref(&baseline_prefix),
+    )?;
+    ip(&[
+        "-n",
+        w.workspace,
+        "route",
+        "replace",
+        &baseline_prefix,
+        "dev",
+        &peer.wg.name,
+    ])?;
+    let host = host_prefix(&v4);
+
+    let mut out = Throughput {
+        ours: Vec::new(),
+        theirs: Vec::new(),
+        our_mtu: link_mtu(w.laptop, w.tun_name),
+        their_mtu: lap.mtu(),
+    };
+    for i in 0..runs {
+        // Ours: the deployment route through the helper's TUN.
+        let _ = ip(&["-n", w.laptop, "route", "del", &host, "dev", &lap.name]);
+        let dev = route_dev(w.laptop, &v4)?;
+        if dev != w.tun_name {
+            bail!(
+                "the laptop routes {v4} via {dev}, not the helper's {}",
+                w.tun_name
+            );
+        }
+        eprintln!("[{}/{runs}] iperf3 {secs} s through warrend…", i + 1);
+        let m = iperf_with_cpu(w.laptop, &v4, IPERF_PORT, secs, w.helper_pid, w.ticks)
+            .inspect_err(|_| w.print_helper_log(40))?;
+        eprintln!(
+            "    {:.3} Gbit/s, {:.2} CPU s/GB, {} retransmits",
+            m.run.gbps, m.cpu_s_per_gb, m.run.retransmits
+        );
+        out.ours.push(m);
+
+        // Theirs: a more specific route through the laptop-side wireguard-go.
+        ip(&[
+            "-n",
+            w.laptop,
+            "route",
+            "replace",
+            &host,
+            "dev",
+            &lap.name,
+            "src",
+            BASELINE_ADDR,
+        ])?;
+        eprintln!("[{}/{runs}] iperf3 {secs} s through wireguard-go…", i + 1);
+        let m = iperf_with_cpu(w.laptop, &v4, IPERF_PORT, secs, lap.pid(), w.ticks)?;
+        eprintln!(
+            "    {:.3} Gbit/s, {:.2} CPU s/GB, {} retransmits",
+            m.run.gbps, m.cpu_s_per_gb, m.run.retransmits
+        );
+        out.theirs.push(m);
+    }
+    ip(&["-n", w.laptop, "route", "del", &host, "dev", &lap.name])?;
+    peer.wg.remove_peer(&lap.public_key)?;
+    Ok(out)
+}
+
+/// CPU% of an idle helper holding `peers` extra static peers.
+fn idle_cpu(w: &World, peers: u64, secs: u64) -> Result<(f64, usize)> {
+    w.admin(&["workspace", "add", "--owner", "alice", "idle"])?;
+    eprintln!("registering {peers} static peers…");
+    for i in 0..peers {
+        let key = random_public_key()?;
+        let endpoint = format!("{}:{}", w.workspace_ip, 52000 + i);
+        w.admin(&[
+            "agent",
+            "add",
+            "--owner",
+            "alice",
+            "--workspace",
+            "idle",
+            &format!("p{i:03}"),
+            "--public-key",
+            &key,
+            "--endpoint",
+            &endpoint,
+        ])?;
+    }
+    let idle_ws = |s: &warren_e2e::Status| -> Option<usize> {
+        let ws = s.workspaces.iter().find(|x| x.name == "idle")?;
+        Some(s.agents.iter().filter(|a| a.workspace_id == ws.id).count())
+    };
+    let listed = warren_e2e::poll_until(Duration::from_secs(30), || {
+        let s = w.cli.try_status()?;
+        (idle_ws(&s)? as u64 >= peers).then_some(s.agents.len())
+    });
+    let Some(total) = listed else {
+        w.print_helper_log(40);
+        bail!("the helper did not list the {peers} idle peers within 30 s");
+    };
+    // Let the directory change settle (tunnel reconcile, the stats report
+    // that follows it) before the idle window opens.
+    std::thread::sleep(Duration::from_secs(2));
+    eprintln!("measuring warrend's CPU over {secs} s idle with {total} peers…");
+    let before = cpu_seconds(w.helper_pid, w.ticks)?;
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let after = cpu_seconds(w.helper_pid, w.ticks)?;
+    Ok(((after - before) / t.elapsed().as_secs_f64() * 100.0, total))
+}
+
+// ---------------------------------------------------------------------------
+// Setup (interim: replaced by warren_e2e's namespace fixture once it lands)
+
+struct Netns {
+    laptop: String,
+    workspace: String,
+    laptop_ip: String,
+    workspace_ip: String,
+}
+
+impl Netns {
+    fn create() -> Result<Netns> {
+        let r = u32::from_le_bytes({
+            let mut b = [0u8; 4];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut b))
+                .context("read /dev/urandom")?;
+            b
+        });
+        let (a, b) = (((r >> 8) & 0xff) as u8, (r & 0xfc) as u8);
+        let ns = Netns {
+            laptop: warren_e2e::unique("blap"),
+            workspace: warren_e2e::unique("bws"),
+            laptop_ip: format!("10.{a}.{b}.1"),
+            workspace_ip: format!("10.{a}.{b}.2"),
+        };
+        for n in [&ns.laptop, &ns.workspace] {
+            register(Leftover::Netns(n.clone()));
+            ip(&["netns", "add", n])?;
+        }
+        let (va, vb) = (format!("bva{:06x}", r >> 8), format!("bvb{:06x}", r >> 8));
+        ip(&[
+            "link",
+            "add",
+            &va,
+            "netns",
+            &ns.laptop,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &vb,
+            "netns",
+            &ns.workspace,
+        ])?;
+        for (n, dev, addr) in [
+            (&ns.laptop, &va, &ns.laptop_ip),
+            (&ns.workspace, &vb, &ns.workspace_ip),
+        ] {
+            ip(&["-n", n, "addr", "add", &format!("{addr}/30"), "dev", dev])?;
+            ip(&["-n", n, "link", "set", dev, "up"])?;
+            ip(&["-n", n, "link", "set", "lo", "up"])?;
+        }
+        Ok(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in [&self.laptop, &self.workspace] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", n])
+                .stderr(Stdio::null())
+                .status();
+            unregister(&Leftover::Netns(n.clone()));
+        }
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
+    let mut c = Command::new("openssl");
+    c.current_dir(dir).args(args);
+    run_ok(c).map(|_| ())
+}
+
+/// A throwaway CA and a certificate for `ip` (the coordinator refuses plain
+/// HTTP off loopback). Returns the CA file.
+fn make_tls(dir: &Path, ip: &str) -> Result<PathBuf> {
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let ca = format!("req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=warren-bench-ca");
+    openssl(dir, &ca.split(' ').collect::<Vec<_>>())?;
+    let csr = format!("req {ec} -keyout server.key -out server.csr -subj /CN=warren-bench");
+    openssl(dir, &csr.split(' ').collect::<Vec<_>>())?;
+    std::fs::write(
+        dir.join("server.ext"),
+        format!("subjectAltName=IP:{ip}\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n"),
+    )?;
+    openssl(
+        dir,
+        &"x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext"
+            .split(' ')
+            .collect::<Vec<_>>(),
+    )?;
+    Ok(dir.join("ca.pem"))
+}
+
+/// Everything running, in drop order: processes first, namespaces last.
+struct Rig {
+    procs: Vec<warren_e2e::Proc>,
+    helper: warren_e2e::Proc,
+    _coord: warren_e2e::Proc,
+    url: String,
+    ca: PathBuf,
+    db: PathBuf,
+    socket: PathBuf,
+    tun_name: String,
+    net: Netns,
+}
+
+impl Rig {
+    fn start(dir: &Path) -> Result<Rig> {
+        use std::io::BufRead;
+        let net = Netns::create()?;
+        let db = dir.join("coord.db");
+        let ca = make_tls(dir, &net.workspace_ip)?;
+        let mut cmd = in_ns(&net.workspace, warren_e2e::bin("warren-coord"));
+        cmd.arg("serve")
+            .arg("--db")
+            .arg(&db)
+            .arg("--listen")
+            .arg(format!("{}:0", net.workspace_ip))
+            .arg("--tls-cert")
+            .arg(dir.join("server.pem"))
+            .arg("--tls-key")
+            .arg(dir.join("server.key"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped());
+        let mut coord = warren_e2e::Proc::spawn("coord", dir, cmd, true);
+        let stdout = coord.take_stdout();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(pos) = line.find("listening on ") {
+                    let _ = tx.send(line[pos + "listening on ".len()..].trim().to_string());
+                }
+            }
+        });
+        let Ok(url) = rx.recv_timeout(Duration::from_secs(20)) else {
+            coord.print_log_tail(40);
+            bail!("the coordinator did not start in the workspace namespace within 20 s");
+        };
+        let url = url.trim_end_matches('/').to_string();
+
+        let socket = dir.join("helper.sock");
+        let log_dir = dir.join("helper-logs");
+        std::fs::create_dir_all(&log_dir)?;
+        let tun_name = "warren0".to_string();
+        let mut cmd = in_ns(&net.laptop, warren_e2e::bin("warrend"));
+        cmd.arg("--socket")
+            .arg(&socket)
+            .args(["--group", "root", "--log-dir"])
+            .arg(&log_dir)
+            .arg("--state-dir")
+            .arg(dir.join("helper-state"))
+            .args(["--tun-name", &tun_name])
+            .env("RUST_LOG", "info")
+            .env("WARREN_BACKOFF_MAX_MS", "1000");
+        let mut helper = warren_e2e::Proc::spawn("warrend", dir, cmd, false);
+        let ready = warren_e2e::poll_until(Duration::from_secs(15), || {
+            std::os::unix::net::UnixStream::connect(&socket).ok()
+        });
+        if ready.is_none() {
+            helper.print_log_tail(40);
+            bail!(
+                "warrend did not open its socket within 15 s (exit: {:?})",
+                helper.try_wait()
+            );
+        }
+        Ok(Rig {
+            procs: Vec::new(),
+            helper,
+            _coord: coord,
+            url,
+            ca,
+            db,
+            socket,
+            tun_name,
+            net,
+        })
+    }
+
+    /// `warren login` must reach the coordinator, so it runs in the laptop
+    /// namespace; everything else only talks to the helper's socket.
+    fn login(&self, cli: &warren_e2e::Cli, token: &str) -> Result<()> {
+        let ca = self.ca.to_string_lossy().into_owned();
+        let args = ["login", "--url", &self.url, "--token-stdin", "--ca", &ca];
+        let inner = cli.command(&args);
+        let mut cmd = in_ns(&self.net.laptop, inner.get_program());
+        cmd.args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        run_cmd(cmd, Some(&format!("{token}\n")), Duration::from_secs(30))
+            .context("warren login")
+            .map(|_| ())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The run
+
+struct Config {
+    iperf_secs: u64,
+    runs: u64,
+    up_cycles: u64,
+    idle_peers: u64,
+    idle_secs: u64,
+    agent: bool,
+}
+
+impl Config {
+    fn from_env() -> Result<Config> {
+        Ok(Config {
+            iperf_secs: env_num("WARREN_BENCH_IPERF_SECS", 10)?.max(1),
+            runs: env_num("WARREN_BENCH_RUNS", 3)?.max(1),
+            up_cycles: env_num("WARREN_BENCH_UP_CYCLES", 4)?.max(1),
+            idle_peers: env_num("WARREN_BENCH_IDLE_PEERS", 100)?,
+            idle_secs: env_num("WARREN_BENCH_IDLE_SECS", 60)?.max(1),
+            agent: env_num("WARREN_BENCH_AGENT", 1)? != 0,
+        })
+    }
+}
+
+/// Lines for the closing summary on stderr.
+#[derive(Default)]
+struct Summary(Vec<String>);
+
+impl Summary {
+    fn add(&mut self, line: String) {
+        self.0.push(line);
+    }
+}
+
+fn measure(dir: &Path, rig: &mut Rig, cfg: &Config) -> Result<Summary> {
+    let mut summary = Summary::default();
+    let ticks = clock_ticks()?;
+    rig.admin(&["user", "add", "alice"])?;
+    let token = rig.admin(&["token", "create", "alice"])?;
+    rig.admin(&["workspace", "add", "--owner", "alice", "bench"])?;
+
+    // The workspace's plain WireGuard peer, registered with its key only.
+    let ws = rig.net.workspace.clone();
+    let ws_ip = rig.net.workspace_ip.clone();
+    let wg = WgGo::start(dir, &ws, &warren_e2e::unique("wgws"), WG_PEER_PORT)?;
+    rig.admin(&[
+        "agent",
+        "add",
+        "--owner",
+        "alice",
+        "--workspace",
+        "bench",
+        "wg",
+        "--public-key",
+        &wg.public_key,
+        "--endpoint",
+        &format!("{ws_ip}:{WG_PEER_PORT}"),
+    ])?;
+    let mut peer = WsPeer {
+        wg,
+        v4: None,
+        addresses: Vec::new(),
+        device_key: None,
+    };
+
+    // What the connect probes aim at, on every workspace address.
+    let mut c = in_ns(&ws, self_exe()?);
+    c.arg("--listen").arg(PROBE_PORT.to_string());
+    rig.procs
+        .push(warren_e2e::Proc::spawn("probe-listener", dir, c, false));
+    wait_listening(&ws, PROBE_PORT, "the probe listener")?;
+
+    if cfg.agent {
+        let agent_token = rig.admin(&[
+            "agent",
+            "add",
+            "--owner",
+            "alice",
+            "--workspace",
+            "bench",
+            "api",
+        ])?;
+        let token_file = dir.join("agent.token");
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&token_file)
+                .context("write the agent token file")?;
+            writeln!(f, "{agent_token}")?;
+        }
+        let mut c = in_ns(&ws, warren_e2e::bin("warren-agent"));
+        c.arg("--coordinator")
+            .arg(&rig.url)
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--key-file")
+            .arg(dir.join("agent.key"))
+            .arg("--ca")
+            .arg(&rig.ca)
+            .args(["--listen-port", &AGENT_PORT.to_string()])
+            .args(["--allow-ports", &format!("{AGENT_IPERF_PORT},{PROBE_PORT}")])
+            .arg("--endpoint")
+            .arg(format!("{ws_ip}:{AGENT_PORT}"))
+            .env("RUST_LOG", "warn");
+        rig.procs
+            .push(warren_e2e::Proc::spawn("agent", dir, c, false));
+        let mut c = in_ns(&ws, "iperf3");
+        c.args(["-s", "-B", "127.0.0.1", "-p", &AGENT_IPERF_PORT.to_string()]);
+        rig.procs
+            .push(warren_e2e::Proc::spawn("iperf-agent", dir, c, false));
+    }
+
+    let cli = warren_e2e::Cli::new(&rig.socket, &dir.join("cli-config"));
+    rig.login(&cli, &token)?;
+    let w = World {
+        dir,
+        laptop: &rig.net.laptop,
+        workspace: &ws,
+        workspace_ip: &ws_ip,
+        db: &rig.db,
+        cli: &cli,
+        helper_pid: rig.helper.pid(),
+        helper_log: &rig.helper.stderr_path,
+        tun_name: &rig.tun_name,
+        ticks,
+    };
+
+    // 1. `warren up` → handshake and first TCP connect.
+    let mut samples = Vec::new();
+    let mut agent_v4 = None;
+    for i in 0..cfg.up_cycles {
+        if i > 0 {
+            down(&w)?;
+        }
+        eprintln!(
+            "[{}/{}] warren up → first TCP connect…",
+            i + 1,
+            cfg.up_cycles
+        );
+        let s = up_cycle(&w, &mut peer, agent_v4)?;
+        eprintln!(
+            "    status {:.0} ms, handshake {:.0} ms, connect {:.0} ms{}",
+            s.status_ms,
+            s.handshake_ms,
+            s.connect_ms,
+            s.agent_connect_ms
+                .map(|a| format!(", warren-agent connect {a:.0} ms"))
+                .unwrap_or_default()
+        );
+        samples.push(s);
+        if cfg.agent && agent_v4.is_none() {
+            agent_v4 = cli
+                .try_status()
+                .and_then(|s| {
+                    s.agent_named("bench", "api")
+                        .filter(|a| a.public_key.is_some())
+                        .map(|a| a.addresses.clone())
+                })
+                .and_then(|a| a.into_iter().find(IpAddr::is_ipv4));
+        }
+    }
+    let n = samples.len();
+    let hs = median(&samples.iter().map(|s| s.handshake_ms).collect::<Vec<_>>());
+    emit(Metric {
+        name: "handshake_ms",
+        value: hs,
+        unit: "ms",
+        better: Better::Lower,
+        baseline: None,
+        target: None,
+        note: Some(format!(
+            "median of {n}: `warren up` → the helper's first handshake with a wireguard-go peer (from the {}); includes the bench reading the new session key from `warren status` and handing it to the peer",
+            samples[0].handshake_source
+        )),
+    });
+    let connect = median(&samples.iter().map(|s| s.connect_ms).collect::<Vec<_>>());
+    emit(Metric {
+        name: "up_to_connect_ms",
+        value: connect,
+        unit: "ms",
+        better: Better::Lower,
+        baseline: None,
+        target: Some(500.0),
+        note: Some(format!(
+            "median of {n}: `warren up` → first TCP connect from the laptop to the wireguard-go peer; max {:.0} ms; includes the bench configuring the peer with the session key (median {:.0} ms until the status showed it)",
+            samples.iter().map(|s| s.connect_ms).fold(0.0, f64::max),
+            median(&samples.iter().map(|s| s.status_ms).collect::<Vec<_>>())
+        )),
+    });
+    summary.add(format!(
+        "up → connect       {connect:>8.0} ms        target ≤ 500 ms"
+    ));
+    let agent_connects: Vec<f64> = samples.iter().filter_map(|s| s.agent_connect_ms).collect();
+    if !agent_connects.is_empty() {
+        emit(Metric {
+            name: "up_to_connect_agent_ms",
+            value: median(&agent_connects),
+            unit: "ms",
+            better: Better::Lower,
+            baseline: None,
+            target: Some(500.0),
+            note: Some(format!(
+                "median of {}: `warren up` → first TCP connect to a warren-agent (which learns the session key from the coordinator)",
+                agent_connects.len()
+            )),
+        });
+    }
+
+    // 2. Throughput and CPU per GB against wireguard-go.
+    let v4 = peer
+        .v4
+        .ok_or_else(|| anyhow!("agent bench/wg has no IPv4 address"))?;
+    let mut c = in_ns(&ws, "iperf3");
+    c.args(["-s", "-B", &v4.to_string(), "-p", &IPERF_PORT.to_string()]);
+    rig.procs
+        .push(warren_e2e::Proc::spawn("iperf-wg", dir, c, false));
+    wait_listening(&ws, IPERF_PORT, "iperf3")?;
+    let t = throughput(&w, &peer, cfg.runs, cfg.iperf_secs)?;
+    let ours = median(&t.ours.iter().map(|m| m.run.gbps).collect::<Vec<_>>());
+    let theirs = median(&t.theirs.iter().map(|m| m.run.gbps).collect::<Vec<_>>());
+    let mtus = format!(
+        "MTU {} vs {}",
+        t.our_mtu.map_or("?".into(), |m| m.to_string()),
+        t.their_mtu.map_or("?".into(), |m| m.to_string())
+    );
+    emit(Metric {
+        name: "throughput",
+        value: ours,
+        unit: "Gbit/s",
+        better: Better::Higher,
+        baseline: Some(("wireguard-go", theirs)),
+        target: None,
+        note: Some(format!(
+            "median of {} interleaved {} s iperf3 TCP runs laptop → workspace wireguard-go peer, warrend vs wireguard-go on the laptop; {mtus}; runs {:?} vs {:?}",
+            cfg.runs,
+            cfg.iperf_secs,
+            t.ours.iter().map(|m| round(m.run.gbps, 3)).collect::<Vec<_>>(),
+            t.theirs.iter().map(|m| round(m.run.gbps, 3)).collect::<Vec<_>>()
+        )),
+    });
+    summary.add(format!(
+        "throughput         {ours:>8.3} Gbit/s    wireguard-go {theirs:.3}: ×{:.2}, target ≥ ×1.5",
+        ours / theirs
+    ));
+    let our_cpu = median(&t.ours.iter().map(|m| m.cpu_s_per_gb).collect::<Vec<_>>());
+    let their_cpu = median(&t.theirs.iter().map(|m| m.cpu_s_per_gb).collect::<Vec<_>>());
+    emit(Metric {
+        name: "cpu_per_gb",
+        value: our_cpu,
+        unit: "CPU s/GB",
+        better: Better::Lower,
+        baseline: Some(("wireguard-go", their_cpu)),
+        target: None,
+        note: Some(format!(
+            "median of {}: utime+stime of warrend vs the laptop-side wireguard-go during each iperf3 run ÷ GB (1e9 bytes) sent",
+            cfg.runs
+        )),
+    });
+    summary.add(format!(
+        "CPU per GB         {our_cpu:>8.2} s         wireguard-go {their_cpu:.2}: ours is ×{:.2} of theirs, target ≤ ×0.5",
+        our_cpu / their_cpu
+    ));
+
+    if let Some(av4) = agent_v4 {
+        eprintln!(
+            "iperf3 {} s through warrend to warren-agent…",
+            cfg.iperf_secs
+        );
+        match iperf_with_cpu(
+            w.laptop,
+            &av4,
+            AGENT_IPERF_PORT,
+            cfg.iperf_secs,
+            w.helper_pid,
+            ticks,
+        ) {
+            Ok(m) => {
+                eprintln!("    {:.3} Gbit/s", m.run.gbps);
+                emit(Metric {
+                    name: "throughput_agent",
+                    value: m.run.gbps,
+                    unit: "Gbit/s",
+                    better: Better::Higher,
+                    baseline: Some(("wireguard-go", theirs)),
+                    target: None,
+                    note: Some(format!(
+                        "for scale: one {} s iperf3 run through warrend to warren-agent (userspace smoltcp, forwarding to the workspace's loopback); baseline is wireguard-go ↔ wireguard-go from the runs above",
+                        cfg.iperf_secs
+                    )),
+                });
+            }
+            Err(e) => eprintln!("warren-agent throughput skipped: {e:#}"),
+        }
+    }
+
+    // 3. An idle helper with many peers.
+    if cfg.idle_peers > 0 {
+        let (pct, total) = idle_cpu(&w, cfg.idle_peers, cfg.idle_secs)?;
+        emit(Metric {
+            name: "idle_cpu_percent",
+            value: pct,
+            unit: "%",
+            better: Better::Lower,
+            baseline: None,
+            target: Some(1.0),
+            note: Some(format!(
+                "warrend's CPU over {} s with no traffic and {total} peers ({} static peers with random keys and unanswered endpoints), after the directory settled",
+                cfg.idle_secs, cfg.idle_peers
+            )),
+        });
+        summary.add(format!(
+            "idle CPU           {pct:>8.3} %         target < 1 % ({total} peers, {} s)",
+            cfg.idle_secs
+        ));
+    }
+    drop(peer);
+    Ok(summary)
+}
+
+impl Rig {
+    fn admin(&self, args: &[&str]) -> Result<String> {
+        let mut c = Command::new(warren_e2e::bin("warren-coord"));
+        c.arg("--db").arg(&self.db).args(args);
+        run_ok(c).map(|s| s.trim().to_string())
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let helper_mode = match args.get(1).map(String::as_str) {
+        Some("--probe-connect") if args.len() == 4 => Some(probe_connect(&args[2], &args[3])),
+        Some("--listen") if args.len() == 3 => Some(listen(&args[2])),
+        _ => None,
+    };
+    if let Some(r) = helper_mode {
+        if let Err(e) = r {
+            eprintln!("{e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if let Err(e) = preflight().and_then(|_| cleanup_on_signal()) {
+        eprintln!("bench tunnel: {e:#}");
+        std::process::exit(1);
+    }
+    let cfg = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bench tunnel: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let started = Instant::now();
+    let dir = warren_e2e::TestDir::new("bench-tunnel");
+    // Failures panic while everything is still up, so the harness prints
+    // each process's log tail and keeps the run's directory.
+    let mut rig =
+        Rig::start(dir.path()).unwrap_or_else(|e| panic!("bench tunnel: setup failed: {e:#}"));
+    let summary = measure(dir.path(), &mut rig, &cfg)
+        .unwrap_or_else(|e| panic!("bench tunnel failed: {e:#}"));
+    drop(rig);
+    eprintln!(
+        "\n== bench tunnel: results against targets ({:.0} s) ==",
+        started.elapsed().as_secs_f64()
+    );
+    for l in &summary.0 {
+        eprintln!("  {l}");
+    }
+}

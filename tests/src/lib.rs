@@ -9,6 +9,7 @@
 pub mod coord;
 pub mod helper;
 pub mod ipc;
+pub mod netns;
 pub mod proc;
 pub mod users;
 pub mod watch;

@@ -1,0 +1,1031 @@
+//! A two-host lab for the data plane's end-to-end tests and the tunnel bench:
+//! a "laptop" and a "workspace" network namespace joined by a veth pair (IPv4
+//! and IPv6 on both ends), a coordinator serving TLS from a throwaway CA in
+//! the workspace namespace, `warren-agent`s and plain WireGuard peers in the
+//! workspace, and `warrend` with its TUN in the laptop namespace.
+//!
+//! Everything is torn down on drop, also when the test panics: processes are
+//! killed by their [`Proc`] guards and the namespaces deleted by
+//! [`Namespaces`] (which takes their veth ends and any TUN inside with them).
+//! Names come from [`crate::unique`], so tests run in parallel.
+//!
+//! ```no_run
+//! use warren_e2e::netns::{TunnelLab, AgentOptions, HelperOptions};
+//! if let Some(lab) = TunnelLab::start_or_skip("example", &[]) {
+//!     let (_http, page) = lab.serve_page("www", 8080);
+//!     let _agent = lab.agent(AgentOptions::new("ws", "api").allow_ports("8080"));
+//!     let helper = lab.helper(HelperOptions::default());
+//!     lab.login_up(&helper);
+//!     let v4 = lab.wait_agent(&helper, "ws", "api").v4();
+//!     let r = lab.curl(&["-s", "--max-time", "3", &format!("http://{v4}:8080/")]);
+//!     assert_eq!(r.text(), page);
+//! }
+//! ```
+
+use crate::helper::{assert_success, Cli, Status};
+use crate::proc::{child_rust_log, die_with_parent, Proc};
+use crate::{bin, poll_until, unique, TestDir};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use warren_proto::ipc::SessionState;
+use warren_proto::model::Agent;
+
+/// The user every lab signs in as.
+pub const USER: &str = "alice";
+
+/// Why this machine can't run namespace tests, if it can't: not root, no
+/// `/dev/net/tun`, or a missing tool (`ip`, `curl`, `python3`, `openssl`
+/// plus `extra_tools`).
+pub fn skip_reason(extra_tools: &[&str]) -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root to create network namespaces and a TUN".into());
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("/dev/net/tun is missing".into());
+    }
+    for tool in ["ip", "curl", "python3", "openssl"]
+        .iter()
+        .chain(extra_tools)
+    {
+        if !tool_exists(tool) {
+            return Some(format!("`{tool}` is not installed"));
+        }
+    }
+    None
+}
+
+/// `true` if the test can run. Otherwise prints why and returns `false` —
+/// except under `CI` (where `scripts/test.sh` runs as root and installs the
+/// tools), where a skip would hide a broken data plane, so it panics.
+pub fn can_run(test: &str, extra_tools: &[&str]) -> bool {
+    let Some(reason) = skip_reason(extra_tools) else {
+        return true;
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} cannot run in CI: {reason}"
+    );
+    eprintln!("skipping {test}: {reason}");
+    false
+}
+
+/// Whether `tool` is on the PATH.
+pub fn tool_exists(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs `ip ARGS`, panicking with its stderr if it fails.
+pub fn ip(args: &[&str]) -> String {
+    let out = ip_try(args);
+    assert!(
+        out.status.success(),
+        "ip {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `ip ARGS` and returns whatever happened.
+pub fn ip_try(args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run ip {args:?}: {e}"))
+}
+
+/// `program` run inside namespace `ns` (via `ip netns exec`).
+pub fn ns_command(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).arg(program);
+    cmd
+}
+
+/// Runs `f` on a fresh thread that has entered network namespace `ns` and
+/// returns its result. Sockets created inside stay in `ns` wherever they are
+/// used afterwards, so a test can own a UDP socket in the workspace
+/// namespace (a relay, a fake peer) without a helper process.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on a namespace fd we hold open; it only changes this
+        // thread's network namespace, and the thread ends after `f`.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "setns into {path}: {}",
+            std::io::Error::last_os_error()
+        );
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// A random port in 20000..60000 (free in a fresh namespace, where nothing
+/// else listens).
+pub fn random_port() -> u16 {
+    20_000 + (rand::random::<u16>() % 40_000)
+}
+
+/// Two namespaces joined by a veth pair with an IPv4 /30 and an IPv6 /64
+/// (documentation range, so it never overlaps the deployment's ULA); both
+/// deleted on drop, even on failure.
+pub struct Namespaces {
+    pub laptop: String,
+    pub workspace: String,
+    pub laptop_veth: String,
+    pub workspace_veth: String,
+    pub laptop_ip: Ipv4Addr,
+    pub workspace_ip: Ipv4Addr,
+    pub laptop_ip6: Ipv6Addr,
+    pub workspace_ip6: Ipv6Addr,
+}
+
+impl Namespaces {
+    pub fn create() -> Namespaces {
+        let r: u32 = rand::random();
+        let (a, b) = (((r >> 8) & 0xff) as u8, (r & 0xfc) as u8);
+        let h: u16 = rand::random();
+        let suffix = format!("{:06x}", r >> 8);
+        let ns = Namespaces {
+            laptop: unique("wlap"),
+            workspace: unique("wws"),
+            laptop_veth: format!("wva{suffix}"),
+            workspace_veth: format!("wvb{suffix}"),
+            laptop_ip: Ipv4Addr::new(10, a, b, 1),
+            workspace_ip: Ipv4Addr::new(10, a, b, 2),
+            laptop_ip6: Ipv6Addr::new(0x2001, 0xdb8, h, (r >> 16) as u16, 0, 0, 0, 1),
+            workspace_ip6: Ipv6Addr::new(0x2001, 0xdb8, h, (r >> 16) as u16, 0, 0, 0, 2),
+        };
+        // From here on, drop deletes whatever part already exists.
+        ip(&["netns", "add", &ns.laptop]);
+        ip(&["netns", "add", &ns.workspace]);
+        ip(&[
+            "link",
+            "add",
+            &ns.laptop_veth,
+            "netns",
+            &ns.laptop,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ns.workspace_veth,
+            "netns",
+            &ns.workspace,
+        ]);
+        for (n, dev, v4, v6) in [
+            (&ns.laptop, &ns.laptop_veth, ns.laptop_ip, ns.laptop_ip6),
+            (
+                &ns.workspace,
+                &ns.workspace_veth,
+                ns.workspace_ip,
+                ns.workspace_ip6,
+            ),
+        ] {
+            ip(&["-n", n, "addr", "add", &format!("{v4}/30"), "dev", dev]);
+            // nodad: usable at once instead of after duplicate detection.
+            ip(&[
+                "-n",
+                n,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+            ip(&["-n", n, "link", "set", dev, "up"]);
+            ip(&["-n", n, "link", "set", "lo", "up"]);
+        }
+        ns
+    }
+
+    /// `program` inside the laptop namespace.
+    pub fn laptop_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        ns_command(&self.laptop, program)
+    }
+
+    /// `program` inside the workspace namespace.
+    pub fn workspace_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        ns_command(&self.workspace, program)
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in [&self.laptop, &self.workspace] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", n])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Writes `value` to a new 0600 file.
+pub fn write_secret(path: &Path, value: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    writeln!(f, "{value}").unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run openssl {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A throwaway CA in `dir` (`ca.pem`) and a server certificate
+/// (`server.pem`, `server.key`) for the addresses `ips` (the coordinator
+/// refuses plain HTTP off loopback). Returns the CA file clients trust.
+pub fn make_tls(dir: &Path, ips: &[IpAddr]) -> PathBuf {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=warren-test-ca",
+    ]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=warren-test",
+    ]);
+    openssl(dir, &csr);
+    let sans: Vec<String> = ips.iter().map(|ip| format!("IP:{ip}")).collect();
+    std::fs::write(
+        dir.join("server.ext"),
+        format!(
+            "subjectAltName={}\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            sans.join(",")
+        ),
+    )
+    .expect("write the certificate extensions");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    dir.join("ca.pem")
+}
+
+/// The outcome of one `curl` run in a namespace.
+#[derive(Debug)]
+pub struct CurlResult {
+    /// curl's exit code (0 ok, 7 could not connect, 28 timed out, ...);
+    /// -1 if it died from a signal.
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl CurlResult {
+    pub fn ok(&self) -> bool {
+        self.code == 0
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Runs `curl ARGS` inside `ns` (callers pass `--max-time`; curl's own
+/// limit bounds the run).
+pub fn curl_in(ns: &str, args: &[&str]) -> CurlResult {
+    let start = Instant::now();
+    let out = ns_command(ns, "curl")
+        .arg("-g")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run curl {args:?} in {ns}: {e}"));
+    CurlResult {
+        code: out.status.code().unwrap_or(-1),
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// `http://ADDR:PORT/PATH` with IPv6 addresses bracketed.
+pub fn http_url(addr: IpAddr, port: u16, path: &str) -> String {
+    let path = path.trim_start_matches('/');
+    format!("http://{}/{path}", SocketAddr::new(addr, port))
+}
+
+/// Whether a link named `name` exists in `ns`.
+pub fn link_exists(ns: &str, name: &str) -> bool {
+    ip_try(&["-n", ns, "link", "show", name]).status.success()
+}
+
+/// The IPv4 and IPv6 routes in `ns` (all tables) that go through `dev` or
+/// cover one of `prefixes` (e.g. the deployment's `100.64.0.0/10` and ULA
+/// /48); empty means the helper left no route behind.
+pub fn routes_matching(ns: &str, dev: &str, prefixes: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for family in ["-4", "-6"] {
+        let out = ip_try(&["-n", ns, family, "route", "show", "table", "all"]);
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let via_dev = words.windows(2).any(|w| w[0] == "dev" && w[1] == dev);
+            let covers = prefixes.iter().any(|p| {
+                let p = p.trim();
+                !p.is_empty() && words.contains(&p)
+            });
+            if via_dev || covers {
+                found.push(format!("{family} {line}"));
+            }
+        }
+    }
+    found
+}
+
+/// A process serving a directory over HTTP on `127.0.0.1:PORT` inside a
+/// namespace (`python3 -m http.server`); ready once it accepts.
+pub fn http_server(dir: &Path, name: &str, ns: &str, port: u16, root: &Path) -> Proc {
+    let mut cmd = ns_command(ns, "python3");
+    cmd.args(["-m", "http.server"])
+        .arg(port.to_string())
+        .args(["--bind", "127.0.0.1", "--directory"])
+        .arg(root);
+    let mut p = Proc::spawn(name, dir, cmd, false);
+    let probe = format!("http://127.0.0.1:{port}/");
+    let up = poll_until(Duration::from_secs(10), || {
+        curl_in(ns, &["-s", "-o", "/dev/null", "--max-time", "1", &probe])
+            .ok()
+            .then_some(())
+    });
+    if up.is_none() {
+        p.print_log_tail(20);
+        panic!("the HTTP server {name} did not start on 127.0.0.1:{port} in {ns}");
+    }
+    assert!(p.is_running(), "{name} exited");
+    p
+}
+
+/// The coordinator serving TLS on the workspace's veth address.
+pub struct LabCoordinator {
+    pub db: PathBuf,
+    /// `https://WORKSPACE_IP:PORT`.
+    pub url: String,
+    /// The CA the coordinator's certificate chains to.
+    pub ca: PathBuf,
+    pub proc: Proc,
+}
+
+impl LabCoordinator {
+    /// Runs an admin command (`warren-coord --db DB ARGS`) that must succeed;
+    /// returns its trimmed stdout.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new(bin("warren-coord"));
+        cmd.arg("--db")
+            .arg(&self.db)
+            .args(args)
+            .env("RUST_LOG", child_rust_log())
+            .stdin(Stdio::null());
+        die_with_parent(&mut cmd);
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("run warren-coord {args:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "warren-coord {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// How to start a `warren-agent` (see [`TunnelLab::agent`]).
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub workspace: String,
+    pub name: String,
+    /// The agent's UDP port.
+    pub listen_port: u16,
+    /// `--allow-ports`.
+    pub allow_ports: String,
+    /// `--endpoint`s; empty means the workspace's veth IPv4 and `listen_port`.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+impl AgentOptions {
+    pub fn new(workspace: &str, name: &str) -> Self {
+        AgentOptions {
+            workspace: workspace.to_string(),
+            name: name.to_string(),
+            listen_port: 51820,
+            allow_ports: "8080".to_string(),
+            endpoints: Vec::new(),
+        }
+    }
+
+    pub fn allow_ports(mut self, ports: &str) -> Self {
+        self.allow_ports = ports.to_string();
+        self
+    }
+
+    pub fn listen_port(mut self, port: u16) -> Self {
+        self.listen_port = port;
+        self
+    }
+
+    pub fn endpoint(mut self, endpoint: SocketAddr) -> Self {
+        self.endpoints.push(endpoint);
+        self
+    }
+}
+
+/// A `warren-agent` in the workspace namespace, with its own token and key
+/// files; can be stopped and started again, with the same or a new key.
+pub struct LabAgent {
+    pub options: AgentOptions,
+    pub token_file: PathBuf,
+    /// Where the agent keeps its WireGuard key across restarts.
+    pub key_file: PathBuf,
+    dir: PathBuf,
+    workspace_ns: String,
+    coordinator: String,
+    ca: PathBuf,
+    starts: u32,
+    proc: Option<Proc>,
+}
+
+impl LabAgent {
+    /// Starts the agent (again); its log is `agent-<name>-<n>.stderr`.
+    pub fn start(&mut self) {
+        assert!(
+            self.proc.is_none(),
+            "agent {} already runs",
+            self.options.name
+        );
+        self.starts += 1;
+        let mut cmd = ns_command(&self.workspace_ns, bin("warren-agent"));
+        cmd.arg("--coordinator")
+            .arg(&self.coordinator)
+            .arg("--token-file")
+            .arg(&self.token_file)
+            .arg("--key-file")
+            .arg(&self.key_file)
+            .arg("--ca")
+            .arg(&self.ca)
+            .arg("--listen-port")
+            .arg(self.options.listen_port.to_string())
+            .arg("--allow-ports")
+            .arg(&self.options.allow_ports);
+        for e in &self.options.endpoints {
+            cmd.arg("--endpoint").arg(e.to_string());
+        }
+        cmd.env("RUST_LOG", child_rust_log());
+        let name = format!("agent-{}-{}", self.options.name, self.starts);
+        self.proc = Some(Proc::spawn(&name, &self.dir, cmd, false));
+    }
+
+    /// SIGTERM (then SIGKILL after 5 s).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.terminate(Duration::from_secs(5));
+        }
+    }
+
+    /// Stops and starts it with the same key.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start();
+    }
+
+    /// Stops it, deletes its key file and starts it: it comes back with a
+    /// new WireGuard key, as a rebuilt workspace would.
+    pub fn restart_with_new_key(&mut self) {
+        self.stop();
+        match std::fs::remove_file(&self.key_file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("delete {}: {e}", self.key_file.display()),
+        }
+        self.start();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.proc.as_mut().is_some_and(|p| p.is_running())
+    }
+
+    /// The current run's process, if started.
+    pub fn proc(&self) -> Option<&Proc> {
+        self.proc.as_ref()
+    }
+
+    pub fn print_log_tail(&self, lines: usize) {
+        if let Some(p) = &self.proc {
+            p.print_log_tail(lines);
+        }
+    }
+}
+
+/// How to start `warrend` (see [`TunnelLab::helper`]).
+#[derive(Debug, Clone)]
+pub struct HelperOptions {
+    pub tun_name: String,
+    /// `--listen-port` (0: the OS picks).
+    pub listen_port: u16,
+    /// Directory name under the lab dir for `--state-dir`; a helper started
+    /// with the same one finds its predecessor's journal.
+    pub state_dir: String,
+}
+
+impl Default for HelperOptions {
+    fn default() -> Self {
+        HelperOptions {
+            tun_name: "warren0".to_string(),
+            listen_port: 0,
+            state_dir: "helper-state".to_string(),
+        }
+    }
+}
+
+impl HelperOptions {
+    pub fn listen_port(mut self, port: u16) -> Self {
+        self.listen_port = port;
+        self
+    }
+}
+
+/// `warrend` with its data plane in the laptop namespace.
+pub struct LabHelper {
+    pub options: HelperOptions,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub log_dir: PathBuf,
+    /// The CLI pointed at this helper (runs in the root namespace; only
+    /// `login` needs the laptop's network, see [`TunnelLab::login_up`]).
+    pub cli: Cli,
+    proc: Proc,
+}
+
+impl LabHelper {
+    /// `<state-dir>/netstate.json`, the record of the helper's OS changes.
+    pub fn journal(&self) -> PathBuf {
+        self.state_dir.join("netstate.json")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.proc.is_running()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.proc.stderr()
+    }
+
+    pub fn print_log_tail(&self, lines: usize) {
+        self.proc.print_log_tail(lines);
+    }
+
+    /// SIGTERM, SIGKILL after `grace`.
+    pub fn terminate(&mut self, grace: Duration) {
+        self.proc.terminate(grace);
+    }
+
+    /// SIGKILL: the helper crashes with its TUN, routes and journal in place.
+    pub fn kill9(&mut self) {
+        self.proc.kill();
+    }
+}
+
+/// One agent's entry in `warren status --json`, with the tunnel figures
+/// the typed [`Status`] leaves out.
+#[derive(Debug, Clone)]
+pub struct AgentView {
+    pub agent: Agent,
+    /// The `tunnel` object (`handshake`, `last_handshake_ms`, `rx_bytes`,
+    /// ...), once the helper reported figures.
+    pub tunnel: Option<serde_json::Value>,
+}
+
+impl AgentView {
+    /// The agent's IPv4 tunnel address (panics if it has none).
+    pub fn v4(&self) -> IpAddr {
+        self.agent
+            .addresses
+            .iter()
+            .copied()
+            .find(IpAddr::is_ipv4)
+            .expect("the coordinator gives every agent an IPv4 tunnel address")
+    }
+
+    /// The agent's IPv6 tunnel address (panics if it has none).
+    pub fn v6(&self) -> IpAddr {
+        self.agent
+            .addresses
+            .iter()
+            .copied()
+            .find(IpAddr::is_ipv6)
+            .expect("the coordinator gives every agent an IPv6 tunnel address")
+    }
+
+    /// `tunnel.handshake`: `"recent"`, `"stale"` or `"never"`.
+    pub fn handshake(&self) -> Option<String> {
+        Some(
+            self.tunnel
+                .as_ref()?
+                .get("handshake")?
+                .as_str()?
+                .to_string(),
+        )
+    }
+
+    /// `tunnel.last_handshake_ms`.
+    pub fn last_handshake_ms(&self) -> Option<u64> {
+        self.tunnel.as_ref()?.get("last_handshake_ms")?.as_u64()
+    }
+}
+
+/// `warren status --json` as raw JSON (keeps the `tunnel` objects).
+pub fn status_json(cli: &Cli) -> Option<serde_json::Value> {
+    let out = cli.run(&["status", "--json"]);
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The agent `ws/name` in a raw status.
+pub fn agent_view(status: &serde_json::Value, ws: &str, name: &str) -> Option<AgentView> {
+    let typed: Status = serde_json::from_value(status.clone()).ok()?;
+    let agent = typed.agent_named(ws, name)?.clone();
+    let tunnel = status
+        .get("agents")?
+        .as_array()?
+        .iter()
+        .find(|a| a.get("id").and_then(|v| v.as_str()) == Some(agent.id.as_str()))?
+        .get("tunnel")
+        .filter(|t| !t.is_null())
+        .cloned();
+    Some(AgentView { agent, tunnel })
+}
+
+/// The lab: a test dir, the two namespaces, a TLS coordinator in the
+/// workspace namespace and a user ([`USER`]) with a token.
+///
+/// Field order is drop order: processes die before the namespaces go.
+pub struct TunnelLab {
+    pub coord: LabCoordinator,
+    pub user_token: String,
+    workspaces: std::sync::Mutex<std::collections::HashSet<String>>,
+    pub net: Namespaces,
+    pub dir: TestDir,
+}
+
+impl TunnelLab {
+    /// [`can_run`] and then [`TunnelLab::start`]; `None` when skipped.
+    pub fn start_or_skip(name: &str, extra_tools: &[&str]) -> Option<TunnelLab> {
+        can_run(name, extra_tools).then(|| TunnelLab::start(name))
+    }
+
+    /// Creates the namespaces, starts the coordinator and adds [`USER`].
+    pub fn start(name: &str) -> TunnelLab {
+        let dir = TestDir::new(name);
+        let net = Namespaces::create();
+        let ca = make_tls(
+            dir.path(),
+            &[IpAddr::V4(net.workspace_ip), IpAddr::V6(net.workspace_ip6)],
+        );
+        let db = dir.join("coord.db");
+        let mut cmd = net.workspace_cmd(bin("warren-coord"));
+        cmd.arg("serve")
+            .arg("--db")
+            .arg(&db)
+            .arg("--listen")
+            .arg(format!("{}:0", net.workspace_ip))
+            .arg("--tls-cert")
+            .arg(dir.join("server.pem"))
+            .arg("--tls-key")
+            .arg(dir.join("server.key"))
+            .env("RUST_LOG", child_rust_log())
+            .stdout(Stdio::piped());
+        let mut proc = Proc::spawn("coord", dir.path(), cmd, true);
+        let stdout = proc.take_stdout();
+        let (tx, rx) = mpsc::channel();
+        let out_path = dir.join("coord.stdout");
+        // Drains stdout to a file (so the pipe never fills) and hands the
+        // `listening on` URL back.
+        std::thread::spawn(move || {
+            let mut file = std::fs::File::create(out_path).ok();
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(f) = &mut file {
+                    let _ = writeln!(f, "{line}");
+                }
+                if let Some(pos) = line.find("listening on ") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(line[pos + "listening on ".len()..].trim().to_string());
+                    }
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(url) => url.trim_end_matches('/').to_string(),
+            Err(_) => {
+                proc.print_log_tail(40);
+                panic!("the coordinator did not start in the workspace namespace");
+            }
+        };
+        let coord = LabCoordinator { db, url, ca, proc };
+        coord.admin(&["user", "add", USER]);
+        let user_token = coord.admin(&["token", "create", USER]);
+        TunnelLab {
+            coord,
+            user_token,
+            workspaces: Default::default(),
+            net,
+            dir,
+        }
+    }
+
+    /// Adds a workspace of [`USER`] (idempotent within a lab).
+    pub fn ensure_workspace(&self, ws: &str) {
+        let mut added = self
+            .workspaces
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if added.insert(ws.to_string()) {
+            self.coord.admin(&["workspace", "add", "--owner", USER, ws]);
+        }
+    }
+
+    /// Registers `warren-agent` `options.name` in `options.workspace` (added
+    /// if needed) and starts it in the workspace namespace.
+    pub fn agent(&self, mut options: AgentOptions) -> LabAgent {
+        self.ensure_workspace(&options.workspace);
+        let token = self.coord.admin(&[
+            "agent",
+            "add",
+            "--owner",
+            USER,
+            "--workspace",
+            &options.workspace,
+            &options.name,
+        ]);
+        if options.endpoints.is_empty() {
+            options.endpoints.push(SocketAddr::new(
+                IpAddr::V4(self.net.workspace_ip),
+                options.listen_port,
+            ));
+        }
+        let token_file = self.dir.join(&format!("agent-{}.token", options.name));
+        write_secret(&token_file, &token);
+        let mut agent = LabAgent {
+            key_file: self.dir.join(&format!("agent-{}.key", options.name)),
+            token_file,
+            dir: self.dir.path().to_path_buf(),
+            workspace_ns: self.net.workspace.clone(),
+            coordinator: self.coord.url.clone(),
+            ca: self.coord.ca.clone(),
+            starts: 0,
+            proc: None,
+            options,
+        };
+        agent.start();
+        agent
+    }
+
+    /// Registers a plain WireGuard peer (not `warren-agent`) as agent
+    /// `ws/name` with `public_key` and `endpoints`.
+    pub fn add_wireguard_peer(
+        &self,
+        ws: &str,
+        name: &str,
+        public_key: &str,
+        endpoints: &[SocketAddr],
+    ) {
+        self.ensure_workspace(ws);
+        let mut args = vec![
+            "agent".to_string(),
+            "add".into(),
+            "--owner".into(),
+            USER.into(),
+            "--workspace".into(),
+            ws.into(),
+            name.into(),
+            "--public-key".into(),
+            public_key.into(),
+        ];
+        for e in endpoints {
+            args.push("--endpoint".into());
+            args.push(e.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.coord.admin(&args);
+    }
+
+    /// Starts `warrend` in the laptop namespace and waits for its socket.
+    pub fn helper(&self, options: HelperOptions) -> LabHelper {
+        let socket = self.dir.join("helper.sock");
+        let log_dir = self.dir.join("helper-logs");
+        let state_dir = self.dir.join(&options.state_dir);
+        std::fs::create_dir_all(&log_dir).expect("create the helper log dir");
+        // A stale socket file of a killed predecessor must not count as ready.
+        let _ = std::fs::remove_file(&socket);
+        let n = (1..)
+            .find(|i| !self.dir.join(&format!("warrend-{i}.stderr")).exists())
+            .expect("some free log name");
+        let mut cmd = self.net.laptop_cmd(bin("warrend"));
+        cmd.arg("--socket")
+            .arg(&socket)
+            .args(["--group", "root", "--log-dir"])
+            .arg(&log_dir)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("--tun-name")
+            .arg(&options.tun_name)
+            .arg("--listen-port")
+            .arg(options.listen_port.to_string())
+            .env("RUST_LOG", child_rust_log())
+            .env("WARREN_BACKOFF_MAX_MS", crate::helper::TEST_BACKOFF_MAX_MS);
+        let mut proc = Proc::spawn(&format!("warrend-{n}"), self.dir.path(), cmd, false);
+        let ready = poll_until(Duration::from_secs(15), || {
+            if !proc.is_running() {
+                return Some(false);
+            }
+            std::os::unix::net::UnixStream::connect(&socket)
+                .ok()
+                .map(|_| true)
+        });
+        if ready != Some(true) {
+            proc.print_log_tail(60);
+            panic!(
+                "warrend did not open its socket (exit: {:?})",
+                proc.try_wait()
+            );
+        }
+        let cli = Cli::new(&socket, &self.dir.join("cli-config"));
+        LabHelper {
+            options,
+            socket,
+            state_dir,
+            log_dir,
+            cli,
+            proc,
+        }
+    }
+
+    /// `warren login` (run in the laptop namespace: it checks the token with
+    /// the coordinator), `warren up`, and waits until connected.
+    pub fn login_up(&self, helper: &LabHelper) -> Status {
+        let cli = &helper.cli;
+        let ca = self.coord.ca.to_string_lossy().into_owned();
+        let login = [
+            "login",
+            "--url",
+            &self.coord.url,
+            "--token-stdin",
+            "--ca",
+            &ca,
+        ];
+        let inner = cli.command(&login);
+        let mut cmd = self.net.laptop_cmd(inner.get_program());
+        cmd.args(inner.get_args())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        die_with_parent(&mut cmd);
+        let mut child = cmd.spawn().expect("start warren login");
+        if let Some(mut stdin) = child.stdin.take() {
+            writeln!(stdin, "{}", self.user_token).expect("hand the token to warren login");
+        }
+        let out = child.wait_with_output().expect("run warren login");
+        assert_success(&out, &login);
+        cli.up();
+        cli.wait_state(SessionState::Connected, Duration::from_secs(15))
+    }
+
+    /// Waits (15 s) until the helper lists agent `ws/name` with a key, an
+    /// endpoint and tunnel addresses.
+    pub fn wait_agent(&self, helper: &LabHelper, ws: &str, name: &str) -> AgentView {
+        let found = poll_until(Duration::from_secs(15), || {
+            let v = agent_view(&status_json(&helper.cli)?, ws, name)?;
+            let a = &v.agent;
+            (a.public_key.is_some() && !a.endpoints.is_empty() && a.addresses.len() >= 2)
+                .then_some(v)
+        });
+        found.unwrap_or_else(|| {
+            helper.print_log_tail(40);
+            panic!("agent {ws}/{name} never showed up with a key, an endpoint and addresses")
+        })
+    }
+
+    /// `curl ARGS` in the laptop namespace.
+    pub fn curl(&self, args: &[&str]) -> CurlResult {
+        curl_in(&self.net.laptop, args)
+    }
+
+    /// Polls (`timeout`) a `curl -s --max-time 3 URL` from the laptop until
+    /// it returns `expected`; returns how long that took.
+    pub fn wait_page(&self, url: &str, expected: &str, timeout: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        poll_until(timeout, || {
+            let r = self.curl(&["-s", "--max-time", "3", url]);
+            (r.ok() && r.text() == expected).then_some(())
+        })
+        .map(|()| start.elapsed())
+    }
+
+    /// Whether the helper's TUN exists in the laptop namespace.
+    pub fn tun_exists(&self, helper: &LabHelper) -> bool {
+        link_exists(&self.net.laptop, &helper.options.tun_name)
+    }
+
+    /// Routes in the laptop namespace through the helper's TUN or to the
+    /// deployment's prefixes (from `status`).
+    pub fn helper_routes(&self, helper: &LabHelper, status: &Status) -> Vec<String> {
+        let dep = status.session.deployment.as_ref();
+        let prefixes: Vec<&str> = dep
+            .map(|d| vec![d.ipv4_prefix.as_str(), d.ipv6_prefix.as_str()])
+            .unwrap_or_default();
+        routes_matching(&self.net.laptop, &helper.options.tun_name, &prefixes)
+    }
+
+    /// Writes a page into a fresh web root `<dir>/<name>` and serves it on
+    /// the workspace's `127.0.0.1:port`; returns the server and the page.
+    pub fn serve_page(&self, name: &str, port: u16) -> (Proc, String) {
+        let root = self.dir.join(name);
+        std::fs::create_dir_all(&root).expect("create the web root");
+        let page = format!("hello from the workspace {}\n", unique("page"));
+        std::fs::write(root.join("index.html"), &page).expect("write the page");
+        let p = http_server(self.dir.path(), name, &self.net.workspace, port, &root);
+        (p, page)
+    }
+}

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use warren_ipc::StateMirror;
-use warren_proto::ipc::{Handshake, PeerStats, SessionInfo, SessionState};
+use warren_proto::ipc::{Handshake, PeerStats, SessionInfo, SessionState, TunnelState};
 use warren_proto::model::Agent;
 
 /// The `tunnel` object of one agent in `--json` output.
@@ -114,6 +114,26 @@ pub fn session_line(s: &SessionInfo) -> String {
     line
 }
 
+/// "Tunnel: up on warren0, UDP port 51820" while connected, or why it
+/// failed; nothing when the helper runs without a data plane or the session
+/// is not connected.
+pub fn tunnel_line(s: &SessionInfo) -> Option<String> {
+    let t = s.tunnel.as_ref()?;
+    match (s.state, t.state) {
+        (_, TunnelState::Failed) => Some(format!(
+            "Tunnel: failed — {}",
+            t.error.as_deref().unwrap_or("see the helper's log")
+        )),
+        (SessionState::Connected | SessionState::Reconnecting, state) => Some(format!(
+            "Tunnel: {} on {}, UDP port {}",
+            state.as_str(),
+            t.interface,
+            t.listen_port
+        )),
+        _ => None,
+    }
+}
+
 fn human_ms(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms} ms")
@@ -142,6 +162,10 @@ pub fn render_table(mirror: &StateMirror, now_ms: u64) -> String {
         .unwrap_or_else(SessionInfo::disconnected);
     let mut out = session_line(&session);
     out.push('\n');
+    if let Some(line) = tunnel_line(&session) {
+        out.push_str(&line);
+        out.push('\n');
+    }
     if mirror.workspaces.is_empty() && mirror.agents.is_empty() {
         out.push_str("No workspaces yet.\n");
         return out;
@@ -370,6 +394,36 @@ web        main   main.web.alice.warren  offline    never             -        -
         assert_eq!(by_id("a4")["handshake"], "never");
         assert_eq!(by_id("a4")["last_handshake_ms"], serde_json::Value::Null);
         assert_eq!(by_id("a3"), serde_json::Value::Null);
+    }
+
+    #[test]
+    fn tunnel_line_says_where_it_runs_or_why_it_failed() {
+        use warren_proto::ipc::TunnelInfo;
+        let mut s = connected();
+        assert_eq!(tunnel_line(&s), None, "no data plane, no line");
+        s.tunnel = Some(TunnelInfo {
+            state: TunnelState::Up,
+            error: None,
+            interface: "warren0".into(),
+            listen_port: 51820,
+        });
+        assert_eq!(
+            tunnel_line(&s).unwrap(),
+            "Tunnel: up on warren0, UDP port 51820"
+        );
+        s.tunnel = Some(TunnelInfo {
+            state: TunnelState::Failed,
+            error: Some("run the helper as root".into()),
+            interface: "warren0".into(),
+            listen_port: 51820,
+        });
+        assert_eq!(
+            tunnel_line(&s).unwrap(),
+            "Tunnel: failed — run the helper as root"
+        );
+        s.state = SessionState::Disconnected;
+        s.tunnel.as_mut().unwrap().state = TunnelState::Down;
+        assert_eq!(tunnel_line(&s), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
 use warren_ipc::{Client, ClientError, StateMirror, Subscription};
-use warren_proto::ipc::{ErrorCode, Request, SessionInfo, SessionState};
+use warren_proto::ipc::{ErrorCode, Request, SessionInfo, SessionState, TunnelState};
 
 pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// How long `up` and `reconnect` wait for the session to connect.
@@ -139,12 +139,27 @@ async fn wait_connected(socket: &Path) -> Result<()> {
                 continue;
             };
             match session.state {
+                // Connected means the list is real; with a data plane, the
+                // workspaces are reachable once the tunnel is up too.
                 SessionState::Connected => {
+                    let tunnel = session.tunnel.as_ref().map(|t| t.state);
+                    if tunnel == Some(TunnelState::Starting) {
+                        last = Some(session);
+                        continue;
+                    }
                     println!(
                         "Connected as {} to {}",
                         session.user.as_deref().unwrap_or("(unknown user)"),
                         session.url.as_deref().unwrap_or("(unknown coordinator)")
                     );
+                    if let Some(t) = &session.tunnel {
+                        if t.state == TunnelState::Failed {
+                            bail!(
+                                "connected, but the tunnel could not start, so workspaces are not reachable: {}",
+                                t.error.as_deref().unwrap_or("see the helper's log")
+                            );
+                        }
+                    }
                     return Ok(());
                 }
                 SessionState::Failed => {

@@ -9,7 +9,7 @@
 use crate::control_task::{self, ControlEvent};
 use crate::events::{self, EncodedEvent};
 use crate::keys::SessionKeys;
-use crate::observe::{PeerReport, PingError, PingRequest, StatsReceiver};
+use crate::observe::{PeerReport, PingError, PingRequest, Report, StatsReceiver};
 use crate::subscribers::{Outgoing, SubscriberQueue};
 use crate::tunnel_driver::{self, TunnelCommand, TunnelManager};
 use base64::Engine as _;
@@ -23,7 +23,7 @@ use warren_proto::control::{Register, Welcome, CONTROL_VERSION};
 use warren_proto::frame::encode;
 use warren_proto::ipc::{
     ErrorCode, HelperMessage, IpcError, LogLine, PeerStats, PingReport, Reply, Request,
-    SessionInfo, SessionState, StatusReport, PING_TIMEOUT_MS,
+    SessionInfo, SessionState, StatusReport, TunnelInfo, TunnelState, PING_TIMEOUT_MS,
 };
 use warren_proto::model::{Agent, AgentId};
 use warren_session::{Action, Backoff, ConnectFailure, Directory, Session, SessionConfig};
@@ -99,6 +99,10 @@ pub struct Engine {
     key_index: HashMap<String, AgentId>,
     /// Latest tunnel statistics per agent, with the key they were for.
     peer_stats: HashMap<AgentId, (String, PeerStats)>,
+    /// The data plane as last reported (or asked for), and why it failed.
+    tunnel_state: (TunnelState, Option<String>),
+    /// `tunnel_state` changed since subscribers were told.
+    tunnel_changed: bool,
 }
 
 /// Starts the engine task.
@@ -132,6 +136,8 @@ pub fn spawn(
         stats_rx,
         key_index: HashMap::new(),
         peer_stats: HashMap::new(),
+        tunnel_state: (TunnelState::Down, None),
+        tunnel_changed: false,
     };
     let task = tokio::spawn(engine.run());
     (EngineHandle { tx }, task)
@@ -169,7 +175,11 @@ impl Engine {
                         self.broadcast_log(&line);
                     }
                 }
-                reports = recv_stats(&mut self.stats_rx) => self.handle_stats(reports),
+                report = recv_report(&mut self.stats_rx) => match report {
+                    Some(Report::Stats(stats)) => self.handle_stats(stats),
+                    Some(Report::Tunnel(state, error)) => self.handle_tunnel_state(state, error),
+                    None => {}
+                },
                 _ = sleep_until(deadline) => {
                     self.session.handle_timeout(Instant::now());
                 }
@@ -182,7 +192,40 @@ impl Engine {
     }
 
     fn session_info(&self) -> SessionInfo {
-        self.session.info(Instant::now())
+        let mut info = self.session.info(Instant::now());
+        info.tunnel = self.tunnel.as_ref().map(|m| TunnelInfo {
+            state: self.tunnel_state.0,
+            error: self.tunnel_state.1.clone(),
+            interface: m.tun_name().to_string(),
+            listen_port: m.port(),
+        });
+        info
+    }
+
+    /// The data plane reports where it got to. A report the engine has
+    /// since overtaken (up while it asked for down, or the reverse) is
+    /// stale and ignored.
+    fn handle_tunnel_state(&mut self, state: TunnelState, error: Option<String>) {
+        let wanted_up = self.tunnel_up.is_some();
+        let current = matches!(state, TunnelState::Up | TunnelState::Failed) == wanted_up;
+        if !current {
+            return;
+        }
+        if let Some(reason) = &error {
+            tracing::warn!(%reason, "the tunnel is not carrying traffic");
+        }
+        let new = (state, error);
+        if new != self.tunnel_state {
+            self.tunnel_state = new;
+            self.tunnel_changed = true;
+        }
+    }
+
+    fn set_tunnel_state(&mut self, state: TunnelState) {
+        if self.tunnel_state != (state, None) {
+            self.tunnel_state = (state, None);
+            self.tunnel_changed = true;
+        }
     }
 
     fn handle_command(&mut self, Command { id, request, queue }: Command) {
@@ -388,7 +431,8 @@ impl Engine {
                 Action::Disconnect { generation } => self.stop_task(generation),
             }
         }
-        let session_changed = self.session.take_changed();
+        let session_changed =
+            self.session.take_changed() | std::mem::take(&mut self.tunnel_changed);
         if session_changed {
             let info = self.session_info();
             tracing::info!(
@@ -447,9 +491,11 @@ impl Engine {
                         plan: plan.clone(),
                         peers: tunnel_driver::peer_configs(self.directory.agents()),
                     });
+                    self.set_tunnel_state(TunnelState::Starting);
                 }
                 _ => {
                     manager.send(TunnelCommand::Down(None));
+                    self.set_tunnel_state(TunnelState::Down);
                     self.clear_stats();
                 }
             }
@@ -762,15 +808,15 @@ pub fn resolve_target<'a>(
     }
 }
 
-async fn recv_stats(stats: &mut Option<StatsReceiver>) -> Vec<PeerReport> {
-    match stats {
-        Some(rx) => match rx.recv().await {
-            Some(reports) => reports,
-            None => {
-                *stats = None;
-                Vec::new()
+async fn recv_report(reports: &mut Option<StatsReceiver>) -> Option<Report> {
+    match reports {
+        Some(rx) => {
+            let report = rx.recv().await;
+            if report.is_none() {
+                *reports = None;
             }
-        },
+            report
+        }
         None => std::future::pending().await,
     }
 }

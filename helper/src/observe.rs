@@ -36,10 +36,19 @@ pub struct PeerReport {
     pub endpoint: Option<SocketAddr>,
 }
 
-/// Reports to the engine: the peers whose figures changed.
-pub type StatsSender = mpsc::UnboundedSender<Vec<PeerReport>>;
+/// What the data plane tells the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// The peers whose figures changed.
+    Stats(Vec<PeerReport>),
+    /// The tunnel started, stopped or failed to start (with the reason).
+    Tunnel(warren_proto::ipc::TunnelState, Option<String>),
+}
+
+/// The data plane's reports to the engine.
+pub type StatsSender = mpsc::UnboundedSender<Report>;
 /// The engine's end of [`StatsSender`].
-pub type StatsReceiver = mpsc::UnboundedReceiver<Vec<PeerReport>>;
+pub type StatsReceiver = mpsc::UnboundedReceiver<Report>;
 
 /// A ping asked of the data plane.
 #[derive(Debug)]
@@ -240,7 +249,7 @@ impl Observer {
             self.reported
                 .retain(|key, _| tunnel.peer_stats(key).is_some());
         }
-        if !changed.is_empty() && self.stats.send(changed).is_err() {
+        if !changed.is_empty() && self.stats.send(Report::Stats(changed)).is_err() {
             tracing::debug!("the engine stopped listening for tunnel statistics");
         }
     }
@@ -729,6 +738,13 @@ mod tests {
         assert_eq!(obs.pending_pings(), 0);
     }
 
+    fn stats_of(report: Report) -> Vec<PeerReport> {
+        match report {
+            Report::Stats(s) => s,
+            other => panic!("expected stats, got {other:?}"),
+        }
+    }
+
     #[test]
     fn stats_are_reported_on_handshake_and_then_only_when_they_move() {
         let t0 = Instant::now();
@@ -736,11 +752,13 @@ mod tests {
         let (mut obs, mut stats) = observer(t0);
         let wall0 = 1_700_000_000_000u64;
         let mut out = vec![0u8; min_out_len(2048)];
-        // Nothing has happened: the interval passes without a report.
+        // Nothing has happened yet: the first report just lists the peer.
         obs.handle_timeout(t0 + STATS_INTERVAL, wall0, &p.laptop);
-        let first = stats
-            .try_recv()
-            .expect("the first report lists the new peer");
+        let first = stats_of(
+            stats
+                .try_recv()
+                .expect("the first report lists the new peer"),
+        );
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].last_handshake_ms, None);
         obs.handle_timeout(t0 + 2 * STATS_INTERVAL, wall0, &p.laptop);
@@ -765,7 +783,7 @@ mod tests {
             obs.on_event(&e);
         }
         obs.flush(t1, wall0 + 21_000, &p.laptop);
-        let report = stats.try_recv().expect("a handshake is reported at once");
+        let report = stats_of(stats.try_recv().expect("a handshake is reported at once"));
         assert_eq!(report[0].key, p.agent_key);
         let at = report[0].last_handshake_ms.expect("handshake time");
         assert!((wall0 + 20_000..=wall0 + 21_000).contains(&at), "{at}");

@@ -20,8 +20,9 @@ use warren_tunnel::{PeerConfig, StaticSecret, Tunnel};
 
 use crate::datapath::{self, DataPlane};
 use crate::observe::{
-    Observer, PingError, PingRequest, StatsReceiver, StatsSender, MAX_PENDING_PINGS,
+    Observer, PingError, PingRequest, Report, StatsReceiver, StatsSender, MAX_PENDING_PINGS,
 };
+use warren_proto::ipc::TunnelState;
 
 /// Why the data plane could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -301,10 +302,18 @@ impl TunnelManager {
                         if let Some(old) = running.take() {
                             old.stop().await;
                         }
-                        match start(&config, &udp, secret, &plan, peers, stats_tx.clone()) {
-                            Ok(handle) => running = Some(handle),
-                            Err(e) => tracing::error!(error = %e, "the tunnel could not start"),
-                        }
+                        let report =
+                            match start(&config, &udp, secret, &plan, peers, stats_tx.clone()) {
+                                Ok(handle) => {
+                                    running = Some(handle);
+                                    Report::Tunnel(TunnelState::Up, None)
+                                }
+                                Err(e) => {
+                                    tracing::error!(error = %e, "the tunnel could not start");
+                                    Report::Tunnel(TunnelState::Failed, Some(e.to_string()))
+                                }
+                            };
+                        let _ = stats_tx.send(report);
                     }
                     TunnelCommand::Peers(peers) => {
                         if let Some(handle) = &running {
@@ -321,6 +330,7 @@ impl TunnelManager {
                         if let Some(old) = running.take() {
                             old.stop().await;
                         }
+                        let _ = stats_tx.send(Report::Tunnel(TunnelState::Down, None));
                         if let Some(done) = done {
                             let _ = done.send(());
                         }

@@ -229,6 +229,10 @@ pub struct SessionInfo {
     pub device: Option<DeviceInfo>,
     #[serde(default)]
     pub deployment: Option<DeploymentInfo>,
+    /// The data plane; `None` when the helper runs without one
+    /// (`--no-tunnel`).
+    #[serde(default)]
+    pub tunnel: Option<TunnelInfo>,
 }
 
 impl SessionInfo {
@@ -242,6 +246,45 @@ impl SessionInfo {
             attempt: 0,
             device: None,
             deployment: None,
+            tunnel: None,
+        }
+    }
+}
+
+/// The data plane's state, so a person sees why workspaces are unreachable
+/// even though the session is connected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelInfo {
+    pub state: TunnelState,
+    /// Why it failed, in words a person can act on.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The TUN device's name.
+    pub interface: String,
+    /// The WireGuard UDP port.
+    pub listen_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TunnelState {
+    /// Not running (not connected).
+    Down,
+    /// Being configured (TUN, addresses, routes).
+    Starting,
+    /// Carrying traffic.
+    Up,
+    /// Could not start; see `error`.
+    Failed,
+}
+
+impl TunnelState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TunnelState::Down => "down",
+            TunnelState::Starting => "starting",
+            TunnelState::Up => "up",
+            TunnelState::Failed => "failed",
         }
     }
 }

@@ -94,11 +94,22 @@ fn session() -> impl Strategy<Value = SessionInfo> {
                 state,
                 url: url.clone(),
                 user: url,
-                reason,
+                reason: reason.clone(),
                 retry_in_ms,
                 attempt,
                 device,
                 deployment,
+                tunnel: retry_in_ms.map(|port| TunnelInfo {
+                    state: [
+                        TunnelState::Down,
+                        TunnelState::Starting,
+                        TunnelState::Up,
+                        TunnelState::Failed,
+                    ][(port % 4) as usize],
+                    error: reason.clone(),
+                    interface: "warren0".into(),
+                    listen_port: port as u16,
+                }),
             },
         )
 }

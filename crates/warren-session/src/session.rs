@@ -262,6 +262,8 @@ impl Session {
             attempt: self.attempt,
             device: self.device.clone(),
             deployment: self.deployment.clone(),
+            // The helper's engine, which owns the data plane, fills this in.
+            tunnel: None,
         }
     }
 

@@ -89,6 +89,7 @@ pub fn net_plan(
         mtu: DEFAULT_MTU,
         addresses,
         routes,
+        dns: None,
     })
 }
 

@@ -1,8 +1,7 @@
 //! Running the OS's own network tools (macOS `ifconfig`/`route`, Windows
-//! `netsh`) with fixed argument lists — never through a shell — and turning
-//! their failures into errors that quote what the tool said.
-
-#![cfg_attr(target_os = "linux", allow(dead_code))]
+//! `netsh`, Linux `resolvectl`) with fixed argument lists — never through a
+//! shell — and turning their failures into errors that quote what the tool
+//! said.
 
 use std::io;
 use std::process::Command;

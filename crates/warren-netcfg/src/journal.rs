@@ -44,6 +44,41 @@ pub enum Change {
         /// Its prefix length.
         prefix: u8,
     },
+    /// systemd-resolved link settings (DNS server, `~SUFFIX`) on the TUN.
+    ResolvedLink {
+        /// Interface name.
+        ifname: String,
+    },
+    /// `resolv.conf` rewritten to name the stub; the original is in `backup`.
+    ResolvConf {
+        /// The file rewritten (normally `/etc/resolv.conf`).
+        path: PathBuf,
+        /// Where its original content is kept.
+        backup: PathBuf,
+    },
+    /// A Windows NRPT rule (registry key name).
+    Nrpt {
+        /// The rule's key name.
+        rule: String,
+    },
+    /// A macOS `/etc/resolver/SUFFIX` file.
+    MacResolver {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl Change {
+    /// Whether this is a DNS change (undone by `dns::undo`, not the backend).
+    pub fn is_dns(&self) -> bool {
+        matches!(
+            self,
+            Change::ResolvedLink { .. }
+                | Change::ResolvConf { .. }
+                | Change::Nrpt { .. }
+                | Change::MacResolver { .. }
+        )
+    }
 }
 
 impl fmt::Display for Change {
@@ -62,6 +97,12 @@ impl fmt::Display for Change {
                 dest,
                 prefix,
             } => write!(f, "route {dest}/{prefix} via {ifname}"),
+            Change::ResolvedLink { ifname } => {
+                write!(f, "split DNS on {ifname} (systemd-resolved)")
+            }
+            Change::ResolvConf { path, .. } => write!(f, "DNS servers in {}", path.display()),
+            Change::Nrpt { rule } => write!(f, "NRPT rule {rule}"),
+            Change::MacResolver { path } => write!(f, "resolver file {}", path.display()),
         }
     }
 }

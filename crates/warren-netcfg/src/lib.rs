@@ -42,6 +42,7 @@
 //! never outlive a reboot.
 
 mod cmd;
+pub mod dns;
 mod error;
 mod journal;
 mod plan;
@@ -183,6 +184,18 @@ impl<B: Backend> Configurator<B> {
             self.backend.add_route(&ifname, dest, prefix)?;
             tracing::info!(tun = %ifname, %dest, prefix, "added route");
         }
+        if let Some(dns) = &plan.dns {
+            let state_dir = self
+                .journal
+                .path()
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            if let Some(change) = dns.change(&ifname, &state_dir) {
+                self.journal.record(change.clone())?;
+                dns::apply(&change, dns)?;
+            }
+        }
         Ok(tun)
     }
 
@@ -190,7 +203,12 @@ impl<B: Backend> Configurator<B> {
         let mut first: Option<NetError> = None;
         let pending: Vec<Change> = self.journal.changes().iter().rev().cloned().collect();
         for change in pending {
-            match self.backend.undo(&change) {
+            let undone = if change.is_dns() {
+                dns::undo(&change)
+            } else {
+                self.backend.undo(&change)
+            };
+            match undone {
                 Ok(()) => {
                     tracing::info!(%change, "undid network change");
                     if let Err(e) = self.journal.forget(&change) {
@@ -384,6 +402,45 @@ mod tests {
         drop(c);
         assert!(os.live.is_empty(), "teardown left {:?}", os.live);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn split_dns_is_journalled_and_restored_on_teardown_and_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolv = dir.path().join("resolv.conf");
+        let original = "nameserver 10.0.0.53\nsearch corp.example\n";
+        std::fs::write(&resolv, original).unwrap();
+        let mut with_dns = plan();
+        with_dns.dns = Some(dns::DnsPlan {
+            suffix: "warren".into(),
+            servers: vec!["100.64.0.7".parse().unwrap()],
+            mode: dns::DnsMode::ResolvConf,
+            resolv_conf: resolv.clone(),
+        });
+        let mut os = fake(dir.path());
+        let path = os.journal_path.clone();
+
+        let mut c = Configurator::new(&mut os, &path).unwrap();
+        c.apply(&with_dns).unwrap();
+        assert!(c
+            .journal()
+            .changes()
+            .iter()
+            .any(|ch| matches!(ch, Change::ResolvConf { .. })));
+        let during = std::fs::read_to_string(&resolv).unwrap();
+        assert!(during.contains("nameserver 100.64.0.7"), "{during}");
+        c.teardown().unwrap();
+        assert_eq!(std::fs::read_to_string(&resolv).unwrap(), original);
+        drop(c);
+
+        // A helper that dies while connected: the next start restores it.
+        let mut c = Configurator::new(&mut os, &path).unwrap();
+        c.apply(&with_dns).unwrap();
+        drop(c);
+        assert_ne!(std::fs::read_to_string(&resolv).unwrap(), original);
+        recover_with(&mut os, &path).unwrap();
+        assert_eq!(std::fs::read_to_string(&resolv).unwrap(), original);
+        assert!(!path.exists(), "the journal outlived the recovery");
     }
 
     #[test]

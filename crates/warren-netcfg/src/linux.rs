@@ -364,6 +364,11 @@ impl Backend for LinuxBackend {
                     )),
                 }
             }
+            // DNS changes are undone by `dns::undo`, for every OS alike.
+            Change::ResolvedLink { .. }
+            | Change::ResolvConf { .. }
+            | Change::Nrpt { .. }
+            | Change::MacResolver { .. } => crate::dns::undo(change),
         }
     }
 }

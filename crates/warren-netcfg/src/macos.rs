@@ -94,6 +94,11 @@ impl Backend for MacBackend {
         match change {
             // Nothing to do: a utun device lives as long as its descriptor.
             Change::Tun { .. } => Ok(()),
+            // DNS changes are undone by `dns::undo`, for every OS alike.
+            Change::ResolvedLink { .. }
+            | Change::ResolvConf { .. }
+            | Change::Nrpt { .. }
+            | Change::MacResolver { .. } => crate::dns::undo(change),
             Change::Address {
                 ifname,
                 addr,

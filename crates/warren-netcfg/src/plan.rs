@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dns::DnsPlan;
 use crate::error::{NetError, Result};
 
 /// Default TUN device name (Linux and Windows; macOS assigns `utunN`).
@@ -27,6 +28,9 @@ pub struct NetPlan {
     /// Prefixes routed into the tunnel (100.64.0.0/10 and the deployment's
     /// ULA /48). Never a default route.
     pub routes: Vec<(IpAddr, u8)>,
+    /// Split DNS for the deployment's suffix, if wanted.
+    #[serde(default)]
+    pub dns: Option<DnsPlan>,
 }
 
 impl Default for NetPlan {
@@ -36,6 +40,7 @@ impl Default for NetPlan {
             mtu: DEFAULT_MTU,
             addresses: Vec::new(),
             routes: Vec::new(),
+            dns: None,
         }
     }
 }
@@ -118,6 +123,9 @@ impl NetPlan {
                     "route {dest}/{prefix} has host bits set — use {net}/{prefix}"
                 )));
             }
+        }
+        if let Some(dns) = &self.dns {
+            dns.validate()?;
         }
         Ok(())
     }

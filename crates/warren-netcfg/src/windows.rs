@@ -108,6 +108,11 @@ impl Backend for WindowsBackend {
         let (args, what): (Vec<String>, String) = match change {
             // The adapter goes when its handle closes.
             Change::Tun { .. } => return Ok(()),
+            // DNS changes are undone by `dns::undo`, for every OS alike.
+            Change::ResolvedLink { .. }
+            | Change::ResolvConf { .. }
+            | Change::Nrpt { .. }
+            | Change::MacResolver { .. } => return crate::dns::undo(change),
             Change::Address {
                 ifname,
                 addr,
@@ -142,7 +147,12 @@ impl Backend for WindowsBackend {
         };
         let ifname = match change {
             Change::Address { ifname, .. } | Change::Route { ifname, .. } => ifname,
+            // Returned above; listed so a new kind of change can't slip by.
             Change::Tun { name, .. } => name,
+            Change::ResolvedLink { .. }
+            | Change::ResolvConf { .. }
+            | Change::Nrpt { .. }
+            | Change::MacResolver { .. } => return Ok(()),
         };
         if !interface_exists(ifname)? {
             return Ok(());

@@ -406,13 +406,28 @@ pub fn routes_matching(ns: &str, dev: &str, prefixes: &[&str]) -> Vec<String> {
 /// A process serving a directory over HTTP on `127.0.0.1:PORT` inside a
 /// namespace (`python3 -m http.server`); ready once it accepts.
 pub fn http_server(dir: &Path, name: &str, ns: &str, port: u16, root: &Path) -> Proc {
+    http_server_on(dir, name, ns, IpAddr::V4(Ipv4Addr::LOCALHOST), port, root)
+}
+
+/// Like [`http_server`], on any local address of `ns` (e.g. a WireGuard
+/// interface's tunnel address).
+pub fn http_server_on(
+    dir: &Path,
+    name: &str,
+    ns: &str,
+    bind: IpAddr,
+    port: u16,
+    root: &Path,
+) -> Proc {
     let mut cmd = ns_command(ns, "python3");
     cmd.args(["-m", "http.server"])
         .arg(port.to_string())
-        .args(["--bind", "127.0.0.1", "--directory"])
+        .arg("--bind")
+        .arg(bind.to_string())
+        .arg("--directory")
         .arg(root);
     let mut p = Proc::spawn(name, dir, cmd, false);
-    let probe = format!("http://127.0.0.1:{port}/");
+    let probe = http_url(bind, port, "");
     let up = poll_until(Duration::from_secs(10), || {
         curl_in(ns, &["-s", "-o", "/dev/null", "--max-time", "1", &probe])
             .ok()
@@ -420,10 +435,188 @@ pub fn http_server(dir: &Path, name: &str, ns: &str, port: u16, root: &Path) -> 
     });
     if up.is_none() {
         p.print_log_tail(20);
-        panic!("the HTTP server {name} did not start on 127.0.0.1:{port} in {ns}");
+        panic!("the HTTP server {name} did not start on {probe} in {ns}");
     }
     assert!(p.is_running(), "{name} exited");
     p
+}
+
+/// Sends one ICMP echo request (v4 or v6, raw socket) from namespace `ns`
+/// to `dst` and waits up to `timeout` for its reply; returns the round trip.
+/// In-process, so the tests need no `ping` binary.
+pub fn icmp_ping(ns: &str, dst: IpAddr, timeout: Duration) -> Option<Duration> {
+    in_netns(ns, move || icmp_ping_here(dst, timeout))
+}
+
+fn icmp_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn icmp_ping_here(dst: IpAddr, timeout: Duration) -> Option<Duration> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let (domain, proto, request, reply) = match dst {
+        IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP, 8u8, 0u8),
+        IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6, 128u8, 129u8),
+    };
+    // SAFETY: plain socket(2); the fd is owned (and closed) by `sock`.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
+    assert!(
+        fd >= 0,
+        "open a raw ICMP socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: fd is a fresh, valid descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100_000,
+    };
+    // SAFETY: setsockopt with a timeval of the size we pass.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+    }
+    let id: u16 = rand::random();
+    let mut msg = vec![request, 0, 0, 0];
+    msg.extend(id.to_be_bytes());
+    msg.extend(1u16.to_be_bytes());
+    msg.extend(b"warren-e2e-ping!");
+    if dst.is_ipv4() {
+        // The kernel fills the ICMPv6 checksum itself, not the ICMPv4 one.
+        let c = icmp_checksum(&msg);
+        msg[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+    // SAFETY: zeroed sockaddr_storage is a valid "unspecified" address that
+    // we fill for the right family below.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match dst {
+        IpAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        IpAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
+            let sin6 = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_addr.s6_addr = a.octets();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    let start = Instant::now();
+    // SAFETY: msg and ss outlive the call; len matches the address family.
+    let sent = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&ss as *const libc::sockaddr_storage).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return None;
+    }
+    let mut buf = [0u8; 2048];
+    while start.elapsed() < timeout {
+        // SAFETY: recv into a buffer of the length we pass.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            continue;
+        }
+        let pkt = &buf[..n as usize];
+        // Raw IPv4 sockets deliver the IP header too (and every ICMP packet
+        // the namespace receives, so check the source).
+        let icmp = match dst {
+            IpAddr::V4(a) => {
+                let ihl = usize::from(pkt[0] & 0x0f) * 4;
+                if pkt.len() < ihl.max(20) || pkt[12..16] != a.octets() {
+                    continue;
+                }
+                &pkt[ihl..]
+            }
+            IpAddr::V6(_) => pkt,
+        };
+        if icmp.len() >= 8 && icmp[0] == reply && icmp[4..6] == id.to_be_bytes() {
+            return Some(start.elapsed());
+        }
+    }
+    None
+}
+
+/// `wireguard-go` running in the foreground in a namespace, with its UAPI
+/// socket in `/var/run/wireguard`. Dropping it sends SIGTERM first so
+/// wireguard-go removes its interface and socket itself; the socket file of
+/// one that had to be killed is removed too.
+pub struct WireguardGo {
+    pub ifname: String,
+    pub ns: String,
+    proc: Proc,
+}
+
+impl WireguardGo {
+    /// Starts `wireguard-go IFNAME` in `ns` (a unique `wgt…` name) and waits
+    /// until the interface and its control socket exist.
+    pub fn start(dir: &Path, ns: &str) -> WireguardGo {
+        let ifname = format!("wgt{:06x}", rand::random::<u32>() & 0xff_ffff);
+        let mut cmd = ns_command(ns, "wireguard-go");
+        cmd.arg(&ifname)
+            .env("WG_PROCESS_FOREGROUND", "1")
+            .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
+            .env("LOG_LEVEL", "verbose");
+        let wg = WireguardGo {
+            proc: Proc::spawn(&format!("wireguard-go-{ifname}"), dir, cmd, false),
+            ns: ns.to_string(),
+            ifname,
+        };
+        let up = poll_until(Duration::from_secs(10), || {
+            (link_exists(ns, &wg.ifname) && wg.uapi_socket().exists()).then_some(())
+        });
+        if up.is_none() {
+            wg.proc.print_log_tail(40);
+            panic!("wireguard-go did not create {}", wg.ifname);
+        }
+        wg
+    }
+
+    /// The UAPI socket `wg` talks to.
+    pub fn uapi_socket(&self) -> PathBuf {
+        Path::new("/var/run/wireguard").join(format!("{}.sock", self.ifname))
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.proc.is_running()
+    }
+
+    pub fn print_log_tail(&self, lines: usize) {
+        self.proc.print_log_tail(lines);
+    }
+}
+
+impl Drop for WireguardGo {
+    fn drop(&mut self) {
+        self.proc.terminate(Duration::from_secs(3));
+        let _ = std::fs::remove_file(self.uapi_socket());
+    }
 }
 
 /// The coordinator serving TLS on the workspace's veth address.

@@ -14,16 +14,17 @@
 //! (iperf runs per side, interleaved; 3), `WARREN_BENCH_UP_CYCLES` (`warren
 //! up` → connect samples; 4), `WARREN_BENCH_IDLE_PEERS` (100),
 //! `WARREN_BENCH_IDLE_SECS` (60), `WARREN_BENCH_AGENT` (0 skips the
-//! warren-agent throughput run).
+//! warren-agent runs), `WARREN_BENCH_BASELINE_MTU` (the laptop-side
+//! wireguard-go's MTU; default its own 1420, while warrend's TUN has 1280).
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
-use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use warren_e2e::netns::{self, AgentOptions, HelperOptions, LabHelper, TunnelLab};
 
 const BENCH: &str = "tunnel";
 
@@ -118,13 +119,6 @@ fn unix_ms() -> u64 {
 // ---------------------------------------------------------------------------
 // Child commands
 
-/// `ip netns exec NS PROGRAM`.
-fn in_ns(ns: &str, program: impl AsRef<OsStr>) -> Command {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns]).arg(program);
-    cmd
-}
-
 /// Runs `cmd` to completion within `timeout`, feeding it `stdin`; returns
 /// its stdout, or an error with its stderr.
 fn run_cmd(mut cmd: Command, stdin: Option<&str>, timeout: Duration) -> Result<String> {
@@ -182,29 +176,15 @@ fn ip(args: &[&str]) -> Result<()> {
     run_ok(cmd).map(|_| ())
 }
 
-/// Why this machine can't run the benchmark, if it can't.
+/// Fails with the reason when this machine can't run the benchmark: a
+/// benchmark that silently measures nothing is worse than none.
 fn preflight() -> Result<()> {
-    // `id -u` rather than libc: the bench crate stays dependency-light.
-    let mut id = Command::new("id");
-    id.arg("-u");
-    let uid = run_ok(id).context("run `id -u`")?;
-    if uid.trim() != "0" {
-        bail!("bench/run tunnel needs root (network namespaces, TUN devices)");
+    match netns::skip_reason(&["wg", "wireguard-go", "iperf3", "ss", "getconf"]) {
+        Some(reason) => bail!(
+            "{reason} (bench/run tunnel runs as root; Debian: apt-get install iproute2 wireguard-tools wireguard-go iperf3 curl python3 openssl)"
+        ),
+        None => Ok(()),
     }
-    if !Path::new("/dev/net/tun").exists() {
-        bail!("/dev/net/tun is missing");
-    }
-    for tool in ["ip", "wg", "wireguard-go", "iperf3", "openssl"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            bail!("`{tool}` is not installed (Debian: apt-get install iproute2 wireguard-tools wireguard-go iperf3 openssl)");
-        }
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -348,21 +328,16 @@ fn cleanup_on_signal() -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------
-// Re-executed helpers (this binary, started inside a namespace)
+// Connect probes
 
-/// `tunnel --probe-connect ADDR:PORT DEADLINE_MS`: connects until it works;
-/// prints the Unix-ms time of the first successful connect.
-fn probe_connect(target: &str, deadline_ms: &str) -> Result<()> {
-    let addr: SocketAddr = target.parse().context("probe target")?;
-    let deadline = Duration::from_millis(deadline_ms.parse().context("probe deadline")?);
+/// Connects to `addr` until it works (each attempt bounded to 300 ms);
+/// returns the Unix-ms time of the first successful connect.
+fn probe_connect(addr: SocketAddr, deadline: Duration) -> Result<u64> {
     let start = Instant::now();
     let mut last_err = String::from("no attempt");
     while start.elapsed() < deadline {
         match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
-            Ok(_) => {
-                println!("{}", unix_ms());
-                return Ok(());
-            }
+            Ok(_) => return Ok(unix_ms()),
             Err(e) => last_err = e.to_string(),
         }
         // Before the routes exist connect fails at once; don't spin.
@@ -371,19 +346,27 @@ fn probe_connect(target: &str, deadline_ms: &str) -> Result<()> {
     bail!("no TCP connect to {addr} within {deadline:?}: {last_err}")
 }
 
-/// `tunnel --listen PORT`: accepts and drops TCP connections (the probes'
-/// target) until killed.
-fn listen(port: &str) -> Result<()> {
-    let l = TcpListener::bind(("0.0.0.0", port.parse::<u16>().context("port")?))
-        .context("bind the probe listener")?;
-    for c in l.incoming() {
-        drop(c);
-    }
-    Ok(())
+type Probe = std::thread::JoinHandle<Result<u64>>;
+
+/// Waits for a probe; the Unix-ms time of its first connect.
+fn probe_result(probe: Probe) -> Result<u64> {
+    // The probe's own deadline bounds this join.
+    probe
+        .join()
+        .map_err(|_| anyhow!("the connect probe panicked (could it enter the namespace?)"))?
 }
 
-fn self_exe() -> Result<PathBuf> {
-    std::env::current_exe().context("find this benchmark's own path")
+/// A TCP listener on every address of namespace `ns` that accepts and drops
+/// connections for the rest of the run (the probes' target).
+fn probe_listener(ns: &str, port: u16) -> Result<()> {
+    let listener = netns::in_netns(ns, move || TcpListener::bind(("0.0.0.0", port)))
+        .with_context(|| format!("bind the probe listener on port {port} in {ns}"))?;
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            drop(c);
+        }
+    });
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -426,7 +409,7 @@ impl WgGo {
         }
         let socket = PathBuf::from(format!("/var/run/wireguard/{name}.sock"));
         register(Leftover::File(socket.clone()));
-        let mut cmd = in_ns(ns, "wireguard-go");
+        let mut cmd = netns::ns_command(ns, "wireguard-go");
         cmd.arg("-f").arg(name).env("LOG_LEVEL", "error");
         let mut proc = warren_e2e::Proc::spawn(name, dir, cmd, false);
         let up = warren_e2e::poll_until(Duration::from_secs(10), || {
@@ -466,7 +449,7 @@ impl WgGo {
     }
 
     fn wg(&self, args: &[&str]) -> Result<String> {
-        let mut c = in_ns(&self.ns, "wg");
+        let mut c = netns::ns_command(&self.ns, "wg");
         c.args(args);
         run_ok(c)
     }
@@ -542,7 +525,7 @@ struct IperfRun {
 
 /// Runs `iperf3 -c ADDR -p PORT -t SECS -J` in `ns` and parses the result.
 fn iperf(ns: &str, addr: &IpAddr, port: u16, secs: u64) -> Result<IperfRun> {
-    let mut c = in_ns(ns, "iperf3");
+    let mut c = netns::ns_command(ns, "iperf3");
     c.args(["-c", &addr.to_string(), "-p", &port.to_string()])
         .args(["-t", &secs.to_string(), "-J", "--connect-timeout", "5000"]);
     // iperf3 -J prints its JSON even when it fails; keep it for the error.
@@ -572,29 +555,36 @@ fn parse_iperf(out: &str) -> Result<IperfRun> {
     })
 }
 
-/// One iperf run while watching a process's CPU time.
+/// One iperf run while watching processes' CPU time.
 struct Measured {
     run: IperfRun,
-    /// CPU seconds of the watched process per GB (1e9 bytes) sent.
+    /// CPU seconds of the laptop-side tunnel process per GB (1e9 bytes) sent.
     cpu_s_per_gb: f64,
+    /// The same for the workspace-side peer (the receiver), to show which
+    /// end limits the run.
+    peer_cpu_s_per_gb: f64,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn iperf_with_cpu(
     ns: &str,
     addr: &IpAddr,
     port: u16,
     secs: u64,
     pid: u32,
+    peer_pid: u32,
     ticks: f64,
 ) -> Result<Measured> {
-    let before = cpu_seconds(pid, ticks)?;
+    let before = (cpu_seconds(pid, ticks)?, cpu_seconds(peer_pid, ticks)?);
     let run = iperf(ns, addr, port, secs)?;
-    let after = cpu_seconds(pid, ticks)?;
+    let after = (cpu_seconds(pid, ticks)?, cpu_seconds(peer_pid, ticks)?);
     if run.bytes_sent <= 0.0 {
         bail!("iperf3 sent nothing");
     }
+    let gb = run.bytes_sent / 1e9;
     Ok(Measured {
-        cpu_s_per_gb: (after - before) / (run.bytes_sent / 1e9),
+        cpu_s_per_gb: (after.0 - before.0) / gb,
+        peer_cpu_s_per_gb: (after.1 - before.1) / gb,
         run,
     })
 }
@@ -602,85 +592,46 @@ fn iperf_with_cpu(
 // ---------------------------------------------------------------------------
 // The measurements
 
-/// What the measurements need of the namespaces and the running parts.
+/// What the measurements need of the lab and the running helper.
 struct World<'a> {
-    dir: &'a Path,
+    lab: &'a TunnelLab,
+    helper: &'a LabHelper,
     laptop: &'a str,
     workspace: &'a str,
-    workspace_ip: &'a str,
-    /// The coordinator's database, for admin commands.
-    db: &'a Path,
+    workspace_ip: String,
     cli: &'a warren_e2e::Cli,
     helper_pid: u32,
-    /// The helper's captured stderr, whose tail explains most failures.
-    helper_log: &'a Path,
     tun_name: &'a str,
     ticks: f64,
 }
 
-impl World<'_> {
-    fn admin(&self, args: &[&str]) -> Result<String> {
-        let mut c = Command::new(warren_e2e::bin("warren-coord"));
-        c.arg("--db").arg(self.db).args(args);
-        run_ok(c).map(|s| s.trim().to_string())
+impl<'a> World<'a> {
+    fn new(lab: &'a TunnelLab, helper: &'a LabHelper, ticks: f64) -> World<'a> {
+        World {
+            lab,
+            helper,
+            laptop: &lab.net.laptop,
+            workspace: &lab.net.workspace,
+            workspace_ip: lab.net.workspace_ip.to_string(),
+            cli: &helper.cli,
+            helper_pid: helper.pid(),
+            tun_name: &helper.options.tun_name,
+            ticks,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.lab.dir.path()
     }
 
     fn print_helper_log(&self, lines: usize) {
-        let text = std::fs::read_to_string(self.helper_log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        let from = all.len().saturating_sub(lines);
-        eprintln!("----- warrend log ({}) -----", self.helper_log.display());
-        for l in &all[from..] {
-            eprintln!("{l}");
-        }
-        eprintln!("----- end of warrend log -----");
+        self.helper.print_log_tail(lines);
     }
 
-    /// `warren status --json` as loose JSON (fields may be newer than the
-    /// harness's `Status`, e.g. agents[].tunnel).
-    fn status_json(&self) -> Option<Value> {
-        let out = self.cli.run(&["status", "--json"]);
-        if !out.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&out.stdout).ok()
-    }
-
-    /// Starts `tunnel --probe-connect` in the laptop namespace.
-    fn spawn_probe(&self, target: SocketAddr, deadline: Duration) -> Result<std::process::Child> {
-        let mut c = in_ns(self.laptop, self_exe()?);
-        c.arg("--probe-connect")
-            .arg(target.to_string())
-            .arg(deadline.as_millis().to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c.spawn().context("start the connect probe")
-    }
-}
-
-/// Waits for a probe; the Unix-ms time of its first connect.
-fn probe_result(child: std::process::Child, timeout: Duration) -> Result<u64> {
-    let out = wait_child(child, timeout)?;
-    if !out.status.success() {
-        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    let s = String::from_utf8_lossy(&out.stdout);
-    s.trim()
-        .parse()
-        .with_context(|| format!("the probe printed {s:?}"))
-}
-
-fn wait_child(mut child: std::process::Child, timeout: Duration) -> Result<std::process::Output> {
-    match warren_e2e::poll_until(timeout, || child.try_wait().ok().flatten()) {
-        Some(_) => child
-            .wait_with_output()
-            .context("collect the probe's output"),
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the probe did not finish within {timeout:?}")
-        }
+    /// Starts connecting to `target` from the laptop namespace.
+    fn spawn_probe(&self, target: SocketAddr, deadline: Duration) -> Probe {
+        let ns = self.laptop.to_string();
+        std::thread::spawn(move || netns::in_netns(&ns, move || probe_connect(target, deadline)))
     }
 }
 
@@ -742,10 +693,8 @@ fn up_cycle(w: &World, peer: &mut WsPeer, agent_v4: Option<IpAddr>) -> Result<Up
     w.cli.run_ok(&["up"]);
     // The agent learns the new device key through the coordinator by itself,
     // so its probe can start at once (its address is stable across sessions).
-    let agent_probe = match agent_v4 {
-        Some(a) => Some(w.spawn_probe(SocketAddr::new(a, PROBE_PORT), Duration::from_secs(20))?),
-        None => None,
-    };
+    let agent_probe =
+        agent_v4.map(|a| w.spawn_probe(SocketAddr::new(a, PROBE_PORT), Duration::from_secs(20)));
     let found = warren_e2e::poll_until(Duration::from_secs(20), || {
         let s = w.cli.try_status()?;
         if s.session.state != warren_proto::ipc::SessionState::Connected {
@@ -779,7 +728,7 @@ fn up_cycle(w: &World, peer: &mut WsPeer, agent_v4: Option<IpAddr>) -> Result<Up
         .v4
         .ok_or_else(|| anyhow!("agent bench/wg has no IPv4 address"))?;
     peer.accept_device(w, &device.public_key, &device.addresses)?;
-    let probe = w.spawn_probe(SocketAddr::new(v4, PROBE_PORT), Duration::from_secs(20))?;
+    let probe = w.spawn_probe(SocketAddr::new(v4, PROBE_PORT), Duration::from_secs(20));
 
     let hs = warren_e2e::poll_until(Duration::from_secs(20), || {
         match peer.wg.latest_handshake(&device.public_key) {
@@ -788,7 +737,7 @@ fn up_cycle(w: &World, peer: &mut WsPeer, agent_v4: Option<IpAddr>) -> Result<Up
             Err(e) => Some(Err(e)),
         }
     });
-    let connect = probe_result(probe, Duration::from_secs(25));
+    let connect = probe_result(probe);
     let connect_at = match connect {
         Ok(at) => at,
         Err(e) => {
@@ -803,7 +752,7 @@ fn up_cycle(w: &World, peer: &mut WsPeer, agent_v4: Option<IpAddr>) -> Result<Up
     let mut handshake_ms = hs?.as_secs_f64() * 1000.0;
     let mut handshake_source = "peer's `wg show latest-handshakes`, polled";
     // The helper's own report, once the status carries it, is exact.
-    if let Some(s) = w.status_json() {
+    if let Some(s) = netns::status_json(w.cli) {
         let at = s["agents"].as_array().and_then(|agents| {
             agents
                 .iter()
@@ -816,7 +765,7 @@ fn up_cycle(w: &World, peer: &mut WsPeer, agent_v4: Option<IpAddr>) -> Result<Up
         }
     }
     let agent_connect_ms = match agent_probe {
-        Some(p) => match probe_result(p, Duration::from_secs(25)) {
+        Some(p) => match probe_result(p) {
             Ok(at) => Some(at.saturating_sub(t0_ms) as f64),
             Err(e) => {
                 eprintln!("warren-agent: no connect after `warren up`: {e:#}");
@@ -891,14 +840,31 @@ struct Throughput {
 
 /// iperf3 laptop → workspace peer, alternating warrend and a laptop-side
 /// wireguard-go so slow drifts of the machine hit both alike.
-fn throughput(w: &World, peer: &WsPeer, runs: u64, secs: u64) -> Result<Throughput> {
+fn throughput(
+    w: &World,
+    peer: &WsPeer,
+    runs: u64,
+    secs: u64,
+    baseline_mtu: Option<u64>,
+) -> Result<Throughput> {
     let v4 = peer
         .v4
         .ok_or_else(|| anyhow!("agent bench/wg has no IPv4 address"))?;
     // The baseline laptop: wireguard-go with the same workspace peer.
-    let lap = WgGo::start(w.dir, w.laptop, &warren_e2e::unique("wglap"), 0)?;
+    let lap = WgGo::start(w.dir(), w.laptop, &warren_e2e::unique("wglap"), 0)?;
     let endpoint = format!("{}:{WG_PEER_PORT}", w.workspace_ip);
     lap.set_peer(&peer.wg.public_key, Some(&endpoint), &[host_prefix(&v4)])?;
+    if let Some(mtu) = baseline_mtu {
+        ip(&[
+            "-n",
+            w.laptop,
+            "link",
+            "set",
+            &lap.name,
+            "mtu",
+            &mtu.to_string(),
+        ])?;
+    }
     let baseline_prefix = format!("{BASELINE_ADDR}/32");
     ip(&[
         "-n",
@@ -942,12 +908,17 @@ fn throughput(w: &World, peer: &WsPeer, runs: u64, secs: u64) -> Result<Throughp
             );
         }
         eprintln!("[{}/{runs}] iperf3 {secs} s through warrend…", i + 1);
-        let m = iperf_with_cpu(w.laptop, &v4, IPERF_PORT, secs, w.helper_pid, w.ticks)
-            .inspect_err(|_| w.print_helper_log(40))?;
-        eprintln!(
-            "    {:.3} Gbit/s, {:.2} CPU s/GB, {} retransmits",
-            m.run.gbps, m.cpu_s_per_gb, m.run.retransmits
-        );
+        let m = iperf_with_cpu(
+            w.laptop,
+            &v4,
+            IPERF_PORT,
+            secs,
+            w.helper_pid,
+            peer.wg.pid(),
+            w.ticks,
+        )
+        .inspect_err(|_| w.print_helper_log(40))?;
+        report_run(&m);
         out.ours.push(m);
 
         // Theirs: a more specific route through the laptop-side wireguard-go.
@@ -963,11 +934,16 @@ fn throughput(w: &World, peer: &WsPeer, runs: u64, secs: u64) -> Result<Throughp
             BASELINE_ADDR,
         ])?;
         eprintln!("[{}/{runs}] iperf3 {secs} s through wireguard-go…", i + 1);
-        let m = iperf_with_cpu(w.laptop, &v4, IPERF_PORT, secs, lap.pid(), w.ticks)?;
-        eprintln!(
-            "    {:.3} Gbit/s, {:.2} CPU s/GB, {} retransmits",
-            m.run.gbps, m.cpu_s_per_gb, m.run.retransmits
-        );
+        let m = iperf_with_cpu(
+            w.laptop,
+            &v4,
+            IPERF_PORT,
+            secs,
+            lap.pid(),
+            peer.wg.pid(),
+            w.ticks,
+        )?;
+        report_run(&m);
         out.theirs.push(m);
     }
     ip(&["-n", w.laptop, "route", "del", &host, "dev", &lap.name])?;
@@ -975,26 +951,22 @@ fn throughput(w: &World, peer: &WsPeer, runs: u64, secs: u64) -> Result<Throughp
     Ok(out)
 }
 
+fn report_run(m: &Measured) {
+    eprintln!(
+        "    {:.3} Gbit/s, {:.2} CPU s/GB (workspace peer {:.2}), {} retransmits",
+        m.run.gbps, m.cpu_s_per_gb, m.peer_cpu_s_per_gb, m.run.retransmits
+    );
+}
+
 /// CPU% of an idle helper holding `peers` extra static peers.
 fn idle_cpu(w: &World, peers: u64, secs: u64) -> Result<(f64, usize)> {
-    w.admin(&["workspace", "add", "--owner", "alice", "idle"])?;
+    w.lab.ensure_workspace("idle");
     eprintln!("registering {peers} static peers…");
     for i in 0..peers {
         let key = random_public_key()?;
-        let endpoint = format!("{}:{}", w.workspace_ip, 52000 + i);
-        w.admin(&[
-            "agent",
-            "add",
-            "--owner",
-            "alice",
-            "--workspace",
-            "idle",
-            &format!("p{i:03}"),
-            "--public-key",
-            &key,
-            "--endpoint",
-            &endpoint,
-        ])?;
+        let endpoint = SocketAddr::new(IpAddr::V4(w.lab.net.workspace_ip), 52000 + i as u16);
+        w.lab
+            .add_wireguard_peer("idle", &format!("p{i:03}"), &key, &[endpoint]);
     }
     let idle_ws = |s: &warren_e2e::Status| -> Option<usize> {
         let ws = s.workspaces.iter().find(|x| x.name == "idle")?;
@@ -1020,208 +992,6 @@ fn idle_cpu(w: &World, peers: u64, secs: u64) -> Result<(f64, usize)> {
 }
 
 // ---------------------------------------------------------------------------
-// Setup (interim: replaced by warren_e2e's namespace fixture once it lands)
-
-struct Netns {
-    laptop: String,
-    workspace: String,
-    laptop_ip: String,
-    workspace_ip: String,
-}
-
-impl Netns {
-    fn create() -> Result<Netns> {
-        let r = u32::from_le_bytes({
-            let mut b = [0u8; 4];
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut f| f.read_exact(&mut b))
-                .context("read /dev/urandom")?;
-            b
-        });
-        let (a, b) = (((r >> 8) & 0xff) as u8, (r & 0xfc) as u8);
-        let ns = Netns {
-            laptop: warren_e2e::unique("blap"),
-            workspace: warren_e2e::unique("bws"),
-            laptop_ip: format!("10.{a}.{b}.1"),
-            workspace_ip: format!("10.{a}.{b}.2"),
-        };
-        for n in [&ns.laptop, &ns.workspace] {
-            register(Leftover::Netns(n.clone()));
-            ip(&["netns", "add", n])?;
-        }
-        let (va, vb) = (format!("bva{:06x}", r >> 8), format!("bvb{:06x}", r >> 8));
-        ip(&[
-            "link",
-            "add",
-            &va,
-            "netns",
-            &ns.laptop,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &vb,
-            "netns",
-            &ns.workspace,
-        ])?;
-        for (n, dev, addr) in [
-            (&ns.laptop, &va, &ns.laptop_ip),
-            (&ns.workspace, &vb, &ns.workspace_ip),
-        ] {
-            ip(&["-n", n, "addr", "add", &format!("{addr}/30"), "dev", dev])?;
-            ip(&["-n", n, "link", "set", dev, "up"])?;
-            ip(&["-n", n, "link", "set", "lo", "up"])?;
-        }
-        Ok(ns)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in [&self.laptop, &self.workspace] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", n])
-                .stderr(Stdio::null())
-                .status();
-            unregister(&Leftover::Netns(n.clone()));
-        }
-    }
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    let mut c = Command::new("openssl");
-    c.current_dir(dir).args(args);
-    run_ok(c).map(|_| ())
-}
-
-/// A throwaway CA and a certificate for `ip` (the coordinator refuses plain
-/// HTTP off loopback). Returns the CA file.
-fn make_tls(dir: &Path, ip: &str) -> Result<PathBuf> {
-    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    let ca = format!("req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=warren-bench-ca");
-    openssl(dir, &ca.split(' ').collect::<Vec<_>>())?;
-    let csr = format!("req {ec} -keyout server.key -out server.csr -subj /CN=warren-bench");
-    openssl(dir, &csr.split(' ').collect::<Vec<_>>())?;
-    std::fs::write(
-        dir.join("server.ext"),
-        format!("subjectAltName=IP:{ip}\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n"),
-    )?;
-    openssl(
-        dir,
-        &"x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext"
-            .split(' ')
-            .collect::<Vec<_>>(),
-    )?;
-    Ok(dir.join("ca.pem"))
-}
-
-/// Everything running, in drop order: processes first, namespaces last.
-struct Rig {
-    procs: Vec<warren_e2e::Proc>,
-    helper: warren_e2e::Proc,
-    _coord: warren_e2e::Proc,
-    url: String,
-    ca: PathBuf,
-    db: PathBuf,
-    socket: PathBuf,
-    tun_name: String,
-    net: Netns,
-}
-
-impl Rig {
-    fn start(dir: &Path) -> Result<Rig> {
-        use std::io::BufRead;
-        let net = Netns::create()?;
-        let db = dir.join("coord.db");
-        let ca = make_tls(dir, &net.workspace_ip)?;
-        let mut cmd = in_ns(&net.workspace, warren_e2e::bin("warren-coord"));
-        cmd.arg("serve")
-            .arg("--db")
-            .arg(&db)
-            .arg("--listen")
-            .arg(format!("{}:0", net.workspace_ip))
-            .arg("--tls-cert")
-            .arg(dir.join("server.pem"))
-            .arg("--tls-key")
-            .arg(dir.join("server.key"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped());
-        let mut coord = warren_e2e::Proc::spawn("coord", dir, cmd, true);
-        let stdout = coord.take_stdout();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(pos) = line.find("listening on ") {
-                    let _ = tx.send(line[pos + "listening on ".len()..].trim().to_string());
-                }
-            }
-        });
-        let Ok(url) = rx.recv_timeout(Duration::from_secs(20)) else {
-            coord.print_log_tail(40);
-            bail!("the coordinator did not start in the workspace namespace within 20 s");
-        };
-        let url = url.trim_end_matches('/').to_string();
-
-        let socket = dir.join("helper.sock");
-        let log_dir = dir.join("helper-logs");
-        std::fs::create_dir_all(&log_dir)?;
-        let tun_name = "warren0".to_string();
-        let mut cmd = in_ns(&net.laptop, warren_e2e::bin("warrend"));
-        cmd.arg("--socket")
-            .arg(&socket)
-            .args(["--group", "root", "--log-dir"])
-            .arg(&log_dir)
-            .arg("--state-dir")
-            .arg(dir.join("helper-state"))
-            .args(["--tun-name", &tun_name])
-            .env("RUST_LOG", "info")
-            .env("WARREN_BACKOFF_MAX_MS", "1000");
-        let mut helper = warren_e2e::Proc::spawn("warrend", dir, cmd, false);
-        let ready = warren_e2e::poll_until(Duration::from_secs(15), || {
-            std::os::unix::net::UnixStream::connect(&socket).ok()
-        });
-        if ready.is_none() {
-            helper.print_log_tail(40);
-            bail!(
-                "warrend did not open its socket within 15 s (exit: {:?})",
-                helper.try_wait()
-            );
-        }
-        Ok(Rig {
-            procs: Vec::new(),
-            helper,
-            _coord: coord,
-            url,
-            ca,
-            db,
-            socket,
-            tun_name,
-            net,
-        })
-    }
-
-    /// `warren login` must reach the coordinator, so it runs in the laptop
-    /// namespace; everything else only talks to the helper's socket.
-    fn login(&self, cli: &warren_e2e::Cli, token: &str) -> Result<()> {
-        let ca = self.ca.to_string_lossy().into_owned();
-        let args = ["login", "--url", &self.url, "--token-stdin", "--ca", &ca];
-        let inner = cli.command(&args);
-        let mut cmd = in_ns(&self.net.laptop, inner.get_program());
-        cmd.args(inner.get_args());
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
-        }
-        run_cmd(cmd, Some(&format!("{token}\n")), Duration::from_secs(30))
-            .context("warren login")
-            .map(|_| ())
-    }
-}
-
-// ---------------------------------------------------------------------------
 // The run
 
 struct Config {
@@ -1231,6 +1001,8 @@ struct Config {
     idle_peers: u64,
     idle_secs: u64,
     agent: bool,
+    /// MTU for the baseline's laptop-side wireguard-go (default: its own).
+    baseline_mtu: Option<u64>,
 }
 
 impl Config {
@@ -1242,6 +1014,10 @@ impl Config {
             idle_peers: env_num("WARREN_BENCH_IDLE_PEERS", 100)?,
             idle_secs: env_num("WARREN_BENCH_IDLE_SECS", 60)?.max(1),
             agent: env_num("WARREN_BENCH_AGENT", 1)? != 0,
+            baseline_mtu: match env_num("WARREN_BENCH_BASELINE_MTU", 0)? {
+                0 => None,
+                m => Some(m),
+            },
         })
     }
 }
@@ -1256,30 +1032,25 @@ impl Summary {
     }
 }
 
-fn measure(dir: &Path, rig: &mut Rig, cfg: &Config) -> Result<Summary> {
+fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Summary> {
     let mut summary = Summary::default();
     let ticks = clock_ticks()?;
-    rig.admin(&["user", "add", "alice"])?;
-    let token = rig.admin(&["token", "create", "alice"])?;
-    rig.admin(&["workspace", "add", "--owner", "alice", "bench"])?;
+    let dir = lab.dir.path();
+    let ws = lab.net.workspace.clone();
+    // Processes started here; dropped (killed) before the lab's namespaces.
+    let mut procs: Vec<warren_e2e::Proc> = Vec::new();
 
     // The workspace's plain WireGuard peer, registered with its key only.
-    let ws = rig.net.workspace.clone();
-    let ws_ip = rig.net.workspace_ip.clone();
     let wg = WgGo::start(dir, &ws, &warren_e2e::unique("wgws"), WG_PEER_PORT)?;
-    rig.admin(&[
-        "agent",
-        "add",
-        "--owner",
-        "alice",
-        "--workspace",
+    lab.add_wireguard_peer(
         "bench",
         "wg",
-        "--public-key",
         &wg.public_key,
-        "--endpoint",
-        &format!("{ws_ip}:{WG_PEER_PORT}"),
-    ])?;
+        &[SocketAddr::new(
+            IpAddr::V4(lab.net.workspace_ip),
+            WG_PEER_PORT,
+        )],
+    );
     let mut peer = WsPeer {
         wg,
         v4: None,
@@ -1288,70 +1059,26 @@ fn measure(dir: &Path, rig: &mut Rig, cfg: &Config) -> Result<Summary> {
     };
 
     // What the connect probes aim at, on every workspace address.
-    let mut c = in_ns(&ws, self_exe()?);
-    c.arg("--listen").arg(PROBE_PORT.to_string());
-    rig.procs
-        .push(warren_e2e::Proc::spawn("probe-listener", dir, c, false));
-    wait_listening(&ws, PROBE_PORT, "the probe listener")?;
+    probe_listener(&ws, PROBE_PORT)?;
 
-    if cfg.agent {
-        let agent_token = rig.admin(&[
-            "agent",
-            "add",
-            "--owner",
-            "alice",
-            "--workspace",
-            "bench",
-            "api",
-        ])?;
-        let token_file = dir.join("agent.token");
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&token_file)
-                .context("write the agent token file")?;
-            writeln!(f, "{agent_token}")?;
-        }
-        let mut c = in_ns(&ws, warren_e2e::bin("warren-agent"));
-        c.arg("--coordinator")
-            .arg(&rig.url)
-            .arg("--token-file")
-            .arg(&token_file)
-            .arg("--key-file")
-            .arg(dir.join("agent.key"))
-            .arg("--ca")
-            .arg(&rig.ca)
-            .args(["--listen-port", &AGENT_PORT.to_string()])
-            .args(["--allow-ports", &format!("{AGENT_IPERF_PORT},{PROBE_PORT}")])
-            .arg("--endpoint")
-            .arg(format!("{ws_ip}:{AGENT_PORT}"))
-            .env("RUST_LOG", "warn");
-        rig.procs
-            .push(warren_e2e::Proc::spawn("agent", dir, c, false));
-        let mut c = in_ns(&ws, "iperf3");
+    let agent = cfg.agent.then(|| {
+        lab.agent(
+            AgentOptions::new("bench", "api")
+                .listen_port(AGENT_PORT)
+                .allow_ports(&format!("{AGENT_IPERF_PORT},{PROBE_PORT}")),
+        )
+    });
+    if agent.is_some() {
+        let mut c = netns::ns_command(&ws, "iperf3");
         c.args(["-s", "-B", "127.0.0.1", "-p", &AGENT_IPERF_PORT.to_string()]);
-        rig.procs
-            .push(warren_e2e::Proc::spawn("iperf-agent", dir, c, false));
+        procs.push(warren_e2e::Proc::spawn("iperf-agent", dir, c, false));
     }
 
-    let cli = warren_e2e::Cli::new(&rig.socket, &dir.join("cli-config"));
-    rig.login(&cli, &token)?;
-    let w = World {
-        dir,
-        laptop: &rig.net.laptop,
-        workspace: &ws,
-        workspace_ip: &ws_ip,
-        db: &rig.db,
-        cli: &cli,
-        helper_pid: rig.helper.pid(),
-        helper_log: &rig.helper.stderr_path,
-        tun_name: &rig.tun_name,
-        ticks,
-    };
+    let helper = lab.helper(HelperOptions::default());
+    // Signed in and connected once; every measured `up` starts from `down`.
+    lab.login_up(&helper);
+    let w = World::new(lab, &helper, ticks);
+    down(&w)?;
 
     // 1. `warren up` → handshake and first TCP connect.
     let mut samples = Vec::new();
@@ -1377,7 +1104,8 @@ fn measure(dir: &Path, rig: &mut Rig, cfg: &Config) -> Result<Summary> {
         );
         samples.push(s);
         if cfg.agent && agent_v4.is_none() {
-            agent_v4 = cli
+            agent_v4 = w
+                .cli
                 .try_status()
                 .and_then(|s| {
                     s.agent_named("bench", "api")
@@ -1438,12 +1166,11 @@ fn measure(dir: &Path, rig: &mut Rig, cfg: &Config) -> Result<Summary> {
     let v4 = peer
         .v4
         .ok_or_else(|| anyhow!("agent bench/wg has no IPv4 address"))?;
-    let mut c = in_ns(&ws, "iperf3");
+    let mut c = netns::ns_command(&ws, "iperf3");
     c.args(["-s", "-B", &v4.to_string(), "-p", &IPERF_PORT.to_string()]);
-    rig.procs
-        .push(warren_e2e::Proc::spawn("iperf-wg", dir, c, false));
+    procs.push(warren_e2e::Proc::spawn("iperf-wg", dir, c, false));
     wait_listening(&ws, IPERF_PORT, "iperf3")?;
-    let t = throughput(&w, &peer, cfg.runs, cfg.iperf_secs)?;
+    let t = throughput(&w, &peer, cfg.runs, cfg.iperf_secs, cfg.baseline_mtu)?;
     let ours = median(&t.ours.iter().map(|m| m.run.gbps).collect::<Vec<_>>());
     let theirs = median(&t.theirs.iter().map(|m| m.run.gbps).collect::<Vec<_>>());
     let mtus = format!(
@@ -1489,7 +1216,8 @@ fn measure(dir: &Path, rig: &mut Rig, cfg: &Config) -> Result<Summary> {
         our_cpu / their_cpu
     ));
 
-    if let Some(av4) = agent_v4 {
+    let agent_pid = agent.as_ref().and_then(|a| a.proc().map(|p| p.pid()));
+    if let (Some(av4), Some(agent_pid)) = (agent_v4, agent_pid) {
         eprintln!(
             "iperf3 {} s through warrend to warren-agent…",
             cfg.iperf_secs
@@ -1500,10 +1228,11 @@ fn measure(dir: &Path, rig: &mut Rig, cfg: &Config) -> Result<Summary> {
             AGENT_IPERF_PORT,
             cfg.iperf_secs,
             w.helper_pid,
+            agent_pid,
             ticks,
         ) {
             Ok(m) => {
-                eprintln!("    {:.3} Gbit/s", m.run.gbps);
+                report_run(&m);
                 emit(Metric {
                     name: "throughput_agent",
                     value: m.run.gbps,
@@ -1512,8 +1241,8 @@ fn measure(dir: &Path, rig: &mut Rig, cfg: &Config) -> Result<Summary> {
                     baseline: Some(("wireguard-go", theirs)),
                     target: None,
                     note: Some(format!(
-                        "for scale: one {} s iperf3 run through warrend to warren-agent (userspace smoltcp, forwarding to the workspace's loopback); baseline is wireguard-go ↔ wireguard-go from the runs above",
-                        cfg.iperf_secs
+                        "for scale: one {} s iperf3 run through warrend to warren-agent (userspace smoltcp, forwarding to the workspace's loopback); warrend {:.2} and warren-agent {:.2} CPU s/GB; baseline is wireguard-go ↔ wireguard-go from the runs above",
+                        cfg.iperf_secs, m.cpu_s_per_gb, m.peer_cpu_s_per_gb
                     )),
                 });
             }
@@ -1541,32 +1270,10 @@ fn measure(dir: &Path, rig: &mut Rig, cfg: &Config) -> Result<Summary> {
             cfg.idle_secs
         ));
     }
-    drop(peer);
     Ok(summary)
 }
 
-impl Rig {
-    fn admin(&self, args: &[&str]) -> Result<String> {
-        let mut c = Command::new(warren_e2e::bin("warren-coord"));
-        c.arg("--db").arg(&self.db).args(args);
-        run_ok(c).map(|s| s.trim().to_string())
-    }
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let helper_mode = match args.get(1).map(String::as_str) {
-        Some("--probe-connect") if args.len() == 4 => Some(probe_connect(&args[2], &args[3])),
-        Some("--listen") if args.len() == 3 => Some(listen(&args[2])),
-        _ => None,
-    };
-    if let Some(r) = helper_mode {
-        if let Err(e) = r {
-            eprintln!("{e:#}");
-            std::process::exit(1);
-        }
-        return;
-    }
     if let Err(e) = preflight().and_then(|_| cleanup_on_signal()) {
         eprintln!("bench tunnel: {e:#}");
         std::process::exit(1);
@@ -1579,14 +1286,13 @@ fn main() {
         }
     };
     let started = Instant::now();
-    let dir = warren_e2e::TestDir::new("bench-tunnel");
-    // Failures panic while everything is still up, so the harness prints
-    // each process's log tail and keeps the run's directory.
-    let mut rig =
-        Rig::start(dir.path()).unwrap_or_else(|e| panic!("bench tunnel: setup failed: {e:#}"));
-    let summary = measure(dir.path(), &mut rig, &cfg)
-        .unwrap_or_else(|e| panic!("bench tunnel failed: {e:#}"));
-    drop(rig);
+    let lab = TunnelLab::start("bench-tunnel");
+    register(Leftover::Netns(lab.net.laptop.clone()));
+    register(Leftover::Netns(lab.net.workspace.clone()));
+    // A failure panics while the lab is still up, so the harness prints the
+    // coordinator's log tail and keeps the run's directory with every log.
+    let summary = measure(&lab, &cfg).unwrap_or_else(|e| panic!("bench tunnel failed: {e:#}"));
+    drop(lab);
     eprintln!(
         "\n== bench tunnel: results against targets ({:.0} s) ==",
         started.elapsed().as_secs_f64()

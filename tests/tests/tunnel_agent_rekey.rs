@@ -35,7 +35,7 @@ fn traffic_resumes_within_5s_after_the_agent_restarts_with_a_new_key() {
     let mut tries = 0u32;
     let resumed = poll_until(Duration::from_secs(15), || {
         tries += 1;
-        let r = lab.curl(&["-s", "--connect-timeout", "1", "--max-time", "1", &url]);
+        let r = lab.curl(&["-s", "--connect-timeout", "0.5", "--max-time", "0.5", &url]);
         (r.ok() && r.text() == page).then(|| restarted.elapsed())
     });
     let Some(took) = resumed else {

@@ -58,6 +58,8 @@ struct Metric<'a> {
     better: Better,
     baseline: Option<(&'a str, f64)>,
     target: Option<f64>,
+    /// The ratio (as emitted: above 1 means ahead) the goal asks for.
+    target_ratio: Option<f64>,
     note: Option<String>,
 }
 
@@ -82,6 +84,9 @@ fn emit(m: Metric) {
     }
     if let Some(t) = m.target {
         o["target"] = json!(t);
+    }
+    if let Some(t) = m.target_ratio {
+        o["target_ratio"] = json!(t);
     }
     if let Some(n) = m.note {
         o["note"] = json!(n);
@@ -684,6 +689,8 @@ struct UpSample {
     status_ms: f64,
     /// `warren up` → first TCP connect to warren-agent, when measured.
     agent_connect_ms: Option<f64>,
+    /// The handshake's own round trip as the helper reports it.
+    rtt_ms: Option<f64>,
 }
 
 /// One `warren up` from disconnected: how soon the tunnel carries a connect.
@@ -751,17 +758,16 @@ fn up_cycle(w: &World, peer: &mut WsPeer, agent_v4: Option<IpAddr>) -> Result<Up
     };
     let mut handshake_ms = hs?.as_secs_f64() * 1000.0;
     let mut handshake_source = "peer's `wg show latest-handshakes`, polled";
+    let mut rtt_ms = None;
     // The helper's own report, once the status carries it, is exact.
-    if let Some(s) = netns::status_json(w.cli) {
-        let at = s["agents"].as_array().and_then(|agents| {
-            agents
-                .iter()
-                .find(|a| a["name"] == "wg" && a["public_key"] == peer.wg.public_key.as_str())
-                .and_then(|a| a["tunnel"]["last_handshake_ms"].as_u64())
-        });
-        if let Some(at) = at.filter(|at| *at >= t0_ms) {
+    let tunnel = netns::status_json(w.cli)
+        .and_then(|s| netns::agent_view(&s, "bench", "wg"))
+        .and_then(|v| v.tunnel);
+    if let Some(t) = tunnel {
+        if let Some(at) = t["last_handshake_ms"].as_u64().filter(|at| *at >= t0_ms) {
             handshake_ms = (at - t0_ms) as f64;
             handshake_source = "helper's status tunnel.last_handshake_ms";
+            rtt_ms = t["rtt_ms"].as_f64();
         }
     }
     let agent_connect_ms = match agent_probe {
@@ -780,6 +786,7 @@ fn up_cycle(w: &World, peer: &mut WsPeer, agent_v4: Option<IpAddr>) -> Result<Up
         connect_ms: connect_at.saturating_sub(t0_ms) as f64,
         status_ms,
         agent_connect_ms,
+        rtt_ms,
     })
 }
 
@@ -958,8 +965,17 @@ fn report_run(m: &Measured) {
     );
 }
 
+/// An idle helper's CPU use: percent of one core, the CPU seconds and the
+/// window's seconds behind it, and how many peers it held.
+struct Idle {
+    percent: f64,
+    cpu_s: f64,
+    window_s: f64,
+    peers: usize,
+}
+
 /// CPU% of an idle helper holding `peers` extra static peers.
-fn idle_cpu(w: &World, peers: u64, secs: u64) -> Result<(f64, usize)> {
+fn idle_cpu(w: &World, peers: u64, secs: u64) -> Result<Idle> {
     w.lab.ensure_workspace("idle");
     eprintln!("registering {peers} static peers…");
     for i in 0..peers {
@@ -988,7 +1004,13 @@ fn idle_cpu(w: &World, peers: u64, secs: u64) -> Result<(f64, usize)> {
     let t = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
     let after = cpu_seconds(w.helper_pid, w.ticks)?;
-    Ok(((after - before) / t.elapsed().as_secs_f64() * 100.0, total))
+    let window_s = t.elapsed().as_secs_f64();
+    Ok(Idle {
+        percent: (after - before) / window_s * 100.0,
+        cpu_s: after - before,
+        window_s,
+        peers: total,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1124,11 +1146,28 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Summary> {
         better: Better::Lower,
         baseline: None,
         target: None,
+        target_ratio: None,
         note: Some(format!(
             "median of {n}: `warren up` → the helper's first handshake with a wireguard-go peer (from the {}); includes the bench reading the new session key from `warren status` and handing it to the peer",
             samples[0].handshake_source
         )),
     });
+    let rtts: Vec<f64> = samples.iter().filter_map(|s| s.rtt_ms).collect();
+    if !rtts.is_empty() {
+        emit(Metric {
+            name: "handshake_rtt_ms",
+            value: median(&rtts),
+            unit: "ms",
+            better: Better::Lower,
+            baseline: None,
+            target: None,
+            target_ratio: None,
+            note: Some(format!(
+                "median of {}: initiation → response of those handshakes, from the helper's status tunnel.rtt_ms",
+                rtts.len()
+            )),
+        });
+    }
     let connect = median(&samples.iter().map(|s| s.connect_ms).collect::<Vec<_>>());
     emit(Metric {
         name: "up_to_connect_ms",
@@ -1137,6 +1176,7 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Summary> {
         better: Better::Lower,
         baseline: None,
         target: Some(500.0),
+        target_ratio: None,
         note: Some(format!(
             "median of {n}: `warren up` → first TCP connect from the laptop to the wireguard-go peer; max {:.0} ms; includes the bench configuring the peer with the session key (median {:.0} ms until the status showed it)",
             samples.iter().map(|s| s.connect_ms).fold(0.0, f64::max),
@@ -1155,6 +1195,7 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Summary> {
             better: Better::Lower,
             baseline: None,
             target: Some(500.0),
+            target_ratio: None,
             note: Some(format!(
                 "median of {}: `warren up` → first TCP connect to a warren-agent (which learns the session key from the coordinator)",
                 agent_connects.len()
@@ -1185,12 +1226,15 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Summary> {
         better: Better::Higher,
         baseline: Some(("wireguard-go", theirs)),
         target: None,
+        target_ratio: Some(1.5),
         note: Some(format!(
-            "median of {} interleaved {} s iperf3 TCP runs laptop → workspace wireguard-go peer, warrend vs wireguard-go on the laptop; {mtus}; runs {:?} vs {:?}",
+            "median of {} interleaved {} s single-stream iperf3 TCP runs laptop → workspace wireguard-go peer, warrend vs wireguard-go on the laptop; {mtus}; runs {:?} vs {:?}; TCP retransmits {:?} vs {:?}",
             cfg.runs,
             cfg.iperf_secs,
             t.ours.iter().map(|m| round(m.run.gbps, 3)).collect::<Vec<_>>(),
-            t.theirs.iter().map(|m| round(m.run.gbps, 3)).collect::<Vec<_>>()
+            t.theirs.iter().map(|m| round(m.run.gbps, 3)).collect::<Vec<_>>(),
+            t.ours.iter().map(|m| m.run.retransmits).collect::<Vec<_>>(),
+            t.theirs.iter().map(|m| m.run.retransmits).collect::<Vec<_>>()
         )),
     });
     summary.add(format!(
@@ -1206,9 +1250,12 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Summary> {
         better: Better::Lower,
         baseline: Some(("wireguard-go", their_cpu)),
         target: None,
+        target_ratio: Some(2.0),
         note: Some(format!(
-            "median of {}: utime+stime of warrend vs the laptop-side wireguard-go during each iperf3 run ÷ GB (1e9 bytes) sent",
-            cfg.runs
+            "median of {}: utime+stime of warrend vs the laptop-side wireguard-go during each iperf3 run ÷ GB (1e9 bytes) sent; the receiving workspace wireguard-go used {:.2} vs {:.2} CPU s/GB in those runs (all on the same cores)",
+            cfg.runs,
+            median(&t.ours.iter().map(|m| m.peer_cpu_s_per_gb).collect::<Vec<_>>()),
+            median(&t.theirs.iter().map(|m| m.peer_cpu_s_per_gb).collect::<Vec<_>>())
         )),
     });
     summary.add(format!(
@@ -1240,6 +1287,7 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Summary> {
                     better: Better::Higher,
                     baseline: Some(("wireguard-go", theirs)),
                     target: None,
+                    target_ratio: None,
                     note: Some(format!(
                         "for scale: one {} s iperf3 run through warrend to warren-agent (userspace smoltcp, forwarding to the workspace's loopback); warrend {:.2} and warren-agent {:.2} CPU s/GB; baseline is wireguard-go ↔ wireguard-go from the runs above",
                         cfg.iperf_secs, m.cpu_s_per_gb, m.peer_cpu_s_per_gb
@@ -1252,7 +1300,8 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Summary> {
 
     // 3. An idle helper with many peers.
     if cfg.idle_peers > 0 {
-        let (pct, total) = idle_cpu(&w, cfg.idle_peers, cfg.idle_secs)?;
+        let idle = idle_cpu(&w, cfg.idle_peers, cfg.idle_secs)?;
+        let (pct, total) = (idle.percent, idle.peers);
         emit(Metric {
             name: "idle_cpu_percent",
             value: pct,
@@ -1260,9 +1309,10 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Summary> {
             better: Better::Lower,
             baseline: None,
             target: Some(1.0),
+            target_ratio: None,
             note: Some(format!(
-                "warrend's CPU over {} s with no traffic and {total} peers ({} static peers with random keys and unanswered endpoints), after the directory settled",
-                cfg.idle_secs, cfg.idle_peers
+                "warrend's CPU (% of one core) over {:.1} s with no traffic and {total} peers ({} static peers with random keys and unanswered endpoints), after the directory settled: {:.2} CPU s, measured in {:.0} ms clock ticks",
+                idle.window_s, cfg.idle_peers, idle.cpu_s, 1000.0 / ticks
             )),
         });
         summary.add(format!(

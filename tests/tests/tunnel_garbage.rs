@@ -152,6 +152,30 @@ fn garbage(rng: &mut impl Rng) -> Vec<Vec<u8>> {
     out
 }
 
+/// `(InDatagrams, RcvbufErrors)` of namespace `ns`'s UDP counters: the
+/// laptop namespace has no UDP but the helper's, so their growth is what
+/// reached (or overflowed) the helper's socket.
+fn udp_counters(ns: &str) -> (u64, u64) {
+    let out = warren_e2e::netns::ns_command(ns, "cat")
+        .arg("/proc/net/snmp")
+        .output()
+        .expect("read /proc/net/snmp in the laptop namespace");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        panic!("no Udp lines in /proc/net/snmp: {text}");
+    };
+    let get = |field: &str| -> u64 {
+        names
+            .split_whitespace()
+            .position(|n| n == field)
+            .and_then(|i| values.split_whitespace().nth(i))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no Udp {field} in /proc/net/snmp"))
+    };
+    (get("InDatagrams"), get("RcvbufErrors"))
+}
+
 #[test]
 fn replayed_and_garbage_datagrams_do_not_disturb_a_session() {
     let Some(lab) = TunnelLab::start_or_skip("tunnel-garbage", &[]) else {
@@ -241,6 +265,7 @@ fn replayed_and_garbage_datagrams_do_not_disturb_a_session() {
 
     let mut rng = rand::thread_rng();
     let garbage = garbage(&mut rng);
+    let udp_before = udp_counters(&lab.net.laptop);
     let mut sent = 0usize;
     let attack_start = Instant::now();
     for round in 0..10 {
@@ -268,6 +293,7 @@ fn replayed_and_garbage_datagrams_do_not_disturb_a_session() {
         eprintln!("round {round}: {sent} datagrams injected so far");
     }
     let attack = attack_start.elapsed();
+    let udp_after = udp_counters(&lab.net.laptop);
     // Keep curling for 2 s after the attack.
     std::thread::sleep(Duration::from_secs(2));
     stop_curls.store(true, Ordering::Relaxed);
@@ -279,6 +305,15 @@ fn replayed_and_garbage_datagrams_do_not_disturb_a_session() {
         failed.len()
     );
 
+    let delivered = udp_after.0 - udp_before.0;
+    let overflowed = udp_after.1 - udp_before.1;
+    eprintln!(
+        "laptop UDP during the attack: {delivered} datagrams delivered to the helper's socket (incl. the curls' traffic), {overflowed} dropped on a full receive buffer"
+    );
+    assert!(
+        delivered as usize >= sent / 2,
+        "only {delivered} of {sent} injected datagrams reached the helper's socket: the attack missed"
+    );
     assert!(helper.is_running(), "the helper died under garbage");
     assert!(ok >= 3, "too few curls ran during the attack ({ok})");
     assert!(
@@ -290,7 +325,11 @@ fn replayed_and_garbage_datagrams_do_not_disturb_a_session() {
         r.ok() && r.text() == page,
         "the tunnel broke after the attack"
     );
-    let initiations_after = relay.stats(|s| s.to_agent[1]);
+    let (to_agent, to_helper) = relay.stats(|s| (s.to_agent, s.to_helper));
+    eprintln!(
+        "relay after the attack: helper→agent by type {to_agent:?} (type 3: cookie replies the garbage drew), agent→helper {to_helper:?}"
+    );
+    let initiations_after = to_agent[1];
     assert_eq!(
         initiations_after, initiations_before,
         "the helper started a new handshake because of the injected datagrams"

@@ -3,7 +3,12 @@
 //! [`Observer`] see events, time pings and report statistics.
 //!
 //! Everything here is IO plumbing; what to do with a packet is decided by
-//! `warren-tunnel` and `observe`.
+//! `warren-tunnel` and `observe`. The plumbing is batched (`batch_io`): one
+//! TUN read yields a TCP super-segment's worth of packets, each is
+//! encrypted into its own slot of a reusable arena, and consecutive
+//! datagrams to one peer leave in one GSO `sendmsg`; the other way one
+//! `recvmmsg` yields many (GRO-coalesced) datagrams, decrypted straight into
+//! the TUN batch, which is written per flow as coalesced super-packets.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
@@ -11,7 +16,9 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use warren_netcfg::TunDevice;
-use warren_tunnel::{min_out_len, PeerConfig, Tunnel};
+use warren_tunnel::{min_out_len, PeerConfig, Tunnel, MIN_BUFFER};
+
+use crate::batch_io::{RecvBatch, TunReader, TunWriter, TxBatch, UdpBatch, TUN_BATCH};
 
 use crate::observe::{wall_clock_ms, Observer, PingRequest};
 
@@ -37,35 +44,18 @@ pub fn bind_udp(port: u16) -> std::io::Result<std::net::UdpSocket> {
     Ok(sock)
 }
 
-/// IPv4 peers are reached through the dual-stack socket as v4-mapped
-/// addresses, and their datagrams arrive that way; the table speaks plain v4.
-pub fn unmap(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => addr,
-        },
-        SocketAddr::V4(_) => addr,
-    }
-}
+pub use crate::batch_io::{to_socket, unmap};
 
-/// The socket's form of a table address (v4 becomes v4-mapped).
-pub fn to_socket(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
-        SocketAddr::V6(_) => addr,
-    }
-}
-
-async fn send(udp: &UdpSocket, dst: SocketAddr, payload: &[u8]) {
-    if let Err(e) = udp.send_to(payload, to_socket(dst)).await {
+/// Sends one datagram the tunnel made on its own (or a ping).
+async fn send(udp: &mut UdpBatch, dst: SocketAddr, payload: &[u8]) {
+    if let Err(e) = udp.send(dst, payload, payload.len()).await {
         tracing::debug!(%dst, error = %e, "UDP send failed");
     }
 }
 
 /// Sends what the tunnel queued (handshakes, keepalives, packets that
 /// waited for a handshake) and lets the observer see its events.
-async fn flush(tunnel: &mut Tunnel, observer: &mut Observer, udp: &UdpSocket) {
+async fn flush(tunnel: &mut Tunnel, observer: &mut Observer, udp: &mut UdpBatch) {
     while let Some(t) = tunnel.poll_transmit() {
         send(udp, t.dst, &t.payload).await;
     }
@@ -73,6 +63,130 @@ async fn flush(tunnel: &mut Tunnel, observer: &mut Observer, udp: &UdpSocket) {
         observer.on_event(&e);
     }
     observer.flush(Instant::now(), wall_clock_ms(), tunnel);
+}
+
+/// Sends every queued datagram, one system call per GSO group, and empties
+/// the batch.
+async fn send_batch(udp: &mut UdpBatch, tx: &mut TxBatch) {
+    let max = udp.max_segments();
+    for group in tx.groups(max) {
+        if let Err(e) = udp
+            .send(group.dst, group.contents, group.segment_size)
+            .await
+        {
+            tracing::debug!(dst = %group.dst, segments = group.segments, error = %e, "UDP send failed");
+        }
+    }
+    tx.clear();
+}
+
+/// Encrypts every packet of the last TUN read into the batch, then sends.
+async fn outbound(
+    now: Instant,
+    tunnel: &mut Tunnel,
+    reader: &TunReader,
+    tx: &mut TxBatch,
+    udp: &mut UdpBatch,
+) {
+    for packet in reader.packets() {
+        if tx.space(packet.len()).is_none() {
+            // Sized for a whole read, so only a batch that somehow
+            // overflowed gets here; send what we have and go on.
+            send_batch(udp, tx).await;
+        }
+        let Some(space) = tx.space(packet.len()) else {
+            tracing::debug!(
+                len = packet.len(),
+                "a TUN packet larger than the batch dropped"
+            );
+            continue;
+        };
+        let base = space.as_ptr() as usize;
+        match tunnel.encapsulate(now, packet, space) {
+            Ok(Some(t)) => {
+                // The datagram lies inside `space` (the tunnel writes only
+                // into the buffer it is given); where exactly is up to it.
+                let (dst, offset, len) =
+                    (t.dst, t.payload.as_ptr() as usize - base, t.payload.len());
+                tx.commit(dst, offset, len);
+            }
+            Ok(None) => {}
+            Err(reason) => tracing::trace!(%reason, "outbound packet dropped"),
+        }
+    }
+    send_batch(udp, tx).await;
+}
+
+/// Decrypts every datagram of the last UDP receive into the TUN batch
+/// (unless it answers one of our pings), then writes the batch.
+async fn inbound(
+    now: Instant,
+    tunnel: &mut Tunnel,
+    observer: &mut Observer,
+    rx: &RecvBatch,
+    writer: &mut TunWriter,
+    tun: &TunDevice,
+) {
+    for (from, datagram) in rx.datagrams() {
+        if writer.is_full() {
+            write_tun(writer, tun).await;
+        }
+        let space = writer.space(datagram.len().max(MIN_BUFFER));
+        let base = space.as_ptr() as usize;
+        match tunnel.decapsulate(now, from, datagram, space) {
+            Ok(Some(packet)) => {
+                if !observer.intercept(now, packet, tunnel) {
+                    let (offset, len) = (packet.as_ptr() as usize - base, packet.len());
+                    writer.commit(offset, len);
+                }
+            }
+            Ok(None) => {}
+            Err(reason) => tracing::trace!(%reason, "datagram dropped"),
+        }
+    }
+    write_tun(writer, tun).await;
+}
+
+async fn write_tun(writer: &mut TunWriter, tun: &TunDevice) {
+    if let Err(e) = writer.flush(tun).await {
+        tracing::debug!(error = %e, "writing to the TUN failed");
+    }
+}
+
+/// The largest packet the TUN hands over: its MTU (offload splits
+/// super-segments to it), never less than Ethernet's.
+fn max_packet(tun: &TunDevice) -> usize {
+    match tun.mtu() {
+        Ok(mtu) => usize::from(mtu).max(1500),
+        Err(e) => {
+            tracing::debug!(error = %e, "couldn't read the TUN's MTU");
+            65535
+        }
+    }
+}
+
+/// Says once, at start, which offloads this machine gives us.
+fn log_offloads(tun: &TunDevice, udp: &UdpBatch) {
+    #[cfg(target_os = "linux")]
+    let tun_offload = tun.tcp_gso();
+    #[cfg(not(target_os = "linux"))]
+    let tun_offload = {
+        let _ = tun;
+        false
+    };
+    let gso = udp.max_segments();
+    let gro = udp.gro();
+    tracing::info!(
+        tun_offload,
+        udp_gso_segments = gso,
+        udp_gro = gro,
+        "data plane batching"
+    );
+    if !tun_offload || gso <= 1 || !gro {
+        tracing::info!(
+            "some offloads are unavailable; those paths move one packet per system call"
+        );
+    }
 }
 
 /// Runs until `stop` fires, the TUN fails or the peer table's sender goes.
@@ -86,10 +200,22 @@ pub async fn run(dp: DataPlane) {
         mut observer,
         mut stop,
     } = dp;
-    let mut tun_buf = vec![0u8; 65536];
-    let mut udp_buf = vec![0u8; 65536];
-    let mut out = vec![0u8; min_out_len(65536)];
-    flush(&mut tunnel, &mut observer, &udp).await;
+    let mut udp = match UdpBatch::new(udp) {
+        Ok(udp) => udp,
+        Err(e) => {
+            tracing::error!(error = %e, "couldn't set up the WireGuard socket; the data plane is not running");
+            return;
+        }
+    };
+    log_offloads(&tun, &udp);
+    let max_packet = max_packet(&tun);
+    let mut reader = TunReader::new(max_packet);
+    let mut writer = TunWriter::new(max_packet);
+    let mut tx = TxBatch::new(TUN_BATCH, max_packet);
+    let mut rx = RecvBatch::new();
+    // Pings only; their packets are small.
+    let mut out = vec![0u8; min_out_len(1500)];
+    flush(&mut tunnel, &mut observer, &mut udp).await;
     loop {
         let deadline = match tunnel.poll_timeout() {
             Some(t) => t.min(observer.poll_timeout()),
@@ -97,39 +223,16 @@ pub async fn run(dp: DataPlane) {
         };
         tokio::select! {
             _ = &mut stop => break,
-            read = tun.recv(&mut tun_buf) => match read {
-                Ok(n) if n > 0 => {
-                    let n = n.min(tun_buf.len());
-                    match tunnel.encapsulate(Instant::now(), &tun_buf[..n], &mut out) {
-                        Ok(Some(t)) => {
-                            let dst = t.dst;
-                            let len = t.payload.len();
-                            send(&udp, dst, &out[..len]).await;
-                        }
-                        Ok(None) => {}
-                        Err(reason) => tracing::trace!(%reason, "outbound packet dropped"),
-                    }
-                }
-                Ok(_) => {}
+            read = reader.read(&tun) => match read {
+                Ok(_) => outbound(Instant::now(), &mut tunnel, &reader, &mut tx, &mut udp).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "reading from the TUN failed; stopping the data plane");
                     break;
                 }
             },
-            recv = udp.recv_from(&mut udp_buf) => match recv {
-                Ok((n, from)) => {
-                    let now = Instant::now();
-                    match tunnel.decapsulate(now, unmap(from), &udp_buf[..n], &mut out) {
-                        Ok(Some(packet)) => {
-                            if !observer.intercept(now, packet, &tunnel) {
-                                if let Err(e) = tun.send(packet).await {
-                                    tracing::debug!(error = %e, "writing to the TUN failed");
-                                }
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(reason) => tracing::trace!(%reason, "datagram dropped"),
-                    }
+            recv = udp.recv(&mut rx) => match recv {
+                Ok(_) => {
+                    inbound(Instant::now(), &mut tunnel, &mut observer, &rx, &mut writer, &tun).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
             },
@@ -137,7 +240,7 @@ pub async fn run(dp: DataPlane) {
                 if let Some(t) = observer.ping(Instant::now(), req, &mut tunnel, &mut out) {
                     let dst = t.dst;
                     let len = t.payload.len();
-                    send(&udp, dst, &out[..len]).await;
+                    send(&mut udp, dst, &out[..len]).await;
                 }
             }
             changed = peers.changed() => {
@@ -157,7 +260,7 @@ pub async fn run(dp: DataPlane) {
                 observer.handle_timeout(now, wall_clock_ms(), &tunnel);
             }
         }
-        flush(&mut tunnel, &mut observer, &udp).await;
+        flush(&mut tunnel, &mut observer, &mut udp).await;
     }
 }
 

@@ -3,9 +3,10 @@
 //! refused at once (curl exit 7, connection refused) rather than left to time
 //! out. Laptop and workspace namespaces, real binaries; needs root.
 
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
-use warren_e2e::netns::{http_server, http_url, AgentOptions, HelperOptions, TunnelLab};
+use warren_e2e::netns::{http_server, http_url, in_netns, AgentOptions, HelperOptions, TunnelLab};
 
 const SIZE: usize = 10 * 1024 * 1024;
 
@@ -84,15 +85,29 @@ fn a_large_file_arrives_intact_and_a_closed_port_is_refused() {
 
     // Port 9090 listens in the workspace, but only 8080 is forwarded.
     let closed = http_url(v4, 9090, "");
-    let r = lab.curl(&["-s", "--max-time", "10", &closed]);
+    let r = lab.curl(&["-sS", "--max-time", "10", &closed]);
     eprintln!(
-        "curl to the unforwarded port: exit {} after {:?}",
-        r.code, r.elapsed
+        "curl to the unforwarded port: exit {} after {:?}: {}",
+        r.code,
+        r.elapsed,
+        r.stderr.trim()
     );
     assert_eq!(
         r.code, 7,
         "curl {closed} should fail with `connection refused` (7), got exit {}: {}",
         r.code, r.stderr
+    );
+    // curl says only "Couldn't connect"; a plain connect tells a reset
+    // (refused) from an unreachable or a timeout.
+    let target = SocketAddr::new(v4, 9090);
+    let err = in_netns(&lab.net.laptop, move || {
+        std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5)).err()
+    });
+    eprintln!("TCP connect to {target}: {err:?}");
+    assert_eq!(
+        err.as_ref().map(std::io::Error::kind),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "connecting to the unforwarded port should be refused"
     );
     assert!(
         r.elapsed < Duration::from_secs(2),

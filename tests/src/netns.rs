@@ -1079,6 +1079,9 @@ impl TunnelLab {
     }
 
     /// Starts `warrend` in the laptop namespace and waits for its socket.
+    /// One helper at a time per lab: they share `<dir>/helper.sock` and the
+    /// CLI config (a successor started after [`LabHelper::kill9`] or
+    /// [`LabHelper::terminate`] finds the CLI still signed in).
     pub fn helper(&self, options: HelperOptions) -> LabHelper {
         let socket = self.dir.join("helper.sock");
         let log_dir = self.dir.join("helper-logs");

@@ -135,6 +135,8 @@ fn run_cmd(mut cmd: Command, stdin: Option<&str>, timeout: Duration) -> Result<S
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
+    // An interrupted run must not leave an iperf3 client behind.
+    warren_e2e::proc::die_with_parent(&mut cmd);
     let mut child = cmd.spawn().with_context(|| format!("start {what}"))?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(input.as_bytes())
@@ -205,6 +207,16 @@ fn clock_ticks() -> Result<f64> {
     out.trim()
         .parse::<f64>()
         .with_context(|| format!("getconf CLK_TCK printed {out:?}"))
+}
+
+/// Whether `pid` still runs (an exited child stays a zombie until reaped).
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next());
+        !matches!(state, Some("Z" | "X") | None)
+    })
 }
 
 /// utime + stime of a whole process (all threads), in seconds.
@@ -583,6 +595,12 @@ fn iperf_with_cpu(
     let before = (cpu_seconds(pid, ticks)?, cpu_seconds(peer_pid, ticks)?);
     let run = iperf(ns, addr, port, secs)?;
     let after = (cpu_seconds(pid, ticks)?, cpu_seconds(peer_pid, ticks)?);
+    // A dead process's frozen counters would read as a miracle of efficiency.
+    for p in [pid, peer_pid] {
+        if !process_alive(p) {
+            bail!("pid {p} exited during the iperf3 run");
+        }
+    }
     if run.bytes_sent <= 0.0 {
         bail!("iperf3 sent nothing");
     }
@@ -600,7 +618,6 @@ fn iperf_with_cpu(
 /// What the measurements need of the lab and the running helper.
 struct World<'a> {
     lab: &'a TunnelLab,
-    helper: &'a LabHelper,
     laptop: &'a str,
     workspace: &'a str,
     workspace_ip: String,
@@ -614,7 +631,6 @@ impl<'a> World<'a> {
     fn new(lab: &'a TunnelLab, helper: &'a LabHelper, ticks: f64) -> World<'a> {
         World {
             lab,
-            helper,
             laptop: &lab.net.laptop,
             workspace: &lab.net.workspace,
             workspace_ip: lab.net.workspace_ip.to_string(),
@@ -629,8 +645,16 @@ impl<'a> World<'a> {
         self.lab.dir.path()
     }
 
-    fn print_helper_log(&self, lines: usize) {
-        self.helper.print_log_tail(lines);
+    /// Fails if warrend has exited (a crash explains any later error).
+    fn check_helper(&self) -> Result<()> {
+        if process_alive(self.helper_pid) {
+            Ok(())
+        } else {
+            bail!(
+                "warrend (pid {}) exited during the benchmark",
+                self.helper_pid
+            )
+        }
     }
 
     /// Starts connecting to `target` from the laptop namespace.
@@ -695,6 +719,7 @@ struct UpSample {
 
 /// One `warren up` from disconnected: how soon the tunnel carries a connect.
 fn up_cycle(w: &World, peer: &mut WsPeer, agent_v4: Option<IpAddr>) -> Result<UpSample> {
+    w.check_helper()?;
     let t0_ms = unix_ms();
     let t0 = Instant::now();
     w.cli.run_ok(&["up"]);
@@ -712,7 +737,6 @@ fn up_cycle(w: &World, peer: &mut WsPeer, agent_v4: Option<IpAddr>) -> Result<Up
         (!a.addresses.is_empty()).then(|| (dev, a.addresses.clone()))
     });
     let Some((device, wg_addrs)) = found else {
-        w.print_helper_log(40);
         bail!("after `warren up` the status never showed a connected session with the device key and agent bench/wg (20 s)");
     };
     let status_ms = t0.elapsed().as_secs_f64() * 1000.0;
@@ -748,12 +772,10 @@ fn up_cycle(w: &World, peer: &mut WsPeer, agent_v4: Option<IpAddr>) -> Result<Up
     let connect_at = match connect {
         Ok(at) => at,
         Err(e) => {
-            w.print_helper_log(40);
             bail!("`warren up` → TCP connect to the wireguard-go peer {v4}:{PROBE_PORT}: {e:#}");
         }
     };
     let Some(hs) = hs else {
-        w.print_helper_log(40);
         bail!("wireguard-go never recorded a handshake with the helper (20 s)");
     };
     let mut handshake_ms = hs?.as_secs_f64() * 1000.0;
@@ -799,7 +821,6 @@ fn down(w: &World) -> Result<()> {
         .then_some(())
     });
     if gone.is_none() {
-        w.print_helper_log(40);
         bail!(
             "`warren down` did not disconnect and remove {} within 10 s",
             w.tun_name
@@ -905,6 +926,7 @@ fn throughput(
         their_mtu: lap.mtu(),
     };
     for i in 0..runs {
+        w.check_helper()?;
         // Ours: the deployment route through the helper's TUN.
         let _ = ip(&["-n", w.laptop, "route", "del", &host, "dev", &lap.name]);
         let dev = route_dev(w.laptop, &v4)?;
@@ -923,8 +945,7 @@ fn throughput(
             w.helper_pid,
             peer.wg.pid(),
             w.ticks,
-        )
-        .inspect_err(|_| w.print_helper_log(40))?;
+        )?;
         report_run(&m);
         out.ours.push(m);
 
@@ -993,7 +1014,6 @@ fn idle_cpu(w: &World, peers: u64, secs: u64) -> Result<Idle> {
         (idle_ws(&s)? as u64 >= peers).then_some(s.agents.len())
     });
     let Some(total) = listed else {
-        w.print_helper_log(40);
         bail!("the helper did not list the {peers} idle peers within 30 s");
     };
     // Let the directory change settle (tunnel reconcile, the stats report
@@ -1004,6 +1024,8 @@ fn idle_cpu(w: &World, peers: u64, secs: u64) -> Result<Idle> {
     let t = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
     let after = cpu_seconds(w.helper_pid, w.ticks)?;
+    // A crashed helper would read as a perfectly idle one.
+    w.check_helper()?;
     let window_s = t.elapsed().as_secs_f64();
     Ok(Idle {
         percent: (after - before) / window_s * 100.0,
@@ -1055,7 +1077,6 @@ impl Summary {
 }
 
 fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Summary> {
-    let mut summary = Summary::default();
     let ticks = clock_ticks()?;
     let dir = lab.dir.path();
     let ws = lab.net.workspace.clone();
@@ -1100,21 +1121,48 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Summary> {
     // Signed in and connected once; every measured `up` starts from `down`.
     lab.login_up(&helper);
     let w = World::new(lab, &helper, ticks);
-    down(&w)?;
+    let agent_pid = agent.as_ref().and_then(|a| a.proc().map(|p| p.pid()));
+    let result = measure_connected(&w, cfg, &mut peer, &mut procs, agent_pid);
+    if let Err(e) = &result {
+        // Most failures are explained by the helper's last words.
+        eprintln!("bench tunnel: {e:#}");
+        let e = w.check_helper().err();
+        if let Some(e) = e {
+            eprintln!("{e:#}");
+        }
+        helper.print_log_tail(60);
+        if let Some(a) = &agent {
+            a.print_log_tail(20);
+        }
+    }
+    result
+}
+
+/// The measurements, once the helper is signed in.
+fn measure_connected(
+    w: &World,
+    cfg: &Config,
+    peer: &mut WsPeer,
+    procs: &mut Vec<warren_e2e::Proc>,
+    agent_pid: Option<u32>,
+) -> Result<Summary> {
+    let mut summary = Summary::default();
+    let (dir, ws, ticks) = (w.dir(), w.workspace, w.ticks);
+    down(w)?;
 
     // 1. `warren up` → handshake and first TCP connect.
     let mut samples = Vec::new();
     let mut agent_v4 = None;
     for i in 0..cfg.up_cycles {
         if i > 0 {
-            down(&w)?;
+            down(w)?;
         }
         eprintln!(
             "[{}/{}] warren up → first TCP connect…",
             i + 1,
             cfg.up_cycles
         );
-        let s = up_cycle(&w, &mut peer, agent_v4)?;
+        let s = up_cycle(w, peer, agent_v4)?;
         eprintln!(
             "    status {:.0} ms, handshake {:.0} ms, connect {:.0} ms{}",
             s.status_ms,
@@ -1207,11 +1255,11 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Summary> {
     let v4 = peer
         .v4
         .ok_or_else(|| anyhow!("agent bench/wg has no IPv4 address"))?;
-    let mut c = netns::ns_command(&ws, "iperf3");
+    let mut c = netns::ns_command(ws, "iperf3");
     c.args(["-s", "-B", &v4.to_string(), "-p", &IPERF_PORT.to_string()]);
     procs.push(warren_e2e::Proc::spawn("iperf-wg", dir, c, false));
-    wait_listening(&ws, IPERF_PORT, "iperf3")?;
-    let t = throughput(&w, &peer, cfg.runs, cfg.iperf_secs, cfg.baseline_mtu)?;
+    wait_listening(ws, IPERF_PORT, "iperf3")?;
+    let t = throughput(w, peer, cfg.runs, cfg.iperf_secs, cfg.baseline_mtu)?;
     let ours = median(&t.ours.iter().map(|m| m.run.gbps).collect::<Vec<_>>());
     let theirs = median(&t.theirs.iter().map(|m| m.run.gbps).collect::<Vec<_>>());
     let mtus = format!(
@@ -1263,7 +1311,6 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Summary> {
         our_cpu / their_cpu
     ));
 
-    let agent_pid = agent.as_ref().and_then(|a| a.proc().map(|p| p.pid()));
     if let (Some(av4), Some(agent_pid)) = (agent_v4, agent_pid) {
         eprintln!(
             "iperf3 {} s through warrend to warren-agent…",
@@ -1300,7 +1347,7 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Summary> {
 
     // 3. An idle helper with many peers.
     if cfg.idle_peers > 0 {
-        let idle = idle_cpu(&w, cfg.idle_peers, cfg.idle_secs)?;
+        let idle = idle_cpu(w, cfg.idle_peers, cfg.idle_secs)?;
         let (pct, total) = (idle.percent, idle.peers);
         emit(Metric {
             name: "idle_cpu_percent",
@@ -1336,6 +1383,10 @@ fn main() {
         }
     };
     let started = Instant::now();
+    // Other work on the machine skews every figure; say how busy it was.
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        eprintln!("bench tunnel: load average at start {}", load.trim());
+    }
     let lab = TunnelLab::start("bench-tunnel");
     register(Leftover::Netns(lab.net.laptop.clone()));
     register(Leftover::Netns(lab.net.workspace.clone()));

@@ -5,17 +5,30 @@
 //! A "laptop" namespace runs `warrend` (TUN + boringtun); a "workspace"
 //! namespace runs the coordinator, a plain `wireguard-go` peer registered with
 //! `warren-coord agent add --public-key`, optionally a `warren-agent`, and the
-//! iperf3 servers. The baseline swaps `warrend` for a second `wireguard-go` on
-//! the laptop side, talking to the same workspace peer. Prints one JSON object
-//! per metric on stdout (DESIGN.md, "Tests and measurements"); progress and a
-//! summary against the targets go to stderr.
+//! iperf3 servers (the shared `warren_e2e::netns::TunnelLab`). The baseline
+//! swaps `warrend` for a second `wireguard-go` on the laptop side, talking to
+//! the same workspace peer, in interleaved runs.
+//!
+//! Measures: `warren up` → handshake and → first TCP connect; iperf3 TCP
+//! throughput and CPU seconds per GB laptop → workspace (the laptop side
+//! encrypts) and workspace → laptop (it decrypts); for scale, throughput to a
+//! `warren-agent`; CPU of an idle `warrend` holding 100 extra static peers.
+//! Each iperf3 note also counts the UDP datagrams the receiving tunnel end's
+//! full socket buffer dropped, which is where this setup loses packets.
+//!
+//! Prints one JSON object per metric on stdout (DESIGN.md, "Tests and
+//! measurements"); progress and a summary against the targets go to stderr.
+//! Needs root; any failure panics with the processes' log tails and keeps
+//! the run's directory; Ctrl-C removes the namespaces.
 //!
 //! Knobs (environment): `WARREN_BENCH_IPERF_SECS` (10), `WARREN_BENCH_RUNS`
 //! (iperf runs per side, interleaved; 3), `WARREN_BENCH_UP_CYCLES` (`warren
 //! up` → connect samples; 4), `WARREN_BENCH_IDLE_PEERS` (100),
 //! `WARREN_BENCH_IDLE_SECS` (60), `WARREN_BENCH_AGENT` (0 skips the
 //! warren-agent runs), `WARREN_BENCH_BASELINE_MTU` (the laptop-side
-//! wireguard-go's MTU; default its own 1420, while warrend's TUN has 1280).
+//! wireguard-go's MTU; default its own 1420, while warrend's TUN has 1280),
+//! `WARREN_BENCH_DOWNLOAD` (0 skips the workspace → laptop runs, which put
+//! the laptop side on the receiving end).
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
@@ -531,6 +544,24 @@ fn host_prefix(a: &IpAddr) -> String {
 // ---------------------------------------------------------------------------
 // iperf3
 
+/// Which way the bulk data flows.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Direction {
+    /// Laptop → workspace (iperf3's default): the laptop side encrypts.
+    Upload,
+    /// Workspace → laptop (`iperf3 -R`): the laptop side decrypts.
+    Download,
+}
+
+impl Direction {
+    fn arrow(self) -> &'static str {
+        match self {
+            Direction::Upload => "laptop → workspace",
+            Direction::Download => "workspace → laptop",
+        }
+    }
+}
+
 /// One iperf3 TCP run's result.
 struct IperfRun {
     /// Receiver's goodput, Gbit/s.
@@ -540,16 +571,17 @@ struct IperfRun {
     retransmits: u64,
 }
 
-/// Runs `iperf3 -c ADDR -p PORT -t SECS -J` in `ns` and parses the result.
-fn iperf(ns: &str, addr: &IpAddr, port: u16, secs: u64) -> Result<IperfRun> {
+/// Runs `iperf3 -c ADDR -p PORT -t SECS -J [-R]` in `ns` and parses it.
+fn iperf(ns: &str, addr: &IpAddr, port: u16, secs: u64, dir: Direction) -> Result<IperfRun> {
     let mut c = netns::ns_command(ns, "iperf3");
     c.args(["-c", &addr.to_string(), "-p", &port.to_string()])
         .args(["-t", &secs.to_string(), "-J", "--connect-timeout", "5000"]);
-    // iperf3 -J prints its JSON even when it fails; keep it for the error.
-    let out = match run_cmd(c, None, Duration::from_secs(secs + 30)) {
-        Ok(out) => out,
-        Err(e) => return Err(e.context(format!("iperf3 to {addr}:{port} from {ns}"))),
-    };
+    if dir == Direction::Download {
+        c.arg("-R");
+    }
+    // iperf3 -J prints its JSON even when it fails; run_cmd keeps it.
+    let out = run_cmd(c, None, Duration::from_secs(secs + 30))
+        .with_context(|| format!("iperf3 to {addr}:{port} from {ns}"))?;
     parse_iperf(&out)
 }
 
@@ -558,6 +590,7 @@ fn parse_iperf(out: &str) -> Result<IperfRun> {
     if let Some(e) = v.get("error").and_then(Value::as_str) {
         bail!("iperf3: {e}");
     }
+    // With -R the sums still describe the sender and the receiver.
     let end = &v["end"];
     let received = end["sum_received"]["bits_per_second"]
         .as_f64()
@@ -572,29 +605,62 @@ fn parse_iperf(out: &str) -> Result<IperfRun> {
     })
 }
 
+/// Datagrams the kernel dropped because a UDP socket's receive buffer was
+/// full, in namespace `ns` (the receiving tunnel end falling behind).
+fn udp_rcvbuf_errors(ns: &str) -> Result<u64> {
+    let mut c = netns::ns_command(ns, "cat");
+    c.arg("/proc/net/snmp");
+    let snmp = run_ok(c)?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        bail!("no Udp lines in {ns}'s /proc/net/snmp");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .ok_or_else(|| anyhow!("no Udp RcvbufErrors in {ns}'s /proc/net/snmp"))
+}
+
 /// One iperf run while watching processes' CPU time.
 struct Measured {
     run: IperfRun,
     /// CPU seconds of the laptop-side tunnel process per GB (1e9 bytes) sent.
     cpu_s_per_gb: f64,
-    /// The same for the workspace-side peer (the receiver), to show which
-    /// end limits the run.
+    /// The same for the workspace-side peer, to show which end limits the
+    /// run.
     peer_cpu_s_per_gb: f64,
+    /// UDP datagrams dropped at the receiving end's full socket buffer.
+    rcvbuf_drops: u64,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn iperf_with_cpu(
-    ns: &str,
-    addr: &IpAddr,
-    port: u16,
-    secs: u64,
+/// The laptop side of one run: where it runs and which process carries it.
+struct Side<'a> {
+    laptop: &'a str,
+    workspace: &'a str,
     pid: u32,
     peer_pid: u32,
     ticks: f64,
+}
+
+fn iperf_with_cpu(
+    side: &Side,
+    addr: &IpAddr,
+    port: u16,
+    secs: u64,
+    dir: Direction,
 ) -> Result<Measured> {
+    let (pid, peer_pid, ticks) = (side.pid, side.peer_pid, side.ticks);
+    let receiver = match dir {
+        Direction::Upload => side.workspace,
+        Direction::Download => side.laptop,
+    };
+    let drops_before = udp_rcvbuf_errors(receiver)?;
     let before = (cpu_seconds(pid, ticks)?, cpu_seconds(peer_pid, ticks)?);
-    let run = iperf(ns, addr, port, secs)?;
+    let run = iperf(side.laptop, addr, port, secs, dir)?;
     let after = (cpu_seconds(pid, ticks)?, cpu_seconds(peer_pid, ticks)?);
+    let drops_after = udp_rcvbuf_errors(receiver)?;
     // A dead process's frozen counters would read as a miracle of efficiency.
     for p in [pid, peer_pid] {
         if !process_alive(p) {
@@ -608,6 +674,7 @@ fn iperf_with_cpu(
     Ok(Measured {
         cpu_s_per_gb: (after.0 - before.0) / gb,
         peer_cpu_s_per_gb: (after.1 - before.1) / gb,
+        rcvbuf_drops: drops_after.saturating_sub(drops_before),
         run,
     })
 }
@@ -859,22 +926,25 @@ fn wait_listening(ns: &str, port: u16, what: &str) -> Result<()> {
     ok.ok_or_else(|| anyhow!("{what} is not listening on port {port} in {ns} after 10 s"))
 }
 
-struct Throughput {
+/// Interleaved runs of one direction.
+#[derive(Default)]
+struct Runs {
     ours: Vec<Measured>,
     theirs: Vec<Measured>,
+}
+
+struct Throughput {
+    upload: Runs,
+    download: Runs,
     our_mtu: Option<u32>,
     their_mtu: Option<u32>,
 }
 
-/// iperf3 laptop → workspace peer, alternating warrend and a laptop-side
-/// wireguard-go so slow drifts of the machine hit both alike.
-fn throughput(
-    w: &World,
-    peer: &WsPeer,
-    runs: u64,
-    secs: u64,
-    baseline_mtu: Option<u64>,
-) -> Result<Throughput> {
+/// iperf3 between the laptop and the workspace peer in `dirs`, alternating
+/// warrend and a laptop-side wireguard-go so slow drifts of the machine hit
+/// both alike.
+fn throughput(w: &World, peer: &WsPeer, cfg: &Config, dirs: &[Direction]) -> Result<Throughput> {
+    let (runs, secs) = (cfg.runs, cfg.iperf_secs);
     let v4 = peer
         .v4
         .ok_or_else(|| anyhow!("agent bench/wg has no IPv4 address"))?;
@@ -882,7 +952,7 @@ fn throughput(
     let lap = WgGo::start(w.dir(), w.laptop, &warren_e2e::unique("wglap"), 0)?;
     let endpoint = format!("{}:{WG_PEER_PORT}", w.workspace_ip);
     lap.set_peer(&peer.wg.public_key, Some(&endpoint), &[host_prefix(&v4)])?;
-    if let Some(mtu) = baseline_mtu {
+    if let Some(mtu) = cfg.baseline_mtu {
         ip(&[
             "-n",
             w.laptop,
@@ -920,59 +990,68 @@ fn throughput(
     let host = host_prefix(&v4);
 
     let mut out = Throughput {
-        ours: Vec::new(),
-        theirs: Vec::new(),
+        upload: Runs::default(),
+        download: Runs::default(),
         our_mtu: link_mtu(w.laptop, w.tun_name),
         their_mtu: lap.mtu(),
     };
+    let ours = Side {
+        laptop: w.laptop,
+        workspace: w.workspace,
+        pid: w.helper_pid,
+        peer_pid: peer.wg.pid(),
+        ticks: w.ticks,
+    };
+    let theirs = Side {
+        pid: lap.pid(),
+        ..ours
+    };
     for i in 0..runs {
-        w.check_helper()?;
-        // Ours: the deployment route through the helper's TUN.
-        let _ = ip(&["-n", w.laptop, "route", "del", &host, "dev", &lap.name]);
-        let dev = route_dev(w.laptop, &v4)?;
-        if dev != w.tun_name {
-            bail!(
-                "the laptop routes {v4} via {dev}, not the helper's {}",
-                w.tun_name
+        for &dir in dirs {
+            w.check_helper()?;
+            let slot = match dir {
+                Direction::Upload => &mut out.upload,
+                Direction::Download => &mut out.download,
+            };
+            // Ours: the deployment route through the helper's TUN.
+            let _ = ip(&["-n", w.laptop, "route", "del", &host, "dev", &lap.name]);
+            let dev = route_dev(w.laptop, &v4)?;
+            if dev != w.tun_name {
+                bail!(
+                    "the laptop routes {v4} via {dev}, not the helper's {}",
+                    w.tun_name
+                );
+            }
+            eprintln!(
+                "[{}/{runs}] {} {secs} s through warrend…",
+                i + 1,
+                dir.arrow()
             );
-        }
-        eprintln!("[{}/{runs}] iperf3 {secs} s through warrend…", i + 1);
-        let m = iperf_with_cpu(
-            w.laptop,
-            &v4,
-            IPERF_PORT,
-            secs,
-            w.helper_pid,
-            peer.wg.pid(),
-            w.ticks,
-        )?;
-        report_run(&m);
-        out.ours.push(m);
+            let m = iperf_with_cpu(&ours, &v4, IPERF_PORT, secs, dir)?;
+            report_run(&m);
+            slot.ours.push(m);
 
-        // Theirs: a more specific route through the laptop-side wireguard-go.
-        ip(&[
-            "-n",
-            w.laptop,
-            "route",
-            "replace",
-            &host,
-            "dev",
-            &lap.name,
-            "src",
-            BASELINE_ADDR,
-        ])?;
-        eprintln!("[{}/{runs}] iperf3 {secs} s through wireguard-go…", i + 1);
-        let m = iperf_with_cpu(
-            w.laptop,
-            &v4,
-            IPERF_PORT,
-            secs,
-            lap.pid(),
-            peer.wg.pid(),
-            w.ticks,
-        )?;
-        report_run(&m);
-        out.theirs.push(m);
+            // Theirs: a more specific route through the laptop-side wireguard-go.
+            ip(&[
+                "-n",
+                w.laptop,
+                "route",
+                "replace",
+                &host,
+                "dev",
+                &lap.name,
+                "src",
+                BASELINE_ADDR,
+            ])?;
+            eprintln!(
+                "[{}/{runs}] {} {secs} s through wireguard-go…",
+                i + 1,
+                dir.arrow()
+            );
+            let m = iperf_with_cpu(&theirs, &v4, IPERF_PORT, secs, dir)?;
+            report_run(&m);
+            slot.theirs.push(m);
+        }
     }
     ip(&["-n", w.laptop, "route", "del", &host, "dev", &lap.name])?;
     peer.wg.remove_peer(&lap.public_key)?;
@@ -981,8 +1060,8 @@ fn throughput(
 
 fn report_run(m: &Measured) {
     eprintln!(
-        "    {:.3} Gbit/s, {:.2} CPU s/GB (workspace peer {:.2}), {} retransmits",
-        m.run.gbps, m.cpu_s_per_gb, m.peer_cpu_s_per_gb, m.run.retransmits
+        "    {:.3} Gbit/s, {:.2} CPU s/GB (workspace peer {:.2}), {} retransmits, {} UDP receive-buffer drops",
+        m.run.gbps, m.cpu_s_per_gb, m.peer_cpu_s_per_gb, m.run.retransmits, m.rcvbuf_drops
     );
 }
 
@@ -1047,6 +1126,8 @@ struct Config {
     agent: bool,
     /// MTU for the baseline's laptop-side wireguard-go (default: its own).
     baseline_mtu: Option<u64>,
+    /// Also measure workspace → laptop.
+    download: bool,
 }
 
 impl Config {
@@ -1058,6 +1139,7 @@ impl Config {
             idle_peers: env_num("WARREN_BENCH_IDLE_PEERS", 100)?,
             idle_secs: env_num("WARREN_BENCH_IDLE_SECS", 60)?.max(1),
             agent: env_num("WARREN_BENCH_AGENT", 1)? != 0,
+            download: env_num("WARREN_BENCH_DOWNLOAD", 1)? != 0,
             baseline_mtu: match env_num("WARREN_BENCH_BASELINE_MTU", 0)? {
                 0 => None,
                 m => Some(m),
@@ -1259,71 +1341,40 @@ fn measure_connected(
     c.args(["-s", "-B", &v4.to_string(), "-p", &IPERF_PORT.to_string()]);
     procs.push(warren_e2e::Proc::spawn("iperf-wg", dir, c, false));
     wait_listening(ws, IPERF_PORT, "iperf3")?;
-    let t = throughput(w, peer, cfg.runs, cfg.iperf_secs, cfg.baseline_mtu)?;
-    let ours = median(&t.ours.iter().map(|m| m.run.gbps).collect::<Vec<_>>());
-    let theirs = median(&t.theirs.iter().map(|m| m.run.gbps).collect::<Vec<_>>());
+    let dirs: &[Direction] = if cfg.download {
+        &[Direction::Upload, Direction::Download]
+    } else {
+        &[Direction::Upload]
+    };
+    let t = throughput(w, peer, cfg, dirs)?;
     let mtus = format!(
         "MTU {} vs {}",
         t.our_mtu.map_or("?".into(), |m| m.to_string()),
         t.their_mtu.map_or("?".into(), |m| m.to_string())
     );
-    emit(Metric {
-        name: "throughput",
-        value: ours,
-        unit: "Gbit/s",
-        better: Better::Higher,
-        baseline: Some(("wireguard-go", theirs)),
-        target: None,
-        target_ratio: Some(1.5),
-        note: Some(format!(
-            "median of {} interleaved {} s single-stream iperf3 TCP runs laptop → workspace wireguard-go peer, warrend vs wireguard-go on the laptop; {mtus}; runs {:?} vs {:?}; TCP retransmits {:?} vs {:?}",
-            cfg.runs,
-            cfg.iperf_secs,
-            t.ours.iter().map(|m| round(m.run.gbps, 3)).collect::<Vec<_>>(),
-            t.theirs.iter().map(|m| round(m.run.gbps, 3)).collect::<Vec<_>>(),
-            t.ours.iter().map(|m| m.run.retransmits).collect::<Vec<_>>(),
-            t.theirs.iter().map(|m| m.run.retransmits).collect::<Vec<_>>()
-        )),
-    });
-    summary.add(format!(
-        "throughput         {ours:>8.3} Gbit/s    wireguard-go {theirs:.3}: ×{:.2}, target ≥ ×1.5",
-        ours / theirs
-    ));
-    let our_cpu = median(&t.ours.iter().map(|m| m.cpu_s_per_gb).collect::<Vec<_>>());
-    let their_cpu = median(&t.theirs.iter().map(|m| m.cpu_s_per_gb).collect::<Vec<_>>());
-    emit(Metric {
-        name: "cpu_per_gb",
-        value: our_cpu,
-        unit: "CPU s/GB",
-        better: Better::Lower,
-        baseline: Some(("wireguard-go", their_cpu)),
-        target: None,
-        target_ratio: Some(2.0),
-        note: Some(format!(
-            "median of {}: utime+stime of warrend vs the laptop-side wireguard-go during each iperf3 run ÷ GB (1e9 bytes) sent; the receiving workspace wireguard-go used {:.2} vs {:.2} CPU s/GB in those runs (all on the same cores)",
-            cfg.runs,
-            median(&t.ours.iter().map(|m| m.peer_cpu_s_per_gb).collect::<Vec<_>>()),
-            median(&t.theirs.iter().map(|m| m.peer_cpu_s_per_gb).collect::<Vec<_>>())
-        )),
-    });
-    summary.add(format!(
-        "CPU per GB         {our_cpu:>8.2} s         wireguard-go {their_cpu:.2}: ours is ×{:.2} of theirs, target ≤ ×0.5",
-        our_cpu / their_cpu
-    ));
+    let theirs = emit_runs(&t.upload, Direction::Upload, cfg, &mtus, &mut summary);
+    if cfg.download {
+        emit_runs(&t.download, Direction::Download, cfg, &mtus, &mut summary);
+    }
 
     if let (Some(av4), Some(agent_pid)) = (agent_v4, agent_pid) {
         eprintln!(
             "iperf3 {} s through warrend to warren-agent…",
             cfg.iperf_secs
         );
+        let side = Side {
+            laptop: w.laptop,
+            workspace: w.workspace,
+            pid: w.helper_pid,
+            peer_pid: agent_pid,
+            ticks,
+        };
         match iperf_with_cpu(
-            w.laptop,
+            &side,
             &av4,
             AGENT_IPERF_PORT,
             cfg.iperf_secs,
-            w.helper_pid,
-            agent_pid,
-            ticks,
+            Direction::Upload,
         ) {
             Ok(m) => {
                 report_run(&m);
@@ -1336,7 +1387,7 @@ fn measure_connected(
                     target: None,
                     target_ratio: None,
                     note: Some(format!(
-                        "for scale: one {} s iperf3 run through warrend to warren-agent (userspace smoltcp, forwarding to the workspace's loopback); warrend {:.2} and warren-agent {:.2} CPU s/GB; baseline is wireguard-go ↔ wireguard-go from the runs above",
+                        "for scale: one {} s iperf3 run laptop → workspace through warrend to warren-agent (userspace smoltcp, forwarding to the workspace's loopback); warrend {:.2} and warren-agent {:.2} CPU s/GB; baseline is wireguard-go ↔ wireguard-go laptop → workspace from the runs above",
                         cfg.iperf_secs, m.cpu_s_per_gb, m.peer_cpu_s_per_gb
                     )),
                 });
@@ -1368,6 +1419,86 @@ fn measure_connected(
         ));
     }
     Ok(summary)
+}
+
+/// Emits throughput and CPU/GB of one direction; returns the baseline's
+/// median throughput.
+fn emit_runs(runs: &Runs, dir: Direction, cfg: &Config, mtus: &str, summary: &mut Summary) -> f64 {
+    let med =
+        |f: &dyn Fn(&Measured) -> f64, v: &[Measured]| median(&v.iter().map(f).collect::<Vec<_>>());
+    let list = |f: &dyn Fn(&Measured) -> f64, v: &[Measured]| {
+        v.iter().map(|m| round(f(m), 3)).collect::<Vec<_>>()
+    };
+    let gbps = |m: &Measured| m.run.gbps;
+    let cpu = |m: &Measured| m.cpu_s_per_gb;
+    let peer_cpu = |m: &Measured| m.peer_cpu_s_per_gb;
+    let counts = |f: &dyn Fn(&Measured) -> u64, v: &[Measured]| v.iter().map(f).collect::<Vec<_>>();
+    let retrans = |m: &Measured| m.run.retransmits;
+    let drops = |m: &Measured| m.rcvbuf_drops;
+    let (suffix, receiver, laptop_role) = match dir {
+        Direction::Upload => ("", "the workspace", "encrypting"),
+        Direction::Download => ("_download", "the laptop", "decrypting"),
+    };
+    let ours = med(&gbps, &runs.ours);
+    let theirs = med(&gbps, &runs.theirs);
+    let name = format!("throughput{suffix}");
+    emit(Metric {
+        name: &name,
+        value: ours,
+        unit: "Gbit/s",
+        better: Better::Higher,
+        baseline: Some(("wireguard-go", theirs)),
+        target: None,
+        target_ratio: (dir == Direction::Upload).then_some(1.5),
+        note: Some(format!(
+            "median of {} interleaved {} s single-stream iperf3 TCP runs {} with a wireguard-go workspace peer, warrend vs wireguard-go {laptop_role} on the laptop; {mtus}; runs {:?} vs {:?}; TCP retransmits {:?} vs {:?}; UDP receive-buffer drops at {receiver} {:?} vs {:?}",
+            cfg.runs,
+            cfg.iperf_secs,
+            dir.arrow(),
+            list(&gbps, &runs.ours),
+            list(&gbps, &runs.theirs),
+            counts(&retrans, &runs.ours),
+            counts(&retrans, &runs.theirs),
+            counts(&drops, &runs.ours),
+            counts(&drops, &runs.theirs),
+        )),
+    });
+    let label = format!("throughput{}", if suffix.is_empty() { "" } else { " ↓" });
+    summary.add(format!(
+        "{label:<18} {ours:>8.3} Gbit/s    wireguard-go {theirs:.3}: ×{:.2}{}",
+        ours / theirs,
+        if dir == Direction::Upload {
+            ", target ≥ ×1.5"
+        } else {
+            ""
+        }
+    ));
+    let our_cpu = med(&cpu, &runs.ours);
+    let their_cpu = med(&cpu, &runs.theirs);
+    let name = format!("cpu_per_gb{suffix}");
+    emit(Metric {
+        name: &name,
+        value: our_cpu,
+        unit: "CPU s/GB",
+        better: Better::Lower,
+        baseline: Some(("wireguard-go", their_cpu)),
+        target: None,
+        target_ratio: (dir == Direction::Upload).then_some(2.0),
+        note: Some(format!(
+            "median of {}, {}: utime+stime of warrend vs the laptop-side wireguard-go during each iperf3 run ÷ GB (1e9 bytes) sent; the workspace wireguard-go used {:.2} vs {:.2} CPU s/GB in those runs (all on the same cores)",
+            cfg.runs,
+            dir.arrow(),
+            med(&peer_cpu, &runs.ours),
+            med(&peer_cpu, &runs.theirs)
+        )),
+    });
+    let label = format!("CPU per GB{}", if suffix.is_empty() { "" } else { " ↓" });
+    summary.add(format!(
+        "{label:<18} {our_cpu:>8.2} s         wireguard-go {their_cpu:.2}: ours is ×{:.2} of theirs{}",
+        our_cpu / their_cpu,
+        if dir == Direction::Upload { ", target ≤ ×0.5" } else { "" }
+    ));
+    theirs
 }
 
 fn main() {

@@ -200,7 +200,7 @@ impl Forwarder {
         }
         let id = read_u16(bytes, 0);
         let pending = self.pending.get(&id)?;
-        if pending.upstream != from || !same_question(bytes, &pending.question) {
+        if !same_endpoint(pending.upstream, from) || !same_question(bytes, &pending.question) {
             // Not the reply we are waiting for (late, spoofed or confused);
             // keep waiting for the real one.
             tracing::debug!(%from, "DNS reply from upstream does not match a pending query");
@@ -272,6 +272,13 @@ impl Forwarder {
         }
         self.drop_answered_front();
     }
+}
+
+/// Whether two socket addresses are the same endpoint, counting an
+/// IPv4-mapped IPv6 address (what a dual-stack socket reports for an IPv4
+/// peer) as the IPv4 address it maps.
+fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
 }
 
 /// Whether the reply's question is the one sent, names compared without

@@ -732,6 +732,19 @@ fn answered_forwards_do_not_leave_wakeups_behind() {
 }
 
 #[test]
+fn replies_seen_through_a_dual_stack_socket_match() {
+    let mut stub = forwarding(vec![upstream(1)]);
+    let now = Instant::now();
+    let sent = query("example.com.", RecordType::A);
+    stub.handle_query(now, &sent, Transport::Udp, client());
+    let tx = stub.poll_transmit().unwrap();
+    let mapped: SocketAddr = "[::ffff:192.0.2.1]:53".parse().unwrap();
+    assert!(stub
+        .handle_upstream(now, mapped, &upstream_answer(&tx.bytes))
+        .is_some());
+}
+
+#[test]
 fn tcp_queries_are_forwarded_over_tcp() {
     let mut stub = forwarding(vec![upstream(1)]);
     let now = Instant::now();

@@ -57,6 +57,37 @@
 //! Replies are written directly: header, the copied question, then records
 //! whose owner is a compression pointer to the question name. `hickory-proto`
 //! is also the independent parser every test checks replies with.
+//!
+//! # Driving it
+//!
+//! ```
+//! use std::net::{IpAddr, SocketAddr};
+//! use std::time::Instant;
+//! use warren_dns::{Config, Outcome, Stub, Transport};
+//!
+//! let mut config = Config::new("warren");
+//! // The resolv.conf mode; leave `None` for split DNS.
+//! config.upstreams = Some(vec!["192.0.2.53:53".parse().unwrap()]);
+//! let mut stub = Stub::new(config).unwrap();
+//! // From the workspace directory: each agent's DNS names and addresses;
+//! // a snapshot with `set_names`, diffs with `upsert` / `remove`.
+//! let addr: IpAddr = "100.64.0.5".parse().unwrap();
+//! stub.set_names([("main.api.alice.warren", vec![addr]), ("api.warren", vec![addr])]);
+//!
+//! # let datagram = [0u8; 12];
+//! let client: SocketAddr = "100.64.0.1:40000".parse().unwrap();
+//! match stub.handle_query(Instant::now(), &datagram, Transport::Udp, client) {
+//!     Outcome::Reply(bytes) => { /* send `bytes` to `client` */ }
+//!     Outcome::Forward => {
+//!         while let Some(tx) = stub.poll_transmit() { /* send `tx.bytes` to `tx.to` */ }
+//!     }
+//!     Outcome::Drop => {}
+//! }
+//! // Datagrams from an upstream go to `handle_upstream`, which hands back
+//! // the reply for the client; `poll_timeout` says when to call
+//! // `handle_timeout`. `examples/serve.rs` is a complete (blocking, UDP
+//! // only) driver.
+//! ```
 
 mod forward;
 mod name;

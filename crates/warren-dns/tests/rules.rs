@@ -423,6 +423,57 @@ fn broken_records_after_the_question_are_formerr() {
     assert_header_only(&reply, 0xBEEF, ResponseCode::FormErr);
 }
 
+/// A query for `name` in raw wire form, built by hand so that names hickory
+/// would refuse to build can be sent.
+fn raw_query(name_wire: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0xBE, 0xEF, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    bytes.extend_from_slice(name_wire);
+    bytes.extend_from_slice(&[0, 1, 0, 1]);
+    bytes
+}
+
+#[test]
+fn the_longest_names_are_answered_and_longer_ones_are_formerr() {
+    let mut stub = stub();
+    // 122 one-letter labels, "ab", "warren" and the root: exactly 255
+    // octets, the most a name may have.
+    let mut name = Vec::new();
+    for _ in 0..122 {
+        name.extend_from_slice(b"\x01a");
+    }
+    name.extend_from_slice(b"\x02ab\x06warren\x00");
+    assert_eq!(name.len(), 255);
+    let msg = ask(&mut stub, &raw_query(&name));
+    assert_eq!(msg.response_code(), ResponseCode::NXDomain);
+
+    // The most labels a name can have: 127 one-letter labels and the root.
+    let mut most = Vec::new();
+    for _ in 0..127 {
+        most.extend_from_slice(b"\x01a");
+    }
+    most.push(0);
+    assert_eq!(most.len(), 255);
+    let msg = ask(&mut stub, &raw_query(&most));
+    assert_eq!(msg.response_code(), ResponseCode::Refused);
+
+    // One more label: 257 octets.
+    let mut longer = b"\x01b".to_vec();
+    longer.extend_from_slice(&name);
+    let reply = reply_bytes(&mut stub, &raw_query(&longer), Transport::Udp);
+    assert_header_only(&reply, 0xBEEF, ResponseCode::FormErr);
+
+    // A label longer than the message.
+    let reply = reply_bytes(&mut stub, &raw_query(b"\x3fabc"), Transport::Udp);
+    assert_header_only(&reply, 0xBEEF, ResponseCode::FormErr);
+    // Extended label types (0x40, 0x80) are not labels.
+    for first in [0x41u8, 0x81] {
+        let mut bad = vec![first, b'a'];
+        bad.extend_from_slice(b"\x06warren\x00");
+        let reply = reply_bytes(&mut stub, &raw_query(&bad), Transport::Udp);
+        assert_header_only(&reply, 0xBEEF, ResponseCode::FormErr);
+    }
+}
+
 #[test]
 fn opcodes_other_than_query_are_notimp() {
     let mut stub = stub();

@@ -1293,7 +1293,7 @@ fn measure_connected(
             target: None,
             target_ratio: None,
             note: Some(format!(
-                "median of {}: initiation → response of those handshakes, from the helper's status tunnel.rtt_ms",
+                "median of {}: initiation → response of those handshakes, from the helper's status tunnel.rtt_ms (boringtun counts whole milliseconds, so a veth's sub-millisecond round trip reads 0)",
                 rtts.len()
             )),
         });

@@ -44,8 +44,16 @@ pub const MAX_GSO_SEGMENTS: usize = 64;
 /// both families.
 pub const MAX_GSO_BYTES: usize = 65000;
 
-/// Packets one [`TunReader::read`] may return (and [`TunWriter`] hold).
+/// Packets one [`TunReader::read`] may return.
 pub const TUN_BATCH: usize = 256;
+
+/// Packets a [`TunWriter`] holds before it must write.
+pub const TUN_WRITE_BATCH: usize = 128;
+
+/// A [`TunWriter`] slot's capacity: tun-rs coalesces a flow into its first
+/// packet's buffer only if that can take a whole super-packet without
+/// reallocating (and room for the header twice, as it asks).
+const TUN_WRITE_SLOT: usize = 2 * TUN_OFFSET + 65535;
 
 /// Free packet buffers needed before another super-segment is read in the
 /// same batch: a 64 KiB segment with a 512-byte MSS splits into 128.
@@ -591,6 +599,12 @@ pub struct TunWriter {
     gro: tun_rs::GROTable,
 }
 
+impl Default for TunWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl std::fmt::Debug for TunWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TunWriter")
@@ -600,13 +614,13 @@ impl std::fmt::Debug for TunWriter {
 }
 
 impl TunWriter {
-    /// [`TUN_BATCH`] slots, each first sized for `max_packet` bytes; a slot
-    /// grows once if a larger datagram or a coalesced flow needs it, and
-    /// keeps that room.
-    pub fn new(max_packet: usize) -> Self {
+    /// [`TUN_WRITE_BATCH`] slots, each with room for a whole coalesced
+    /// super-packet. Reserved, not touched: memory is only used as far as
+    /// flows actually coalesce (at most 8 MiB).
+    pub fn new() -> Self {
         TunWriter {
-            slots: (0..TUN_BATCH)
-                .map(|_| Vec::with_capacity(TUN_OFFSET + min_out_len(max_packet)))
+            slots: (0..TUN_WRITE_BATCH)
+                .map(|_| Vec::with_capacity(TUN_WRITE_SLOT))
                 .collect(),
             used: 0,
             #[cfg(target_os = "linux")]
@@ -881,7 +895,7 @@ mod tests {
 
     #[test]
     fn tun_writer_slots_keep_room_for_the_offload_header() {
-        let mut w = TunWriter::new(1280);
+        let mut w = TunWriter::new();
         assert!(w.is_empty());
         let space = w.space(1312);
         assert_eq!(space.len(), 1312);
@@ -896,6 +910,83 @@ mod tests {
         assert_eq!(w.space(9000).len(), 9000);
         w.commit(0, 9000);
         assert_eq!(w.slots[1].len(), TUN_OFFSET + 9000);
+    }
+
+    /// The Internet checksum of `data` on top of `sum`.
+    fn csum(data: &[u8], mut sum: u32) -> u16 {
+        let mut words = data.chunks_exact(2);
+        for w in &mut words {
+            sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        if let [last] = words.remainder() {
+            sum += u32::from(*last) << 8;
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    /// An IPv4 TCP segment (ACK, timestamps option) with valid checksums.
+    fn tcp_segment(seq: u32, payload: usize) -> Vec<u8> {
+        let (src, dst) = ([100, 64, 0, 1], [100, 64, 0, 2]);
+        let total = 20 + 32 + payload;
+        let mut p = vec![0u8; total];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[6] = 0x40; // DF
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        let c = csum(&p[..20], 0);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        let t = &mut p[20..];
+        t[0..2].copy_from_slice(&5201u16.to_be_bytes());
+        t[2..4].copy_from_slice(&40000u16.to_be_bytes());
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[12] = 8 << 4;
+        t[13] = 0x10;
+        t[14..16].copy_from_slice(&500u16.to_be_bytes());
+        t[20..24].copy_from_slice(&[1, 1, 8, 10]);
+        for (i, b) in t[32..].iter_mut().enumerate() {
+            *b = (seq as usize + i) as u8;
+        }
+        let pseudo = [src, dst]
+            .iter()
+            .flat_map(|a| {
+                [
+                    u16::from_be_bytes([a[0], a[1]]),
+                    u16::from_be_bytes([a[2], a[3]]),
+                ]
+            })
+            .map(u32::from)
+            .sum::<u32>()
+            + 6
+            + (32 + payload) as u32;
+        let c = csum(t, pseudo);
+        t[16..18].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn tun_writer_slots_let_a_flow_coalesce_into_one_write() {
+        let mut w = TunWriter::new();
+        let mss = 1228;
+        for i in 0..40u32 {
+            let seg = tcp_segment(1000 + i * mss as u32, mss);
+            let space = w.space(seg.len() + 32);
+            space[..seg.len()].copy_from_slice(&seg);
+            w.commit(0, seg.len());
+        }
+        // What `send_multiple` does before it writes.
+        let used = w.len();
+        tun_rs::GROTable::new()
+            .apply_gro(&mut w.slots[..used], TUN_OFFSET, true)
+            .unwrap();
+        // The whole flow went into the first slot: one header, 40 payloads.
+        assert_eq!(w.slots[0].len(), TUN_OFFSET + 20 + 32 + 40 * mss);
     }
 
     #[test]

@@ -210,7 +210,7 @@ pub async fn run(dp: DataPlane) {
     log_offloads(&tun, &udp);
     let max_packet = max_packet(&tun);
     let mut reader = TunReader::new(max_packet);
-    let mut writer = TunWriter::new(max_packet);
+    let mut writer = TunWriter::new();
     let mut tx = TxBatch::new(TUN_BATCH, max_packet);
     let mut rx = RecvBatch::new();
     // Pings only; their packets are small.

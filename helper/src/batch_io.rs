@@ -913,6 +913,7 @@ mod tests {
     }
 
     /// The Internet checksum of `data` on top of `sum`.
+    #[cfg(target_os = "linux")]
     fn csum(data: &[u8], mut sum: u32) -> u16 {
         let mut words = data.chunks_exact(2);
         for w in &mut words {
@@ -928,6 +929,7 @@ mod tests {
     }
 
     /// An IPv4 TCP segment (ACK, timestamps option) with valid checksums.
+    #[cfg(target_os = "linux")]
     fn tcp_segment(seq: u32, payload: usize) -> Vec<u8> {
         let (src, dst) = ([100, 64, 0, 1], [100, 64, 0, 2]);
         let total = 20 + 32 + payload;

@@ -172,6 +172,12 @@ impl UdpBatch {
         segment_size: usize,
     ) -> io::Result<()> {
         let destination = to_socket(dst);
+        // A zero segment size would mean "no segmentation" to nobody.
+        let segment_size = if segment_size == 0 {
+            contents.len().max(1)
+        } else {
+            segment_size
+        };
         let segmented = contents.len() > segment_size;
         let transmit = Transmit {
             destination,

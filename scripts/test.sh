@@ -11,7 +11,7 @@ ROOT="$(pwd)"
 # Crates that must also lint clean for the other desktop OSes. The helper,
 # the CLI and the tunnel also build for Windows (ring's C code needs the
 # MinGW compiler); for macOS it would need Apple's SDK, which Debian lacks.
-CROSS_CRATES="${CROSS_CRATES:-warren-ipc warren-netcfg}"
+CROSS_CRATES="${CROSS_CRATES:-warren-ipc warren-netcfg warren-dns}"
 WINDOWS_CRATES="${WINDOWS_CRATES:-warren-tunnel warrend warren}"
 CROSS_TARGETS="x86_64-pc-windows-gnu x86_64-apple-darwin"
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
@@ -109,6 +109,14 @@ RUSTC_BOOTSTRAP=1 cargo fuzz build decode_frame
 mkdir -p corpus/decode_frame
 RUSTC_BOOTSTRAP=1 cargo fuzz run decode_frame -- \
     -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -dict=decode_frame.dict
+cd "$ROOT"
+
+step "fuzz: warren-dns handle_query for ${FUZZ_SECONDS}s"
+cd "$ROOT/crates/warren-dns/fuzz"
+RUSTC_BOOTSTRAP=1 cargo fuzz build handle_query
+mkdir -p corpus/handle_query
+RUSTC_BOOTSTRAP=1 cargo fuzz run handle_query -- \
+    -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -dict=handle_query.dict
 cd "$ROOT"
 
 step "all passed in $(($(date +%s) - START))s"

@@ -685,6 +685,8 @@ fn iperf_with_cpu(
 /// What the measurements need of the lab and the running helper.
 struct World<'a> {
     lab: &'a TunnelLab,
+    /// A subscriber on the helper's socket, as the app would have.
+    watcher: &'a warren_e2e::MirrorWatcher,
     laptop: &'a str,
     workspace: &'a str,
     workspace_ip: String,
@@ -695,9 +697,15 @@ struct World<'a> {
 }
 
 impl<'a> World<'a> {
-    fn new(lab: &'a TunnelLab, helper: &'a LabHelper, ticks: f64) -> World<'a> {
+    fn new(
+        lab: &'a TunnelLab,
+        helper: &'a LabHelper,
+        watcher: &'a warren_e2e::MirrorWatcher,
+        ticks: f64,
+    ) -> World<'a> {
         World {
             lab,
+            watcher,
             laptop: &lab.net.laptop,
             workspace: &lab.net.workspace,
             workspace_ip: lab.net.workspace_ip.to_string(),
@@ -744,69 +752,109 @@ struct WsPeer {
 impl WsPeer {
     /// Makes the peer accept this session's device: its key and addresses
     /// (the key rotates with every session, as a warren-agent would learn
-    /// from the coordinator).
-    fn accept_device(&mut self, w: &World, key: &str, addresses: &[IpAddr]) -> Result<()> {
+    /// from the coordinator). One `wg` call, so the bench's own part of
+    /// `up_to_connect_ms` stays small.
+    fn accept_device(&mut self, key: &str, addresses: &[IpAddr]) -> Result<()> {
         if self.device_key.as_deref() == Some(key) {
             return Ok(());
         }
-        if let Some(old) = self.device_key.take() {
-            self.wg.remove_peer(&old)?;
-        }
         let allowed: Vec<String> = addresses.iter().map(host_prefix).collect();
-        self.wg.set_peer(key, None, &allowed)?;
-        for a in &allowed {
-            ip(&[
-                "-n",
-                w.workspace,
-                "route",
-                "replace",
-                a,
-                "dev",
-                &self.wg.name,
-            ])?;
+        let allowed = allowed.join(",");
+        let mut args = vec!["set", &self.wg.name];
+        if let Some(old) = &self.device_key {
+            args.extend(["peer", old, "remove"]);
         }
+        args.extend(["peer", key, "allowed-ips", &allowed]);
+        self.wg.wg(&args)?;
         self.device_key = Some(key.to_string());
         Ok(())
     }
 }
 
 struct UpSample {
-    /// `warren up` → the peer records a handshake, ms.
+    /// `warren up` → the helper's first handshake with the peer, ms.
     handshake_ms: f64,
     handshake_source: &'static str,
     /// `warren up` → first TCP connect to the wireguard-go peer, ms.
     connect_ms: f64,
-    /// `warren up` → the status lists this session's device key.
-    status_ms: f64,
+    /// `warren up` → the CLI returned (it waits for the tunnel to start).
+    up_ms: f64,
+    /// `warren up` → a subscriber sees this session's device key.
+    key_ms: f64,
+    /// `warren up` → the peer accepts that key.
+    configured_ms: f64,
     /// `warren up` → first TCP connect to warren-agent, when measured.
     agent_connect_ms: Option<f64>,
     /// The handshake's own round trip as the helper reports it.
     rtt_ms: Option<f64>,
 }
 
+/// The agent `ws/name` in a subscriber's mirror.
+fn mirror_agent<'m>(
+    m: &'m warren_ipc::StateMirror,
+    ws: &str,
+    name: &str,
+) -> Option<&'m warren_proto::model::Agent> {
+    let ws = m.workspaces.values().find(|w| w.name == ws)?;
+    m.agents
+        .values()
+        .find(|a| a.workspace_id == ws.id && a.name == name)
+}
+
+/// Polls the subscriber's mirror every 2 ms (cheap: no process per look, so
+/// the bench's own reaction barely shows in the figures) until `f` holds.
+fn watch_mirror<T>(
+    w: &World,
+    timeout: Duration,
+    mut f: impl FnMut(&warren_ipc::StateMirror) -> Option<T>,
+) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f(&w.watcher.mirror()) {
+            return Some(v);
+        }
+        if start.elapsed() >= timeout || w.watcher.ended().is_some() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// One `warren up` from disconnected: how soon the tunnel carries a connect.
 fn up_cycle(w: &World, peer: &mut WsPeer, agent_v4: Option<IpAddr>) -> Result<UpSample> {
     w.check_helper()?;
+    let ms_since = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
     let t0_ms = unix_ms();
     let t0 = Instant::now();
     w.cli.run_ok(&["up"]);
+    let up_ms = ms_since(t0);
     // The agent learns the new device key through the coordinator by itself,
     // so its probe can start at once (its address is stable across sessions).
     let agent_probe =
         agent_v4.map(|a| w.spawn_probe(SocketAddr::new(a, PROBE_PORT), Duration::from_secs(20)));
-    let found = warren_e2e::poll_until(Duration::from_secs(20), || {
-        let s = w.cli.try_status()?;
-        if s.session.state != warren_proto::ipc::SessionState::Connected {
+    // The wireguard-go peer needs this session's key first, as a warren-agent
+    // would get it from the coordinator.
+    let old_key = peer.device_key.clone();
+    let found = watch_mirror(w, Duration::from_secs(20), |m| {
+        let s = m.session.as_ref()?;
+        if s.state != warren_proto::ipc::SessionState::Connected {
             return None;
         }
-        let dev = s.session.device.clone()?;
-        let a = s.agent_named("bench", "wg")?;
-        (!a.addresses.is_empty()).then(|| (dev, a.addresses.clone()))
+        let dev = s.device.clone()?;
+        if Some(&dev.public_key) == old_key.as_ref() {
+            return None;
+        }
+        let a = mirror_agent(m, "bench", "wg")?;
+        let dep = s.deployment.clone()?;
+        (!a.addresses.is_empty()).then(|| (dev, dep, a.id.clone(), a.addresses.clone()))
     });
-    let Some((device, wg_addrs)) = found else {
-        bail!("after `warren up` the status never showed a connected session with the device key and agent bench/wg (20 s)");
+    let Some((device, deployment, wg_id, wg_addrs)) = found else {
+        bail!(
+            "after `warren up` no connected session with a new device key and agent bench/wg within 20 s (subscriber: {:?})",
+            w.watcher.ended()
+        );
     };
-    let status_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let key_ms = ms_since(t0);
     if peer.addresses.is_empty() {
         for a in &wg_addrs {
             ip(&[
@@ -819,46 +867,59 @@ fn up_cycle(w: &World, peer: &mut WsPeer, agent_v4: Option<IpAddr>) -> Result<Up
                 &peer.wg.name,
             ])?;
         }
+        // Replies to any device of the deployment go into the tunnel; which
+        // device a packet is for is wg's allowed-ips business.
+        for prefix in [&deployment.ipv4_prefix, &deployment.ipv6_prefix] {
+            ip(&[
+                "-n",
+                w.workspace,
+                "route",
+                "replace",
+                prefix,
+                "dev",
+                &peer.wg.name,
+            ])?;
+        }
         peer.v4 = wg_addrs.iter().find(|a| a.is_ipv4()).copied();
         peer.addresses = wg_addrs;
     }
     let v4 = peer
         .v4
         .ok_or_else(|| anyhow!("agent bench/wg has no IPv4 address"))?;
-    peer.accept_device(w, &device.public_key, &device.addresses)?;
+    peer.accept_device(&device.public_key, &device.addresses)?;
+    let configured_ms = ms_since(t0);
     let probe = w.spawn_probe(SocketAddr::new(v4, PROBE_PORT), Duration::from_secs(20));
+    let connect_at = probe_result(probe).with_context(|| {
+        format!("`warren up` → TCP connect to the wireguard-go peer {v4}:{PROBE_PORT}")
+    })?;
 
-    let hs = warren_e2e::poll_until(Duration::from_secs(20), || {
-        match peer.wg.latest_handshake(&device.public_key) {
-            Ok(0) => None,
-            Ok(_) => Some(Ok(t0.elapsed())),
-            Err(e) => Some(Err(e)),
-        }
+    // A connect means the handshake is done. The helper reports it at once
+    // (PeerStats on a handshake change); the peer's own record only has
+    // whole seconds, so it is the fallback.
+    let stats = watch_mirror(w, Duration::from_secs(5), |m| {
+        let st = m.stats.get(&wg_id)?;
+        st.last_handshake_ms
+            .filter(|at| *at >= t0_ms)
+            .map(|at| (at, st.rtt_us))
     });
-    let connect = probe_result(probe);
-    let connect_at = match connect {
-        Ok(at) => at,
-        Err(e) => {
-            bail!("`warren up` → TCP connect to the wireguard-go peer {v4}:{PROBE_PORT}: {e:#}");
+    let (handshake_ms, handshake_source, rtt_ms) = match stats {
+        Some((at, rtt_us)) => (
+            (at - t0_ms) as f64,
+            "the helper's PeerStats (status tunnel.last_handshake_ms)",
+            rtt_us.map(|us| us as f64 / 1000.0),
+        ),
+        None => {
+            let secs = peer.wg.latest_handshake(&device.public_key)?;
+            if secs == 0 {
+                bail!("a TCP connect went through, yet neither the helper nor wireguard-go reports a handshake");
+            }
+            (
+                (secs * 1000).saturating_sub(t0_ms) as f64,
+                "the peer's `wg show latest-handshakes` (whole seconds)",
+                None,
+            )
         }
     };
-    let Some(hs) = hs else {
-        bail!("wireguard-go never recorded a handshake with the helper (20 s)");
-    };
-    let mut handshake_ms = hs?.as_secs_f64() * 1000.0;
-    let mut handshake_source = "peer's `wg show latest-handshakes`, polled";
-    let mut rtt_ms = None;
-    // The helper's own report, once the status carries it, is exact.
-    let tunnel = netns::status_json(w.cli)
-        .and_then(|s| netns::agent_view(&s, "bench", "wg"))
-        .and_then(|v| v.tunnel);
-    if let Some(t) = tunnel {
-        if let Some(at) = t["last_handshake_ms"].as_u64().filter(|at| *at >= t0_ms) {
-            handshake_ms = (at - t0_ms) as f64;
-            handshake_source = "helper's status tunnel.last_handshake_ms";
-            rtt_ms = t["rtt_ms"].as_f64();
-        }
-    }
     let agent_connect_ms = match agent_probe {
         Some(p) => match probe_result(p) {
             Ok(at) => Some(at.saturating_sub(t0_ms) as f64),
@@ -873,7 +934,9 @@ fn up_cycle(w: &World, peer: &mut WsPeer, agent_v4: Option<IpAddr>) -> Result<Up
         handshake_ms,
         handshake_source,
         connect_ms: connect_at.saturating_sub(t0_ms) as f64,
-        status_ms,
+        up_ms,
+        key_ms,
+        configured_ms,
         agent_connect_ms,
         rtt_ms,
     })
@@ -1202,7 +1265,8 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Summary> {
     let helper = lab.helper(HelperOptions::default());
     // Signed in and connected once; every measured `up` starts from `down`.
     lab.login_up(&helper);
-    let w = World::new(lab, &helper, ticks);
+    let watcher = warren_e2e::MirrorWatcher::start(&helper.socket);
+    let w = World::new(lab, &helper, &watcher, ticks);
     let agent_pid = agent.as_ref().and_then(|a| a.proc().map(|p| p.pid()));
     let result = measure_connected(&w, cfg, &mut peer, &mut procs, agent_pid);
     if let Err(e) = &result {
@@ -1246,8 +1310,10 @@ fn measure_connected(
         );
         let s = up_cycle(w, peer, agent_v4)?;
         eprintln!(
-            "    status {:.0} ms, handshake {:.0} ms, connect {:.0} ms{}",
-            s.status_ms,
+            "    `up` returned {:.0} ms, new key seen {:.0} ms, peer configured {:.0} ms, handshake {:.0} ms, connect {:.0} ms{}",
+            s.up_ms,
+            s.key_ms,
+            s.configured_ms,
             s.handshake_ms,
             s.connect_ms,
             s.agent_connect_ms
@@ -1256,15 +1322,9 @@ fn measure_connected(
         );
         samples.push(s);
         if cfg.agent && agent_v4.is_none() {
-            agent_v4 = w
-                .cli
-                .try_status()
-                .and_then(|s| {
-                    s.agent_named("bench", "api")
-                        .filter(|a| a.public_key.is_some())
-                        .map(|a| a.addresses.clone())
-                })
-                .and_then(|a| a.into_iter().find(IpAddr::is_ipv4));
+            agent_v4 = mirror_agent(&w.watcher.mirror(), "bench", "api")
+                .filter(|a| a.public_key.is_some())
+                .and_then(|a| a.addresses.iter().copied().find(IpAddr::is_ipv4));
         }
     }
     let n = samples.len();
@@ -1278,7 +1338,7 @@ fn measure_connected(
         target: None,
         target_ratio: None,
         note: Some(format!(
-            "median of {n}: `warren up` → the helper's first handshake with a wireguard-go peer (from the {}); includes the bench reading the new session key from `warren status` and handing it to the peer",
+            "median of {n}: `warren up` → the helper's first handshake with a wireguard-go peer (from {}); the handshake follows the first packet, which the bench sends once it has handed the session's new key to the peer (see up_to_connect_ms)",
             samples[0].handshake_source
         )),
     });
@@ -1293,7 +1353,7 @@ fn measure_connected(
             target: None,
             target_ratio: None,
             note: Some(format!(
-                "median of {}: initiation → response of those handshakes, from the helper's status tunnel.rtt_ms (boringtun counts whole milliseconds, so a veth's sub-millisecond round trip reads 0)",
+                "median of {}: initiation → response of those handshakes, from the helper's PeerStats rtt (boringtun counts whole milliseconds, so a veth's sub-millisecond round trip reads 0)",
                 rtts.len()
             )),
         });
@@ -1308,9 +1368,11 @@ fn measure_connected(
         target: Some(500.0),
         target_ratio: None,
         note: Some(format!(
-            "median of {n}: `warren up` → first TCP connect from the laptop to the wireguard-go peer; max {:.0} ms; includes the bench configuring the peer with the session key (median {:.0} ms until the status showed it)",
+            "median of {n}: `warren up` → first TCP connect from the laptop to the wireguard-go peer; max {:.0} ms; of that, `warren up` itself returned after a median {:.0} ms, a subscriber saw the session's new key after {:.0} ms, and the bench's `wg set` had given it to the peer after {:.0} ms (a warren-agent gets the key from the coordinator instead)",
             samples.iter().map(|s| s.connect_ms).fold(0.0, f64::max),
-            median(&samples.iter().map(|s| s.status_ms).collect::<Vec<_>>())
+            median(&samples.iter().map(|s| s.up_ms).collect::<Vec<_>>()),
+            median(&samples.iter().map(|s| s.key_ms).collect::<Vec<_>>()),
+            median(&samples.iter().map(|s| s.configured_ms).collect::<Vec<_>>())
         )),
     });
     summary.add(format!(

@@ -124,6 +124,10 @@ pub struct Observer {
     next_seq: u16,
     pending: Vec<Pending>,
     reported: HashMap<PeerKey, Reported>,
+    /// The latest `warren ping` round trip per peer. It measures the data
+    /// path itself, so it replaces the handshake's round trip (which
+    /// includes handshake crypto and boringtun's whole-millisecond clock).
+    ping_rtt: HashMap<PeerKey, Duration>,
     next_report: Instant,
     report_now: bool,
 }
@@ -161,6 +165,7 @@ impl Observer {
             next_seq: 0,
             pending: Vec::new(),
             reported: HashMap::new(),
+            ping_rtt: HashMap::new(),
             next_report: now + STATS_INTERVAL,
             report_now: false,
         }
@@ -231,7 +236,10 @@ impl Observer {
             let Some(stats) = tunnel.peer_stats(key) else {
                 continue;
             };
-            let figures = Reported::from(&stats);
+            let mut figures = Reported::from(&stats);
+            if let Some(rtt) = self.ping_rtt.get(key) {
+                figures.rtt = Some(*rtt);
+            }
             if self.reported.get(key) == Some(&figures) {
                 continue;
             }
@@ -240,13 +248,15 @@ impl Observer {
                 last_handshake_ms: stats.last_handshake.map(|at| wall_ms_of(at, now, wall_ms)),
                 rx_bytes: stats.rx_bytes,
                 tx_bytes: stats.tx_bytes,
-                rtt_us: stats.rtt.map(|d| d.as_micros() as u64),
+                rtt_us: figures.rtt.map(|d| d.as_micros() as u64),
                 endpoint: stats.endpoint,
             });
             self.reported.insert(*key, figures);
         }
         if self.reported.len() > tunnel.peer_count() {
             self.reported
+                .retain(|key, _| tunnel.peer_stats(key).is_some());
+            self.ping_rtt
                 .retain(|key, _| tunnel.peer_stats(key).is_some());
         }
         if !changed.is_empty() && self.stats.send(Report::Stats(changed)).is_err() {
@@ -323,14 +333,17 @@ impl Observer {
             return true;
         };
         let p = self.pending.swap_remove(i);
-        let endpoint = tunnel
-            .route(src)
+        let rtt = now.saturating_duration_since(p.sent);
+        let key = tunnel.route(src);
+        let endpoint = key
             .and_then(|key| tunnel.peer_stats(&key))
             .and_then(|s| s.endpoint);
-        let _ = p.reply.send(Ok(PingOutcome {
-            rtt: now.saturating_duration_since(p.sent),
-            endpoint,
-        }));
+        if let Some(key) = key {
+            self.ping_rtt.insert(key, rtt);
+            // Fresh figures for everyone watching, while someone cares.
+            self.report_now = true;
+        }
+        let _ = p.reply.send(Ok(PingOutcome { rtt, endpoint }));
         true
     }
 
@@ -607,7 +620,7 @@ mod tests {
     fn ping_round_trip_is_timed_and_the_reply_is_consumed() {
         let t0 = Instant::now();
         let mut p = pair(t0);
-        let (mut obs, _stats) = observer(t0);
+        let (mut obs, mut stats) = observer(t0);
         let mut out = vec![0u8; min_out_len(2048)];
         for (dst, expect_src) in [(AGENT, AGENT), (AGENT6, AGENT6)] {
             let (tx, mut rx) = oneshot::channel();
@@ -638,6 +651,18 @@ mod tests {
             assert!(outcome.rtt <= Duration::from_millis(3));
             assert_eq!(outcome.endpoint, Some(AGENT_UDP.parse().unwrap()));
             assert_eq!(obs.pending_pings(), 0, "{expect_src}");
+            // The ping's round trip becomes the peer's reported RTT, at once.
+            obs.flush(t0, 0, &p.laptop);
+            let mut last = None;
+            while let Ok(report) = stats.try_recv() {
+                last = Some(report);
+            }
+            let report = stats_of(last.expect("a report after the reply"));
+            assert_eq!(
+                report[0].rtt_us,
+                Some(outcome.rtt.as_micros() as u64),
+                "{expect_src}"
+            );
         }
     }
 

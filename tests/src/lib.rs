@@ -4,7 +4,8 @@
 //! test failed.
 //!
 //! Every test builds its own [`TestDir`] (own socket, DB, ports and names), so
-//! tests run in parallel. Nothing here talks to anything but loopback.
+//! tests run in parallel. Nothing here talks to anything but loopback and
+//! the throwaway network namespaces of [`netns`], which are deleted on drop.
 
 pub mod coord;
 pub mod helper;

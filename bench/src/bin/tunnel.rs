@@ -785,8 +785,6 @@ struct UpSample {
     configured_ms: f64,
     /// `warren up` → first TCP connect to warren-agent, when measured.
     agent_connect_ms: Option<f64>,
-    /// The handshake's own round trip as the helper reports it.
-    rtt_ms: Option<f64>,
 }
 
 /// The agent `ws/name` in a subscriber's mirror.
@@ -897,16 +895,15 @@ fn up_cycle(w: &World, peer: &mut WsPeer, agent_v4: Option<IpAddr>) -> Result<Up
     // (PeerStats on a handshake change); the peer's own record only has
     // whole seconds, so it is the fallback.
     let stats = watch_mirror(w, Duration::from_secs(5), |m| {
-        let st = m.stats.get(&wg_id)?;
-        st.last_handshake_ms
+        m.stats
+            .get(&wg_id)?
+            .last_handshake_ms
             .filter(|at| *at >= t0_ms)
-            .map(|at| (at, st.rtt_us))
     });
-    let (handshake_ms, handshake_source, rtt_ms) = match stats {
-        Some((at, rtt_us)) => (
+    let (handshake_ms, handshake_source) = match stats {
+        Some(at) => (
             (at - t0_ms) as f64,
-            "the helper's PeerStats (status tunnel.last_handshake_ms)",
-            rtt_us.map(|us| us as f64 / 1000.0),
+            "the helper's PeerStats, as in status tunnel.last_handshake_ms",
         ),
         None => {
             let secs = peer.wg.latest_handshake(&device.public_key)?;
@@ -916,7 +913,6 @@ fn up_cycle(w: &World, peer: &mut WsPeer, agent_v4: Option<IpAddr>) -> Result<Up
             (
                 (secs * 1000).saturating_sub(t0_ms) as f64,
                 "the peer's `wg show latest-handshakes` (whole seconds)",
-                None,
             )
         }
     };
@@ -938,7 +934,6 @@ fn up_cycle(w: &World, peer: &mut WsPeer, agent_v4: Option<IpAddr>) -> Result<Up
         key_ms,
         configured_ms,
         agent_connect_ms,
-        rtt_ms,
     })
 }
 
@@ -1342,22 +1337,6 @@ fn measure_connected(
             samples[0].handshake_source
         )),
     });
-    let rtts: Vec<f64> = samples.iter().filter_map(|s| s.rtt_ms).collect();
-    if !rtts.is_empty() {
-        emit(Metric {
-            name: "handshake_rtt_ms",
-            value: median(&rtts),
-            unit: "ms",
-            better: Better::Lower,
-            baseline: None,
-            target: None,
-            target_ratio: None,
-            note: Some(format!(
-                "median of {}: initiation → response of those handshakes, from the helper's PeerStats rtt (boringtun counts whole milliseconds, so a veth's sub-millisecond round trip reads 0)",
-                rtts.len()
-            )),
-        });
-    }
     let connect = median(&samples.iter().map(|s| s.connect_ms).collect::<Vec<_>>());
     emit(Metric {
         name: "up_to_connect_ms",

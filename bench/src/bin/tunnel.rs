@@ -81,16 +81,21 @@ fn round(v: f64, digits: i32) -> f64 {
     (v * p).round() / p
 }
 
+/// DESIGN.md's ratio: above 1 always means we are ahead.
+fn ratio(ours: f64, better: Better, theirs: f64) -> f64 {
+    match better {
+        Better::Higher => ours / theirs,
+        Better::Lower => theirs / ours,
+    }
+}
+
 fn emit(m: Metric) {
     let mut o =
         json!({"bench": BENCH, "metric": m.name, "value": round(m.value, 3), "unit": m.unit});
     if let Some((name, v)) = m.baseline {
         o["baseline"] = json!(name);
         o["baseline_value"] = json!(round(v, 3));
-        let ratio = match m.better {
-            Better::Higher => m.value / v,
-            Better::Lower => v / m.value,
-        };
+        let ratio = ratio(m.value, m.better, v);
         if ratio.is_finite() {
             o["ratio"] = json!(round(ratio, 2));
         }
@@ -236,19 +241,22 @@ fn process_alive(pid: u32) -> bool {
 fn cpu_seconds(pid: u32, ticks: f64) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("read /proc/{pid}/stat (did the process exit?)"))?;
-    // The command name may contain spaces; fields resume after its `)`.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| anyhow!("unexpected /proc/{pid}/stat: {stat:?}"))?;
+    let t =
+        stat_cpu_ticks(&stat).ok_or_else(|| anyhow!("unexpected /proc/{pid}/stat: {stat:?}"))?;
+    Ok(t as f64 / ticks)
+}
+
+/// utime + stime in clock ticks from the text of /proc/PID/stat.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name may contain spaces and parentheses; fields resume
+    // after its last `)`.
+    let (_, rest) = stat.rsplit_once(')')?;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    // After `)`: state is field 3, so utime (14) and stime (15) sit at 11, 12.
-    let utime: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
-    let stime: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
-    if !(utime.is_finite() && stime.is_finite()) {
-        bail!("unexpected /proc/{pid}/stat: {stat:?}");
-    }
-    Ok((utime + stime) / ticks)
+    // After `)` comes field 3 (state), so utime (14) and stime (15) are at
+    // indices 11 and 12.
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 // ---------------------------------------------------------------------------
@@ -563,6 +571,7 @@ impl Direction {
 }
 
 /// One iperf3 TCP run's result.
+#[derive(Debug)]
 struct IperfRun {
     /// Receiver's goodput, Gbit/s.
     gbps: f64,
@@ -611,16 +620,20 @@ fn udp_rcvbuf_errors(ns: &str) -> Result<u64> {
     let mut c = netns::ns_command(ns, "cat");
     c.arg("/proc/net/snmp");
     let snmp = run_ok(c)?;
+    snmp_udp(&snmp, "RcvbufErrors")
+        .ok_or_else(|| anyhow!("no Udp RcvbufErrors in {ns}'s /proc/net/snmp"))
+}
+
+/// One `Udp:` counter from the text of /proc/net/snmp (a line of names,
+/// then a line of values).
+fn snmp_udp(snmp: &str, name: &str) -> Option<u64> {
     let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
-        bail!("no Udp lines in {ns}'s /proc/net/snmp");
-    };
+    let (names, values) = (udp.next()?, udp.next()?);
     names
         .split_whitespace()
         .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "RcvbufErrors")
+        .find(|(n, _)| *n == name)
         .and_then(|(_, v)| v.parse().ok())
-        .ok_or_else(|| anyhow!("no Udp RcvbufErrors in {ns}'s /proc/net/snmp"))
 }
 
 /// One iperf run while watching processes' CPU time.
@@ -1572,5 +1585,73 @@ fn main() {
     );
     for l in &summary.0 {
         eprintln!("  {l}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_standard_alphabet_and_padding() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(&[0xfb, 0xff, 0xfe]), "+//+");
+        let key = random_public_key().unwrap();
+        assert_eq!(key.len(), 44, "a WireGuard key is 32 bytes: {key}");
+        assert!(key.ends_with('='));
+    }
+
+    #[test]
+    fn stat_ticks_survive_a_command_name_with_spaces_and_parens() {
+        let stat = "1234 (my (weird) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 8 0 12345 0 0";
+        assert_eq!(stat_cpu_ticks(stat), Some(325));
+        assert_eq!(stat_cpu_ticks("1234 (cut"), None);
+        assert_eq!(stat_cpu_ticks("1234 (x) S 1 2"), None);
+        // And this very process, which has run a little by now.
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(stat_cpu_ticks(&own).is_some(), "{own}");
+    }
+
+    #[test]
+    fn snmp_udp_reads_the_named_column() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n\
+                    Udp: 10 2 7 11 7 0\n\
+                    UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n\
+                    UdpLite: 0 0 0 0 99 0\n";
+        assert_eq!(snmp_udp(snmp, "RcvbufErrors"), Some(7));
+        assert_eq!(snmp_udp(snmp, "OutDatagrams"), Some(11));
+        assert_eq!(snmp_udp(snmp, "Nope"), None);
+        assert_eq!(snmp_udp("Ip: 1\n", "RcvbufErrors"), None);
+    }
+
+    #[test]
+    fn iperf_json_gives_receiver_goodput_and_sender_bytes() {
+        let out = r#"{"start": {}, "end": {
+            "sum_sent": {"bytes": 500000000, "bits_per_second": 400000000.0, "retransmits": 12},
+            "sum_received": {"bytes": 499000000, "bits_per_second": 399000000.0}}}"#;
+        let r = parse_iperf(out).unwrap();
+        assert!((r.gbps - 0.399).abs() < 1e-9);
+        assert_eq!(r.bytes_sent, 500_000_000.0);
+        assert_eq!(r.retransmits, 12);
+        let err =
+            parse_iperf(r#"{"start": {}, "end": {}, "error": "unable to connect to server"}"#)
+                .unwrap_err();
+        assert!(err.to_string().contains("unable to connect"), "{err}");
+        assert!(parse_iperf("not json").is_err());
+    }
+
+    #[test]
+    fn ratios_point_up_when_we_are_ahead() {
+        assert_eq!(ratio(2.0, Better::Higher, 1.0), 2.0);
+        assert_eq!(ratio(0.5, Better::Higher, 1.0), 0.5);
+        // 4 CPU s/GB against their 12: three times better.
+        assert_eq!(ratio(4.0, Better::Lower, 12.0), 3.0);
+        assert!(ratio(0.0, Better::Lower, 12.0).is_infinite());
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert!(median(&[]).is_nan());
     }
 }

@@ -124,12 +124,19 @@ pub fn tunnel_line(s: &SessionInfo) -> Option<String> {
             "Tunnel: failed — {}",
             t.error.as_deref().unwrap_or("see the helper's log")
         )),
-        (SessionState::Connected | SessionState::Reconnecting, state) => Some(format!(
-            "Tunnel: {} on {}, UDP port {}",
-            state.as_str(),
-            t.interface,
-            t.listen_port
-        )),
+        (SessionState::Connected | SessionState::Reconnecting, state) => {
+            let mut line = format!(
+                "Tunnel: {} on {}, UDP port {}",
+                state.as_str(),
+                t.interface,
+                t.listen_port
+            );
+            // A running tunnel can still carry a problem (the DNS stub).
+            if let Some(note) = &t.error {
+                line.push_str(&format!(" — {note}"));
+            }
+            Some(line)
+        }
         _ => None,
     }
 }

@@ -13,6 +13,8 @@ use warren_proto::ipc::{ErrorCode, Request, SessionInfo, SessionState, TunnelSta
 pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// How long `up` and `reconnect` wait for the session to connect.
 const CONNECT_WAIT: Duration = Duration::from_secs(20);
+/// How long `down` waits for the helper to restore the network.
+const TEARDOWN_WAIT: Duration = Duration::from_secs(10);
 /// How long `status` waits for the full state.
 const STATE_WAIT: Duration = Duration::from_secs(10);
 /// Resubscribes allowed while waiting (gaps, dropped connections).
@@ -53,6 +55,26 @@ pub async fn up(socket: &Path) -> Result<()> {
 pub async fn down(socket: &Path) -> Result<()> {
     let mut client = Client::connect(socket, APP_VERSION).await?;
     client.request_ok(Request::Stop).await?;
+    // The helper undoes the tunnel's routes and DNS after it answered;
+    // wait until it has, so scripts can rely on the network being back.
+    let deadline = Instant::now() + TEARDOWN_WAIT;
+    loop {
+        let report = client.status().await?;
+        let up = report
+            .session
+            .tunnel
+            .is_some_and(|t| matches!(t.state, TunnelState::Up | TunnelState::Starting));
+        if !up {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "disconnected, but the helper has not finished removing the tunnel after {} s; check `warren status` and the helper's log",
+                TEARDOWN_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     println!("Disconnected.");
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 use warren_ipc::{server_handshake, Listener, ListenerOptions};
 use warren_proto::ipc::{
-    ClientMessage, Event, HelperMessage, Reply, Request, SessionInfo, SessionState,
+    ClientMessage, Event, HelperMessage, Reply, Request, SessionInfo, SessionState, StatusReport,
 };
 use warren_proto::model::{Agent, Workspace};
 
@@ -118,10 +118,20 @@ fn start_helper(path: PathBuf) -> Helper {
                         h.set(SessionInfo::disconnected());
                     }
                     let mut changes = h.changes.subscribe();
+                    let reply = if request == Request::Status {
+                        Reply::Status(StatusReport {
+                            helper_version: "0.1.0".into(),
+                            session: h.session.lock().unwrap().clone(),
+                            workspace_count: 0,
+                            agent_count: 0,
+                        })
+                    } else {
+                        Reply::Ok
+                    };
                     acc.writer
                         .write(&HelperMessage::Reply {
                             reply_to: id,
-                            reply: Reply::Ok,
+                            reply,
                         })
                         .await
                         .unwrap();

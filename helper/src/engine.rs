@@ -471,7 +471,12 @@ impl Engine {
             SessionState::Reconnecting => self.tunnel_up.clone(),
             SessionState::Connected => match (&self.keys, &info.device, &info.deployment) {
                 (Some(keys), Some(device), Some(deployment)) => {
-                    match tunnel_driver::net_plan(manager.tun_name(), device, deployment) {
+                    match tunnel_driver::net_plan(
+                        manager.tun_name(),
+                        device,
+                        deployment,
+                        Some(manager.dns()),
+                    ) {
                         Ok(plan) => Some((keys.public_base64(), plan)),
                         Err(e) => {
                             tracing::error!(error = %e, "the tunnel can't start");
@@ -490,20 +495,23 @@ impl Engine {
                         secret: keys.tunnel_secret(),
                         plan: plan.clone(),
                         peers: tunnel_driver::peer_configs(self.directory.agents()),
+                        names: tunnel_driver::dns_names(self.directory.agents()),
                     });
                     self.set_tunnel_state(TunnelState::Starting);
                 }
                 _ => {
+                    // The state turns Down when the manager reports the OS
+                    // restored, so `warren down` can wait for exactly that.
                     manager.send(TunnelCommand::Down(None));
-                    self.set_tunnel_state(TunnelState::Down);
                     self.clear_stats();
                 }
             }
             self.tunnel_up = want;
         } else if peers_dirty && self.tunnel_up.is_some() {
-            manager.send(TunnelCommand::Peers(tunnel_driver::peer_configs(
-                self.directory.agents(),
-            )));
+            manager.send(TunnelCommand::Directory {
+                peers: tunnel_driver::peer_configs(self.directory.agents()),
+                names: tunnel_driver::dns_names(self.directory.agents()),
+            });
         }
     }
 

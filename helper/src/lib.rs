@@ -12,11 +12,14 @@
 //!   configuration, the UDP socket, start/stop); off with `--no-tunnel`.
 //! - [`datapath`]: the packet loop between the TUN and the UDP socket.
 //! - [`observe`]: per-peer statistics and `warren ping`, sans-IO.
+//! - [`dns_driver`]: the DNS stub's sockets (port 53 on the tunnel
+//!   addresses) and the resolv.conf mode's forwarding and file watch.
 
 pub mod batch_io;
 pub mod connection;
 pub mod control_task;
 pub mod datapath;
+pub mod dns_driver;
 pub mod engine;
 pub mod events;
 pub mod keys;

@@ -38,6 +38,15 @@ struct Args {
     /// Local UDP port for WireGuard; 0 lets the OS choose.
     #[arg(long, default_value_t = 0)]
     listen_port: u16,
+    /// How workspace names reach the helper's DNS stub: auto (systemd-resolved
+    /// if it runs, else /etc/resolv.conf on Linux; NRPT on Windows;
+    /// /etc/resolver on macOS), resolved, resolv-conf, nrpt, mac-resolver or
+    /// off.
+    #[arg(long, env = "WARREN_DNS_MODE", default_value = "auto")]
+    dns_mode: warren_netcfg::dns::DnsMode,
+    /// The resolver configuration the resolv-conf mode manages.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
 }
 
 fn hostname() -> Option<String> {
@@ -92,6 +101,11 @@ async fn run() -> Result<()> {
                 tun_name: args.tun_name.clone(),
                 journal: args.state_dir.join("netstate.json"),
                 listen_port: args.listen_port,
+                dns_mode: match args.dns_mode {
+                    warren_netcfg::dns::DnsMode::Auto => warren_netcfg::dns::detect_mode(),
+                    mode => mode,
+                },
+                resolv_conf: args.resolv_conf.clone(),
             },
         )
         .context("the helper could not set up its data plane (undo the previous run's network changes, bind the WireGuard port) — check the journal in --state-dir, that --listen-port is free and that warrend runs as root")?;

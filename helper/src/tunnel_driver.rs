@@ -13,12 +13,14 @@ use std::time::Instant;
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
-use warren_netcfg::{NetConfig, NetPlan, DEFAULT_MTU};
+use warren_netcfg::dns::{DnsMode, DnsPlan};
+use warren_netcfg::{Change, NetConfig, NetPlan, DEFAULT_MTU};
 use warren_proto::ipc::DeviceInfo;
 use warren_proto::model::{Agent, DeploymentInfo};
 use warren_tunnel::{PeerConfig, StaticSecret, Tunnel};
 
 use crate::datapath::{self, DataPlane};
+use crate::dns_driver::{self, DnsDriverConfig, Names};
 use crate::observe::{
     Observer, PingError, PingRequest, Report, StatsReceiver, StatsSender, MAX_PENDING_PINGS,
 };
@@ -50,6 +52,10 @@ pub struct DriverConfig {
     pub journal: PathBuf,
     /// Local UDP port; 0 lets the OS choose.
     pub listen_port: u16,
+    /// How the OS is told about the DNS stub (a concrete mode, not `Auto`).
+    pub dns_mode: DnsMode,
+    /// The file the resolv.conf mode manages.
+    pub resolv_conf: PathBuf,
 }
 
 /// Parses `"100.64.0.0/10"` into an address and prefix length.
@@ -71,6 +77,7 @@ pub fn net_plan(
     tun_name: &str,
     device: &DeviceInfo,
     deployment: &DeploymentInfo,
+    dns: Option<(DnsMode, PathBuf)>,
 ) -> Result<NetPlan, DriverError> {
     if device.addresses.is_empty() {
         return Err(DriverError::NoAddress);
@@ -84,13 +91,38 @@ pub fn net_plan(
         parse_prefix(&deployment.ipv4_prefix)?,
         parse_prefix(&deployment.ipv6_prefix)?,
     ];
+    let dns = match dns {
+        Some((mode, resolv_conf)) if mode != DnsMode::Off && mode != DnsMode::Auto => {
+            Some(DnsPlan {
+                suffix: deployment.suffix.clone(),
+                servers: device.addresses.clone(),
+                mode,
+                resolv_conf,
+            })
+        }
+        _ => None,
+    };
     Ok(NetPlan {
         tun_name: tun_name.to_string(),
         mtu: DEFAULT_MTU,
         addresses,
         routes,
-        dns: None,
+        dns,
     })
+}
+
+/// What the DNS stub serves: every DNS name of every agent with an address.
+pub fn dns_names<'a>(agents: impl IntoIterator<Item = &'a Agent>) -> Names {
+    let mut names = Vec::new();
+    for agent in agents {
+        if agent.addresses.is_empty() {
+            continue;
+        }
+        for name in &agent.dns_names {
+            names.push((name.clone(), agent.addresses.clone()));
+        }
+    }
+    std::sync::Arc::new(names)
 }
 
 /// The peer table for the directory's agents: every agent with a valid key
@@ -125,6 +157,7 @@ pub fn peer_configs<'a>(agents: impl IntoIterator<Item = &'a Agent>) -> Vec<Peer
 #[derive(Debug)]
 pub struct TunnelHandle {
     peers: watch::Sender<Vec<PeerConfig>>,
+    names: watch::Sender<Names>,
     pings: mpsc::Sender<PingRequest>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -134,6 +167,11 @@ impl TunnelHandle {
     /// Replaces the peer table (a directory snapshot or after any diff).
     pub fn set_peers(&self, peers: Vec<PeerConfig>) {
         self.peers.send_replace(peers);
+    }
+
+    /// Replaces the names the DNS stub answers.
+    pub fn set_names(&self, names: Names) {
+        self.names.send_replace(names);
     }
 
     /// Hands a ping to the loop; answers it at once if the loop is gone or
@@ -176,17 +214,48 @@ pub fn recover(config: &DriverConfig) -> Result<(), DriverError> {
 }
 
 /// Configures the OS and starts the loop on (a handle to) the helper's
-/// WireGuard socket.
-pub fn start(
+/// WireGuard socket, and the DNS stub if the plan has split DNS. A stub that
+/// can't start leaves the tunnel running; the returned note says why.
+pub async fn start(
     config: &DriverConfig,
     udp: &std::net::UdpSocket,
     secret: StaticSecret,
     plan: &NetPlan,
     peers: Vec<PeerConfig>,
+    names: Names,
     stats: StatsSender,
-) -> Result<TunnelHandle, DriverError> {
+) -> Result<(TunnelHandle, Option<String>), DriverError> {
     let mut net = warren_netcfg::platform_configurator(&config.journal)?;
     let tun = net.apply(plan)?;
+    let (names_tx, names_rx) = watch::channel(names);
+    let mut dns_problem = None;
+    let dns = match &plan.dns {
+        Some(dns) => {
+            let state_dir = config
+                .journal
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
+            let resolv_conf = match dns.change(&plan.tun_name, &state_dir) {
+                Some(Change::ResolvConf { path, backup }) => Some((path, backup)),
+                _ => None,
+            };
+            let driver = DnsDriverConfig {
+                suffix: dns.suffix.clone(),
+                listen: dns.servers.clone(),
+                resolv_conf,
+            };
+            match dns_driver::start(driver, names_rx).await {
+                Ok(handle) => Some(handle),
+                Err(e) => {
+                    tracing::error!(error = %e, "the DNS stub could not start; workspace names won't resolve");
+                    dns_problem = Some(format!("DNS: {e}"));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let udp = match udp.try_clone().and_then(UdpSocket::from_std) {
         Ok(s) => s,
         Err(e) => {
@@ -218,6 +287,9 @@ pub fn start(
     };
     let task = tokio::spawn(async move {
         datapath::run(dp).await;
+        if let Some(dns) = dns {
+            dns.stop().await;
+        }
         match net.teardown() {
             Ok(()) => tracing::info!("tunnel data plane stopped, network configuration undone"),
             Err(e) => {
@@ -225,12 +297,16 @@ pub fn start(
             }
         }
     });
-    Ok(TunnelHandle {
-        peers: peers_tx,
-        pings: pings_tx,
-        stop: Some(stop_tx),
-        task: Some(task),
-    })
+    Ok((
+        TunnelHandle {
+            peers: peers_tx,
+            names: names_tx,
+            pings: pings_tx,
+            stop: Some(stop_tx),
+            task: Some(task),
+        },
+        dns_problem,
+    ))
 }
 
 /// What the engine asks of the data plane. Carried out in order by one
@@ -241,9 +317,13 @@ pub enum TunnelCommand {
         secret: StaticSecret,
         plan: NetPlan,
         peers: Vec<PeerConfig>,
+        names: Names,
     },
-    /// Replace the peer table of the running tunnel.
-    Peers(Vec<PeerConfig>),
+    /// Replace the peer table and the DNS names of the running tunnel.
+    Directory {
+        peers: Vec<PeerConfig>,
+        names: Names,
+    },
     /// Ping through the running tunnel.
     Ping(PingRequest),
     /// Stop the tunnel and undo the OS configuration; the sender, if any, is
@@ -260,7 +340,11 @@ impl std::fmt::Debug for TunnelCommand {
                 .field("plan", plan)
                 .field("peers", &peers.len())
                 .finish_non_exhaustive(),
-            TunnelCommand::Peers(peers) => f.debug_tuple("Peers").field(&peers.len()).finish(),
+            TunnelCommand::Directory { peers, names } => f
+                .debug_struct("Directory")
+                .field("peers", &peers.len())
+                .field("names", &names.len())
+                .finish(),
             TunnelCommand::Ping(req) => f.debug_tuple("Ping").field(&req.dst).finish(),
             TunnelCommand::Down(_) => f.write_str("Down"),
         }
@@ -273,6 +357,8 @@ pub struct TunnelManager {
     tx: mpsc::UnboundedSender<TunnelCommand>,
     tun_name: String,
     port: u16,
+    dns_mode: DnsMode,
+    resolv_conf: PathBuf,
 }
 
 impl TunnelManager {
@@ -289,6 +375,8 @@ impl TunnelManager {
         let port = udp.local_addr().map_err(DriverError::Udp)?.port();
         tracing::info!(port, "WireGuard socket bound");
         let tun_name = config.tun_name.clone();
+        let dns_mode = config.dns_mode;
+        let resolv_conf = config.resolv_conf.clone();
         let (stats_tx, stats_rx) = mpsc::unbounded_channel();
         let (tx, mut rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -299,26 +387,30 @@ impl TunnelManager {
                         secret,
                         plan,
                         peers,
+                        names,
                     } => {
                         if let Some(old) = running.take() {
                             old.stop().await;
                         }
-                        let report =
-                            match start(&config, &udp, secret, &plan, peers, stats_tx.clone()) {
-                                Ok(handle) => {
-                                    running = Some(handle);
-                                    Report::Tunnel(TunnelState::Up, None)
-                                }
-                                Err(e) => {
-                                    tracing::error!(error = %e, "the tunnel could not start");
-                                    Report::Tunnel(TunnelState::Failed, Some(e.to_string()))
-                                }
-                            };
+                        let started =
+                            start(&config, &udp, secret, &plan, peers, names, stats_tx.clone())
+                                .await;
+                        let report = match started {
+                            Ok((handle, note)) => {
+                                running = Some(handle);
+                                Report::Tunnel(TunnelState::Up, note)
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "the tunnel could not start");
+                                Report::Tunnel(TunnelState::Failed, Some(e.to_string()))
+                            }
+                        };
                         let _ = stats_tx.send(report);
                     }
-                    TunnelCommand::Peers(peers) => {
+                    TunnelCommand::Directory { peers, names } => {
                         if let Some(handle) = &running {
                             handle.set_peers(peers);
+                            handle.set_names(names);
                         }
                     }
                     TunnelCommand::Ping(req) => match &running {
@@ -342,12 +434,26 @@ impl TunnelManager {
                 old.stop().await;
             }
         });
-        Ok((TunnelManager { tx, tun_name, port }, stats_rx))
+        Ok((
+            TunnelManager {
+                tx,
+                tun_name,
+                port,
+                dns_mode,
+                resolv_conf,
+            },
+            stats_rx,
+        ))
     }
 
     /// The TUN name the plans should use.
     pub fn tun_name(&self) -> &str {
         &self.tun_name
+    }
+
+    /// How plans configure DNS: the mode and the resolv.conf it would manage.
+    pub fn dns(&self) -> (DnsMode, PathBuf) {
+        (self.dns_mode, self.resolv_conf.clone())
     }
 
     /// The WireGuard socket's local port.
@@ -461,7 +567,7 @@ mod tests {
             ipv4_prefix: "100.64.0.0/10".into(),
             ipv6_prefix: "fd12:3456:789a::/48".into(),
         };
-        let plan = net_plan("warren0", &device, &deployment).unwrap();
+        let plan = net_plan("warren0", &device, &deployment, None).unwrap();
         assert_eq!(plan.mtu, 1280);
         assert_eq!(
             plan.addresses,
@@ -484,7 +590,7 @@ mod tests {
             ..device
         };
         assert!(matches!(
-            net_plan("warren0", &empty, &deployment),
+            net_plan("warren0", &empty, &deployment, None),
             Err(DriverError::NoAddress)
         ));
     }

@@ -224,6 +224,18 @@ impl Namespaces {
     pub fn workspace_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         ns_command(&self.workspace, program)
     }
+
+    /// Gives the laptop namespace its own `/etc/resolv.conf` with `content`:
+    /// `ip netns exec` bind-mounts `/etc/netns/<ns>/resolv.conf` over it, so
+    /// a helper there can manage DNS without touching the host's file.
+    /// Returns the file's path on the host.
+    pub fn own_resolv_conf(&self, content: &str) -> PathBuf {
+        let dir = Path::new("/etc/netns").join(&self.laptop);
+        std::fs::create_dir_all(&dir).expect("create /etc/netns/<ns>");
+        let path = dir.join("resolv.conf");
+        std::fs::write(&path, content).expect("write the namespace's resolv.conf");
+        path
+    }
 }
 
 impl Drop for Namespaces {
@@ -233,6 +245,7 @@ impl Drop for Namespaces {
                 .args(["netns", "del", n])
                 .stderr(Stdio::null())
                 .status();
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(n));
         }
     }
 }
@@ -787,6 +800,10 @@ pub struct HelperOptions {
     /// Directory name under the lab dir for `--state-dir`; a helper started
     /// with the same one finds its predecessor's journal.
     pub state_dir: String,
+    /// `--dns-mode`. Off by default: in `auto` a helper whose namespace has
+    /// no `/etc/netns/<ns>/resolv.conf` would rewrite the host's own
+    /// `/etc/resolv.conf`, which parallel tests must never touch.
+    pub dns_mode: String,
 }
 
 impl Default for HelperOptions {
@@ -795,6 +812,7 @@ impl Default for HelperOptions {
             tun_name: "warren0".to_string(),
             listen_port: 0,
             state_dir: "helper-state".to_string(),
+            dns_mode: "off".to_string(),
         }
     }
 }
@@ -802,6 +820,13 @@ impl Default for HelperOptions {
 impl HelperOptions {
     pub fn listen_port(mut self, port: u16) -> Self {
         self.listen_port = port;
+        self
+    }
+
+    /// `--dns-mode` (e.g. `resolv-conf` once the laptop namespace has its
+    /// own resolv.conf, see [`Netns::own_resolv_conf`]).
+    pub fn dns_mode(mut self, mode: &str) -> Self {
+        self.dns_mode = mode.to_string();
         self
     }
 }
@@ -1103,6 +1128,8 @@ impl TunnelLab {
             .arg(&options.tun_name)
             .arg("--listen-port")
             .arg(options.listen_port.to_string())
+            .arg("--dns-mode")
+            .arg(&options.dns_mode)
             .env("RUST_LOG", child_rust_log())
             .env("WARREN_BACKOFF_MAX_MS", crate::helper::TEST_BACKOFF_MAX_MS);
         let mut proc = Proc::spawn(&format!("warrend-{n}"), self.dir.path(), cmd, false);

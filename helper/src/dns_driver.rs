@@ -1,0 +1,484 @@
+//! The DNS stub's driver: UDP and TCP sockets on port 53 of this device's
+//! tunnel addresses, feeding the sans-IO [`warren_dns::Stub`], plus the
+//! upstream sockets of the `/etc/resolv.conf` mode (where the stub is the
+//! system's resolver and forwards everything outside the suffix to the
+//! resolvers configured before) and, in that mode on Linux, an inotify watch
+//! that puts our entry back when another program rewrites the file.
+//!
+//! All DNS decisions are the stub's; this module only moves messages. It
+//! never waits on a client: each TCP connection has its own task, and
+//! replies to it go through a bounded queue that drops when full.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot, watch};
+use warren_dns::{Config, Outcome, Stub, Transport};
+use warren_netcfg::dns::resolv_conf;
+
+/// Name → addresses, as the directory has them.
+pub type Names = Arc<Vec<(String, Vec<IpAddr>)>>;
+
+/// Most queries a TCP client may have unanswered on its connection.
+const TCP_QUEUE: usize = 64;
+/// A TCP client silent this long is disconnected (RFC 7766 suggests
+/// seconds, not minutes).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// How long a TCP connection to an upstream may take, end to end.
+const UPSTREAM_TCP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the stub serves and how.
+#[derive(Debug, Clone)]
+pub struct DnsDriverConfig {
+    /// The deployment's suffix.
+    pub suffix: String,
+    /// This device's tunnel addresses: the stub listens on port 53 of each.
+    pub listen: Vec<IpAddr>,
+    /// `Some((resolv.conf, its backup))` in the resolv.conf mode: forward
+    /// outside names to the backup's nameservers, and keep the file ours.
+    pub resolv_conf: Option<(PathBuf, PathBuf)>,
+}
+
+/// Why the stub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsDriverError {
+    #[error("the DNS suffix {0:?} is not usable: {1}")]
+    Suffix(String, String),
+    #[error("couldn't listen for DNS on {addr}: {source} — is another DNS server using port 53 on the tunnel address?")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running stub; dropping it stops it.
+#[derive(Debug)]
+pub struct DnsHandle {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl DnsHandle {
+    /// Stops the stub and waits for its sockets to close.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for DnsHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The upstreams of the resolv.conf mode: the nameservers configured before
+/// Warren, never the stub itself (that would loop).
+fn upstreams(backup: &std::path::Path, own: &[IpAddr]) -> Vec<SocketAddr> {
+    resolv_conf::previous_nameservers(backup)
+        .into_iter()
+        .filter(|a| !own.contains(&a.ip()))
+        .collect()
+}
+
+/// Binds the sockets and starts serving `names`.
+pub async fn start(
+    config: DnsDriverConfig,
+    names: watch::Receiver<Names>,
+) -> Result<DnsHandle, DnsDriverError> {
+    let mut stub_config = Config::new(config.suffix.clone());
+    if let Some((_, backup)) = &config.resolv_conf {
+        stub_config.upstreams = Some(upstreams(backup, &config.listen));
+    }
+    let stub = Stub::new(stub_config)
+        .map_err(|e| DnsDriverError::Suffix(config.suffix.clone(), e.to_string()))?;
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    for ip in &config.listen {
+        let addr = SocketAddr::new(*ip, 53);
+        let bind = |source| DnsDriverError::Bind { addr, source };
+        udp.push(Arc::new(UdpSocket::bind(addr).await.map_err(bind)?));
+        tcp.push(TcpListener::bind(addr).await.map_err(bind)?);
+    }
+    let upstream = if config.resolv_conf.is_some() {
+        let any = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0);
+        Some(
+            UdpSocket::bind(any)
+                .await
+                .map_err(|source| DnsDriverError::Bind { addr: any, source })?,
+        )
+    } else {
+        None
+    };
+    tracing::info!(listen = ?config.listen, suffix = %config.suffix, forwarding = upstream.is_some(), "DNS stub started");
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let task = tokio::spawn(run(config, stub, udp, tcp, upstream, names, stop_rx));
+    Ok(DnsHandle {
+        stop: Some(stop_tx),
+        task: Some(task),
+    })
+}
+
+/// What the socket tasks hand the loop.
+enum Input {
+    /// A query from a TCP client, and where its replies go.
+    TcpQuery {
+        client: SocketAddr,
+        bytes: Vec<u8>,
+        replies: mpsc::Sender<Vec<u8>>,
+    },
+    /// A TCP client went away.
+    TcpClosed(SocketAddr),
+    /// A reply from an upstream over TCP.
+    UpstreamTcp { from: SocketAddr, bytes: Vec<u8> },
+    /// resolv.conf changed on disk.
+    ResolvConfChanged,
+}
+
+async fn recv_on(sockets: &[Arc<UdpSocket>], buf: &mut [u8]) -> (usize, usize, SocketAddr) {
+    loop {
+        let mut ready = Vec::with_capacity(sockets.len());
+        for s in sockets {
+            ready.push(Box::pin(s.readable()));
+        }
+        let (res, i, _) = futures_util::future::select_all(ready).await;
+        if res.is_err() {
+            continue;
+        }
+        match sockets[i].try_recv_from(buf) {
+            Ok((n, from)) => return (i, n, from),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "DNS receive failed");
+                continue;
+            }
+        }
+    }
+}
+
+async fn accept_on(listeners: &[TcpListener]) -> std::io::Result<(TcpStream, SocketAddr)> {
+    let mut accepts = Vec::with_capacity(listeners.len());
+    for l in listeners {
+        accepts.push(Box::pin(l.accept()));
+    }
+    futures_util::future::select_all(accepts).await.0
+}
+
+async fn run(
+    config: DnsDriverConfig,
+    mut stub: Stub,
+    udp: Vec<Arc<UdpSocket>>,
+    tcp: Vec<TcpListener>,
+    upstream: Option<UdpSocket>,
+    mut names: watch::Receiver<Names>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let (input_tx, mut input) = mpsc::channel::<Input>(1024);
+    let mut tcp_clients: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut buf = vec![0u8; 65535];
+    let mut up_buf = vec![0u8; 65535];
+    let load = |stub: &mut Stub, names: &Names| {
+        let skipped = stub.set_names(names.iter().map(|(n, a)| (n.as_str(), a.iter().copied())));
+        for (name, why) in skipped.iter().take(5) {
+            tracing::debug!(%name, reason = %why, "name not served");
+        }
+    };
+    load(&mut stub, &names.borrow_and_update().clone());
+    let watcher = match &config.resolv_conf {
+        Some((path, _)) => watch_resolv_conf(path.clone(), input_tx.clone()),
+        None => None,
+    };
+    loop {
+        let deadline = stub.poll_timeout();
+        tokio::select! {
+            _ = &mut stop => break,
+            (i, n, from) = recv_on(&udp, &mut buf) => {
+                match stub.handle_query(Instant::now(), &buf[..n], Transport::Udp, from) {
+                    Outcome::Reply(reply) => {
+                        if let Err(e) = udp[i].send_to(&reply, from).await {
+                            tracing::debug!(error = %e, "DNS reply failed");
+                        }
+                    }
+                    Outcome::Forward | Outcome::Drop => {}
+                }
+            }
+            accepted = accept_on(&tcp) => match accepted {
+                Ok((stream, client)) => {
+                    tokio::spawn(serve_tcp(stream, client, input_tx.clone()));
+                }
+                Err(e) => tracing::debug!(error = %e, "DNS TCP accept failed"),
+            },
+            Some(msg) = input.recv() => match msg {
+                Input::TcpQuery { client, bytes, replies } => {
+                    tcp_clients.insert(client, replies.clone());
+                    if let Outcome::Reply(reply) =
+                        stub.handle_query(Instant::now(), &bytes, Transport::Tcp, client)
+                    {
+                        let _ = replies.try_send(reply);
+                    }
+                }
+                Input::TcpClosed(client) => {
+                    tcp_clients.remove(&client);
+                }
+                Input::UpstreamTcp { from, bytes } => {
+                    if let Some(r) = stub.handle_upstream(Instant::now(), from, &bytes) {
+                        deliver(r, &udp, &tcp_clients).await;
+                    }
+                }
+                Input::ResolvConfChanged => {
+                    if let Some((path, backup)) = &config.resolv_conf {
+                        match resolv_conf::reassert(path, backup, &config.listen) {
+                            Ok(true) => {
+                                stub.set_upstreams(Some(upstreams(backup, &config.listen)));
+                            }
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(error = %e, "couldn't put the Warren entry back into resolv.conf"),
+                        }
+                    }
+                }
+            },
+            got = recv_upstream(upstream.as_ref(), &mut up_buf) => {
+                if let Some((n, from)) = got {
+                    if let Some(r) = stub.handle_upstream(Instant::now(), from, &up_buf[..n]) {
+                        deliver(r, &udp, &tcp_clients).await;
+                    }
+                }
+            }
+            changed = names.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let list = names.borrow_and_update().clone();
+                load(&mut stub, &list);
+            }
+            _ = sleep_until(deadline) => stub.handle_timeout(Instant::now()),
+        }
+        while let Some(t) = stub.poll_transmit() {
+            match t.transport {
+                Transport::Udp => {
+                    if let Some(up) = &upstream {
+                        if let Err(e) = up.send_to(&t.bytes, t.to).await {
+                            tracing::debug!(to = %t.to, error = %e, "forwarding a query failed");
+                        }
+                    }
+                }
+                Transport::Tcp => {
+                    tokio::spawn(forward_tcp(t.to, t.bytes, input_tx.clone()));
+                }
+            }
+        }
+    }
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    tracing::info!("DNS stub stopped");
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_upstream(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    let Some(sock) = sock else {
+        return std::future::pending().await;
+    };
+    match sock.recv_from(buf).await {
+        Ok(got) => Some(got),
+        Err(e) => {
+            tracing::debug!(error = %e, "upstream receive failed");
+            None
+        }
+    }
+}
+
+/// Sends a forwarded reply to its client, the way it asked.
+async fn deliver(
+    r: warren_dns::ForwardedReply,
+    udp: &[Arc<UdpSocket>],
+    tcp_clients: &HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+) {
+    match r.transport {
+        Transport::Udp => {
+            // Answer from the socket of the client's family.
+            let sock = udp
+                .iter()
+                .find(|s| {
+                    s.local_addr()
+                        .is_ok_and(|a| a.is_ipv4() == r.client.is_ipv4())
+                })
+                .or_else(|| udp.first());
+            if let Some(sock) = sock {
+                let _ = sock.send_to(&r.bytes, r.client).await;
+            }
+        }
+        Transport::Tcp => {
+            if let Some(tx) = tcp_clients.get(&r.client) {
+                let _ = tx.try_send(r.bytes);
+            }
+        }
+    }
+}
+
+/// One TCP client: length-prefixed queries in, replies out (RFC 7766).
+async fn serve_tcp(stream: TcpStream, client: SocketAddr, input: mpsc::Sender<Input>) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(reply) = rx.recv().await {
+            let Ok(len) = u16::try_from(reply.len()) else {
+                continue;
+            };
+            if wr.write_all(&len.to_be_bytes()).await.is_err()
+                || wr.write_all(&reply).await.is_err()
+            {
+                break;
+            }
+        }
+    });
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE, rd.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+        let mut bytes = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        match tokio::time::timeout(TCP_IDLE, rd.read_exact(&mut bytes)).await {
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+        let query = Input::TcpQuery {
+            client,
+            bytes,
+            replies: tx.clone(),
+        };
+        if input.send(query).await.is_err() {
+            break;
+        }
+    }
+    let _ = input.send(Input::TcpClosed(client)).await;
+    drop(tx);
+    // Let queued replies go out before the connection closes.
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+}
+
+/// One query to an upstream over TCP.
+async fn forward_tcp(to: SocketAddr, bytes: Vec<u8>, input: mpsc::Sender<Input>) {
+    let exchange = async {
+        let mut stream = TcpStream::connect(to).await?;
+        let len = u16::try_from(bytes.len()).map_err(std::io::Error::other)?;
+        stream.write_all(&len.to_be_bytes()).await?;
+        stream.write_all(&bytes).await?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).await?;
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut reply).await?;
+        Ok::<_, std::io::Error>(reply)
+    };
+    match tokio::time::timeout(UPSTREAM_TCP_TIMEOUT, exchange).await {
+        Ok(Ok(reply)) => {
+            let _ = input
+                .send(Input::UpstreamTcp {
+                    from: to,
+                    bytes: reply,
+                })
+                .await;
+        }
+        // A timeout stays a timeout: the client hears nothing.
+        Ok(Err(e)) => tracing::debug!(%to, error = %e, "forwarding over TCP failed"),
+        Err(_) => tracing::debug!(%to, "forwarding over TCP timed out"),
+    }
+}
+
+/// Watches resolv.conf (the file, and its directory for replacements by
+/// rename) and reports changes; the loop reasserts our entry.
+#[cfg(target_os = "linux")]
+fn watch_resolv_conf(
+    path: PathBuf,
+    input: mpsc::Sender<Input>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    use futures_util::StreamExt;
+    use inotify::{Inotify, WatchMask};
+    let inotify = match Inotify::init() {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "can't watch resolv.conf; a program rewriting it will win until reconnect");
+            return None;
+        }
+    };
+    let file_mask = WatchMask::CLOSE_WRITE | WatchMask::MODIFY | WatchMask::ATTRIB;
+    if let Err(e) = inotify.watches().add(&path, file_mask) {
+        tracing::warn!(file = %path.display(), error = %e, "can't watch resolv.conf");
+    }
+    if let Some(dir) = path.parent() {
+        let _ = inotify.watches().add(
+            dir,
+            WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE,
+        );
+    }
+    let name = path.file_name().map(|n| n.to_os_string());
+    let mut stream = match inotify.into_event_stream(vec![0u8; 4096]) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "can't watch resolv.conf");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        while let Some(event) = stream.next().await {
+            let Ok(event) = event else { break };
+            // Directory events name a file; only ours matters.
+            if event.name.is_some() && event.name.as_deref() != name.as_deref() {
+                continue;
+            }
+            // Writers often write in several steps; let them finish.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if input.send(Input::ResolvConfChanged).await.is_err() {
+                break;
+            }
+        }
+    }))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn watch_resolv_conf(
+    _path: PathBuf,
+    _input: mpsc::Sender<Input>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stub_never_forwards_to_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let backup = dir.path().join("backup");
+        std::fs::write(
+            &backup,
+            "nameserver 100.64.0.7\nnameserver 10.0.0.53\nnameserver fd00::7\n",
+        )
+        .unwrap();
+        let own: Vec<IpAddr> = vec!["100.64.0.7".parse().unwrap(), "fd00::7".parse().unwrap()];
+        assert_eq!(
+            upstreams(&backup, &own),
+            vec!["10.0.0.53:53".parse::<SocketAddr>().unwrap()]
+        );
+    }
+}

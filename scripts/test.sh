@@ -26,7 +26,9 @@ step() {
 step "system packages"
 # Commands the end-to-end tests use: ip (iproute2), useradd/groupadd
 # (passwd), ps/pgrep (procps), setpriv/runuser (util-linux); wireguard-go and
-# wg as an independent WireGuard peer; iperf3 for the tunnel benchmark.
+# wg as an independent WireGuard peer; iperf3 for the tunnel benchmark;
+# dnsmasq and dig as the DNS tests' original resolver and client, dnsperf
+# for the DNS benchmark.
 declare -A PKG_FOR=(
     [ip]=iproute2
     [useradd]=passwd
@@ -45,6 +47,9 @@ declare -A PKG_FOR=(
     [wg]=wireguard-tools
     [iperf3]=iperf3
     [x86_64-w64-mingw32-gcc]=gcc-mingw-w64-x86-64
+    [dnsmasq]=dnsmasq-base
+    [dig]=dnsutils
+    [dnsperf]=dnsperf
 )
 missing=()
 for cmd in "${!PKG_FOR[@]}"; do

@@ -307,6 +307,9 @@ static LEFTOVERS: std::sync::Mutex<Vec<Leftover>> = std::sync::Mutex::new(Vec::n
 enum Leftover {
     Netns(String),
     File(PathBuf),
+    /// The run's directory: kept with its logs when a run fails, but an
+    /// interrupted run is not a failure to read up on.
+    Dir(PathBuf),
 }
 
 fn register(l: Leftover) {
@@ -334,6 +337,9 @@ fn remove_leftovers() {
             Leftover::File(p) => {
                 let _ = std::fs::remove_file(p);
             }
+            Leftover::Dir(p) => {
+                let _ = std::fs::remove_dir_all(p);
+            }
         }
     }
 }
@@ -357,7 +363,7 @@ fn cleanup_on_signal() -> Result<()> {
                 _ = int.recv() => {}
                 _ = term.recv() => {}
             }
-            eprintln!("bench tunnel: interrupted; removing its namespaces");
+            eprintln!("bench tunnel: interrupted; removing its namespaces and files");
             remove_leftovers();
             std::process::exit(130);
         });
@@ -1575,6 +1581,7 @@ fn main() {
     let lab = TunnelLab::start("bench-tunnel");
     register(Leftover::Netns(lab.net.laptop.clone()));
     register(Leftover::Netns(lab.net.workspace.clone()));
+    register(Leftover::Dir(lab.dir.path().to_path_buf()));
     // A failure panics while the lab is still up, so the harness prints the
     // coordinator's log tail and keeps the run's directory with every log.
     let summary = measure(&lab, &cfg).unwrap_or_else(|e| panic!("bench tunnel failed: {e:#}"));

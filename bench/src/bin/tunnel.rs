@@ -1511,12 +1511,17 @@ fn emit_runs(runs: &Runs, dir: Direction, cfg: &Config, mtus: &str, summary: &mu
         target: None,
         target_ratio: (dir == Direction::Upload).then_some(1.5),
         note: Some(format!(
-            "median of {} interleaved {} s single-stream iperf3 TCP runs {} with a wireguard-go workspace peer, warrend vs wireguard-go {laptop_role} on the laptop; {mtus}; runs {:?} vs {:?}; TCP retransmits {:?} vs {:?}; UDP receive-buffer drops at {receiver} {:?} vs {:?}",
+            "median of {} interleaved {} s single-stream iperf3 TCP runs {} with a wireguard-go workspace peer, warrend vs wireguard-go {laptop_role} on the laptop; {mtus}; runs {:?} vs {:?} (ratio per pair {:?}); TCP retransmits {:?} vs {:?}; UDP receive-buffer drops at {receiver} {:?} vs {:?}",
             cfg.runs,
             cfg.iperf_secs,
             dir.arrow(),
             list(&gbps, &runs.ours),
             list(&gbps, &runs.theirs),
+            runs.ours
+                .iter()
+                .zip(&runs.theirs)
+                .map(|(o, t)| round(ratio(o.run.gbps, Better::Higher, t.run.gbps), 2))
+                .collect::<Vec<_>>(),
             counts(&retrans, &runs.ours),
             counts(&retrans, &runs.theirs),
             counts(&drops, &runs.ours),

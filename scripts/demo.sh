@@ -4,8 +4,10 @@
 # their agents, the helper on a private socket, and the CLI signed in and
 # connected. Everything lives in .demo/ and listens on 127.0.0.1 only.
 # Run as root, the helper also brings up the WireGuard tunnel (TUN
-# `warren-demo`, routes for the demo deployment's prefixes only) and the demo
-# pings an agent and fetches a page from a workspace through it.
+# `warren-demo`, routes for the demo deployment's prefixes only) and split
+# DNS for `.warren` (systemd-resolved if it runs, else /etc/resolv.conf, put
+# back byte for byte on stop), and the demo pings an agent and fetches a page
+# from a workspace through it, by name.
 #
 #   bash scripts/demo.sh         start (or restart) the demo
 #   bash scripts/demo.sh stop    stop it and remove .demo/
@@ -22,10 +24,32 @@ stop_demo() {
         while read -r pid; do
             kill "$pid" 2>/dev/null || true
         done <"$DEMO/pids"
-        sleep 0.5
+        # The helper restores routes and DNS on its way out; give it time.
+        for _ in $(seq 1 100); do
+            alive=0
+            while read -r pid; do
+                if kill -0 "$pid" 2>/dev/null; then alive=1; fi
+            done <"$DEMO/pids"
+            [[ $alive == 0 ]] && break
+            sleep 0.1
+        done
         while read -r pid; do
             kill -9 "$pid" 2>/dev/null || true
         done <"$DEMO/pids"
+    fi
+    if [[ -s "$DEMO/state/netstate.json" ]]; then
+        # A helper that died without cleaning up: a new one undoes the
+        # journal (routes, resolv.conf) as it starts.
+        echo "Undoing network changes the demo helper left behind…"
+        "$BIN/warrend" --socket "$DEMO/recover.sock" --group "$(id -gn)" --log-dir "$DEMO/logs" \
+            --state-dir "$DEMO/state" >/dev/null 2>&1 &
+        local rpid=$!
+        for _ in $(seq 1 50); do
+            [[ -S "$DEMO/recover.sock" ]] && break
+            sleep 0.1
+        done
+        kill "$rpid" 2>/dev/null || true
+        wait "$rpid" 2>/dev/null || true
     fi
     rm -rf "$DEMO"
 }
@@ -122,12 +146,9 @@ if [[ "$(id -u)" == 0 ]]; then
     echo
     echo "==> Through the tunnel: warren ping api.warren"
     "$BIN/warren" ping api.warren -c 2 || true
-    ADDR="$("$BIN/warren" status --json | python3 -c 'import json,sys
-d = json.load(sys.stdin)
-print(next(a for ag in d["agents"] if "api.warren" in ag["dns_names"] for a in ag["addresses"] if "." in a))' 2>/dev/null || true)"
-    if [[ -n "$ADDR" ]] && command -v curl >/dev/null; then
-        echo "==> curl http://$ADDR:$WEB_PORT/"
-        curl -s --max-time 5 "http://$ADDR:$WEB_PORT/" || echo "(no answer)"
+    if command -v curl >/dev/null; then
+        echo "==> curl http://api.warren:$WEB_PORT/   (the name resolves through the helper's DNS stub)"
+        curl -s --max-time 5 "http://api.warren:$WEB_PORT/" || echo "(no answer)"
     fi
 fi
 echo
@@ -140,5 +161,6 @@ The demo is running. Try:
   $BIN/warren-coord --db $DB workspace add --owner alice docs   # appears within a second
   $BIN/warren status --json
   $BIN/warren ping api.warren                          # as root: through the tunnel
+  curl http://api.warren:$WEB_PORT/                            # as root: by name
 Stop it with: bash scripts/demo.sh stop
 MSG

@@ -143,7 +143,9 @@ enum Input {
     TcpClosed(SocketAddr),
     /// A reply from an upstream over TCP.
     UpstreamTcp { from: SocketAddr, bytes: Vec<u8> },
-    /// resolv.conf changed on disk.
+    /// resolv.conf changed on disk (only watched on Linux, the one OS with
+    /// that mode).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     ResolvConfChanged,
 }
 

@@ -1252,3 +1252,273 @@ impl TunnelLab {
         (p, page)
     }
 }
+
+/// A WireGuard public key nobody holds the private half of: 32 random bytes
+/// in standard base64, for registering plain peers (`agent add
+/// --public-key`) whose only job is to have a name and addresses.
+pub fn random_wireguard_key() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes: [u8; 32] = rand::random();
+    let mut out = String::with_capacity(44);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// What one `dig` run printed, parsed.
+#[derive(Debug, Clone)]
+pub struct DigAnswer {
+    /// dig's exit code: 0 when a reply came (NXDOMAIN included), 9 when no
+    /// server answered.
+    pub code: i32,
+    /// The reply's RCODE (`NOERROR`, `NXDOMAIN`, `SERVFAIL`, ...); empty if
+    /// there was no reply.
+    pub status: String,
+    /// A and AAAA records of the answer section.
+    pub addresses: Vec<IpAddr>,
+    /// The `;; SERVER:` line's address: who actually answered.
+    pub server: Option<IpAddr>,
+    /// Whether the `;; SERVER:` line says TCP.
+    pub tcp: bool,
+    pub output: String,
+    pub elapsed: Duration,
+}
+
+impl DigAnswer {
+    /// Parses dig's default output.
+    pub fn parse(code: i32, output: &str, elapsed: Duration) -> DigAnswer {
+        let mut status = String::new();
+        let mut addresses = Vec::new();
+        let mut server = None;
+        let mut tcp = false;
+        let mut in_answer = false;
+        for line in output.lines() {
+            if let Some(pos) = line.find("status: ") {
+                status = line[pos + "status: ".len()..]
+                    .split(',')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+            }
+            if let Some(rest) = line.strip_prefix(";; SERVER: ") {
+                // `100.64.0.2#53(100.64.0.2) (UDP)`
+                server = rest.split('#').next().and_then(|a| a.trim().parse().ok());
+                tcp = rest.contains("(TCP)");
+            }
+            if line.starts_with(";; ANSWER SECTION") {
+                in_answer = true;
+                continue;
+            }
+            if in_answer {
+                if line.trim().is_empty() || line.starts_with(";;") {
+                    in_answer = false;
+                    continue;
+                }
+                let words: Vec<&str> = line.split_whitespace().collect();
+                if words.len() >= 5 && matches!(words[3], "A" | "AAAA") {
+                    if let Ok(ip) = words[4].parse() {
+                        addresses.push(ip);
+                    }
+                }
+            }
+        }
+        DigAnswer {
+            code,
+            status,
+            addresses,
+            server,
+            tcp,
+            output: output.to_string(),
+            elapsed,
+        }
+    }
+
+    /// A reply came with RCODE NOERROR.
+    pub fn noerror(&self) -> bool {
+        self.code == 0 && self.status == "NOERROR"
+    }
+
+    /// A reply came with RCODE NXDOMAIN.
+    pub fn nxdomain(&self) -> bool {
+        self.code == 0 && self.status == "NXDOMAIN"
+    }
+}
+
+/// Runs `dig ARGS` inside `ns` with one try of one second (so every call
+/// is bounded), using the namespace's own `/etc/resolv.conf` unless the
+/// arguments name a server (`@ADDR`).
+pub fn dig_in(ns: &str, args: &[&str]) -> DigAnswer {
+    let start = Instant::now();
+    let out = ns_command(ns, "dig")
+        .args(["+time=1", "+tries=1"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run dig {args:?} in {ns}: {e}"));
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    DigAnswer::parse(out.status.code().unwrap_or(-1), &text, start.elapsed())
+}
+
+/// `getent DATABASE KEY` inside `ns` (through the namespace's
+/// `/etc/resolv.conf`, as every program using the system resolver): the
+/// addresses in the first column, or `None` if getent found nothing (exit
+/// status 2) or failed.
+pub fn getent_in(ns: &str, database: &str, key: &str) -> Option<Vec<IpAddr>> {
+    let out = ns_command(ns, "getent")
+        .args([database, key])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run getent {database} {key} in {ns}: {e}"));
+    if !out.status.success() {
+        return None;
+    }
+    let mut addrs: Vec<IpAddr> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    Some(addrs)
+}
+
+/// `dnsmasq` serving fixed records on one loopback address of a namespace:
+/// the "resolver that was there before" in the split DNS tests. Logs every
+/// query (`--log-queries`) to its stderr file, so a test can tell it was
+/// asked; killed on drop.
+pub struct Dnsmasq {
+    pub listen: Ipv4Addr,
+    pub ns: String,
+    proc: Proc,
+}
+
+impl Dnsmasq {
+    /// Starts dnsmasq in `ns` on `listen:53` answering `name -> addr` for
+    /// each record (and every name below it), nothing else (no upstreams,
+    /// no hosts file), and waits until it answers the first record.
+    pub fn start(dir: &Path, ns: &str, listen: Ipv4Addr, records: &[(&str, IpAddr)]) -> Dnsmasq {
+        assert!(!records.is_empty(), "dnsmasq needs a record to probe");
+        let mut cmd = ns_command(ns, "/usr/sbin/dnsmasq");
+        cmd.args([
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--log-queries",
+            "--log-facility=-",
+            // Stay root: the `dnsmasq` user need not exist, and the pid
+            // file would collide between parallel tests.
+            "--user=root",
+            "--group=root",
+            "--pid-file=",
+        ])
+        .arg(format!("--listen-address={listen}"));
+        for (name, addr) in records {
+            cmd.arg(format!("--address=/{name}/{addr}"));
+        }
+        let name = format!("dnsmasq-{listen}");
+        let mut proc = Proc::spawn(&name, dir, cmd, false);
+        let probe_name = records[0].0.to_string();
+        let server = format!("@{listen}");
+        let up = poll_until(Duration::from_secs(10), || {
+            if !proc.is_running() {
+                return Some(false);
+            }
+            dig_in(ns, &[&server, &probe_name, "A"])
+                .noerror()
+                .then_some(true)
+        });
+        if up != Some(true) {
+            proc.print_log_tail(20);
+            panic!("dnsmasq did not start answering on {listen} in {ns}");
+        }
+        Dnsmasq {
+            listen,
+            ns: ns.to_string(),
+            proc,
+        }
+    }
+
+    /// Its log: one `query[A] NAME from ADDR` line per query.
+    pub fn log(&self) -> String {
+        self.proc.stderr()
+    }
+
+    /// How many queries for `name` it has logged (any type).
+    pub fn queries_for(&self, name: &str) -> usize {
+        let needle = format!("] {name} from ");
+        self.log()
+            .lines()
+            .filter(|l| l.contains("query[") && l.contains(&needle))
+            .count()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.proc.is_running()
+    }
+
+    pub fn print_log_tail(&self, lines: usize) {
+        self.proc.print_log_tail(lines);
+    }
+}
+
+/// The host's own `/etc/resolv.conf`, read at the start of a DNS test, so
+/// the test can prove at its end that nothing it ran touched the host's
+/// file (only the namespace's bind-mounted copy may change).
+pub struct HostResolvConf {
+    before: Option<Vec<u8>>,
+}
+
+impl HostResolvConf {
+    pub const PATH: &'static str = "/etc/resolv.conf";
+
+    pub fn snapshot() -> HostResolvConf {
+        HostResolvConf {
+            before: std::fs::read(Self::PATH).ok(),
+        }
+    }
+
+    /// Panics if the host's file differs from the snapshot.
+    pub fn assert_unchanged(&self) {
+        let now = std::fs::read(Self::PATH).ok();
+        assert!(
+            now == self.before,
+            "the host's {} changed during the test:\nbefore: {:?}\nnow: {:?}",
+            Self::PATH,
+            self.before.as_deref().map(String::from_utf8_lossy),
+            now.as_deref().map(String::from_utf8_lossy)
+        );
+    }
+}
+
+impl TunnelLab {
+    /// `dig ARGS` in the laptop namespace (see [`dig_in`]).
+    pub fn dig(&self, args: &[&str]) -> DigAnswer {
+        dig_in(&self.net.laptop, args)
+    }
+
+    /// `getent DATABASE KEY` in the laptop namespace (see [`getent_in`]).
+    pub fn getent(&self, database: &str, key: &str) -> Option<Vec<IpAddr>> {
+        getent_in(&self.net.laptop, database, key)
+    }
+
+    /// Starts a [`Dnsmasq`] in the laptop namespace on `listen`.
+    pub fn dnsmasq(&self, listen: Ipv4Addr, records: &[(&str, IpAddr)]) -> Dnsmasq {
+        Dnsmasq::start(self.dir.path(), &self.net.laptop, listen, records)
+    }
+}

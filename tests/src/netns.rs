@@ -1362,13 +1362,26 @@ impl DigAnswer {
 /// is bounded), using the namespace's own `/etc/resolv.conf` unless the
 /// arguments name a server (`@ADDR`).
 pub fn dig_in(ns: &str, args: &[&str]) -> DigAnswer {
+    dig_at(Some(ns), args)
+}
+
+/// `program` in namespace `ns`, or in the root namespace for `None`.
+fn command_in(ns: Option<&str>, program: &str) -> Command {
+    match ns {
+        Some(ns) => ns_command(ns, program),
+        None => Command::new(program),
+    }
+}
+
+/// [`dig_in`] for `ns`, or in the root namespace for `None`.
+fn dig_at(ns: Option<&str>, args: &[&str]) -> DigAnswer {
     let start = Instant::now();
-    let out = ns_command(ns, "dig")
+    let out = command_in(ns, "dig")
         .args(["+time=1", "+tries=1"])
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("run dig {args:?} in {ns}: {e}"));
+        .unwrap_or_else(|e| panic!("run dig {args:?} in {ns:?}: {e}"));
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     DigAnswer::parse(out.status.code().unwrap_or(-1), &text, start.elapsed())
@@ -1402,7 +1415,8 @@ pub fn getent_in(ns: &str, database: &str, key: &str) -> Option<Vec<IpAddr>> {
 /// asked; killed on drop.
 pub struct Dnsmasq {
     pub listen: Ipv4Addr,
-    pub ns: String,
+    /// Its namespace; `None` for the root namespace.
+    pub ns: Option<String>,
     proc: Proc,
 }
 
@@ -1411,8 +1425,24 @@ impl Dnsmasq {
     /// each record (and every name below it), nothing else (no upstreams,
     /// no hosts file), and waits until it answers the first record.
     pub fn start(dir: &Path, ns: &str, listen: Ipv4Addr, records: &[(&str, IpAddr)]) -> Dnsmasq {
+        Self::spawn(dir, Some(ns), listen, records)
+    }
+
+    /// Like [`Dnsmasq::start`] in the root namespace (for the
+    /// systemd-resolved test, whose daemon sees only the root namespace);
+    /// `listen` must be an address no other service uses.
+    pub fn start_in_root(dir: &Path, listen: Ipv4Addr, records: &[(&str, IpAddr)]) -> Dnsmasq {
+        Self::spawn(dir, None, listen, records)
+    }
+
+    fn spawn(
+        dir: &Path,
+        ns: Option<&str>,
+        listen: Ipv4Addr,
+        records: &[(&str, IpAddr)],
+    ) -> Dnsmasq {
         assert!(!records.is_empty(), "dnsmasq needs a record to probe");
-        let mut cmd = ns_command(ns, "/usr/sbin/dnsmasq");
+        let mut cmd = command_in(ns, "/usr/sbin/dnsmasq");
         cmd.args([
             "--no-daemon",
             "--conf-file=/dev/null",
@@ -1439,19 +1469,16 @@ impl Dnsmasq {
             if !proc.is_running() {
                 return Some(false);
             }
-            dig_in(ns, &[&server, &probe_name, "A"])
+            dig_at(ns, &[&server, &probe_name, "A"])
                 .noerror()
                 .then_some(true)
         });
+        let ns = ns.map(str::to_string);
         if up != Some(true) {
             proc.print_log_tail(20);
-            panic!("dnsmasq did not start answering on {listen} in {ns}");
+            panic!("dnsmasq did not start answering on {listen} in {ns:?}");
         }
-        Dnsmasq {
-            listen,
-            ns: ns.to_string(),
-            proc,
-        }
+        Dnsmasq { listen, ns, proc }
     }
 
     /// Its log: one `query[A] NAME from ADDR` line per query.

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use warren_e2e::helper::Status;
 use warren_e2e::netns::{
-    AgentOptions, DigAnswer, Dnsmasq, HelperOptions, HostResolvConf, LabHelper, TunnelLab, USER,
+    in_netns, AgentOptions, DigAnswer, Dnsmasq, HelperOptions, HostResolvConf, LabHelper,
+    TunnelLab, USER,
 };
 use warren_e2e::poll_until;
 use warren_netcfg::dns::resolv_conf;
@@ -220,6 +221,17 @@ fn names_resolve_outside_names_reach_the_old_resolver_and_down_restores_the_file
                 );
             }
         }
+    }
+
+    // Other types of a known name: NOERROR without records (HTTPS and
+    // SVCB included, so clients fall back to A/AAAA), never NXDOMAIN.
+    for qtype in ["HTTPS", "SVCB", "TXT", "MX"] {
+        let d = lab.dig(&[&full, qtype]);
+        assert!(
+            d.noerror() && d.output.contains("ANSWER: 0"),
+            "dig {full} {qtype} should be NOERROR with no answer:\n{}",
+            d.output
+        );
     }
 
     // The stub listens on both tunnel addresses, UDP and TCP.
@@ -497,4 +509,182 @@ fn write_in_place(path: &Path, content: &str) {
         .expect("open the namespace's resolv.conf");
     f.write_all(content.as_bytes())
         .expect("rewrite the namespace's resolv.conf");
+}
+
+#[test]
+fn a_stopped_helper_restores_the_file() {
+    let Some(mut t) = connect("dns-sigterm") else {
+        return;
+    };
+    t.lab.add_wireguard_peer(
+        "ws",
+        "main",
+        &warren_e2e::netns::random_wireguard_key(),
+        &[],
+    );
+    t.wait_ours(ORIGINAL);
+    t.dig_until_answered(&[&format!("main.ws.{USER}.warren"), "A"]);
+    // The service manager stops the helper while connected.
+    let start = Instant::now();
+    t.helper.terminate(Duration::from_secs(10));
+    let took = start.elapsed();
+    let after = std::fs::read(&t.resolv).expect("read resolv.conf");
+    eprintln!("SIGTERM while connected: the helper exited after {took:?}");
+    assert!(
+        after == ORIGINAL.as_bytes(),
+        "after the helper stopped (SIGTERM), resolv.conf is not the original:\n{:?}\nhelper log:\n{}",
+        String::from_utf8_lossy(&after),
+        t.helper.stderr()
+    );
+    assert!(
+        !t.helper.journal().exists(),
+        "the stopped helper left its journal"
+    );
+    t.host.assert_unchanged();
+}
+
+#[test]
+fn an_upstream_that_never_answers_stays_a_timeout() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let host = HostResolvConf::snapshot();
+    let Some(lab) = TunnelLab::start_or_skip("dns-blackhole", TOOLS) else {
+        return;
+    };
+    // The previous resolver is a black hole: it takes UDP queries and TCP
+    // connections on 127.0.0.1:53 and never answers.
+    let (udp, tcp) = in_netns(&lab.net.laptop, || {
+        (
+            std::net::UdpSocket::bind("127.0.0.1:53").expect("bind the black hole (UDP)"),
+            std::net::TcpListener::bind("127.0.0.1:53").expect("bind the black hole (TCP)"),
+        )
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let udp_seen = Arc::new(AtomicUsize::new(0));
+    let tcp_seen = Arc::new(AtomicUsize::new(0));
+    let hole = {
+        let (stop, udp_seen, tcp_seen) = (stop.clone(), udp_seen.clone(), tcp_seen.clone());
+        udp.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("read timeout");
+        tcp.set_nonblocking(true).expect("nonblocking listener");
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            let mut buf = [0u8; 2048];
+            // Bounded: the test ends long before this.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if udp.recv_from(&mut buf).is_ok() {
+                    udp_seen.fetch_add(1, Ordering::Relaxed);
+                }
+                while let Ok((conn, _)) = tcp.accept() {
+                    tcp_seen.fetch_add(1, Ordering::Relaxed);
+                    held.push(conn);
+                }
+            }
+        })
+    };
+    let resolv = lab.net.own_resolv_conf("nameserver 127.0.0.1\n");
+    lab.add_wireguard_peer(
+        "ws",
+        "main",
+        &warren_e2e::netns::random_wireguard_key(),
+        &[],
+    );
+    let helper = lab.helper(HelperOptions::default().dns_mode("resolv-conf"));
+    let status = lab.login_up(&helper);
+    let full = format!("main.ws.{USER}.warren");
+    let ok = poll_until(Duration::from_secs(10), || {
+        let d = lab.dig(&[&full, "A"]);
+        (d.noerror() && !d.addresses.is_empty()).then_some(())
+    });
+    assert!(ok.is_some(), "{full} never resolved");
+
+    // The stub forgets a forwarded query after 5 s; wait past that for any
+    // reply (an invented SERVFAIL would come then), over UDP and TCP at once.
+    let stub = status
+        .session
+        .device
+        .as_ref()
+        .and_then(|d| d.addresses.iter().copied().find(IpAddr::is_ipv4))
+        .expect("the device has an IPv4 tunnel address");
+    let query = dns_query(0x5a5a, "outside.test");
+    let wait = Duration::from_millis(6500);
+    let start = Instant::now();
+    let (udp_reply, tcp_reply) = in_netns(&lab.net.laptop, move || {
+        let q = query.clone();
+        let tcp = std::thread::spawn(move || -> Option<Vec<u8>> {
+            use std::io::{Read, Write};
+            let mut c = std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::new(stub, 53),
+                Duration::from_secs(2),
+            )
+            .expect("connect to the stub over TCP");
+            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+            framed.extend(&q);
+            c.write_all(&framed).expect("send the TCP query");
+            c.set_read_timeout(Some(wait)).expect("read timeout");
+            let mut buf = [0u8; 512];
+            match c.read(&mut buf) {
+                // Closed without an answer: still no answer.
+                Ok(0) | Err(_) => None,
+                Ok(n) => Some(buf[..n].to_vec()),
+            }
+        });
+        let u = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind a client socket");
+        u.send_to(&query, (stub, 53)).expect("send the UDP query");
+        u.set_read_timeout(Some(wait)).expect("read timeout");
+        let mut buf = [0u8; 512];
+        let udp = u.recv(&mut buf).ok().map(|n| buf[..n].to_vec());
+        (udp, tcp.join().expect("the TCP client thread"))
+    });
+    eprintln!(
+        "queries for an outside name with a black-hole upstream: UDP reply {:?}, TCP reply {:?} after waiting {:?}",
+        udp_reply.as_ref().map(|r| r.len()),
+        tcp_reply.as_ref().map(|r| r.len()),
+        start.elapsed()
+    );
+    assert!(
+        udp_reply.is_none(),
+        "the previous resolver never answers, yet the stub answered over UDP: {udp_reply:?}"
+    );
+    assert!(
+        tcp_reply.is_none(),
+        "the previous resolver never answers, yet the stub answered over TCP: {tcp_reply:?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = hole.join();
+    let (u, c) = (
+        udp_seen.load(Ordering::Relaxed),
+        tcp_seen.load(Ordering::Relaxed),
+    );
+    assert!(
+        u >= 1,
+        "the stub never forwarded the UDP query to the previous resolver"
+    );
+    assert!(
+        c >= 1,
+        "the stub never forwarded the TCP query to the previous resolver"
+    );
+    // Workspace names are unaffected by a dead upstream.
+    let d = lab.dig(&[&full, "A"]);
+    assert!(d.noerror(), "{}", d.output);
+
+    helper.cli.run_ok(&["down"]);
+    assert_eq!(
+        std::fs::read_to_string(&resolv).ok().as_deref(),
+        Some("nameserver 127.0.0.1\n")
+    );
+    host.assert_unchanged();
+}
+
+/// A plain recursive query for `name` IN A, in wire format.
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend([0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend(label.as_bytes());
+    }
+    q.extend([0, 0, 1, 0, 1]);
+    q
 }

@@ -1414,33 +1414,37 @@ pub fn getent_in(ns: &str, database: &str, key: &str) -> Option<Vec<IpAddr>> {
 /// query (`--log-queries`) to its stderr file, so a test can tell it was
 /// asked; killed on drop.
 pub struct Dnsmasq {
-    pub listen: Ipv4Addr,
+    pub listen: IpAddr,
     /// Its namespace; `None` for the root namespace.
     pub ns: Option<String>,
     proc: Proc,
 }
 
 impl Dnsmasq {
-    /// Starts dnsmasq in `ns` on `listen:53` answering `name -> addr` for
+    /// Starts dnsmasq in `ns` on `listen:53` (IPv4 or IPv6) answering `name -> addr` for
     /// each record (and every name below it), nothing else (no upstreams,
     /// no hosts file), and waits until it answers the first record.
-    pub fn start(dir: &Path, ns: &str, listen: Ipv4Addr, records: &[(&str, IpAddr)]) -> Dnsmasq {
-        Self::spawn(dir, Some(ns), listen, records)
+    pub fn start(
+        dir: &Path,
+        ns: &str,
+        listen: impl Into<IpAddr>,
+        records: &[(&str, IpAddr)],
+    ) -> Dnsmasq {
+        Self::spawn(dir, Some(ns), listen.into(), records)
     }
 
     /// Like [`Dnsmasq::start`] in the root namespace (for the
     /// systemd-resolved test, whose daemon sees only the root namespace);
     /// `listen` must be an address no other service uses.
-    pub fn start_in_root(dir: &Path, listen: Ipv4Addr, records: &[(&str, IpAddr)]) -> Dnsmasq {
-        Self::spawn(dir, None, listen, records)
-    }
-
-    fn spawn(
+    pub fn start_in_root(
         dir: &Path,
-        ns: Option<&str>,
-        listen: Ipv4Addr,
+        listen: impl Into<IpAddr>,
         records: &[(&str, IpAddr)],
     ) -> Dnsmasq {
+        Self::spawn(dir, None, listen.into(), records)
+    }
+
+    fn spawn(dir: &Path, ns: Option<&str>, listen: IpAddr, records: &[(&str, IpAddr)]) -> Dnsmasq {
         assert!(!records.is_empty(), "dnsmasq needs a record to probe");
         let mut cmd = command_in(ns, "/usr/sbin/dnsmasq");
         cmd.args([
@@ -1545,7 +1549,7 @@ impl TunnelLab {
     }
 
     /// Starts a [`Dnsmasq`] in the laptop namespace on `listen`.
-    pub fn dnsmasq(&self, listen: Ipv4Addr, records: &[(&str, IpAddr)]) -> Dnsmasq {
+    pub fn dnsmasq(&self, listen: impl Into<IpAddr>, records: &[(&str, IpAddr)]) -> Dnsmasq {
         Dnsmasq::start(self.dir.path(), &self.net.laptop, listen, records)
     }
 }

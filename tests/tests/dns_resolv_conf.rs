@@ -48,10 +48,16 @@ fn outside_addr() -> IpAddr {
 /// Starts the lab, dnsmasq, gives the laptop namespace [`ORIGINAL`], checks
 /// dnsmasq answers through it, then starts the helper and connects.
 fn connect(name: &str) -> Option<DnsLab> {
+    connect_with(name, ORIGINAL, IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// [`connect`] with another original resolv.conf, whose nameserver is a
+/// dnsmasq on `listen`.
+fn connect_with(name: &str, original: &str, listen: IpAddr) -> Option<DnsLab> {
     let host = HostResolvConf::snapshot();
     let lab = TunnelLab::start_or_skip(name, TOOLS)?;
-    let dnsmasq = lab.dnsmasq(Ipv4Addr::LOCALHOST, &[(OUTSIDE, outside_addr())]);
-    let resolv = lab.net.own_resolv_conf(ORIGINAL);
+    let dnsmasq = lab.dnsmasq(listen, &[(OUTSIDE, outside_addr())]);
+    let resolv = lab.net.own_resolv_conf(original);
     let before = lab.dig(&[OUTSIDE, "A"]);
     assert!(
         before.noerror() && before.addresses == [outside_addr()],
@@ -60,7 +66,7 @@ fn connect(name: &str) -> Option<DnsLab> {
     );
     assert_eq!(
         before.server,
-        Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        Some(listen),
         "dig did not use the namespace's own resolv.conf:\n{}",
         before.output
     );
@@ -687,4 +693,42 @@ fn dns_query(id: u16, name: &str) -> Vec<u8> {
     }
     q.extend([0, 0, 1, 0, 1]);
     q
+}
+
+#[test]
+fn outside_names_reach_an_ipv6_previous_resolver() {
+    let original = "nameserver ::1\n";
+    let Some(t) = connect_with("dns-upstream-v6", original, "::1".parse().expect("literal")) else {
+        return;
+    };
+    t.lab.add_wireguard_peer(
+        "ws",
+        "main",
+        &warren_e2e::netns::random_wireguard_key(),
+        &[],
+    );
+    t.wait_ours(original);
+    t.dig_until_answered(&[&format!("main.ws.{USER}.warren"), "AAAA"]);
+    let stubs = t.stub_addresses();
+    for tcp in [false, true] {
+        let mut args = vec![OUTSIDE, "A"];
+        if tcp {
+            args.push("+tcp");
+        }
+        let d = t.lab.dig(&args);
+        assert!(
+            d.noerror()
+                && d.addresses == [outside_addr()]
+                && d.server.is_some_and(|s| stubs.contains(&s)),
+            "dig {args:?} should be forwarded by the stub to dnsmasq on [::1]:\n{}",
+            d.output
+        );
+    }
+    assert!(
+        t.dnsmasq.queries_for(OUTSIDE) >= 2,
+        "dnsmasq on ::1 did not get the forwarded queries:\n{}",
+        t.dnsmasq.log()
+    );
+    t.down_and_expect(original);
+    t.host.assert_unchanged();
 }

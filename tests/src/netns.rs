@@ -1108,6 +1108,16 @@ impl TunnelLab {
     /// CLI config (a successor started after [`LabHelper::kill9`] or
     /// [`LabHelper::terminate`] finds the CLI still signed in).
     pub fn helper(&self, options: HelperOptions) -> LabHelper {
+        // A helper managing DNS in a namespace without its own resolv.conf
+        // would rewrite the host's /etc/resolv.conf: refuse before starting.
+        let own = Path::new("/etc/netns")
+            .join(&self.net.laptop)
+            .join("resolv.conf");
+        assert!(
+            options.dns_mode == "off" || own.is_file(),
+            "a helper with --dns-mode {} needs the laptop namespace's own resolv.conf first (Namespaces::own_resolv_conf); it would change the host's /etc/resolv.conf",
+            options.dns_mode
+        );
         let socket = self.dir.join("helper.sock");
         let log_dir = self.dir.join("helper-logs");
         let state_dir = self.dir.join(&options.state_dir);

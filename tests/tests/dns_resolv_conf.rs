@@ -3,10 +3,12 @@
 //! was there before), `warrend --dns-mode resolv-conf` connected to a real
 //! coordinator. While connected, programs using the system resolver
 //! (`getent`, `dig`, UDP and TCP) find agents by name, unknown names under
-//! the suffix are NXDOMAIN and outside names still reach dnsmasq; `warren
-//! down`, a `kill -9` followed by a new helper, and a foreign rewrite of the
-//! file all leave it byte-identical to what it should be. The host's own
-//! `/etc/resolv.conf` is checked to be untouched in every test.
+//! the suffix are NXDOMAIN, other types of known names are NOERROR without
+//! records, and outside names still reach dnsmasq (on 127.0.0.1 or ::1);
+//! a previous resolver that never answers stays a timeout. `warren down`, a
+//! SIGTERM, a `kill -9` followed by a new helper, and a foreign rewrite of
+//! the file all leave it byte-identical to what it should be. The host's
+//! own `/etc/resolv.conf` is checked to be untouched in every test.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};

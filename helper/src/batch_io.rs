@@ -60,6 +60,10 @@ const TUN_WRITE_SLOT: usize = 2 * TUN_OFFSET + 65535;
 #[cfg(target_os = "linux")]
 const TUN_SPLIT_ROOM: usize = 128;
 
+/// TUN packets in a row that may fail to split before a read gives up.
+#[cfg(target_os = "linux")]
+const MAX_UNSPLITTABLE: u32 = 1024;
+
 /// Socket buffers the kernel should give the WireGuard socket: a burst of
 /// a few super-segments must not overflow them (what wireguard-go asks too).
 const SOCKET_BUFFER: usize = 7 << 20;
@@ -543,9 +547,25 @@ impl TunReader {
         self.count = 0;
         #[cfg(target_os = "linux")]
         {
-            let n = tun
-                .recv_multiple(&mut self.original, &mut self.bufs, &mut self.sizes, 0)
-                .await?;
+            let mut unsplittable = 0;
+            let n = loop {
+                match tun
+                    .recv_multiple(&mut self.original, &mut self.bufs, &mut self.sizes, 0)
+                    .await
+                {
+                    Ok(n) => break n,
+                    // A packet tun-rs could not split (malformed offload
+                    // header, more segments than buffers) is gone, but the
+                    // device is fine; only the OS's errors are the TUN's.
+                    // Bounded, in case such an error ever came back without
+                    // consuming a packet.
+                    Err(e) if e.raw_os_error().is_none() && unsplittable < MAX_UNSPLITTABLE => {
+                        unsplittable += 1;
+                        tracing::debug!(error = %e, "dropped a TUN packet that could not be split");
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             self.count = n;
             let room = if tun.tcp_gso() { TUN_SPLIT_ROOM } else { 1 };
             while TUN_BATCH - self.count >= room {

@@ -19,8 +19,9 @@ use warren_netcfg::TunDevice;
 use warren_tunnel::{min_out_len, PeerConfig, Tunnel, MIN_BUFFER};
 
 use crate::batch_io::{RecvBatch, TunReader, TunWriter, TxBatch, UdpBatch, TUN_BATCH};
-
 use crate::observe::{wall_clock_ms, Observer, PingRequest};
+
+pub use crate::batch_io::{to_socket, unmap};
 
 /// What the loop runs on.
 pub struct DataPlane {
@@ -43,8 +44,6 @@ pub fn bind_udp(port: u16) -> std::io::Result<std::net::UdpSocket> {
     sock.set_nonblocking(true)?;
     Ok(sock)
 }
-
-pub use crate::batch_io::{to_socket, unmap};
 
 /// Sends one datagram the tunnel made on its own (or a ping).
 async fn send(udp: &mut UdpBatch, dst: SocketAddr, payload: &[u8]) {

@@ -138,6 +138,14 @@ fn env_num(name: &str, default: u64) -> Result<u64> {
     }
 }
 
+/// The 1, 5 and 15 minute load averages, for the notes: other work on the
+/// machine moves every figure here.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
@@ -711,33 +719,56 @@ fn saturated(
     Ok(())
 }
 
-/// Pooled per-query latencies of the interleaved fixed-rate runs, sorted.
-fn fixed_rate(perf: &Perf, stub: IpAddr, qps: u64, cfg: &Config) -> Result<(Vec<f64>, Vec<f64>)> {
+/// One server's per-query latencies (ms) of the interleaved fixed-rate
+/// runs, each run sorted.
+struct Latencies(Vec<Vec<f64>>);
+
+impl Latencies {
+    /// The median over the runs of each run's percentile `p`: a burst of
+    /// other work on the machine lands in one run and moves this less than
+    /// a pooled percentile.
+    fn median_of_runs(&self, p: f64) -> f64 {
+        let per_run: Vec<f64> = self.0.iter().map(|r| percentile(r, p)).collect();
+        median(&per_run)
+    }
+
+    fn per_run(&self, p: f64) -> Vec<f64> {
+        self.0.iter().map(|r| percentile(r, p)).collect()
+    }
+
+    fn queries(&self) -> usize {
+        self.0.iter().map(Vec::len).sum()
+    }
+}
+
+/// Per-query latencies of the stub and dnsmasq at a fixed rate.
+fn fixed_rate(perf: &Perf, stub: IpAddr, qps: u64, cfg: &Config) -> Result<(Latencies, Latencies)> {
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     let load = Load::Rate {
         qps,
         secs: cfg.lat_secs,
     };
     for _ in 0..cfg.runs {
-        for (server, pool) in [(stub, &mut ours), (IpAddr::V4(DNSMASQ_ADDR), &mut theirs)] {
-            let st = perf.run(server, load)?;
+        for (server, runs) in [(stub, &mut ours), (IpAddr::V4(DNSMASQ_ADDR), &mut theirs)] {
+            let mut st = perf.run(server, load)?;
             if st.latencies_ms.is_empty() {
                 bail!("dnsperf -v against {server} reported no per-query latency");
             }
-            pool.extend(st.latencies_ms);
+            st.latencies_ms.sort_by(|a, b| a.total_cmp(b));
+            runs.push(st.latencies_ms);
         }
     }
-    for v in [&mut ours, &mut theirs] {
-        v.sort_by(|a, b| a.total_cmp(b));
-    }
+    let (ours, theirs) = (Latencies(ours), Latencies(theirs));
     eprintln!(
-        "bench dns: at {qps} qps: stub p50 {:.3} p99 {:.3} ms ({} queries), dnsmasq p50 {:.3} p99 {:.3} ms ({} queries)",
-        percentile(&ours, 50.0),
-        percentile(&ours, 99.0),
-        ours.len(),
-        percentile(&theirs, 50.0),
-        percentile(&theirs, 99.0),
-        theirs.len()
+        "bench dns: at {qps} qps: stub p50 {:.3} p99 {:.3} ms ({} queries), dnsmasq p50 {:.3} p99 {:.3} ms ({} queries); p99 per run {:.3?} vs {:.3?}",
+        ours.median_of_runs(50.0),
+        ours.median_of_runs(99.0),
+        ours.queries(),
+        theirs.median_of_runs(50.0),
+        theirs.median_of_runs(99.0),
+        theirs.queries(),
+        ours.per_run(99.0),
+        theirs.per_run(99.0),
     );
     Ok((ours, theirs))
 }
@@ -880,12 +911,13 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Vec<String>> {
         target: None,
         target_ratio: Some(1.0),
         note: format!(
-            "saturated, median of {} interleaved {} s runs (stub/dnsmasq per run: {}); dnsperf and the server share 2 cores, so this is partly dnsperf's limit; mean latency under saturation {:.2} vs {:.2} ms; {setup}",
+            "saturated, median of {} interleaved {} s runs (stub/dnsmasq per run: {}); dnsperf and the server share 2 cores, so this is partly dnsperf's limit; mean latency under saturation {:.2} vs {:.2} ms; load average at the end {}; {setup}",
             cfg.runs,
             cfg.secs,
             pairs(&ours.qps, &theirs.qps),
             median(&ours.avg_ms),
-            median(&theirs.avg_ms)
+            median(&theirs.avg_ms),
+            loadavg()
         ),
     });
     let (c_ours, c_theirs) = (
@@ -906,11 +938,12 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Vec<String>> {
         target_ratio: None,
         note: "utime+stime of the whole serving process (warrend with its idle tunnel, dnsmasq) per answered query during the saturated runs; median".into(),
     });
-    let lat_note = |qps: u64, n: usize, m: usize| {
-        format!(
-            "dnsperf -v per-query latency at a fixed {qps} queries/s, {} interleaved {} s runs per server pooled ({n} / {m} queries); a lost query counts as {QUERY_TIMEOUT_S} s",
-            cfg.runs, cfg.lat_secs
-        )
+    let pairs3 = |a: &[f64], b: &[f64]| -> String {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| format!("{x:.3}/{y:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     for (name, p, o, t, qps, target) in [
         ("p50_ms", 50.0, &low_ours, &low_theirs, cfg.low_qps, None),
@@ -931,7 +964,7 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Vec<String>> {
             None,
         ),
     ] {
-        let (v_ours, v_theirs) = (percentile(o, p), percentile(t, p));
+        let (v_ours, v_theirs) = (o.median_of_runs(p), t.median_of_runs(p));
         summary.push(format!(
             "{name} at {qps} qps: stub {v_ours:.3} ms vs dnsmasq {v_theirs:.3} ms → {:.2}×{}",
             v_theirs / v_ours,
@@ -949,7 +982,15 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Vec<String>> {
             baseline_value: v_theirs,
             target,
             target_ratio: None,
-            note: lat_note(qps, o.len(), t.len()),
+            note: format!(
+                "dnsperf -v per-query latency at a fixed {qps} queries/s: median over {} interleaved {} s runs of each run's percentile (stub/dnsmasq per run: {}; {} / {} queries); a lost query counts as {QUERY_TIMEOUT_S} s; load average at the end {}",
+                cfg.runs,
+                cfg.lat_secs,
+                pairs3(&o.per_run(p), &t.per_run(p)),
+                o.queries(),
+                t.queries(),
+                loadavg(),
+            ),
         });
     }
     dnsmasq.terminate(Duration::from_secs(3));
@@ -1053,6 +1094,21 @@ Statistics:
         assert_eq!(percentile(&w, 99.0), 0.1);
         w.push(5.0);
         assert_eq!(percentile(&w, 99.0), 5.0);
+    }
+
+    #[test]
+    fn latency_figures_are_the_median_of_each_runs_percentile() {
+        let quiet: Vec<f64> = (1..=100).map(|i| f64::from(i) / 100.0).collect();
+        let mut burst = quiet.clone();
+        // A compile job lands in one run: its tail is ten times worse.
+        for v in burst.iter_mut().skip(90) {
+            *v *= 10.0;
+        }
+        let l = Latencies(vec![quiet.clone(), burst, quiet]);
+        assert_eq!(l.per_run(99.0), vec![0.99, 9.9, 0.99]);
+        assert_eq!(l.median_of_runs(99.0), 0.99);
+        assert_eq!(l.median_of_runs(50.0), 0.5);
+        assert_eq!(l.queries(), 300);
     }
 
     #[test]

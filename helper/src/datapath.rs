@@ -285,7 +285,8 @@ pub async fn run(dp: DataPlane) {
 /// ```
 #[derive(Debug)]
 pub struct LoopThread {
-    rt: tokio::runtime::Runtime,
+    /// Taken by [`LoopThread::spawn`]; dropped without blocking otherwise.
+    rt: Option<tokio::runtime::Runtime>,
 }
 
 impl LoopThread {
@@ -294,27 +295,45 @@ impl LoopThread {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        Ok(LoopThread { rt })
+        Ok(LoopThread { rt: Some(rt) })
     }
 
     /// While the guard lives, TUN devices and sockets created on this
-    /// thread register with the loop's runtime.
+    /// thread register with the loop's runtime. Don't hold it across an
+    /// `.await`.
     pub fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
-        self.rt.enter()
+        match &self.rt {
+            Some(rt) => rt.enter(),
+            // Only `spawn` takes the runtime, and it consumes `self`.
+            None => unreachable!("LoopThread without a runtime"),
+        }
     }
 
     /// Runs [`run`] on a new thread. The receiver completes (with `Ok` or,
     /// if the loop panicked, `Err`) once the loop has ended and dropped the
     /// TUN, so the caller may undo the network configuration.
-    pub fn spawn(self, dp: DataPlane) -> std::io::Result<oneshot::Receiver<()>> {
+    pub fn spawn(mut self, dp: DataPlane) -> std::io::Result<oneshot::Receiver<()>> {
         let (done, ended) = oneshot::channel();
+        let Some(rt) = self.rt.take() else {
+            unreachable!("LoopThread without a runtime");
+        };
         std::thread::Builder::new()
             .name("warren-datapath".into())
             .spawn(move || {
-                self.rt.block_on(run(dp));
+                rt.block_on(run(dp));
                 let _ = done.send(());
             })?;
         Ok(ended)
+    }
+}
+
+impl Drop for LoopThread {
+    fn drop(&mut self) {
+        // Unused (setup failed before `spawn`), possibly inside the helper's
+        // async code, where a blocking runtime shutdown is not allowed.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -331,6 +350,17 @@ mod tests {
         let v6: SocketAddr = "[fd00::2]:51820".parse().unwrap();
         assert_eq!(to_socket(v6), v6);
         assert_eq!(unmap(v6), v6);
+    }
+
+    #[tokio::test]
+    async fn an_unused_loop_thread_can_be_dropped_in_async_code() {
+        let thread = LoopThread::new().unwrap();
+        let sock = {
+            let _in_loop = thread.enter();
+            UdpSocket::from_std(bind_udp(0).unwrap()).unwrap()
+        };
+        drop(sock);
+        drop(thread);
     }
 
     #[tokio::test]

@@ -24,6 +24,42 @@ pub struct Coordinator {
     proc: Option<Proc>,
 }
 
+/// Waits (up to [`START_TIMEOUT`]) for a `warren-coord serve` started with
+/// piped stdout to print `listening on <url>` and returns the URL without a
+/// trailing slash. Its stdout keeps being copied to `out_path`, so the pipe
+/// never fills. Panics with the log tail if it never says so.
+pub fn listening_url(proc: &mut Proc, out_path: &std::path::Path) -> String {
+    let stdout = proc.take_stdout();
+    let (tx, rx) = mpsc::channel();
+    let out_path = out_path.to_path_buf();
+    std::thread::spawn(move || {
+        let mut file = std::fs::File::create(out_path).ok();
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(f) = &mut file {
+                let _ = writeln!(f, "{line}");
+            }
+            if let Some(pos) = line.find("listening on ") {
+                let url = line[pos + "listening on ".len()..].trim().to_string();
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(url);
+                }
+            }
+        }
+    });
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(url) => url.trim_end_matches('/').to_string(),
+        Err(_) => {
+            proc.print_log_tail(60);
+            panic!(
+                "warren-coord did not print `listening on <url>` within {START_TIMEOUT:?} (exit: {:?})",
+                proc.try_wait()
+            );
+        }
+    }
+}
+
 impl Coordinator {
     /// Starts a coordinator on a fresh DB in `dir`, on a free loopback port.
     pub fn start(dir: &Path) -> Self {
@@ -56,37 +92,7 @@ impl Coordinator {
             .env("RUST_LOG", &self.rust_log)
             .stdout(Stdio::piped());
         let mut proc = Proc::spawn(&name, &self.dir, cmd, true);
-        let stdout = proc.take_stdout();
-        // Reads stdout to its end (so the pipe never fills), copying it to a
-        // file and handing the `listening on` URL back.
-        let (tx, rx) = mpsc::channel();
-        let out_path = self.dir.join(format!("{name}.stdout"));
-        std::thread::spawn(move || {
-            let mut file = std::fs::File::create(out_path).ok();
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(f) = &mut file {
-                    let _ = writeln!(f, "{line}");
-                }
-                if let Some(pos) = line.find("listening on ") {
-                    let url = line[pos + "listening on ".len()..].trim().to_string();
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(url);
-                    }
-                }
-            }
-        });
-        let url = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(url) => url,
-            Err(_) => {
-                proc.print_log_tail(60);
-                panic!(
-                    "warren-coord did not print `listening on <url>` within {START_TIMEOUT:?} (exit: {:?})",
-                    proc.try_wait()
-                );
-            }
-        };
+        let url = listening_url(&mut proc, &self.dir.join(format!("{name}.stdout")));
         let url = url.trim_end_matches('/').to_string();
         let hostport = url
             .split_once("://")

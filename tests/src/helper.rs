@@ -20,6 +20,27 @@ pub struct Helper {
     proc: Proc,
 }
 
+/// Waits (up to 15 s) until `warrend` accepts connections on `socket`;
+/// panics with its log tail if it exits or never does.
+pub fn wait_for_socket(proc: &mut Proc, socket: &Path) {
+    let ready = crate::poll_until(Duration::from_secs(15), || {
+        if !proc.is_running() {
+            return Some(false);
+        }
+        std::os::unix::net::UnixStream::connect(socket)
+            .ok()
+            .map(|_| true)
+    });
+    if ready != Some(true) {
+        proc.print_log_tail(60);
+        panic!(
+            "warrend did not open its socket {} within 15 s (exit: {:?})",
+            socket.display(),
+            proc.try_wait()
+        );
+    }
+}
+
 impl Helper {
     /// Starts `warrend` with its socket and logs in `dir`, controllable by
     /// root and `group`; waits until the socket accepts connections.
@@ -44,22 +65,7 @@ impl Helper {
             .env("RUST_LOG", rust_log)
             .env("WARREN_BACKOFF_MAX_MS", TEST_BACKOFF_MAX_MS);
         let mut proc = Proc::spawn("warrend", dir, cmd, false);
-        let ready = crate::poll_until(Duration::from_secs(15), || {
-            if !proc.is_running() {
-                return Some(false);
-            }
-            std::os::unix::net::UnixStream::connect(&socket)
-                .ok()
-                .map(|_| true)
-        });
-        if ready != Some(true) {
-            proc.print_log_tail(60);
-            panic!(
-                "warrend did not open its socket {} within 15 s (exit: {:?})",
-                socket.display(),
-                proc.try_wait()
-            );
-        }
+        wait_for_socket(&mut proc, &socket);
         Helper {
             socket,
             log_dir,

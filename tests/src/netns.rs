@@ -25,11 +25,10 @@
 use crate::helper::{assert_success, Cli, Status};
 use crate::proc::{child_rust_log, die_with_parent, Proc};
 use crate::{bin, poll_until, unique, TestDir};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use warren_proto::ipc::SessionState;
 use warren_proto::model::Agent;
@@ -988,33 +987,7 @@ impl TunnelLab {
             .env("RUST_LOG", child_rust_log())
             .stdout(Stdio::piped());
         let mut proc = Proc::spawn("coord", dir.path(), cmd, true);
-        let stdout = proc.take_stdout();
-        let (tx, rx) = mpsc::channel();
-        let out_path = dir.join("coord.stdout");
-        // Drains stdout to a file (so the pipe never fills) and hands the
-        // `listening on` URL back.
-        std::thread::spawn(move || {
-            let mut file = std::fs::File::create(out_path).ok();
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(f) = &mut file {
-                    let _ = writeln!(f, "{line}");
-                }
-                if let Some(pos) = line.find("listening on ") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(line[pos + "listening on ".len()..].trim().to_string());
-                    }
-                }
-            }
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(url) => url.trim_end_matches('/').to_string(),
-            Err(_) => {
-                proc.print_log_tail(40);
-                panic!("the coordinator did not start in the workspace namespace");
-            }
-        };
+        let url = crate::coord::listening_url(&mut proc, &dir.join("coord.stdout"));
         let coord = LabCoordinator { db, url, ca, proc };
         coord.admin(&["user", "add", USER]);
         let user_token = coord.admin(&["token", "create", USER]);
@@ -1143,21 +1116,7 @@ impl TunnelLab {
             .env("RUST_LOG", child_rust_log())
             .env("WARREN_BACKOFF_MAX_MS", crate::helper::TEST_BACKOFF_MAX_MS);
         let mut proc = Proc::spawn(&format!("warrend-{n}"), self.dir.path(), cmd, false);
-        let ready = poll_until(Duration::from_secs(15), || {
-            if !proc.is_running() {
-                return Some(false);
-            }
-            std::os::unix::net::UnixStream::connect(&socket)
-                .ok()
-                .map(|_| true)
-        });
-        if ready != Some(true) {
-            proc.print_log_tail(60);
-            panic!(
-                "warrend did not open its socket (exit: {:?})",
-                proc.try_wait()
-            );
-        }
+        crate::helper::wait_for_socket(&mut proc, &socket);
         let cli = Cli::new(&socket, &self.dir.join("cli-config"));
         LabHelper {
             options,

@@ -45,7 +45,8 @@
 //! (3 per server), `WARREN_BENCH_DNS_CLIENTS` (2; dnsperf threads are
 //! min(clients, 2)), `WARREN_BENCH_DNS_OUTSTANDING` (100, dnsperf `-q`),
 //! `WARREN_BENCH_DNS_LOW_QPS` (1000), `WARREN_BENCH_DNS_LOADED_QPS` (10000),
-//! `WARREN_BENCH_DNS_LAT_SECS` (5, per latency run).
+//! `WARREN_BENCH_DNS_LAT_SECS` (4, per fixed-rate run),
+//! `WARREN_BENCH_DNS_LAT_RUNS` (5 per server and rate).
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
@@ -637,6 +638,7 @@ struct Config {
     low_qps: u64,
     loaded_qps: u64,
     lat_secs: u64,
+    lat_runs: u64,
 }
 
 impl Config {
@@ -649,10 +651,20 @@ impl Config {
             outstanding: env_num("WARREN_BENCH_DNS_OUTSTANDING", 100)?,
             low_qps: env_num("WARREN_BENCH_DNS_LOW_QPS", 1000)?,
             loaded_qps: env_num("WARREN_BENCH_DNS_LOADED_QPS", 10_000)?,
-            lat_secs: env_num("WARREN_BENCH_DNS_LAT_SECS", 5)?,
+            lat_secs: env_num("WARREN_BENCH_DNS_LAT_SECS", 4)?,
+            lat_runs: env_num("WARREN_BENCH_DNS_LAT_RUNS", 5)?,
         };
-        if c.workspaces == 0 || c.runs == 0 || c.secs == 0 || c.clients == 0 {
-            bail!("WARREN_BENCH_DNS_WORKSPACES, _RUNS, _SECS and _CLIENTS must be at least 1");
+        if [
+            c.workspaces,
+            c.runs,
+            c.secs,
+            c.clients,
+            c.lat_runs,
+            c.lat_secs,
+        ]
+        .contains(&0)
+        {
+            bail!("WARREN_BENCH_DNS_WORKSPACES, _RUNS, _SECS, _CLIENTS, _LAT_RUNS and _LAT_SECS must be at least 1");
         }
         Ok(c)
     }
@@ -748,7 +760,7 @@ fn fixed_rate(perf: &Perf, stub: IpAddr, qps: u64, cfg: &Config) -> Result<(Late
         qps,
         secs: cfg.lat_secs,
     };
-    for _ in 0..cfg.runs {
+    for _ in 0..cfg.lat_runs {
         for (server, runs) in [(stub, &mut ours), (IpAddr::V4(DNSMASQ_ADDR), &mut theirs)] {
             let mut st = perf.run(server, load)?;
             if st.latencies_ms.is_empty() {
@@ -984,7 +996,7 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Vec<String>> {
             target_ratio: None,
             note: format!(
                 "dnsperf -v per-query latency at a fixed {qps} queries/s: median over {} interleaved {} s runs of each run's percentile (stub/dnsmasq per run: {}; {} / {} queries); a lost query counts as {QUERY_TIMEOUT_S} s; load average at the end {}",
-                cfg.runs,
+                cfg.lat_runs,
                 cfg.lat_secs,
                 pairs3(&o.per_run(p), &t.per_run(p)),
                 o.queries(),

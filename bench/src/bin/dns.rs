@@ -62,6 +62,9 @@ const BASELINE: &str = "dnsmasq";
 /// Where dnsmasq listens in the laptop namespace (loopback, like the stub's
 /// tunnel address as seen from a local client).
 const DNSMASQ_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// Where the stub's core runs behind a plain blocking loop (warren-dns's
+/// `serve` example), for scale.
+const CORE_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 /// dnsperf's per-query timeout in seconds; a lost query counts as this long
 /// in the percentiles.
 const QUERY_TIMEOUT_S: f64 = 2.0;
@@ -445,7 +448,7 @@ fn parse_dig(out: &str) -> Result<DigAnswer> {
 
 /// Both servers give the zone's addresses for a sample of names and
 /// NXDOMAIN for a missing one.
-fn check_answers(ns: &str, stub: IpAddr, zone: &Zone) -> Result<()> {
+fn check_answers(ns: &str, servers: &[IpAddr], zone: &Zone) -> Result<()> {
     let step = (zone.names.len() / 10).max(1);
     for (name, addrs) in zone.names.iter().step_by(step) {
         for (rtype, v4) in [("A", true), ("AAAA", false)] {
@@ -455,7 +458,7 @@ fn check_answers(ns: &str, stub: IpAddr, zone: &Zone) -> Result<()> {
                 .map(IpAddr::to_string)
                 .collect();
             want.sort();
-            for server in [stub, IpAddr::V4(DNSMASQ_ADDR)] {
+            for &server in servers {
                 let got = dig(ns, server, name, rtype)?;
                 if got.status != "NOERROR" || got.rdata != want {
                     bail!(
@@ -466,7 +469,7 @@ fn check_answers(ns: &str, stub: IpAddr, zone: &Zone) -> Result<()> {
         }
     }
     let missing = format!("gone.{}", zone.names[0].0);
-    for server in [stub, IpAddr::V4(DNSMASQ_ADDR)] {
+    for &server in servers {
         let got = dig(ns, server, &missing, "A")?;
         if got.status != "NXDOMAIN" {
             bail!("{server} answered {missing} with {got:?}, not NXDOMAIN");
@@ -696,6 +699,52 @@ fn start_dnsmasq(lab: &TunnelLab, hosts: &Path, suffix: &str) -> Result<warren_e
     Ok(proc)
 }
 
+/// For scale: the same `warren_dns::Stub` behind warren-dns's `serve`
+/// example (one UDP socket, blocking `recv_from`/`send_to`, no tokio) on
+/// [`CORE_ADDR`]:53, serving the zone's names. `None` when turned off with
+/// `WARREN_BENCH_DNS_CORE=0` or when the deployment's suffix isn't the
+/// example's fixed `warren`.
+fn start_core(lab: &TunnelLab, zone: &Zone) -> Result<Option<warren_e2e::Proc>> {
+    if std::env::var("WARREN_BENCH_DNS_CORE").is_ok_and(|v| v.trim() == "0") {
+        return Ok(None);
+    }
+    if zone.suffix != "warren" {
+        eprintln!(
+            "bench dns: no blocking-loop run: the serve example answers only under `warren`, the deployment uses {:?}",
+            zone.suffix
+        );
+        return Ok(None);
+    }
+    let exe = warren_e2e::bin_dir().join("examples").join("serve");
+    if !exe.is_file() {
+        bail!(
+            "{} is missing: build it with `cargo build --release -p warren-dns --example serve` (bench/run dns does), or set WARREN_BENCH_DNS_CORE=0",
+            exe.display()
+        );
+    }
+    let mut cmd = lab.net.laptop_cmd(&exe);
+    cmd.arg(format!("{CORE_ADDR}:53"));
+    for (name, addrs) in &zone.names {
+        let list: Vec<String> = addrs.iter().map(IpAddr::to_string).collect();
+        cmd.arg(format!("{name}={}", list.join(",")));
+    }
+    let mut proc = warren_e2e::Proc::spawn("stub-serve", lab.dir.path(), cmd, false);
+    let probe = format!("gone.{}", zone.suffix);
+    let up = warren_e2e::poll_until(Duration::from_secs(10), || {
+        if !proc.is_running() {
+            return Some(false);
+        }
+        dig(&lab.net.laptop, IpAddr::V4(CORE_ADDR), &probe, "A")
+            .ok()
+            .map(|_| true)
+    });
+    if up != Some(true) {
+        proc.print_log_tail(20);
+        bail!("the serve example did not answer on {CORE_ADDR}:53 within 10 s");
+    }
+    Ok(Some(proc))
+}
+
 /// Throughput and CPU of one server over the interleaved saturated runs.
 #[derive(Default)]
 struct Side {
@@ -845,12 +894,17 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Vec<String>> {
     let hosts = dir.join("dnsmasq.hosts");
     std::fs::write(&hosts, hosts_file(&zone)).context("write dnsmasq's hosts file")?;
     let mut dnsmasq = start_dnsmasq(lab, &hosts, &zone.suffix)?;
-    check_answers(&lab.net.laptop, stub, &zone)?;
+    let mut core = start_core(lab, &zone)?;
+    let mut servers = vec![stub, IpAddr::V4(DNSMASQ_ADDR)];
+    if core.is_some() {
+        servers.push(IpAddr::V4(CORE_ADDR));
+    }
+    check_answers(&lab.net.laptop, &servers, &zone)?;
     let queries = dir.join("queries.txt");
     let (text, nxdomain_pct) = query_file(&zone);
     std::fs::write(&queries, &text).context("write the query file")?;
     eprintln!(
-        "bench dns: {} queries in the file ({nxdomain_pct:.1} % NXDOMAIN); both servers agree on a sample",
+        "bench dns: {} queries in the file ({nxdomain_pct:.1} % NXDOMAIN); the servers agree on a sample",
         text.lines().count()
     );
 
@@ -861,7 +915,7 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Vec<String>> {
         outstanding: cfg.outstanding,
         nxdomain_pct,
     };
-    let (mut ours, mut theirs) = (Side::default(), Side::default());
+    let (mut ours, mut theirs, mut core_side) = (Side::default(), Side::default(), Side::default());
     for run in 0..cfg.runs {
         eprintln!("bench dns: saturated run {}/{}", run + 1, cfg.runs);
         saturated(
@@ -886,6 +940,21 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Vec<String>> {
         )?;
         if !dnsmasq.is_running() {
             bail!("dnsmasq exited");
+        }
+        if let Some(core) = &mut core {
+            let at = IpAddr::V4(CORE_ADDR);
+            saturated(
+                &perf,
+                at,
+                core.pid(),
+                ticks,
+                cfg.secs,
+                &mut core_side,
+                "stub-loop",
+            )?;
+            if !core.is_running() {
+                bail!("the serve example exited");
+            }
         }
     }
     let (low_ours, low_theirs) = fixed_rate(&perf, stub, cfg.low_qps, cfg)?;
@@ -950,6 +1019,43 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Vec<String>> {
         target_ratio: None,
         note: "utime+stime of the whole serving process (warrend with its idle tunnel, dnsmasq) per answered query during the saturated runs; median".into(),
     });
+    if core.is_some() {
+        let (q_core, c_core) = (median(&core_side.qps), median(&core_side.cpu_us_per_query));
+        summary.push(format!(
+            "for scale, the stub behind a blocking loop: {q_core:.0} qps ({:.2}× dnsmasq), {c_core:.2} µs CPU/query ({:.2}×)",
+            q_core / q_theirs,
+            c_theirs / c_core
+        ));
+        let why = "for scale, not the product: warren-dns's `serve` example (the same Stub behind one blocking UDP socket, no tokio) in the same namespace with the same names, interleaved with the runs above; the gap to `qps`/`cpu_us_per_query` is the helper's driver, not the stub";
+        emit(Metric {
+            name: "qps_stub_blocking_loop",
+            value: q_core,
+            unit: "queries/s",
+            better: Better::Higher,
+            baseline_value: q_theirs,
+            target: None,
+            target_ratio: None,
+            note: format!(
+                "{why}; per run: {}",
+                core_side
+                    .qps
+                    .iter()
+                    .map(|q| format!("{q:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+        emit(Metric {
+            name: "cpu_us_per_query_stub_blocking_loop",
+            value: c_core,
+            unit: "us",
+            better: Better::Lower,
+            baseline_value: c_theirs,
+            target: None,
+            target_ratio: None,
+            note: why.into(),
+        });
+    }
     let pairs3 = |a: &[f64], b: &[f64]| -> String {
         a.iter()
             .zip(b)
@@ -1006,6 +1112,9 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Vec<String>> {
         });
     }
     dnsmasq.terminate(Duration::from_secs(3));
+    if let Some(mut core) = core {
+        core.terminate(Duration::from_secs(3));
+    }
     helper.terminate(Duration::from_secs(10));
     Ok(summary)
 }

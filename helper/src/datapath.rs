@@ -19,7 +19,7 @@ use warren_netcfg::TunDevice;
 use warren_tunnel::{min_out_len, PeerConfig, Tunnel, MIN_BUFFER};
 
 use crate::batch_io::{RecvBatch, TunReader, TunWriter, TxBatch, UdpBatch, TUN_BATCH};
-use crate::observe::{wall_clock_ms, Observer, PingRequest};
+use crate::observe::{wall_clock_ms, Observer, Probe};
 
 pub use crate::batch_io::{to_socket, unmap};
 
@@ -30,7 +30,7 @@ pub struct DataPlane {
     pub udp: UdpSocket,
     /// The latest peer table from the directory.
     pub peers: watch::Receiver<Vec<PeerConfig>>,
-    pub pings: mpsc::Receiver<PingRequest>,
+    pub pings: mpsc::Receiver<Probe>,
     pub observer: Observer,
     /// Fires (or drops) when the loop should end.
     pub stop: oneshot::Receiver<()>,
@@ -235,8 +235,8 @@ pub async fn run(dp: DataPlane) {
                 }
                 Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
             },
-            Some(req) = pings.recv() => {
-                if let Some(t) = observer.ping(Instant::now(), req, &mut tunnel, &mut out) {
+            Some(probe) = pings.recv() => {
+                if let Some(t) = observer.probe(Instant::now(), probe, &mut tunnel, &mut out) {
                     let dst = t.dst;
                     let len = t.payload.len();
                     send(&mut udp, dst, &out[..len]).await;
@@ -273,7 +273,7 @@ pub async fn run(dp: DataPlane) {
 /// registered with, so create them inside [`LoopThread::enter`], then hand
 /// the [`DataPlane`] to [`LoopThread::spawn`]:
 ///
-/// ```ignore
+/// ```text
 /// let thread = LoopThread::new()?;
 /// let (tun, udp) = {
 ///     let _in_loop = thread.enter();

@@ -348,6 +348,10 @@ impl Engine {
         );
         if open {
             self.subscribers.push(queue);
+            // The state carries figures up to 10 s old; fresh ones follow.
+            if let (Some(manager), Some(_)) = (&self.tunnel, &self.tunnel_up) {
+                manager.send(TunnelCommand::ReportStats);
+            }
         }
     }
 

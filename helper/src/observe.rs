@@ -58,6 +58,16 @@ pub struct PingRequest {
     pub reply: oneshot::Sender<Result<PingOutcome, PingError>>,
 }
 
+/// What the engine can ask of a running data plane besides packets.
+#[derive(Debug)]
+pub enum Probe {
+    /// Send an echo request and time the reply.
+    Ping(PingRequest),
+    /// Report moved figures now (a subscriber arrived and should not wait
+    /// up to [`STATS_INTERVAL`] for current byte counts).
+    Report,
+}
+
 /// A ping that came back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PingOutcome {
@@ -261,6 +271,24 @@ impl Observer {
         }
         if !changed.is_empty() && self.stats.send(Report::Stats(changed)).is_err() {
             tracing::debug!("the engine stopped listening for tunnel statistics");
+        }
+    }
+
+    /// Handles a [`Probe`]; a ping may return a datagram to send.
+    pub fn probe<'a>(
+        &mut self,
+        now: Instant,
+        probe: Probe,
+        tunnel: &mut Tunnel,
+        out: &'a mut [u8],
+    ) -> Option<Transmit<'a>> {
+        match probe {
+            Probe::Ping(req) => self.ping(now, req, tunnel, out),
+            Probe::Report => {
+                // Sent by the loop's next flush, with everything else moved.
+                self.report_now = true;
+                None
+            }
         }
     }
 

@@ -22,7 +22,7 @@ use warren_tunnel::{PeerConfig, StaticSecret, Tunnel};
 use crate::datapath::{self, DataPlane};
 use crate::dns_driver::{self, DnsDriverConfig, Names};
 use crate::observe::{
-    Observer, PingError, PingRequest, Report, StatsReceiver, StatsSender, MAX_PENDING_PINGS,
+    Observer, PingError, PingRequest, Probe, Report, StatsReceiver, StatsSender, MAX_PENDING_PINGS,
 };
 use warren_proto::ipc::TunnelState;
 
@@ -38,6 +38,9 @@ pub enum DriverError {
     /// TUN, address or route configuration failed.
     #[error("couldn't configure the tunnel device: {0}")]
     Net(#[from] warren_netcfg::NetError),
+    /// The packet loop's thread could not be started.
+    #[error("couldn't start the data plane's thread ({0}) — the system may be out of threads or memory; restart the helper")]
+    Thread(#[source] std::io::Error),
     /// The UDP socket could not be opened.
     #[error("couldn't open the WireGuard UDP socket ({0}) — check that the helper runs as root and IPv6 is not disabled")]
     Udp(#[source] std::io::Error),
@@ -158,7 +161,7 @@ pub fn peer_configs<'a>(agents: impl IntoIterator<Item = &'a Agent>) -> Vec<Peer
 pub struct TunnelHandle {
     peers: watch::Sender<Vec<PeerConfig>>,
     names: watch::Sender<Names>,
-    pings: mpsc::Sender<PingRequest>,
+    pings: mpsc::Sender<Probe>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -177,16 +180,21 @@ impl TunnelHandle {
     /// Hands a ping to the loop; answers it at once if the loop is gone or
     /// swamped.
     pub fn ping(&self, req: PingRequest) {
-        if let Err(e) = self.pings.try_send(req) {
-            let req = match e {
-                mpsc::error::TrySendError::Full(req) => {
-                    let _ = req.reply.send(Err(PingError::Busy));
-                    return;
-                }
-                mpsc::error::TrySendError::Closed(req) => req,
+        if let Err(e) = self.pings.try_send(Probe::Ping(req)) {
+            let (probe, error) = match e {
+                mpsc::error::TrySendError::Full(p) => (p, PingError::Busy),
+                mpsc::error::TrySendError::Closed(p) => (p, PingError::TunnelDown),
             };
-            let _ = req.reply.send(Err(PingError::TunnelDown));
+            if let Probe::Ping(req) = probe {
+                let _ = req.reply.send(Err(error));
+            }
         }
+    }
+
+    /// Asks the loop for current figures (dropped if its queue is full: a
+    /// report is on its way anyway).
+    pub fn report_stats(&self) {
+        let _ = self.pings.try_send(Probe::Report);
     }
 
     /// Stops the loop and waits until the OS configuration is undone.
@@ -226,7 +234,13 @@ pub async fn start(
     stats: StatsSender,
 ) -> Result<(TunnelHandle, Option<String>), DriverError> {
     let mut net = warren_netcfg::platform_configurator(&config.journal)?;
-    let tun = net.apply(plan)?;
+    // The loop runs on a thread of its own; its TUN and socket must be
+    // registered with that thread's runtime.
+    let loop_thread = datapath::LoopThread::new().map_err(DriverError::Thread)?;
+    let tun = {
+        let _in_loop = loop_thread.enter();
+        net.apply(plan)?
+    };
     let (names_tx, names_rx) = watch::channel(names);
     let mut dns_problem = None;
     let dns = match &plan.dns {
@@ -256,7 +270,11 @@ pub async fn start(
         }
         None => None,
     };
-    let udp = match udp.try_clone().and_then(UdpSocket::from_std) {
+    let cloned = {
+        let _in_loop = loop_thread.enter();
+        udp.try_clone().and_then(UdpSocket::from_std)
+    };
+    let udp = match cloned {
         Ok(s) => s,
         Err(e) => {
             if let Err(t) = net.teardown() {
@@ -285,8 +303,17 @@ pub async fn start(
         observer,
         stop: stop_rx,
     };
+    let ended = match loop_thread.spawn(dp) {
+        Ok(ended) => ended,
+        Err(e) => {
+            if let Err(t) = net.teardown() {
+                tracing::warn!(error = %t, "couldn't undo the tunnel configuration");
+            }
+            return Err(DriverError::Thread(e));
+        }
+    };
     let task = tokio::spawn(async move {
-        datapath::run(dp).await;
+        let _ = ended.await;
         if let Some(dns) = dns {
             dns.stop().await;
         }
@@ -326,6 +353,8 @@ pub enum TunnelCommand {
     },
     /// Ping through the running tunnel.
     Ping(PingRequest),
+    /// Report current per-peer figures now.
+    ReportStats,
     /// Stop the tunnel and undo the OS configuration; the sender, if any, is
     /// told when that is done.
     Down(Option<oneshot::Sender<()>>),
@@ -346,6 +375,7 @@ impl std::fmt::Debug for TunnelCommand {
                 .field("names", &names.len())
                 .finish(),
             TunnelCommand::Ping(req) => f.debug_tuple("Ping").field(&req.dst).finish(),
+            TunnelCommand::ReportStats => f.write_str("ReportStats"),
             TunnelCommand::Down(_) => f.write_str("Down"),
         }
     }
@@ -411,6 +441,11 @@ impl TunnelManager {
                         if let Some(handle) = &running {
                             handle.set_peers(peers);
                             handle.set_names(names);
+                        }
+                    }
+                    TunnelCommand::ReportStats => {
+                        if let Some(handle) = &running {
+                            handle.report_stats();
                         }
                     }
                     TunnelCommand::Ping(req) => match &running {

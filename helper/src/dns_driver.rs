@@ -29,6 +29,8 @@ const TCP_QUEUE: usize = 64;
 /// A TCP client silent this long is disconnected (RFC 7766 suggests
 /// seconds, not minutes).
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Queries answered per wake-up of a UDP socket before other work gets a turn.
+const UDP_DRAIN: usize = 256;
 /// How long a TCP connection to an upstream may take, end to end.
 const UPSTREAM_TCP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -207,13 +209,14 @@ async fn run(
         tokio::select! {
             _ = &mut stop => break,
             (i, n, from) = recv_on(&udp, &mut buf) => {
-                match stub.handle_query(Instant::now(), &buf[..n], Transport::Udp, from) {
-                    Outcome::Reply(reply) => {
-                        if let Err(e) = udp[i].send_to(&reply, from).await {
-                            tracing::debug!(error = %e, "DNS reply failed");
-                        }
+                answer_udp(&mut stub, &udp[i], &buf[..n], from).await;
+                // Under load many queries wait: answer them all before going
+                // back to `select!`, whose futures cost more than a query.
+                for _ in 0..UDP_DRAIN {
+                    match udp[i].try_recv_from(&mut buf) {
+                        Ok((n, from)) => answer_udp(&mut stub, &udp[i], &buf[..n], from).await,
+                        Err(_) => break,
                     }
-                    Outcome::Forward | Outcome::Drop => {}
                 }
             }
             accepted = accept_on(&tcp) => match accepted {
@@ -286,6 +289,21 @@ async fn run(
         w.abort();
     }
     tracing::info!("DNS stub stopped");
+}
+
+/// Answers one UDP query (a forwarded one is sent after the `select!`).
+async fn answer_udp(stub: &mut Stub, sock: &UdpSocket, query: &[u8], from: SocketAddr) {
+    if let Outcome::Reply(reply) = stub.handle_query(Instant::now(), query, Transport::Udp, from) {
+        let sent = match sock.try_send_to(&reply, from) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                sock.send_to(&reply, from).await
+            }
+            other => other,
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "DNS reply failed");
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

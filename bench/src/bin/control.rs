@@ -9,11 +9,11 @@
 //! sockets, to separate the apply cost from transport and encoding.
 
 use anyhow::{bail, Context, Result};
-use serde_json::json;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use warren_bench::report::{self, median, Better, Metric};
 use warren_e2e::{Coordinator, Helper, TestDir};
 use warren_ipc::{Client, StateMirror};
 use warren_proto::control::{ServerMessage, UpdateKind, WorkspaceUpdate};
@@ -27,24 +27,23 @@ const AGENTS_PER_WORKSPACE: usize = 2;
 const AGENTS: usize = WORKSPACES * AGENTS_PER_WORKSPACE;
 const DIFF_SAMPLES: usize = 5;
 
+const BENCH: &str = "control";
+
+/// Prints one metric in the shared JSON-line format. Control has no
+/// baseline, and every figure here is a time or a size: lower is better.
 fn emit(metric: &str, value: f64, unit: &str, target: Option<f64>, note: Option<&str>) {
-    let mut o = json!({"bench": "control", "metric": metric, "value": (value * 100.0).round() / 100.0, "unit": unit});
-    if let Some(t) = target {
-        o["target"] = json!(t);
-    }
-    if let Some(n) = note {
-        o["note"] = json!(n);
-    }
-    println!("{o}");
+    report::emit(
+        BENCH,
+        Metric {
+            target,
+            note: note.map(str::to_owned),
+            ..Metric::new(metric, value, unit, Better::Lower)
+        },
+    );
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// What the subscriber saw after one event.
@@ -220,7 +219,7 @@ async fn end_to_end(dir: &Path) -> Result<()> {
     }
     emit(
         "diff_e2e_ms",
-        median(samples),
+        median(&samples),
         "ms",
         Some(1000.0),
         Some("median of 5: `agent add` exits → subscriber has the agent; includes the coordinator's ~100 ms database poll"),
@@ -324,7 +323,7 @@ fn in_process() -> Result<()> {
     }
     emit(
         "helper_decode_snapshot_ms",
-        median(decode),
+        median(&decode),
         "ms",
         None,
         Some(&format!(
@@ -334,7 +333,7 @@ fn in_process() -> Result<()> {
     );
     emit(
         "helper_apply_snapshot_ms",
-        median(apply),
+        median(&apply),
         "ms",
         None,
         Some("in-process: warren_session::Directory::apply of a 20,000-agent snapshot into a fresh directory"),

@@ -49,12 +49,13 @@
 //! `WARREN_BENCH_DNS_LAT_RUNS` (5 per server and rate).
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::{json, Value};
-use std::io::{Read, Write};
+use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
+use warren_bench::child::run_cmd;
+use warren_bench::cpu::{clock_ticks, cpu_seconds};
+use warren_bench::report::{emit, env_num, loadavg, median, percentile, Better, Metric};
 use warren_e2e::netns::{self, HelperOptions, LabHelper, TunnelLab, USER};
 
 const BENCH: &str = "dns";
@@ -75,229 +76,13 @@ const NXDOMAIN_EVERY: usize = 10;
 /// the file, so a run that ends mid-file differs a little.
 const NXDOMAIN_TOLERANCE_PCT: f64 = 2.0;
 
-// ---------------------------------------------------------------------------
-// Output
-
-#[derive(Clone, Copy, PartialEq)]
-enum Better {
-    Higher,
-    Lower,
-}
-
-struct Metric<'a> {
-    name: &'a str,
-    value: f64,
-    unit: &'a str,
-    better: Better,
-    baseline_value: f64,
-    target: Option<f64>,
-    target_ratio: Option<f64>,
-    note: String,
-}
-
-fn round(v: f64, digits: i32) -> f64 {
-    let p = 10f64.powi(digits);
-    (v * p).round() / p
-}
-
-/// DESIGN.md's ratio: above 1 always means we are ahead.
-fn ratio(ours: f64, better: Better, theirs: f64) -> f64 {
-    match better {
-        Better::Higher => ours / theirs,
-        Better::Lower => theirs / ours,
-    }
-}
-
-fn emit(m: Metric) {
-    let mut o = json!({
-        "bench": BENCH,
-        "metric": m.name,
-        "value": round(m.value, 4),
-        "unit": m.unit,
-        "baseline": BASELINE,
-        "baseline_value": round(m.baseline_value, 4),
-    });
-    let r = ratio(m.value, m.better, m.baseline_value);
-    if r.is_finite() {
-        o["ratio"] = json!(round(r, 2));
-    }
-    if let Some(t) = m.target {
-        o["target"] = json!(t);
-    }
-    if let Some(t) = m.target_ratio {
-        o["target_ratio"] = json!(t);
-    }
-    o["note"] = json!(m.note);
-    println!("{o}");
-    let _ = std::io::stdout().flush();
-}
-
-fn env_num(name: &str, default: u64) -> Result<u64> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .with_context(|| format!("{name}={v:?} is not a whole number")),
-        Err(_) => Ok(default),
-    }
-}
-
-/// The 1, 5 and 15 minute load averages, for the notes: other work on the
-/// machine moves every figure here.
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[v.len() / 2]
-}
-
-/// Nearest-rank percentile `p` (0..=100) of `sorted` (ascending).
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-// ---------------------------------------------------------------------------
-// Child commands
-
-/// Runs `cmd` to completion within `timeout`; returns its stdout, or an
-/// error with its stderr.
-fn run_cmd(mut cmd: Command, timeout: Duration) -> Result<String> {
-    let what = format!("{cmd:?}");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // An interrupted run must not leave a dnsperf behind.
-    warren_e2e::proc::die_with_parent(&mut cmd);
-    let mut child = cmd.spawn().with_context(|| format!("start {what}"))?;
-    // Read both pipes on threads so a chatty child (dnsperf -v prints a
-    // line per query) never blocks on a full pipe.
-    let mut so = child.stdout.take();
-    let mut se = child.stderr.take();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(p) = so.as_mut() {
-            let _ = p.read_to_string(&mut s);
-        }
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(p) = se.as_mut() {
-            let _ = p.read_to_string(&mut s);
-        }
-        s
-    });
-    let status = warren_e2e::poll_until(timeout, || child.try_wait().ok().flatten());
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        bail!("{what} did not finish within {timeout:?}");
-    };
-    let out = t_out.join().unwrap_or_default();
-    let err = t_err.join().unwrap_or_default();
-    if !status.success() {
-        bail!("{what} failed ({status}): {}{}", err.trim(), out.trim());
-    }
-    Ok(out)
-}
-
 /// Fails with the reason when this machine can't run the benchmark.
 fn preflight() -> Result<()> {
-    match netns::skip_reason(&["dnsperf", "dnsmasq", "dig", "getconf"]) {
-        Some(reason) => bail!(
-            "{reason} (bench/run dns runs as root; Debian: apt-get install iproute2 dnsperf dnsmasq-base bind9-dnsutils curl python3 openssl)"
-        ),
-        None => Ok(()),
-    }
-}
-
-// ---------------------------------------------------------------------------
-// CPU accounting
-
-fn clock_ticks() -> Result<f64> {
-    let mut c = Command::new("getconf");
-    c.arg("CLK_TCK");
-    let out = run_cmd(c, Duration::from_secs(10))?;
-    out.trim()
-        .parse::<f64>()
-        .with_context(|| format!("getconf CLK_TCK printed {out:?}"))
-}
-
-/// utime + stime of a whole process, in seconds; fails if it has exited
-/// (a zombie's frozen counters would read as a free answer).
-fn cpu_seconds(pid: u32, ticks: f64) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("read /proc/{pid}/stat (did the process exit?)"))?;
-    let (_, rest) = stat
-        .rsplit_once(')')
-        .ok_or_else(|| anyhow!("unexpected /proc/{pid}/stat: {stat:?}"))?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    if matches!(f.first(), Some(&"Z" | &"X")) {
-        bail!("pid {pid} has exited");
-    }
-    // After `)` comes field 3 (state): utime (14) and stime (15) sit at 11, 12.
-    let field = |i: usize| -> Result<u64> {
-        f.get(i)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow!("unexpected /proc/{pid}/stat: {stat:?}"))
-    };
-    Ok((field(11)? + field(12)?) as f64 / ticks)
-}
-
-// ---------------------------------------------------------------------------
-// Cleanup on Ctrl-C
-
-/// The namespaces and directories to remove if the run is interrupted (a
-/// signal ends the process without unwinding; children die with us through
-/// PR_SET_PDEATHSIG).
-static LEFTOVERS: std::sync::Mutex<Vec<(Option<String>, PathBuf)>> =
-    std::sync::Mutex::new(Vec::new());
-
-fn cleanup_on_signal() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("build the signal runtime")?;
-    std::thread::spawn(move || {
-        rt.block_on(async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                return;
-            };
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-            eprintln!("bench dns: interrupted; removing its namespaces and files");
-            let list = LEFTOVERS.lock().map(|v| v.clone()).unwrap_or_default();
-            for (ns, dir) in list {
-                if let Some(ns) = ns {
-                    let _ = Command::new("ip")
-                        .args(["netns", "del", &ns])
-                        .stderr(Stdio::null())
-                        .status();
-                }
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            std::process::exit(130);
-        });
-    });
-    Ok(())
+    warren_bench::child::preflight(
+        BENCH,
+        &["dnsperf", "dnsmasq", "dig", "getconf"],
+        "iproute2 dnsperf dnsmasq-base bind9-dnsutils curl python3 openssl",
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -425,7 +210,7 @@ fn dig(ns: &str, server: IpAddr, name: &str, rtype: &str) -> Result<DigAnswer> {
     c.arg(format!("@{server}"))
         .args([name, rtype, "+noall", "+comments", "+answer"])
         .args(["+time=2", "+tries=1", "+norecurse"]);
-    let out = run_cmd(c, Duration::from_secs(10))?;
+    let out = run_cmd(c, None, Duration::from_secs(10))?;
     parse_dig(&out).with_context(|| format!("dig @{server} {name} {rtype} printed {out:?}"))
 }
 
@@ -596,7 +381,7 @@ impl Perf<'_> {
             }
         };
         c.args(["-l", &secs.to_string()]);
-        let out = run_cmd(c, Duration::from_secs(secs + 30))
+        let out = run_cmd(c, None, Duration::from_secs(secs + 30))
             .with_context(|| format!("dnsperf against {server}"))?;
         let st = parse_dnsperf(&out).with_context(|| format!("dnsperf against {server}"))?;
         self.check(server, &st)?;
@@ -683,20 +468,33 @@ fn start_dnsmasq(lab: &TunnelLab, hosts: &Path, suffix: &str) -> Result<warren_e
         .arg(format!("--listen-address={DNSMASQ_ADDR}"))
         .args(["--bind-interfaces", "--port=53"]);
     let mut proc = warren_e2e::Proc::spawn("dnsmasq", lab.dir.path(), cmd, false);
+    wait_answering(lab, &mut proc, DNSMASQ_ADDR, suffix, "dnsmasq")?;
+    Ok(proc)
+}
+
+/// Waits until the server `proc` started answers on `addr`:53 (any answer,
+/// here NXDOMAIN for a name under `suffix`); on failure prints its log tail.
+fn wait_answering(
+    lab: &TunnelLab,
+    proc: &mut warren_e2e::Proc,
+    addr: Ipv4Addr,
+    suffix: &str,
+    what: &str,
+) -> Result<()> {
     let probe = format!("gone.{suffix}");
     let up = warren_e2e::poll_until(Duration::from_secs(10), || {
         if !proc.is_running() {
             return Some(false);
         }
-        dig(&lab.net.laptop, IpAddr::V4(DNSMASQ_ADDR), &probe, "A")
+        dig(&lab.net.laptop, IpAddr::V4(addr), &probe, "A")
             .ok()
             .map(|_| true)
     });
     if up != Some(true) {
         proc.print_log_tail(20);
-        bail!("dnsmasq did not answer on {DNSMASQ_ADDR}:53 within 10 s");
+        bail!("{what} did not answer on {addr}:53 within 10 s");
     }
-    Ok(proc)
+    Ok(())
 }
 
 /// For scale: the same `warren_dns::Stub` behind warren-dns's `serve`
@@ -729,19 +527,7 @@ fn start_core(lab: &TunnelLab, zone: &Zone) -> Result<Option<warren_e2e::Proc>> 
         cmd.arg(format!("{name}={}", list.join(",")));
     }
     let mut proc = warren_e2e::Proc::spawn("stub-serve", lab.dir.path(), cmd, false);
-    let probe = format!("gone.{}", zone.suffix);
-    let up = warren_e2e::poll_until(Duration::from_secs(10), || {
-        if !proc.is_running() {
-            return Some(false);
-        }
-        dig(&lab.net.laptop, IpAddr::V4(CORE_ADDR), &probe, "A")
-            .ok()
-            .map(|_| true)
-    });
-    if up != Some(true) {
-        proc.print_log_tail(20);
-        bail!("the serve example did not answer on {CORE_ADDR}:53 within 10 s");
-    }
+    wait_answering(lab, &mut proc, CORE_ADDR, &zone.suffix, "the serve example")?;
     Ok(Some(proc))
 }
 
@@ -983,15 +769,15 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Vec<String>> {
         "qps: stub {q_ours:.0} vs dnsmasq {q_theirs:.0} → {:.2}× (target ≥ 1×)",
         q_ours / q_theirs
     ));
-    emit(Metric {
+    emit(BENCH, Metric {
         name: "qps",
         value: q_ours,
         unit: "queries/s",
         better: Better::Higher,
-        baseline_value: q_theirs,
+        baseline: Some((BASELINE, q_theirs)),
         target: None,
         target_ratio: Some(1.0),
-        note: format!(
+        note: Some(format!(
             "saturated, median of {} interleaved {} s runs (stub/dnsmasq per run: {}); dnsperf and the server share 2 cores, so this is partly dnsperf's limit; mean latency under saturation {:.2} vs {:.2} ms; load average at the end {}; {setup}",
             cfg.runs,
             cfg.secs,
@@ -999,7 +785,7 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Vec<String>> {
             median(&ours.avg_ms),
             median(&theirs.avg_ms),
             loadavg()
-        ),
+        )),
     });
     let (c_ours, c_theirs) = (
         median(&ours.cpu_us_per_query),
@@ -1009,15 +795,15 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Vec<String>> {
         "CPU per query: stub {c_ours:.2} µs vs dnsmasq {c_theirs:.2} µs → {:.2}×",
         c_theirs / c_ours
     ));
-    emit(Metric {
+    emit(BENCH, Metric {
         name: "cpu_us_per_query",
         value: c_ours,
         unit: "us",
         better: Better::Lower,
-        baseline_value: c_theirs,
+        baseline: Some((BASELINE, c_theirs)),
         target: None,
         target_ratio: None,
-        note: "utime+stime of the whole serving process (warrend with its idle tunnel, dnsmasq) per answered query during the saturated runs; median".into(),
+        note: Some("utime+stime of the whole serving process (warrend with its idle tunnel, dnsmasq) per answered query during the saturated runs; median".into()),
     });
     if core.is_some() {
         let (q_core, c_core) = (median(&core_side.qps), median(&core_side.cpu_us_per_query));
@@ -1027,34 +813,40 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Vec<String>> {
             c_theirs / c_core
         ));
         let why = "for scale, not the product: warren-dns's `serve` example (the same Stub behind one blocking UDP socket, no tokio) in the same namespace with the same names, interleaved with the runs above; the gap to `qps`/`cpu_us_per_query` is the helper's driver, not the stub";
-        emit(Metric {
-            name: "qps_stub_blocking_loop",
-            value: q_core,
-            unit: "queries/s",
-            better: Better::Higher,
-            baseline_value: q_theirs,
-            target: None,
-            target_ratio: None,
-            note: format!(
-                "{why}; per run: {}",
-                core_side
-                    .qps
-                    .iter()
-                    .map(|q| format!("{q:.0}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        });
-        emit(Metric {
-            name: "cpu_us_per_query_stub_blocking_loop",
-            value: c_core,
-            unit: "us",
-            better: Better::Lower,
-            baseline_value: c_theirs,
-            target: None,
-            target_ratio: None,
-            note: why.into(),
-        });
+        emit(
+            BENCH,
+            Metric {
+                name: "qps_stub_blocking_loop",
+                value: q_core,
+                unit: "queries/s",
+                better: Better::Higher,
+                baseline: Some((BASELINE, q_theirs)),
+                target: None,
+                target_ratio: None,
+                note: Some(format!(
+                    "{why}; per run: {}",
+                    core_side
+                        .qps
+                        .iter()
+                        .map(|q| format!("{q:.0}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            },
+        );
+        emit(
+            BENCH,
+            Metric {
+                name: "cpu_us_per_query_stub_blocking_loop",
+                value: c_core,
+                unit: "us",
+                better: Better::Lower,
+                baseline: Some((BASELINE, c_theirs)),
+                target: None,
+                target_ratio: None,
+                note: Some(why.into()),
+            },
+        );
     }
     let pairs3 = |a: &[f64], b: &[f64]| -> String {
         a.iter()
@@ -1092,15 +884,15 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Vec<String>> {
                 ""
             }
         ));
-        emit(Metric {
+        emit(BENCH, Metric {
             name,
             value: v_ours,
             unit: "ms",
             better: Better::Lower,
-            baseline_value: v_theirs,
+            baseline: Some((BASELINE, v_theirs)),
             target,
             target_ratio: None,
-            note: format!(
+            note: Some(format!(
                 "dnsperf -v per-query latency at a fixed {qps} queries/s: median over {} interleaved {} s runs of each run's percentile (stub/dnsmasq per run: {}; {} / {} queries); a lost query counts as {QUERY_TIMEOUT_S} s; load average at the end {}",
                 cfg.lat_runs,
                 cfg.lat_secs,
@@ -1108,7 +900,7 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Vec<String>> {
                 o.queries(),
                 t.queries(),
                 loadavg(),
-            ),
+            )),
         });
     }
     dnsmasq.terminate(Duration::from_secs(3));
@@ -1120,50 +912,13 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Vec<String>> {
 }
 
 fn main() {
-    if let Err(e) = preflight().and_then(|_| cleanup_on_signal()) {
-        eprintln!("bench dns: {e:#}");
-        std::process::exit(1);
-    }
-    let cfg = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("bench dns: {e:#}");
-            std::process::exit(2);
-        }
-    };
-    let started = Instant::now();
-    // Other work on the machine skews every figure; say how busy it was.
-    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
-        eprintln!("bench dns: load average at start {}", load.trim());
-    }
-    let lab = TunnelLab::start("bench-dns");
-    if let Ok(mut v) = LEFTOVERS.lock() {
-        v.push((
-            Some(lab.net.laptop.clone()),
-            Path::new("/etc/netns").join(&lab.net.laptop),
-        ));
-        v.push((
-            Some(lab.net.workspace.clone()),
-            Path::new("/etc/netns").join(&lab.net.workspace),
-        ));
-        v.push((None, lab.dir.path().to_path_buf()));
-    }
-    // A failure panics while the lab is still up, so the harness prints the
-    // coordinator's log tail and keeps the run's directory with every log.
-    let summary = measure(&lab, &cfg).unwrap_or_else(|e| panic!("bench dns failed: {e:#}"));
-    drop(lab);
-    eprintln!(
-        "\n== bench dns: results against targets ({:.0} s) ==",
-        started.elapsed().as_secs_f64()
-    );
-    for l in &summary {
-        eprintln!("  {l}");
-    }
+    warren_bench::lab::run_in_lab(BENCH, preflight, Config::from_env, measure);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn dnsperf_statistics_and_verbose_lines_parse() {
@@ -1199,22 +954,6 @@ Statistics:
         assert!((st.latencies_ms[0] - 0.218).abs() < 1e-9);
         assert_eq!(st.latencies_ms[2], QUERY_TIMEOUT_S * 1000.0);
         assert!(parse_dnsperf("dnsperf: error").is_err());
-    }
-
-    #[test]
-    fn percentile_is_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 99.0), 99.0);
-        assert_eq!(percentile(&v, 50.0), 50.0);
-        assert_eq!(percentile(&v, 100.0), 100.0);
-        assert_eq!(percentile(&[7.0], 99.0), 7.0);
-        assert!(percentile(&[], 99.0).is_nan());
-        // One slow query in a hundred is the p99, not beyond it.
-        let mut w = vec![0.1; 99];
-        w.push(5.0);
-        assert_eq!(percentile(&w, 99.0), 0.1);
-        w.push(5.0);
-        assert_eq!(percentile(&w, 99.0), 5.0);
     }
 
     #[test]
@@ -1317,11 +1056,5 @@ ws-00001.warren.\t60\tIN\tA\t100.64.0.3
         let mut connecting = full.clone();
         connecting["session"]["state"] = json!("connecting");
         assert!(zone_from_status(&connecting, 1).is_none());
-    }
-
-    #[test]
-    fn ratios_point_up_when_we_are_ahead() {
-        assert!(ratio(2.0, Better::Higher, 1.0) > 1.0);
-        assert!(ratio(0.5, Better::Lower, 1.0) > 1.0);
     }
 }

@@ -31,12 +31,16 @@
 //! the laptop side on the receiving end).
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use warren_bench::child::{run_cmd, run_ok};
+use warren_bench::cleanup::{register, unregister, Leftover};
+use warren_bench::cpu::{clock_ticks, cpu_seconds, process_alive};
+use warren_bench::report::{emit, env_num, median, ratio, round, unix_ms, Better, Metric};
 use warren_e2e::netns::{self, AgentOptions, HelperOptions, LabHelper, TunnelLab};
 
 const BENCH: &str = "tunnel";
@@ -54,209 +58,19 @@ const AGENT_PORT: u16 = 51830;
 /// can never collide with what the coordinator allocates.
 const BASELINE_ADDR: &str = "198.18.0.1";
 
-// ---------------------------------------------------------------------------
-// Output
-
-/// Whether a bigger number is better, which decides the ratio's direction.
-#[derive(Clone, Copy, PartialEq)]
-enum Better {
-    Higher,
-    Lower,
-}
-
-struct Metric<'a> {
-    name: &'a str,
-    value: f64,
-    unit: &'a str,
-    better: Better,
-    baseline: Option<(&'a str, f64)>,
-    target: Option<f64>,
-    /// The ratio (as emitted: above 1 means ahead) the goal asks for.
-    target_ratio: Option<f64>,
-    note: Option<String>,
-}
-
-fn round(v: f64, digits: i32) -> f64 {
-    let p = 10f64.powi(digits);
-    (v * p).round() / p
-}
-
-/// DESIGN.md's ratio: above 1 always means we are ahead.
-fn ratio(ours: f64, better: Better, theirs: f64) -> f64 {
-    match better {
-        Better::Higher => ours / theirs,
-        Better::Lower => theirs / ours,
-    }
-}
-
-fn emit(m: Metric) {
-    let mut o =
-        json!({"bench": BENCH, "metric": m.name, "value": round(m.value, 3), "unit": m.unit});
-    if let Some((name, v)) = m.baseline {
-        o["baseline"] = json!(name);
-        o["baseline_value"] = json!(round(v, 3));
-        let ratio = ratio(m.value, m.better, v);
-        if ratio.is_finite() {
-            o["ratio"] = json!(round(ratio, 2));
-        }
-    }
-    if let Some(t) = m.target {
-        o["target"] = json!(t);
-    }
-    if let Some(t) = m.target_ratio {
-        o["target_ratio"] = json!(t);
-    }
-    if let Some(n) = m.note {
-        o["note"] = json!(n);
-    }
-    println!("{o}");
-    // Progress readers see results as they come, not only at the end.
-    let _ = std::io::stdout().flush();
-}
-
-fn env_num(name: &str, default: u64) -> Result<u64> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .with_context(|| format!("{name}={v:?} is not a whole number")),
-        Err(_) => Ok(default),
-    }
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[v.len() / 2]
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-// ---------------------------------------------------------------------------
-// Child commands
-
-/// Runs `cmd` to completion within `timeout`, feeding it `stdin`; returns
-/// its stdout, or an error with its stderr.
-fn run_cmd(mut cmd: Command, stdin: Option<&str>, timeout: Duration) -> Result<String> {
-    let what = format!("{cmd:?}");
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    // An interrupted run must not leave an iperf3 client behind.
-    warren_e2e::proc::die_with_parent(&mut cmd);
-    let mut child = cmd.spawn().with_context(|| format!("start {what}"))?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .with_context(|| format!("write to {what}"))?;
-    }
-    // Read both pipes on threads so a chatty child never blocks on a full pipe.
-    let mut so = child.stdout.take();
-    let mut se = child.stderr.take();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(p) = so.as_mut() {
-            let _ = p.read_to_string(&mut s);
-        }
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(p) = se.as_mut() {
-            let _ = p.read_to_string(&mut s);
-        }
-        s
-    });
-    let status = warren_e2e::poll_until(timeout, || child.try_wait().ok().flatten());
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        bail!("{what} did not finish within {timeout:?}");
-    };
-    let out = t_out.join().unwrap_or_default();
-    let err = t_err.join().unwrap_or_default();
-    if !status.success() {
-        bail!("{what} failed ({status}): {}{}", err.trim(), out.trim());
-    }
-    Ok(out)
-}
-
-fn run_ok(cmd: Command) -> Result<String> {
-    run_cmd(cmd, None, Duration::from_secs(30))
-}
-
 fn ip(args: &[&str]) -> Result<()> {
     let mut cmd = Command::new("ip");
     cmd.args(args);
     run_ok(cmd).map(|_| ())
 }
 
-/// Fails with the reason when this machine can't run the benchmark: a
-/// benchmark that silently measures nothing is worse than none.
+/// Fails with the reason when this machine can't run the benchmark.
 fn preflight() -> Result<()> {
-    match netns::skip_reason(&["wg", "wireguard-go", "iperf3", "ss", "getconf"]) {
-        Some(reason) => bail!(
-            "{reason} (bench/run tunnel runs as root; Debian: apt-get install iproute2 wireguard-tools wireguard-go iperf3 curl python3 openssl)"
-        ),
-        None => Ok(()),
-    }
-}
-
-// ---------------------------------------------------------------------------
-// CPU accounting
-
-/// Clock ticks per second for /proc/PID/stat times.
-fn clock_ticks() -> Result<f64> {
-    let out = run_ok({
-        let mut c = Command::new("getconf");
-        c.arg("CLK_TCK");
-        c
-    })?;
-    out.trim()
-        .parse::<f64>()
-        .with_context(|| format!("getconf CLK_TCK printed {out:?}"))
-}
-
-/// Whether `pid` still runs (an exited child stays a zombie until reaped).
-fn process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().next());
-        !matches!(state, Some("Z" | "X") | None)
-    })
-}
-
-/// utime + stime of a whole process (all threads), in seconds.
-fn cpu_seconds(pid: u32, ticks: f64) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("read /proc/{pid}/stat (did the process exit?)"))?;
-    let t =
-        stat_cpu_ticks(&stat).ok_or_else(|| anyhow!("unexpected /proc/{pid}/stat: {stat:?}"))?;
-    Ok(t as f64 / ticks)
-}
-
-/// utime + stime in clock ticks from the text of /proc/PID/stat.
-fn stat_cpu_ticks(stat: &str) -> Option<u64> {
-    // The command name may contain spaces and parentheses; fields resume
-    // after its last `)`.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After `)` comes field 3 (state), so utime (14) and stime (15) are at
-    // indices 11 and 12.
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    warren_bench::child::preflight(
+        BENCH,
+        &["wg", "wireguard-go", "iperf3", "ss", "getconf"],
+        "iproute2 wireguard-tools wireguard-go iperf3 curl python3 openssl",
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -293,82 +107,6 @@ fn random_public_key() -> Result<String> {
         .and_then(|mut f| f.read_exact(&mut b))
         .context("read /dev/urandom")?;
     Ok(base64(&b))
-}
-
-// ---------------------------------------------------------------------------
-// Cleanup on Ctrl-C
-
-/// Namespaces and wireguard-go sockets to remove if the run is interrupted
-/// (a signal ends the process without unwinding, so no Drop runs; children
-/// die with us through PR_SET_PDEATHSIG).
-static LEFTOVERS: std::sync::Mutex<Vec<Leftover>> = std::sync::Mutex::new(Vec::new());
-
-#[derive(Clone, PartialEq)]
-enum Leftover {
-    Netns(String),
-    File(PathBuf),
-    /// The run's directory: kept with its logs when a run fails, but an
-    /// interrupted run is not a failure to read up on.
-    Dir(PathBuf),
-}
-
-fn register(l: Leftover) {
-    if let Ok(mut v) = LEFTOVERS.lock() {
-        v.push(l);
-    }
-}
-
-fn unregister(l: &Leftover) {
-    if let Ok(mut v) = LEFTOVERS.lock() {
-        v.retain(|x| x != l);
-    }
-}
-
-fn remove_leftovers() {
-    let list = LEFTOVERS.lock().map(|v| v.clone()).unwrap_or_default();
-    for l in list {
-        match l {
-            Leftover::Netns(n) => {
-                let _ = Command::new("ip")
-                    .args(["netns", "del", &n])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-            Leftover::File(p) => {
-                let _ = std::fs::remove_file(p);
-            }
-            Leftover::Dir(p) => {
-                let _ = std::fs::remove_dir_all(p);
-            }
-        }
-    }
-}
-
-/// On SIGINT / SIGTERM: remove what was registered, then exit.
-fn cleanup_on_signal() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("build the signal runtime")?;
-    std::thread::spawn(move || {
-        rt.block_on(async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                return;
-            };
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-            eprintln!("bench tunnel: interrupted; removing its namespaces and files");
-            remove_leftovers();
-            std::process::exit(130);
-        });
-    });
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -1083,6 +821,17 @@ fn throughput(w: &World, peer: &WsPeer, cfg: &Config, dirs: &[Direction]) -> Res
         pid: lap.pid(),
         ..ours
     };
+    // One iperf3 run through one side's laptop tunnel end.
+    let run_through = |side: &Side, what: &str, i: u64, dir: Direction| -> Result<Measured> {
+        eprintln!(
+            "[{}/{runs}] {} {secs} s through {what}…",
+            i + 1,
+            dir.arrow()
+        );
+        let m = iperf_with_cpu(side, &v4, IPERF_PORT, secs, dir)?;
+        report_run(&m);
+        Ok(m)
+    };
     for i in 0..runs {
         for &dir in dirs {
             w.check_helper()?;
@@ -1099,14 +848,7 @@ fn throughput(w: &World, peer: &WsPeer, cfg: &Config, dirs: &[Direction]) -> Res
                     w.tun_name
                 );
             }
-            eprintln!(
-                "[{}/{runs}] {} {secs} s through warrend…",
-                i + 1,
-                dir.arrow()
-            );
-            let m = iperf_with_cpu(&ours, &v4, IPERF_PORT, secs, dir)?;
-            report_run(&m);
-            slot.ours.push(m);
+            slot.ours.push(run_through(&ours, "warrend", i, dir)?);
 
             // Theirs: a more specific route through the laptop-side wireguard-go.
             ip(&[
@@ -1120,14 +862,8 @@ fn throughput(w: &World, peer: &WsPeer, cfg: &Config, dirs: &[Direction]) -> Res
                 "src",
                 BASELINE_ADDR,
             ])?;
-            eprintln!(
-                "[{}/{runs}] {} {secs} s through wireguard-go…",
-                i + 1,
-                dir.arrow()
-            );
-            let m = iperf_with_cpu(&theirs, &v4, IPERF_PORT, secs, dir)?;
-            report_run(&m);
-            slot.theirs.push(m);
+            slot.theirs
+                .push(run_through(&theirs, "wireguard-go", i, dir)?);
         }
     }
     ip(&["-n", w.laptop, "route", "del", &host, "dev", &lap.name])?;
@@ -1343,54 +1079,36 @@ fn measure_connected(
     }
     let n = samples.len();
     let hs = median(&samples.iter().map(|s| s.handshake_ms).collect::<Vec<_>>());
-    emit(Metric {
-        name: "handshake_ms",
-        value: hs,
-        unit: "ms",
-        better: Better::Lower,
-        baseline: None,
-        target: None,
-        target_ratio: None,
-        note: Some(format!(
+    let m = Metric::new("handshake_ms", hs, "ms", Better::Lower);
+    emit(BENCH, m.with_note(format!(
             "median of {n}: `warren up` → the helper's first handshake with a wireguard-go peer (from {}); the handshake follows the first packet, which the bench sends once it has handed the session's new key to the peer (see up_to_connect_ms)",
             samples[0].handshake_source
-        )),
-    });
+        )));
     let connect = median(&samples.iter().map(|s| s.connect_ms).collect::<Vec<_>>());
-    emit(Metric {
-        name: "up_to_connect_ms",
-        value: connect,
-        unit: "ms",
-        better: Better::Lower,
-        baseline: None,
-        target: Some(500.0),
-        target_ratio: None,
-        note: Some(format!(
+    let m = Metric::new("up_to_connect_ms", connect, "ms", Better::Lower).with_target(500.0);
+    emit(BENCH, m.with_note(format!(
             "median of {n}: `warren up` → first TCP connect from the laptop to the wireguard-go peer; max {:.0} ms; of that, `warren up` itself returned after a median {:.0} ms, a subscriber saw the session's new key after {:.0} ms, and the bench's `wg set` had given it to the peer after {:.0} ms (a warren-agent gets the key from the coordinator instead)",
             samples.iter().map(|s| s.connect_ms).fold(0.0, f64::max),
             median(&samples.iter().map(|s| s.up_ms).collect::<Vec<_>>()),
             median(&samples.iter().map(|s| s.key_ms).collect::<Vec<_>>()),
             median(&samples.iter().map(|s| s.configured_ms).collect::<Vec<_>>())
-        )),
-    });
+        )));
     summary.add(format!(
         "up → connect       {connect:>8.0} ms        target ≤ 500 ms"
     ));
     let agent_connects: Vec<f64> = samples.iter().filter_map(|s| s.agent_connect_ms).collect();
     if !agent_connects.is_empty() {
-        emit(Metric {
-            name: "up_to_connect_agent_ms",
-            value: median(&agent_connects),
-            unit: "ms",
-            better: Better::Lower,
-            baseline: None,
-            target: Some(500.0),
-            target_ratio: None,
-            note: Some(format!(
+        let m = Metric::new(
+            "up_to_connect_agent_ms",
+            median(&agent_connects),
+            "ms",
+            Better::Lower,
+        )
+        .with_target(500.0);
+        emit(BENCH, m.with_note(format!(
                 "median of {}: `warren up` → first TCP connect to a warren-agent (which learns the session key from the coordinator)",
                 agent_connects.len()
-            )),
-        });
+            )));
     }
 
     // 2. Throughput and CPU per GB against wireguard-go.
@@ -1438,7 +1156,7 @@ fn measure_connected(
         ) {
             Ok(m) => {
                 report_run(&m);
-                emit(Metric {
+                emit(BENCH, Metric {
                     name: "throughput_agent",
                     value: m.run.gbps,
                     unit: "Gbit/s",
@@ -1460,19 +1178,11 @@ fn measure_connected(
     if cfg.idle_peers > 0 {
         let idle = idle_cpu(w, cfg.idle_peers, cfg.idle_secs)?;
         let (pct, total) = (idle.percent, idle.peers);
-        emit(Metric {
-            name: "idle_cpu_percent",
-            value: pct,
-            unit: "%",
-            better: Better::Lower,
-            baseline: None,
-            target: Some(1.0),
-            target_ratio: None,
-            note: Some(format!(
+        let m = Metric::new("idle_cpu_percent", pct, "%", Better::Lower).with_target(1.0);
+        emit(BENCH, m.with_note(format!(
                 "warrend's CPU (% of one core) over {:.1} s with no traffic, {total} peers ({} static peers with random keys and unanswered endpoints) and one subscriber attached as the app would be, after the directory settled: {:.2} CPU s, measured in {:.0} ms clock ticks",
                 idle.window_s, cfg.idle_peers, idle.cpu_s, 1000.0 / ticks
-            )),
-        });
+            )));
         summary.add(format!(
             "idle CPU           {pct:>8.3} %         target < 1 % ({total} peers, {} s)",
             cfg.idle_secs
@@ -1499,18 +1209,29 @@ fn emit_runs(runs: &Runs, dir: Direction, cfg: &Config, mtus: &str, summary: &mu
         Direction::Upload => ("", "the workspace", "encrypting"),
         Direction::Download => ("_download", "the laptop", "decrypting"),
     };
-    let ours = med(&gbps, &runs.ours);
-    let theirs = med(&gbps, &runs.theirs);
-    let name = format!("throughput{suffix}");
-    emit(Metric {
-        name: &name,
-        value: ours,
-        unit: "Gbit/s",
-        better: Better::Higher,
-        baseline: Some(("wireguard-go", theirs)),
-        target: None,
-        target_ratio: (dir == Direction::Upload).then_some(1.5),
-        note: Some(format!(
+    // One figure of this direction: the medians of both sides, emitted
+    // against wireguard-go (the goal's ratio applies to uploads only).
+    let emit_medians = |f: &dyn Fn(&Measured) -> f64,
+                        stem: &str,
+                        unit: &str,
+                        better: Better,
+                        upload_target: f64,
+                        note: String| {
+        let (ours, theirs) = (med(f, &runs.ours), med(f, &runs.theirs));
+        let name = format!("{stem}{suffix}");
+        let target = (dir == Direction::Upload).then_some(upload_target);
+        let m = Metric::new(&name, ours, unit, better).against("wireguard-go", theirs);
+        emit(BENCH, m.with_target_ratio(target).with_note(note));
+        (ours, theirs)
+    };
+    let down_arrow = if suffix.is_empty() { "" } else { " ↓" };
+    let (ours, theirs) = emit_medians(
+        &gbps,
+        "throughput",
+        "Gbit/s",
+        Better::Higher,
+        1.5,
+        format!(
             "median of {} interleaved {} s single-stream iperf3 TCP runs {} with a wireguard-go workspace peer, warrend vs wireguard-go {laptop_role} on the laptop; {mtus}; runs {:?} vs {:?} (ratio per pair {:?}); TCP retransmits {:?} vs {:?}; UDP receive-buffer drops at {receiver} {:?} vs {:?}",
             cfg.runs,
             cfg.iperf_secs,
@@ -1526,9 +1247,9 @@ fn emit_runs(runs: &Runs, dir: Direction, cfg: &Config, mtus: &str, summary: &mu
             counts(&retrans, &runs.theirs),
             counts(&drops, &runs.ours),
             counts(&drops, &runs.theirs),
-        )),
-    });
-    let label = format!("throughput{}", if suffix.is_empty() { "" } else { " ↓" });
+        ),
+    );
+    let label = format!("throughput{down_arrow}");
     summary.add(format!(
         "{label:<18} {ours:>8.3} Gbit/s    wireguard-go {theirs:.3}: ×{:.2}{}",
         ours / theirs,
@@ -1538,26 +1259,21 @@ fn emit_runs(runs: &Runs, dir: Direction, cfg: &Config, mtus: &str, summary: &mu
             ""
         }
     ));
-    let our_cpu = med(&cpu, &runs.ours);
-    let their_cpu = med(&cpu, &runs.theirs);
-    let name = format!("cpu_per_gb{suffix}");
-    emit(Metric {
-        name: &name,
-        value: our_cpu,
-        unit: "CPU s/GB",
-        better: Better::Lower,
-        baseline: Some(("wireguard-go", their_cpu)),
-        target: None,
-        target_ratio: (dir == Direction::Upload).then_some(2.0),
-        note: Some(format!(
+    let (our_cpu, their_cpu) = emit_medians(
+        &cpu,
+        "cpu_per_gb",
+        "CPU s/GB",
+        Better::Lower,
+        2.0,
+        format!(
             "median of {}, {}: utime+stime of warrend vs the laptop-side wireguard-go during each iperf3 run ÷ GB (1e9 bytes) sent; the workspace wireguard-go used {:.2} vs {:.2} CPU s/GB in those runs (all on the same cores)",
             cfg.runs,
             dir.arrow(),
             med(&peer_cpu, &runs.ours),
             med(&peer_cpu, &runs.theirs)
-        )),
-    });
-    let label = format!("CPU per GB{}", if suffix.is_empty() { "" } else { " ↓" });
+        ),
+    );
+    let label = format!("CPU per GB{down_arrow}");
     summary.add(format!(
         "{label:<18} {our_cpu:>8.2} s         wireguard-go {their_cpu:.2}: ours is ×{:.2} of theirs{}",
         our_cpu / their_cpu,
@@ -1567,37 +1283,9 @@ fn emit_runs(runs: &Runs, dir: Direction, cfg: &Config, mtus: &str, summary: &mu
 }
 
 fn main() {
-    if let Err(e) = preflight().and_then(|_| cleanup_on_signal()) {
-        eprintln!("bench tunnel: {e:#}");
-        std::process::exit(1);
-    }
-    let cfg = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("bench tunnel: {e:#}");
-            std::process::exit(2);
-        }
-    };
-    let started = Instant::now();
-    // Other work on the machine skews every figure; say how busy it was.
-    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
-        eprintln!("bench tunnel: load average at start {}", load.trim());
-    }
-    let lab = TunnelLab::start("bench-tunnel");
-    register(Leftover::Netns(lab.net.laptop.clone()));
-    register(Leftover::Netns(lab.net.workspace.clone()));
-    register(Leftover::Dir(lab.dir.path().to_path_buf()));
-    // A failure panics while the lab is still up, so the harness prints the
-    // coordinator's log tail and keeps the run's directory with every log.
-    let summary = measure(&lab, &cfg).unwrap_or_else(|e| panic!("bench tunnel failed: {e:#}"));
-    drop(lab);
-    eprintln!(
-        "\n== bench tunnel: results against targets ({:.0} s) ==",
-        started.elapsed().as_secs_f64()
-    );
-    for l in &summary.0 {
-        eprintln!("  {l}");
-    }
+    warren_bench::lab::run_in_lab(BENCH, preflight, Config::from_env, |lab, cfg| {
+        measure(lab, cfg).map(|s| s.0)
+    });
 }
 
 #[cfg(test)]
@@ -1614,17 +1302,6 @@ mod tests {
         let key = random_public_key().unwrap();
         assert_eq!(key.len(), 44, "a WireGuard key is 32 bytes: {key}");
         assert!(key.ends_with('='));
-    }
-
-    #[test]
-    fn stat_ticks_survive_a_command_name_with_spaces_and_parens() {
-        let stat = "1234 (my (weird) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 8 0 12345 0 0";
-        assert_eq!(stat_cpu_ticks(stat), Some(325));
-        assert_eq!(stat_cpu_ticks("1234 (cut"), None);
-        assert_eq!(stat_cpu_ticks("1234 (x) S 1 2"), None);
-        // And this very process, which has run a little by now.
-        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
-        assert!(stat_cpu_ticks(&own).is_some(), "{own}");
     }
 
     #[test]
@@ -1654,16 +1331,5 @@ mod tests {
                 .unwrap_err();
         assert!(err.to_string().contains("unable to connect"), "{err}");
         assert!(parse_iperf("not json").is_err());
-    }
-
-    #[test]
-    fn ratios_point_up_when_we_are_ahead() {
-        assert_eq!(ratio(2.0, Better::Higher, 1.0), 2.0);
-        assert_eq!(ratio(0.5, Better::Higher, 1.0), 0.5);
-        // 4 CPU s/GB against their 12: three times better.
-        assert_eq!(ratio(4.0, Better::Lower, 12.0), 3.0);
-        assert!(ratio(0.0, Better::Lower, 12.0).is_infinite());
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert!(median(&[]).is_nan());
     }
 }

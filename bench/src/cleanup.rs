@@ -1,7 +1,8 @@
 //! Cleanup when a benchmark is interrupted: a signal ends the process
 //! without unwinding, so no `Drop` runs; what was registered here (network
-//! namespaces, sockets, the run's directory) is removed on SIGINT / SIGTERM
-//! before exiting. Children die with us through PR_SET_PDEATHSIG.
+//! namespaces, sockets, the run's directory, a child that outlives us) is
+//! removed on SIGINT / SIGTERM before exiting. Most children die with us
+//! through PR_SET_PDEATHSIG.
 
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -16,6 +17,27 @@ pub enum Leftover {
     /// A directory, e.g. the run's own: kept with its logs when a run
     /// fails, but an interrupted run is not a failure to read up on.
     Dir(PathBuf),
+    /// A child that would outlive the run: one that changes its
+    /// credentials (dnsmasq drops capabilities) loses PR_SET_PDEATHSIG.
+    Process(u32),
+}
+
+/// Keeps a [`Leftover`] registered until dropped: declare it after what it
+/// guards, so it is unregistered before that is cleaned up the ordinary way
+/// (a reaped child's pid may be reused).
+#[must_use = "the leftover is unregistered when this is dropped"]
+pub struct Registered(Leftover);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        unregister(&self.0);
+    }
+}
+
+/// [`register`]s `l` until the returned guard is dropped.
+pub fn register_guard(l: Leftover) -> Registered {
+    register(l.clone());
+    Registered(l)
 }
 
 static LEFTOVERS: Mutex<Vec<Leftover>> = Mutex::new(Vec::new());
@@ -52,6 +74,12 @@ fn remove_leftovers() {
             }
             Leftover::Dir(p) => {
                 let _ = std::fs::remove_dir_all(p);
+            }
+            Leftover::Process(pid) => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
     }
@@ -101,9 +129,22 @@ mod tests {
         register(kept.clone());
         unregister(&kept);
         assert!(!registered().contains(&kept));
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let guarded = Leftover::Process(child.id());
+        {
+            let _g = register_guard(guarded.clone());
+            assert!(registered().contains(&guarded));
+        }
+        assert!(!registered().contains(&guarded));
+        register(guarded.clone());
         remove_leftovers();
         assert!(!dir.exists());
         assert!(!file.exists());
+        let killed = warren_e2e::poll_until(std::time::Duration::from_secs(10), || {
+            child.try_wait().ok().flatten()
+        });
+        assert!(killed.is_some_and(|st| !st.success()), "{killed:?}");
+        unregister(&guarded);
         unregister(&Leftover::Dir(dir));
         unregister(&Leftover::File(file));
     }

@@ -54,6 +54,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 use warren_bench::child::run_cmd;
+use warren_bench::cleanup::{register_guard, Leftover};
 use warren_bench::cpu::{clock_ticks, cpu_seconds};
 use warren_bench::report::{emit, env_num, loadavg, median, percentile, Better, Metric};
 use warren_e2e::netns::{self, HelperOptions, LabHelper, TunnelLab, USER};
@@ -680,6 +681,9 @@ fn measure(lab: &TunnelLab, cfg: &Config) -> Result<Vec<String>> {
     let hosts = dir.join("dnsmasq.hosts");
     std::fs::write(&hosts, hosts_file(&zone)).context("write dnsmasq's hosts file")?;
     let mut dnsmasq = start_dnsmasq(lab, &hosts, &zone.suffix)?;
+    // dnsmasq drops capabilities, which clears PR_SET_PDEATHSIG: on Ctrl-C
+    // it would live on in the deleted namespace unless killed by pid.
+    let _dnsmasq_leftover = register_guard(Leftover::Process(dnsmasq.pid()));
     let mut core = start_core(lab, &zone)?;
     let mut servers = vec![stub, IpAddr::V4(DNSMASQ_ADDR)];
     if core.is_some() {

@@ -103,25 +103,22 @@ step "warren-tunnel simulated-time tests (own workspace: boringtun with its mock
 # Kept out of the main workspace so the mock clock can never reach a real binary.
 cargo test --manifest-path crates/warren-tunnel/simtests/Cargo.toml
 
-step "fuzz: decode_frame for ${FUZZ_SECONDS}s"
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
-# Only the stable toolchain is available; cargo-fuzz needs -Z flags, which
-# RUSTC_BOOTSTRAP=1 unlocks on stable.
-cd "$ROOT/crates/warren-proto/fuzz"
-RUSTC_BOOTSTRAP=1 cargo fuzz build decode_frame
-mkdir -p corpus/decode_frame
-RUSTC_BOOTSTRAP=1 cargo fuzz run decode_frame -- \
-    -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -dict=decode_frame.dict
-cd "$ROOT"
-
-step "fuzz: warren-dns handle_query for ${FUZZ_SECONDS}s"
-cd "$ROOT/crates/warren-dns/fuzz"
-RUSTC_BOOTSTRAP=1 cargo fuzz build handle_query
-mkdir -p corpus/handle_query
-RUSTC_BOOTSTRAP=1 cargo fuzz run handle_query -- \
-    -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -dict=handle_query.dict
-cd "$ROOT"
+# fuzz CRATE_DIR TARGET: a bounded run of one cargo-fuzz target with its
+# dictionary. Only the stable toolchain is available; cargo-fuzz needs -Z
+# flags, which RUSTC_BOOTSTRAP=1 unlocks on stable.
+fuzz() {
+    step "fuzz: $2 for ${FUZZ_SECONDS}s"
+    cd "$ROOT/$1/fuzz"
+    RUSTC_BOOTSTRAP=1 cargo fuzz build "$2"
+    mkdir -p "corpus/$2"
+    RUSTC_BOOTSTRAP=1 cargo fuzz run "$2" -- \
+        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -dict="$2.dict"
+    cd "$ROOT"
+}
+fuzz crates/warren-proto decode_frame
+fuzz crates/warren-dns handle_query
 
 step "all passed in $(($(date +%s) - START))s"

@@ -118,6 +118,22 @@ impl DnsLab {
         start.elapsed()
     }
 
+    /// Registers a plain WireGuard peer as agent `ws/main`, waits until
+    /// resolv.conf is Warren's rendering of `original` and the stub answers
+    /// the agent's full name for `rtype`; returns that name.
+    fn with_main_agent(&self, original: &str, rtype: &str) -> String {
+        let full = format!("main.ws.{USER}.warren");
+        self.lab.add_wireguard_peer(
+            "ws",
+            "main",
+            &warren_e2e::netns::random_wireguard_key(),
+            &[],
+        );
+        self.wait_ours(original);
+        self.dig_until_answered(&[&full, rtype]);
+        full
+    }
+
     /// `dig` until it gives addresses (the stub loads names as the
     /// directory arrives), 10 s at most; then the answer.
     fn dig_until_answered(&self, args: &[&str]) -> DigAnswer {
@@ -370,15 +386,7 @@ fn a_new_helper_restores_the_file_a_killed_one_left() {
     let Some(mut t) = connect("dns-crash") else {
         return;
     };
-    let full = format!("main.ws.{USER}.warren");
-    t.lab.add_wireguard_peer(
-        "ws",
-        "main",
-        &warren_e2e::netns::random_wireguard_key(),
-        &[],
-    );
-    t.wait_ours(ORIGINAL);
-    t.dig_until_answered(&[&full, "A"]);
+    let full = t.with_main_agent(ORIGINAL, "A");
     let backup = t.helper.state_dir.join("resolv.conf.before-warren");
     assert_eq!(
         std::fs::read_to_string(&backup).ok().as_deref(),
@@ -446,15 +454,7 @@ fn a_foreign_rewrite_is_reasserted_and_survives_down() {
     let Some(t) = connect("dns-foreign") else {
         return;
     };
-    let full = format!("main.ws.{USER}.warren");
-    t.lab.add_wireguard_peer(
-        "ws",
-        "main",
-        &warren_e2e::netns::random_wireguard_key(),
-        &[],
-    );
-    t.wait_ours(ORIGINAL);
-    t.dig_until_answered(&[&full, "A"]);
+    let full = t.with_main_agent(ORIGINAL, "A");
 
     // "Another program" (a DHCP client) switches the laptop to a different
     // resolver: a second dnsmasq on 127.0.0.2 that answers the outside name
@@ -524,14 +524,7 @@ fn a_stopped_helper_restores_the_file() {
     let Some(mut t) = connect("dns-sigterm") else {
         return;
     };
-    t.lab.add_wireguard_peer(
-        "ws",
-        "main",
-        &warren_e2e::netns::random_wireguard_key(),
-        &[],
-    );
-    t.wait_ours(ORIGINAL);
-    t.dig_until_answered(&[&format!("main.ws.{USER}.warren"), "A"]);
+    t.with_main_agent(ORIGINAL, "A");
     // The service manager stops the helper while connected.
     let start = Instant::now();
     t.helper.terminate(Duration::from_secs(10));
@@ -703,14 +696,7 @@ fn outside_names_reach_an_ipv6_previous_resolver() {
     let Some(t) = connect_with("dns-upstream-v6", original, "::1".parse().expect("literal")) else {
         return;
     };
-    t.lab.add_wireguard_peer(
-        "ws",
-        "main",
-        &warren_e2e::netns::random_wireguard_key(),
-        &[],
-    );
-    t.wait_ours(original);
-    t.dig_until_answered(&[&format!("main.ws.{USER}.warren"), "AAAA"]);
+    t.with_main_agent(original, "AAAA");
     let stubs = t.stub_addresses();
     for tcp in [false, true] {
         let mut args = vec![OUTSIDE, "A"];

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use warren_e2e::helper::Status;
-use warren_e2e::netns::{ip, AgentOptions, HelperOptions, LabHelper, TunnelLab};
+use warren_e2e::netns::{ip, AgentOptions, HelperOptions, LabAgent, LabHelper, TunnelLab};
 use warren_e2e::poll_until;
 use warren_proto::ipc::SessionState;
 
@@ -38,16 +38,23 @@ fn assert_connected_changes(lab: &TunnelLab, helper: &LabHelper, status: &Status
     );
 }
 
+/// An agent `ws/api` and a helper connected to it, with the TUN, routes and
+/// journal checked in place.
+fn connected(lab: &TunnelLab) -> (LabAgent, LabHelper, Status) {
+    let agent = lab.agent(AgentOptions::new("ws", "api"));
+    let helper = lab.helper(HelperOptions::default());
+    let status = lab.login_up(&helper);
+    lab.wait_agent(&helper, "ws", "api");
+    assert_connected_changes(lab, &helper, &status);
+    (agent, helper, status)
+}
+
 #[test]
 fn warren_down_leaves_no_tun_route_or_journal() {
     let Some(lab) = TunnelLab::start_or_skip("tunnel-cleanup-down", &[]) else {
         return;
     };
-    let _agent = lab.agent(AgentOptions::new("ws", "api"));
-    let mut helper = lab.helper(HelperOptions::default());
-    let status = lab.login_up(&helper);
-    lab.wait_agent(&helper, "ws", "api");
-    assert_connected_changes(&lab, &helper, &status);
+    let (_agent, mut helper, status) = connected(&lab);
 
     let start = Instant::now();
     helper.cli.run_ok(&["down"]);
@@ -78,11 +85,7 @@ fn a_new_helper_undoes_what_a_killed_one_left() {
     let Some(lab) = TunnelLab::start_or_skip("tunnel-cleanup-crash", &[]) else {
         return;
     };
-    let _agent = lab.agent(AgentOptions::new("ws", "api"));
-    let mut helper = lab.helper(HelperOptions::default());
-    let status = lab.login_up(&helper);
-    lab.wait_agent(&helper, "ws", "api");
-    assert_connected_changes(&lab, &helper, &status);
+    let (_agent, mut helper, status) = connected(&lab);
     let journal = helper.journal();
     let tun = helper.options.tun_name.clone();
 

@@ -104,6 +104,10 @@ struct Pending {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Reported {
     last_handshake: Option<Instant>,
+    /// `last_handshake` on the wall clock, converted once: converting the
+    /// same instant again later can land a millisecond off, which would read
+    /// as a new handshake.
+    last_handshake_ms: Option<u64>,
     rx_bytes: u64,
     tx_bytes: u64,
     rtt: Option<Duration>,
@@ -114,6 +118,7 @@ impl From<&PeerStats> for Reported {
     fn from(s: &PeerStats) -> Self {
         Reported {
             last_handshake: s.last_handshake,
+            last_handshake_ms: None,
             rx_bytes: s.rx_bytes,
             tx_bytes: s.tx_bytes,
             rtt: s.rtt,
@@ -250,12 +255,19 @@ impl Observer {
             if let Some(rtt) = self.ping_rtt.get(key) {
                 figures.rtt = Some(*rtt);
             }
-            if self.reported.get(key) == Some(&figures) {
+            let previous = self.reported.get(key);
+            figures.last_handshake_ms = match previous {
+                Some(p) if p.last_handshake == figures.last_handshake => p.last_handshake_ms,
+                _ => figures
+                    .last_handshake
+                    .map(|at| wall_ms_of(at, now, wall_ms)),
+            };
+            if previous == Some(&figures) {
                 continue;
             }
             changed.push(PeerReport {
                 key: *key,
-                last_handshake_ms: stats.last_handshake.map(|at| wall_ms_of(at, now, wall_ms)),
+                last_handshake_ms: figures.last_handshake_ms,
                 rx_bytes: stats.rx_bytes,
                 tx_bytes: stats.tx_bytes,
                 rtt_us: figures.rtt.map(|d| d.as_micros() as u64),
@@ -845,5 +857,13 @@ mod tests {
         // No event, no change: nothing more.
         obs.flush(t1, wall0 + 21_000, &p.laptop);
         assert!(stats.try_recv().is_err());
+        // Moved bytes are reported later; the handshake time stays exactly
+        // the same even if the wall clock reads a millisecond differently.
+        let t2 = t1 + Duration::from_secs(3);
+        let _ = p.laptop.encapsulate(t2, &packet[..n], &mut out);
+        obs.handle_timeout(t1 + STATS_INTERVAL, wall0 + 21_000 + 10_001, &p.laptop);
+        let later = stats_of(stats.try_recv().expect("moved bytes are reported"));
+        assert_eq!(later[0].last_handshake_ms, Some(at));
+        assert!(later[0].tx_bytes > report[0].tx_bytes);
     }
 }

@@ -360,17 +360,7 @@ mod tests {
     }
 
     fn plan() -> NetPlan {
-        NetPlan {
-            addresses: vec![
-                ("100.64.0.7".parse().unwrap(), 32),
-                ("fd7a:1::7".parse().unwrap(), 128),
-            ],
-            routes: vec![
-                ("100.64.0.0".parse().unwrap(), 10),
-                ("fd7a:1::".parse().unwrap(), 48),
-            ],
-            ..NetPlan::default()
-        }
+        crate::plan::sample_plan()
     }
 
     fn fake(dir: &Path) -> FakeOs {

@@ -131,22 +131,29 @@ impl NetPlan {
     }
 }
 
+/// A valid plan (two host addresses, the two deployment prefixes) for the
+/// crate's unit tests.
+#[cfg(test)]
+pub(crate) fn sample_plan() -> NetPlan {
+    NetPlan {
+        addresses: vec![
+            ("100.64.0.7".parse().unwrap(), 32),
+            ("fd7a:1::7".parse().unwrap(), 128),
+        ],
+        routes: vec![
+            ("100.64.0.0".parse().unwrap(), 10),
+            ("fd7a:1::".parse().unwrap(), 48),
+        ],
+        ..NetPlan::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn plan() -> NetPlan {
-        NetPlan {
-            addresses: vec![
-                ("100.64.0.7".parse().unwrap(), 32),
-                ("fd7a:1::7".parse().unwrap(), 128),
-            ],
-            routes: vec![
-                ("100.64.0.0".parse().unwrap(), 10),
-                ("fd7a:1::".parse().unwrap(), 48),
-            ],
-            ..NetPlan::default()
-        }
+        sample_plan()
     }
 
     #[test]

@@ -35,6 +35,18 @@ fn can_run() -> bool {
     true
 }
 
+/// What every test starts from, if this machine can run it: a temp dir
+/// (kept alive by the caller), the journal path in it, and a fresh
+/// namespace.
+fn setup() -> Option<(tempfile::TempDir, PathBuf, Netns)> {
+    if !can_run() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("netstate.json");
+    Some((dir, journal, Netns::new()))
+}
+
 /// A network namespace that exists for the guard's lifetime.
 struct Netns {
     name: String,
@@ -248,12 +260,9 @@ fn assert_clean(ns: &Netns, before: &BTreeSet<String>, journal: &Path) {
 
 #[test]
 fn apply_then_teardown_leaves_nothing() {
-    if !can_run() {
+    let Some((_dir, journal, ns)) = setup() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("netstate.json");
-    let ns = Netns::new();
+    };
     ns.add_default_route();
     let before = ns.routes();
 
@@ -275,12 +284,9 @@ fn apply_then_teardown_leaves_nothing() {
 
 #[test]
 fn offload_device_is_configured_the_same_way() {
-    if !can_run() {
+    let Some((_dir, journal, ns)) = setup() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("netstate.json");
-    let ns = Netns::new();
+    };
     ns.add_default_route();
     let before = ns.routes();
     let (mut cfg, tun) = ns.run_async(|| {
@@ -301,12 +307,9 @@ fn offload_device_is_configured_the_same_way() {
 
 #[test]
 fn teardown_after_the_device_is_dropped() {
-    if !can_run() {
+    let Some((_dir, journal, ns)) = setup() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("netstate.json");
-    let ns = Netns::new();
+    };
     let before = ns.routes();
     ns.run_async(|| {
         let mut cfg = platform_configurator(&journal).unwrap();
@@ -319,12 +322,9 @@ fn teardown_after_the_device_is_dropped() {
 
 #[test]
 fn default_route_is_refused_and_nothing_changes() {
-    if !can_run() {
+    let Some((_dir, journal, ns)) = setup() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("netstate.json");
-    let ns = Netns::new();
+    };
     ns.add_default_route();
     let before = ns.routes();
     for default in ["0.0.0.0", "::"] {
@@ -341,12 +341,9 @@ fn default_route_is_refused_and_nothing_changes() {
 
 #[test]
 fn a_foreign_interface_with_our_name_is_never_touched() {
-    if !can_run() {
+    let Some((_dir, journal, ns)) = setup() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("netstate.json");
-    let ns = Netns::new();
+    };
     ns.ip(&[
         "link", "add", "warren0", "type", "veth", "peer", "name", "wnc-peer",
     ]);
@@ -376,12 +373,9 @@ fn a_foreign_interface_with_our_name_is_never_touched() {
 
 #[test]
 fn recover_removes_a_persistent_tun_and_its_routes() {
-    if !can_run() {
+    let Some((_dir, journal, ns)) = setup() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("netstate.json");
-    let ns = Netns::new();
+    };
     let before = ns.routes();
     // What a helper that used a persistent TUN would leave after dying.
     ns.ip(&["tuntap", "add", "dev", "warren0", "mode", "tun"]);
@@ -433,12 +427,9 @@ fn crash_child() {
 
 #[test]
 fn kill_dash_nine_then_recover() {
-    if !can_run() {
+    let Some((_dir, journal, ns)) = setup() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("netstate.json");
-    let ns = Netns::new();
+    };
     ns.add_default_route();
     let before = ns.routes();
 

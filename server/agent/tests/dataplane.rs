@@ -200,21 +200,30 @@ fn echo_v4(ident: u16, seq_no: u16, data: &[u8]) -> Vec<u8> {
         seq_no,
         data,
     };
+    ipv4_from_laptop(IpProtocol::Icmp, icmp.buffer_len(), |payload, caps| {
+        icmp.emit(&mut Icmpv4Packet::new_unchecked(payload), caps)
+    })
+}
+
+/// An IPv4 packet from the laptop to the agent whose payload (`len` bytes)
+/// `emit` writes.
+fn ipv4_from_laptop(
+    next_header: IpProtocol,
+    len: usize,
+    emit: impl FnOnce(&mut [u8], &ChecksumCapabilities),
+) -> Vec<u8> {
     let ip = Ipv4Repr {
         src_addr: LAPTOP_V4,
         dst_addr: AGENT_V4,
-        next_header: IpProtocol::Icmp,
-        payload_len: icmp.buffer_len(),
+        next_header,
+        payload_len: len,
         hop_limit: 64,
     };
-    let mut buf = vec![0; ip.buffer_len() + icmp.buffer_len()];
+    let mut buf = vec![0; ip.buffer_len() + len];
     let caps = ChecksumCapabilities::default();
     let mut packet = Ipv4Packet::new_unchecked(&mut buf);
     ip.emit(&mut packet, &caps);
-    icmp.emit(
-        &mut Icmpv4Packet::new_unchecked(packet.payload_mut()),
-        &caps,
-    );
+    emit(packet.payload_mut(), &caps);
     buf
 }
 
@@ -258,24 +267,14 @@ fn syn_v4(src_port: u16, dst_port: u16) -> Vec<u8> {
         timestamp: None,
         payload: &[],
     };
-    let ip = Ipv4Repr {
-        src_addr: LAPTOP_V4,
-        dst_addr: AGENT_V4,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let mut buf = vec![0; ip.buffer_len() + tcp.buffer_len()];
-    let caps = ChecksumCapabilities::default();
-    let mut packet = Ipv4Packet::new_unchecked(&mut buf);
-    ip.emit(&mut packet, &caps);
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(packet.payload_mut()),
-        &IpAddress::Ipv4(LAPTOP_V4),
-        &IpAddress::Ipv4(AGENT_V4),
-        &caps,
-    );
-    buf
+    ipv4_from_laptop(IpProtocol::Tcp, tcp.buffer_len(), |payload, caps| {
+        tcp.emit(
+            &mut TcpPacket::new_unchecked(payload),
+            &IpAddress::Ipv4(LAPTOP_V4),
+            &IpAddress::Ipv4(AGENT_V4),
+            caps,
+        )
+    })
 }
 
 /// The TCP flags (SYN, ACK, RST) and ports of an IPv4 TCP packet.

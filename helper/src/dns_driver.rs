@@ -190,6 +190,13 @@ async fn run(
     mut stop: oneshot::Receiver<()>,
 ) {
     let (input_tx, mut input) = mpsc::channel::<Input>(1024);
+    // `start` bound one UDP socket per listen address, in that order.
+    let by_family: Vec<(bool, Arc<UdpSocket>)> = config
+        .listen
+        .iter()
+        .map(IpAddr::is_ipv4)
+        .zip(udp.iter().cloned())
+        .collect();
     let mut tcp_clients: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut buf = vec![0u8; 65535];
     let mut up_buf = vec![0u8; 65535];
@@ -239,7 +246,7 @@ async fn run(
                 }
                 Input::UpstreamTcp { from, bytes } => {
                     if let Some(r) = stub.handle_upstream(Instant::now(), from, &bytes) {
-                        deliver(r, &udp, &tcp_clients).await;
+                        deliver(r, &by_family, &tcp_clients).await;
                     }
                 }
                 Input::ResolvConfChanged => {
@@ -257,7 +264,7 @@ async fn run(
             got = recv_upstream(upstream.as_ref(), &mut up_buf) => {
                 if let Some((n, from)) = got {
                     if let Some(r) = stub.handle_upstream(Instant::now(), from, &up_buf[..n]) {
-                        deliver(r, &udp, &tcp_clients).await;
+                        deliver(r, &by_family, &tcp_clients).await;
                     }
                 }
             }
@@ -329,7 +336,7 @@ async fn recv_upstream(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usiz
 /// Sends a forwarded reply to its client, the way it asked.
 async fn deliver(
     r: warren_dns::ForwardedReply,
-    udp: &[Arc<UdpSocket>],
+    udp: &[(bool, Arc<UdpSocket>)],
     tcp_clients: &HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
 ) {
     match r.transport {
@@ -337,11 +344,9 @@ async fn deliver(
             // Answer from the socket of the client's family.
             let sock = udp
                 .iter()
-                .find(|s| {
-                    s.local_addr()
-                        .is_ok_and(|a| a.is_ipv4() == r.client.is_ipv4())
-                })
-                .or_else(|| udp.first());
+                .find(|(v4, _)| *v4 == r.client.is_ipv4())
+                .or_else(|| udp.first())
+                .map(|(_, s)| s);
             if let Some(sock) = sock {
                 let _ = sock.send_to(&r.bytes, r.client).await;
             }

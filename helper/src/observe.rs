@@ -200,15 +200,13 @@ impl Observer {
         if now >= self.next_report {
             self.report(now, wall_ms, tunnel);
         }
-        self.pending.retain_mut(|p| {
-            if now < p.deadline {
-                return true;
-            }
-            let (tx, _) = oneshot::channel();
-            let reply = std::mem::replace(&mut p.reply, tx);
-            let _ = reply.send(Err(PingError::Timeout(p.deadline - p.sent)));
-            false
-        });
+        let (due, waiting): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| now >= p.deadline);
+        self.pending = waiting;
+        for p in due {
+            let _ = p.reply.send(Err(PingError::Timeout(p.deadline - p.sent)));
+        }
     }
 
     /// Notes a tunnel event: handshake changes are reported right away (at

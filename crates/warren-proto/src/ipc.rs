@@ -207,6 +207,7 @@ pub struct StatusReport {
 
 /// The helper's session, as shown to people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct SessionInfo {
     pub state: SessionState,
     /// Coordinator URL of the current (or last) session.
@@ -254,6 +255,7 @@ impl SessionInfo {
 /// The data plane's state, so a person sees why workspaces are unreachable
 /// even though the session is connected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct TunnelInfo {
     pub state: TunnelState,
     /// Why it failed, in words a person can act on.
@@ -266,6 +268,7 @@ pub struct TunnelInfo {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum TunnelState {
     /// Not running (not connected).
@@ -290,6 +293,7 @@ impl TunnelState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
     Disconnected,
@@ -319,6 +323,7 @@ impl std::fmt::Display for SessionState {
 
 /// This device's identity in the current session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct DeviceInfo {
     pub id: String,
     /// Per-session WireGuard public key (base64).
@@ -331,6 +336,7 @@ pub struct DeviceInfo {
 
 /// A streamed event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// Part of the full state. Part 0 replaces whatever the receiver had;
@@ -374,6 +380,7 @@ pub const STALE_AFTER_MS: u64 = 180_000;
 
 /// Tunnel statistics of the WireGuard peer of one agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct PeerStats {
     pub agent_id: AgentId,
     /// Wall-clock time of the latest handshake, in ms since the Unix epoch.
@@ -444,6 +451,7 @@ impl std::fmt::Display for Handshake {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct LogLine {
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,

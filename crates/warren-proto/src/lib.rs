@@ -2,9 +2,11 @@
 //!
 //! This crate does no IO: it defines what travels between the GUI/CLI and the
 //! helper ([`ipc`]), between the helper/agent and the coordinator
-//! ([`control`]), the shared data model ([`model`]) and the length-prefixed
+//! ([`control`]), the shared data model ([`model`]), the desktop app's Rust ↔ web UI messages
+//! ([`app`]) and the length-prefixed
 //! framing used on the IPC channel ([`frame`]).
 
+pub mod app;
 pub mod control;
 pub mod frame;
 pub mod ipc;

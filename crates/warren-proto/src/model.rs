@@ -10,6 +10,7 @@ pub type AgentId = String;
 
 /// A workspace owned by one user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Workspace {
     pub id: WorkspaceId,
     pub name: String,
@@ -18,6 +19,7 @@ pub struct Workspace {
 
 /// An agent: the process inside a workspace that terminates the tunnel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Agent {
     pub id: AgentId,
     pub name: String,
@@ -41,6 +43,7 @@ pub struct Agent {
 
 /// Facts about the deployment every client needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct DeploymentInfo {
     /// DNS suffix for workspace names, e.g. `warren`.
     pub suffix: String,

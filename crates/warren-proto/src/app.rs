@@ -1,0 +1,311 @@
+//! What travels between the desktop app's Rust side (`warren-desktop`) and
+//! its web UI (`ui/`), over Tauri's IPC.
+//!
+//! The UI gets these types as generated TypeScript (`ui/src/bindings/`, see
+//! [`export_bindings`]), so a change here that the UI doesn't follow fails
+//! its type check instead of failing at run time.
+//!
+//! Commands (UI → app), all with snake_case arguments; a failing command
+//! rejects with a [`CommandError`]:
+//!
+//! | command | arguments | resolves to |
+//! | --- | --- | --- |
+//! | `app_info` | | [`AppInfo`] |
+//! | `subscribe` | `on_event: Channel<UiEvent>` | nothing; replays the current state, then streams |
+//! | `sign_in` | `request: SignInRequest` | [`Account`] |
+//! | `sign_out` | | nothing |
+//! | `connect` / `disconnect` / `reconnect` | | nothing |
+//! | `get_settings` | | [`Settings`] |
+//! | `set_settings` | `settings: Settings` | [`Settings`] as applied |
+//! | `export_logs` | | path of the zip written, or `null` when the dialog was cancelled |
+//! | `copy_text` | `text: string` | nothing |
+//! | `ui_ready` | | nothing; the UI calls it once after its first paint (start-up timing, start minimized) |
+//!
+//! The stream a `subscribe` opens always starts with a [`UiEvent::Helper`]
+//! and a [`UiEvent::Account`]. While the helper is reachable, its events
+//! follow as [`UiEvent::Stream`]: a full `State` snapshot first, then diffs.
+//! The app subscribes to the helper before it takes that snapshot, so no
+//! change falls between the two.
+
+use crate::ipc::{Event, LogLine, SessionInfo};
+use crate::model::{Agent, DeploymentInfo, Workspace};
+use serde::{Deserialize, Serialize};
+
+/// One message on the UI's event channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UiEvent {
+    /// The app's link to the helper changed (found, lost, refused us, …).
+    Helper { link: HelperLink },
+    /// Who is signed in changed; `null` means signed out.
+    Account { account: Option<Account> },
+    /// An event from the helper, as the helper numbered it. A `State` with
+    /// `part == 0` starts a new snapshot, which replaces everything.
+    Stream { seq: u64, event: Event },
+}
+
+/// How the app's connection to the helper stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct HelperLink {
+    pub state: HelperLinkState,
+    /// The socket (Windows: pipe) the app talks to.
+    pub socket: String,
+    /// What went wrong and what to do about it; set for every trouble state.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// The helper's version, once it said Hello.
+    #[serde(default)]
+    pub helper_version: Option<String>,
+    /// Milliseconds until the app looks for the helper again, in trouble states.
+    #[serde(default)]
+    pub retry_in_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum HelperLinkState {
+    /// Looking for the helper (at start, or after it went away).
+    Searching,
+    /// Subscribed; helper events flow.
+    Connected,
+    /// Nothing listens on the socket: the helper is not installed or stopped.
+    Missing,
+    /// The helper refused us: the user is not in its group.
+    NotPermitted,
+    /// The helper speaks another major protocol version.
+    VersionMismatch,
+    /// Anything else (a timeout, garbage on the socket).
+    Failed,
+}
+
+/// The signed-in account, as saved on this computer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct Account {
+    /// The coordinator, e.g. `https://warren.example.com`.
+    pub url: String,
+    /// The user the token belongs to, when known.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// What the sign-in form sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct SignInRequest {
+    pub url: String,
+    pub token: String,
+    /// Extra CA certificate (PEM) to trust, for a self-hosted coordinator.
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+}
+
+/// Why a command failed: a kind the UI can branch on and a sentence that
+/// says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[error("{message}")]
+pub struct CommandError {
+    pub kind: CommandErrorKind,
+    pub message: String,
+}
+
+impl CommandError {
+    pub fn new(kind: CommandErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum CommandErrorKind {
+    /// The URL typed is not a coordinator address we accept.
+    BadUrl,
+    /// The token field is empty.
+    EmptyToken,
+    /// The coordinator did not answer.
+    Unreachable,
+    /// The coordinator's certificate is not trusted.
+    Certificate,
+    /// The coordinator rejected the token.
+    WrongToken,
+    /// Something answered, but not a Warren coordinator.
+    NotACoordinator,
+    /// An agent's token was given where a user's is needed.
+    AgentToken,
+    /// Connect was asked for without a saved sign-in.
+    NotSignedIn,
+    /// The OS keyring failed and no fallback was possible.
+    Keyring,
+    /// The helper is not running.
+    HelperMissing,
+    /// The user may not talk to the helper.
+    NotPermitted,
+    /// App and helper speak different protocol versions.
+    VersionMismatch,
+    /// The helper answered with an error (its message says what to do).
+    Helper,
+    /// A local file could not be read or written.
+    Io,
+    /// Anything else.
+    Other,
+}
+
+/// The app's settings (saved per user).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct Settings {
+    /// Start the app when the user logs in.
+    #[serde(default)]
+    pub start_on_login: bool,
+    /// Start with only the tray icon, no window.
+    #[serde(default)]
+    pub start_minimized: bool,
+    /// How much the app writes to its log.
+    #[serde(default)]
+    pub log_level: LogLevel,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            start_on_login: false,
+            start_minimized: false,
+            log_level: LogLevel::Info,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// Facts for the About screen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct AppInfo {
+    pub app_version: String,
+    /// The IPC protocol this app speaks, e.g. `1.0`.
+    pub protocol_version: String,
+    pub socket: String,
+    /// `linux`, `macos` or `windows`.
+    pub os: String,
+    /// Where the app writes its own log.
+    pub log_dir: String,
+}
+
+/// Writes every UI-facing type as TypeScript into `dir` (one file per type),
+/// with 64-bit integers as `number`: byte counters and millisecond clocks
+/// stay far below 2^53.
+#[cfg(feature = "ts")]
+pub fn export_bindings(dir: &std::path::Path) -> Result<(), ts_rs::ExportError> {
+    use ts_rs::TS;
+    let cfg = ts_rs::Config::new()
+        .with_large_int("number")
+        .with_out_dir(dir);
+    UiEvent::export_all(&cfg)?;
+    CommandError::export_all(&cfg)?;
+    SignInRequest::export_all(&cfg)?;
+    Settings::export_all(&cfg)?;
+    AppInfo::export_all(&cfg)?;
+    // Reachable through `Event` already; listed so a refactor that stops
+    // embedding them still exports what the UI imports.
+    SessionInfo::export_all(&cfg)?;
+    Workspace::export_all(&cfg)?;
+    Agent::export_all(&cfg)?;
+    DeploymentInfo::export_all(&cfg)?;
+    LogLine::export_all(&cfg)?;
+    Ok(())
+}
+
+#[cfg(all(test, feature = "ts"))]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    fn committed_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ui/src/bindings")
+    }
+
+    fn read_dir(dir: &Path) -> std::collections::BTreeMap<String, String> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "ts"))
+                    .map(|e| {
+                        (
+                            e.file_name().to_string_lossy().into_owned(),
+                            std::fs::read_to_string(e.path()).unwrap(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The committed bindings are what the Rust types generate. Run with
+    /// `WARREN_UPDATE_BINDINGS=1` to rewrite them after changing a type.
+    #[test]
+    fn committed_typescript_bindings_are_current() {
+        let fresh = tempfile::tempdir().unwrap();
+        super::export_bindings(fresh.path()).unwrap();
+        let generated = read_dir(fresh.path());
+        assert!(generated.contains_key("UiEvent.ts"), "{generated:?}");
+        if std::env::var_os("WARREN_UPDATE_BINDINGS").is_some() {
+            let dir = committed_dir();
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, text) in &generated {
+                std::fs::write(dir.join(name), text).unwrap();
+            }
+        }
+        let committed = read_dir(&committed_dir());
+        assert_eq!(
+            committed.keys().collect::<Vec<_>>(),
+            generated.keys().collect::<Vec<_>>(),
+            "ui/src/bindings is out of date: run `WARREN_UPDATE_BINDINGS=1 cargo test -p warren-proto --features ts`"
+        );
+        for (name, text) in &generated {
+            assert_eq!(
+                &committed[name], text,
+                "ui/src/bindings/{name} is out of date: run `WARREN_UPDATE_BINDINGS=1 cargo test -p warren-proto --features ts`"
+            );
+        }
+    }
+
+    #[test]
+    fn large_integers_are_numbers_in_typescript() {
+        let fresh = tempfile::tempdir().unwrap();
+        super::export_bindings(fresh.path()).unwrap();
+        let stats = std::fs::read_to_string(fresh.path().join("PeerStats.ts")).unwrap();
+        assert!(stats.contains("rx_bytes: number"), "{stats}");
+        assert!(!stats.contains("bigint"), "{stats}");
+    }
+}

@@ -42,7 +42,7 @@ pub enum UiEvent {
     Account { account: Option<Account> },
     /// An event from the helper, as the helper numbered it. A `State` with
     /// `part == 0` starts a new snapshot, which replaces everything.
-    Stream { seq: u64, event: Event },
+    Stream { seq: u64, event: Box<Event> },
 }
 
 /// How the app's connection to the helper stands.

@@ -3,16 +3,15 @@
 //!
 //! Every failure prints `error: <what to do>` to stderr and exits 1.
 
-mod config;
 mod login;
 mod ping;
 mod render;
 mod session;
-mod token;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use warren_client::{config, signin, token};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -81,7 +80,7 @@ async fn login(
     token_file: Option<PathBuf>,
     ca: Option<PathBuf>,
 ) -> Result<()> {
-    let url = login::normalize_url(url).map_err(anyhow::Error::msg)?;
+    let url = signin::normalize_url(url)?;
     let ca_pem = match &ca {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -95,14 +94,24 @@ async fn login(
         (None, false) => login::TokenSource::Prompt,
     };
     let tok = login::read_token(source)?;
-    let me = login::validate(&url, &tok, ca_pem.as_deref()).await?;
+    let me = signin::validate(&url, &tok, ca_pem.as_deref()).await?;
     let dir = config::config_dir()?;
-    token::store(&dir, &url, &tok).await?;
+    if let token::Stored::File {
+        path,
+        keyring_error: Some(why),
+    } = token::store(&dir, &url, &tok).await?
+    {
+        eprintln!(
+            "warning: couldn't use the system keyring ({why}); stored the token in plain text in {} (readable only by you)",
+            path.display()
+        );
+    }
     config::save(
         &dir,
         &config::Config {
             url: url.clone(),
             ca_pem,
+            user: Some(me.user.clone()),
         },
     )?;
     println!(

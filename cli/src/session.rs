@@ -1,12 +1,13 @@
 //! The commands that talk to the helper: `up`, `down`, `reconnect`,
 //! `logout`, `status` and `watch`.
 
-use crate::{config, render, token};
+use crate::render;
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
+use warren_client::{config, token};
 use warren_ipc::{Client, ClientError, StateMirror, Subscription};
 use warren_proto::ipc::{ErrorCode, Request, SessionInfo, SessionState, TunnelState};
 

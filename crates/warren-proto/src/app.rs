@@ -27,8 +27,7 @@
 //! The app subscribes to the helper before it takes that snapshot, so no
 //! change falls between the two.
 
-use crate::ipc::{Event, LogLine, SessionInfo};
-use crate::model::{Agent, DeploymentInfo, Workspace};
+use crate::ipc::Event;
 use serde::{Deserialize, Serialize};
 
 /// One message on the UI's event channel.
@@ -226,6 +225,8 @@ pub struct AppInfo {
 /// stay far below 2^53.
 #[cfg(feature = "ts")]
 pub fn export_bindings(dir: &std::path::Path) -> Result<(), ts_rs::ExportError> {
+    use crate::ipc::{LogLine, SessionInfo};
+    use crate::model::{Agent, DeploymentInfo, Workspace};
     use ts_rs::TS;
     let cfg = ts_rs::Config::new()
         .with_large_int("number")

@@ -1,16 +1,17 @@
-//! Where the CLI keeps its settings (`config.json`) and, when the OS keyring
-//! is unavailable, the fallback token file.
+//! Where the CLI and the desktop app keep the sign-in (`config.json`) and,
+//! when the OS keyring is unavailable, the fallback token file. Both read the
+//! same directory, so signing in with one signs in the other.
 //!
 //! The directory is `$WARREN_CONFIG_DIR` if set, else `<config dir>/warren/`;
 //! it is created `0700` and both files are written `0600`, because the
 //! fallback file holds a bearer token.
 
-use anyhow::{Context, Result};
+use crate::StoreError;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// What `warren login` remembers.
+/// What a sign-in remembers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
     /// Normalized coordinator URL, e.g. `https://warren.example.com`.
@@ -18,23 +19,24 @@ pub struct Config {
     /// Extra trusted CA certificate (PEM text), for a self-hosted coordinator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_pem: Option<String>,
+    /// The user the token belongs to, as the coordinator said at sign-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 const CONFIG_FILE: &str = "config.json";
 
 /// The CLI's configuration directory.
-pub fn config_dir() -> Result<PathBuf> {
+pub fn config_dir() -> Result<PathBuf, StoreError> {
     if let Some(dir) = std::env::var_os("WARREN_CONFIG_DIR").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir));
     }
-    let base = dirs::config_dir().context(
-        "can't find your configuration directory; set WARREN_CONFIG_DIR to a directory Warren may use",
-    )?;
+    let base = dirs::config_dir().ok_or(StoreError::NoConfigDir)?;
     Ok(base.join("warren"))
 }
 
 /// Creates the directory (mode 0700 on unix) if it is missing.
-pub fn ensure_dir(dir: &Path) -> Result<()> {
+pub fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
     #[cfg(unix)]
     let res = {
         use std::os::unix::fs::DirBuilderExt;
@@ -45,12 +47,12 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
     };
     #[cfg(not(unix))]
     let res = std::fs::create_dir_all(dir);
-    res.with_context(|| format!("can't create the configuration directory {}", dir.display()))
+    res.map_err(|e| StoreError::io(format!("can't create the configuration directory {}", dir.display()), e))
 }
 
 /// Writes `contents` to `path` readable only by the owner, replacing it
 /// atomically so a crash never leaves half a file.
-pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut opts = std::fs::OpenOptions::new();
@@ -62,41 +64,41 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
     }
     let mut file = opts
         .open(&tmp)
-        .with_context(|| format!("can't write {}", tmp.display()))?;
+        .map_err(|e| StoreError::io(format!("can't write {}", tmp.display()), e))?;
     file.write_all(contents)
         .and_then(|_| file.sync_all())
-        .with_context(|| format!("can't write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("can't write {}", path.display()))
+        .map_err(|e| StoreError::io(format!("can't write {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| StoreError::io(format!("can't write {}", path.display()), e))
 }
 
 /// The saved configuration, or `None` when not signed in.
-pub fn load(dir: &Path) -> Result<Option<Config>> {
+pub fn load(dir: &Path) -> Result<Option<Config>, StoreError> {
     let path = dir.join(CONFIG_FILE);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
-            format!(
-                "{} is damaged; delete it and sign in again with `warren login`",
-                path.display()
-            )
-        }),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|_| StoreError::Damaged(path)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("can't read {}", path.display())),
+        Err(e) => Err(StoreError::io(format!("can't read {}", path.display()), e)),
     }
 }
 
-pub fn save(dir: &Path, config: &Config) -> Result<()> {
+pub fn save(dir: &Path, config: &Config) -> Result<(), StoreError> {
     ensure_dir(dir)?;
-    let json = serde_json::to_vec_pretty(config).context("can't encode the configuration")?;
+    // Invariant: a struct of strings always serializes.
+    let json = serde_json::to_vec_pretty(config).expect("Config serializes");
     write_private(&dir.join(CONFIG_FILE), &json)
 }
 
 /// Deletes the configuration; a missing file is fine.
-pub fn remove(dir: &Path) -> Result<()> {
+pub fn remove(dir: &Path) -> Result<(), StoreError> {
     let path = dir.join(CONFIG_FILE);
     match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("can't delete {}", path.display()))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::io(
+            format!("can't delete {}", path.display()),
+            e,
+        )),
         _ => Ok(()),
     }
 }
@@ -113,6 +115,7 @@ mod tests {
         let cfg = Config {
             url: "https://c.example".into(),
             ca_pem: Some("-----BEGIN CERTIFICATE-----\n".into()),
+            user: Some("alice".into()),
         };
         save(&dir, &cfg).unwrap();
         assert_eq!(load(&dir).unwrap(), Some(cfg));
@@ -132,7 +135,7 @@ mod tests {
     fn damaged_config_says_what_to_do() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join(CONFIG_FILE), b"{nope").unwrap();
-        let err = format!("{:#}", load(tmp.path()).unwrap_err());
-        assert!(err.contains("warren login"), "{err}");
+        let err = load(tmp.path()).unwrap_err().to_string();
+        assert!(err.contains("sign in again"), "{err}");
     }
 }

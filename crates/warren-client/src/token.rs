@@ -3,8 +3,7 @@
 //! no keyring (a headless box without Secret Service) or when
 //! `WARREN_KEYRING=file` asks for it.
 
-use crate::config;
-use anyhow::{Context, Result};
+use crate::{config, StoreError};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use warren_proto::Secret;
@@ -19,7 +18,12 @@ const KEYRING_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stored {
     Keyring,
-    File(PathBuf),
+    /// In the fallback file; `keyring_error` says why the keyring was not
+    /// used (`None` when `WARREN_KEYRING=file` asked for the file).
+    File {
+        path: PathBuf,
+        keyring_error: Option<String>,
+    },
 }
 
 fn keyring_disabled() -> bool {
@@ -50,35 +54,37 @@ pub fn token_file(dir: &Path) -> PathBuf {
 }
 
 /// Writes the fallback token file (directory 0700, file 0600).
-pub fn write_token_file(dir: &Path, token: &Secret) -> Result<PathBuf> {
+pub fn write_token_file(dir: &Path, token: &Secret) -> Result<PathBuf, StoreError> {
     config::ensure_dir(dir)?;
     let path = token_file(dir);
     config::write_private(&path, token.expose().as_bytes())?;
     Ok(path)
 }
 
-fn read_token_file(dir: &Path) -> Result<Option<Secret>> {
+fn read_token_file(dir: &Path) -> Result<Option<Secret>, StoreError> {
     let path = token_file(dir);
     match std::fs::read_to_string(&path) {
         Ok(s) if !s.trim().is_empty() => Ok(Some(Secret::new(s.trim()))),
         Ok(_) => Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("can't read {}", path.display())),
+        Err(e) => Err(StoreError::io(format!("can't read {}", path.display()), e)),
     }
 }
 
-fn remove_token_file(dir: &Path) -> Result<()> {
+fn remove_token_file(dir: &Path) -> Result<(), StoreError> {
     let path = token_file(dir);
     match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("can't delete {}", path.display()))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::io(
+            format!("can't delete {}", path.display()),
+            e,
+        )),
         _ => Ok(()),
     }
 }
 
-/// Stores the token, falling back to the file (with a warning on stderr).
-pub async fn store(dir: &Path, url: &str, token: &Secret) -> Result<Stored> {
+/// Stores the token, falling back to the file; the caller tells the person
+/// when that happened ([`Stored::File`] carries the keyring's error).
+pub async fn store(dir: &Path, url: &str, token: &Secret) -> Result<Stored, StoreError> {
     if !keyring_disabled() {
         let value = token.expose().to_string();
         match with_keyring(url, move |e| e.set_password(&value)).await {
@@ -89,19 +95,22 @@ pub async fn store(dir: &Path, url: &str, token: &Secret) -> Result<Stored> {
             }
             Err(why) => {
                 let path = write_token_file(dir, token)?;
-                eprintln!(
-                    "warning: couldn't use the system keyring ({why}); stored the token in plain text in {} (readable only by you)",
-                    path.display()
-                );
-                return Ok(Stored::File(path));
+                tracing::warn!(%why, path = %path.display(), "keyring unavailable; token stored in the fallback file");
+                return Ok(Stored::File {
+                    path,
+                    keyring_error: Some(why),
+                });
             }
         }
     }
-    Ok(Stored::File(write_token_file(dir, token)?))
+    Ok(Stored::File {
+        path: write_token_file(dir, token)?,
+        keyring_error: None,
+    })
 }
 
 /// The stored token for `url`, from the keyring or the fallback file.
-pub async fn load(dir: &Path, url: &str) -> Result<Option<Secret>> {
+pub async fn load(dir: &Path, url: &str) -> Result<Option<Secret>, StoreError> {
     if !keyring_disabled() {
         match with_keyring(url, |e| match e.get_password() {
             Ok(p) => Ok(Some(p)),
@@ -119,7 +128,7 @@ pub async fn load(dir: &Path, url: &str) -> Result<Option<Secret>> {
 }
 
 /// Deletes the token from the keyring and the file; missing is fine.
-pub async fn delete(dir: &Path, url: &str) -> Result<()> {
+pub async fn delete(dir: &Path, url: &str) -> Result<(), StoreError> {
     if !keyring_disabled() {
         match with_keyring(url, |e| match e.delete_credential() {
             Err(keyring::Error::NoEntry) => Ok(()),
@@ -168,7 +177,13 @@ mod tests {
         let stored = store(tmp.path(), url, &Secret::new("wut_x.y"))
             .await
             .unwrap();
-        assert_eq!(stored, Stored::File(token_file(tmp.path())));
+        assert_eq!(
+            stored,
+            Stored::File {
+                path: token_file(tmp.path()),
+                keyring_error: None
+            }
+        );
         assert_eq!(
             load(tmp.path(), url).await.unwrap().unwrap().expose(),
             "wut_x.y"

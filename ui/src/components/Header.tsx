@@ -1,0 +1,87 @@
+/**
+ * The header over every section: who is signed in where, how the session
+ * stands (with a live reconnect countdown), Reconnect, and the Connect switch.
+ */
+import { useState } from 'preact/hooks';
+import * as api from '../api';
+import { useNow } from '../clock';
+import type { AppState } from '../store';
+import { sessionDot, sessionIsOn, sessionText } from '../status';
+import { IconAlert, IconRefresh } from './icons';
+import { hostOf } from './Shell';
+import { Switch } from './Switch';
+
+export function Header({ state }: { state: AppState }) {
+  const session = state.session;
+  const on = sessionIsOn(session?.state);
+  const [busy, setBusy] = useState<null | 'toggle' | 'reconnect'>(null);
+  const [error, setError] = useState<string | null>(null);
+  // While connect/disconnect runs the switch shows where it is going.
+  const [target, setTarget] = useState(false);
+  const counting = session?.state === 'reconnecting' && session.retry_in_ms != null;
+  const now = useNow(counting);
+  const account = state.account!;
+  const helperLost = state.link?.state !== 'connected';
+
+  const run = async (what: 'toggle' | 'reconnect', f: () => Promise<void>) => {
+    setBusy(what);
+    setError(null);
+    try {
+      await f();
+    } catch (e) {
+      setError(api.asCommandError(e).message);
+    } finally {
+      setBusy(null);
+    }
+  };
+
+  const tunnel = session?.tunnel;
+  return (
+    <header class="header">
+      <div class="header-row">
+        <div class="session">
+          <span class={`dot big ${sessionDot(session?.state)}`} aria-hidden="true" />
+          <div>
+            <div class="session-state" data-testid="session-state" data-state={session?.state ?? 'disconnected'}>
+              {sessionText(session, state.sessionAt, now)}
+            </div>
+            <div class="session-account muted" data-testid="header-account">
+              {account.user ? `${account.user} @ ${hostOf(account.url)}` : hostOf(account.url)}
+            </div>
+          </div>
+        </div>
+        <div class="header-actions">
+          {on && (
+            <button type="button" class="btn ghost" data-testid="reconnect" disabled={busy !== null || helperLost}
+              onClick={() => run('reconnect', api.reconnect)} title="Drop the connection and connect again">
+              <IconRefresh /> Reconnect
+            </button>
+          )}
+          <Switch testid="connect-toggle" label="Connect" checked={busy === 'toggle' ? target : on}
+            disabled={busy !== null || helperLost}
+            onChange={(v) => {
+              setTarget(v);
+              void run('toggle', v ? api.connect : api.disconnect);
+            }} />
+        </div>
+      </div>
+      {helperLost && (
+        <div class="banner warn" data-testid="helper-lost">
+          <span class="spinner small" aria-hidden="true" /> Lost the Warren helper — looking for it…
+        </div>
+      )}
+      {tunnel?.state === 'failed' && (
+        <div class="banner warn" role="alert" data-testid="tunnel-warning">
+          <IconAlert />
+          <span><strong>The tunnel is down.</strong> {tunnel.error ?? 'Workspaces are listed but not reachable.'}</span>
+        </div>
+      )}
+      {error && (
+        <div class="banner error" role="alert" data-testid="command-error">
+          <IconAlert />
+          <span>{error}</span>
+        </div>
+      )}
+    </header>
+  );
+}

@@ -1,0 +1,175 @@
+/**
+ * The Workspaces section: the filter box and every workspace with its
+ * agents, with the empty states (none yet, nothing matches, disconnected).
+ *
+ * Filtering is synchronous and never unmounts rows: non-matching workspaces
+ * and agents are hidden, so a keystroke (or a backspace that brings 2,000
+ * agents back) only flips `hidden` on the blocks that changed.
+ */
+import { memo } from 'preact/compat';
+import { useMemo, useRef, useState } from 'preact/hooks';
+import * as api from '../api';
+import type { PeerStats } from '../bindings/PeerStats';
+import { deriveGroups, filterGroups, type AppState, type Group } from '../store';
+import { sessionIsOn } from '../status';
+import { AgentRow, NaiveAgentRow } from './AgentRow';
+import { IconSearch, IconWorkspaces, IconX } from './icons';
+
+type Visibility = 'all' | Set<string> | undefined;
+
+export function Workspaces({ state, naive }: { state: AppState; naive: boolean }) {
+  const [query, setQuery] = useState('');
+  const cache = useRef<ReturnType<typeof deriveGroups>>();
+  const derived = deriveGroups(state, cache.current);
+  cache.current = derived;
+  const groups = derived.groups;
+  const result = useMemo(() => filterGroups(groups, query), [groups, query]);
+  const on = sessionIsOn(state.session?.state);
+  const inputRef = useRef<HTMLInputElement>(null);
+  const clear = () => {
+    setQuery('');
+    inputRef.current?.focus();
+  };
+
+  const total = result.total;
+  const filtering = query.trim() !== '';
+  let empty = null;
+  if (!state.complete && groups.length === 0) {
+    empty = on ? <EmptyState title="Loading workspaces…" spinner /> : null;
+  }
+  if (state.complete && groups.length === 0) {
+    empty = on ? (
+      <EmptyState title="No workspaces yet"
+        hint="Workspaces created on the coordinator appear here within a second." />
+    ) : null;
+  }
+  if (!on && groups.length === 0) {
+    empty = (
+      <EmptyState title="Connect to reach your workspaces" hint="Switch on Connect above to list your workspaces and reach them by name.">
+        <button type="button" class="btn primary" data-testid="empty-connect" onClick={() => api.connect().catch(() => {})}>Connect</button>
+      </EmptyState>
+    );
+  }
+  if (filtering && result.shown === 0 && groups.length > 0) {
+    empty = (
+      <EmptyState title={`No agent matches “${query.trim()}”`} hint="The filter looks at workspace and agent names, DNS names and addresses.">
+        <button type="button" class="btn" data-testid="clear-filter" onClick={clear}>Clear filter</button>
+      </EmptyState>
+    );
+  }
+
+  return (
+    <div class="workspaces">
+      <div class="toolbar">
+        <div class="search">
+          <IconSearch />
+          <input ref={inputRef} data-testid="filter" type="search" placeholder="Filter workspaces and agents" spellcheck={false}
+            autoComplete="off" value={query} onInput={(e) => setQuery(e.currentTarget.value)}
+            onKeyDown={(e) => e.key === 'Escape' && clear()} aria-label="Filter workspaces and agents" />
+          {query && (
+            <button type="button" class="search-clear" onClick={clear} aria-label="Clear filter"><IconX /></button>
+          )}
+        </div>
+        <span class="count muted" data-testid="filter-count">
+          {filtering ? `${result.shown.toLocaleString('en-US')} of ${plural(total, 'agent')}` : plural(total, 'agent')}
+          {!filtering && groups.length > 0 && ` in ${plural(groups.length, 'workspace')}`}
+        </span>
+      </div>
+      {!on && groups.length > 0 && (
+        <div class="banner info" data-testid="disconnected-note">Connect to reach your workspaces. The list below is from the last connection.</div>
+      )}
+      {empty}
+      <div class={`list${on ? '' : ' dimmed'}`} data-testid="workspace-list">
+        {naive ? (
+          <NaiveList groups={groups} stats={state.stats} visible={result.visible} />
+        ) : (
+          groups.map((g) => (
+            <WorkspaceBlock key={g.workspace.id} group={g} stats={state.stats} vis={result.visible.get(g.workspace.id)} />
+          ))
+        )}
+      </div>
+    </div>
+  );
+}
+
+function plural(n: number, word: string): string {
+  return `${n.toLocaleString('en-US')} ${word}${n === 1 ? '' : 's'}`;
+}
+
+function EmptyState(props: { title: string; hint?: string; spinner?: boolean; children?: preact.ComponentChildren }) {
+  return (
+    <div class="empty" data-testid="empty-state">
+      {props.spinner ? <div class="spinner" aria-hidden="true" /> : <span class="empty-icon"><IconWorkspaces /></span>}
+      <h2>{props.title}</h2>
+      {props.hint && <p class="muted">{props.hint}</p>}
+      {props.children}
+    </div>
+  );
+}
+
+interface BlockProps {
+  group: Group;
+  stats: ReadonlyMap<string, PeerStats>;
+  vis: Visibility;
+}
+
+function sameVisibility(a: Visibility, b: Visibility): boolean {
+  if (a === b) return true;
+  if (!(a instanceof Set) || !(b instanceof Set) || a.size !== b.size) return false;
+  for (const id of a) if (!b.has(id)) return false;
+  return true;
+}
+
+/** Re-render a block only when its group, its visibility or its own agents' stats changed. */
+function sameBlock(prev: BlockProps, next: BlockProps): boolean {
+  if (prev.group !== next.group || !sameVisibility(prev.vis, next.vis)) return false;
+  if (prev.stats === next.stats) return true;
+  for (const a of next.group.agents) if (prev.stats.get(a.id) !== next.stats.get(a.id)) return false;
+  return true;
+}
+
+const WorkspaceBlock = memo(function WorkspaceBlock({ group, stats, vis }: BlockProps) {
+  const { workspace, agents } = group;
+  return (
+    <section class="workspace" data-testid="workspace" data-workspace-id={workspace.id} hidden={vis === undefined}>
+      <h3 class="workspace-head">
+        <span class="workspace-name">{workspace.name}</span>
+        {workspace.owner && <span class="workspace-owner muted">{workspace.owner}</span>}
+        <span class="workspace-count muted">{plural(agents.length, 'agent')}</span>
+      </h3>
+      <div class="agents">
+        {agents.length === 0 && <div class="agent-none muted">No agents in this workspace yet.</div>}
+        {agents.map((a) => (
+          <AgentRow key={a.id} agent={a} stats={stats.get(a.id)} hidden={vis !== 'all' && !(vis instanceof Set && vis.has(a.id))} />
+        ))}
+      </div>
+    </section>
+  );
+}, sameBlock);
+
+/** The benchmark baseline: the visible list rebuilt from scratch, unkeyed, without memo. */
+function NaiveList(props: { groups: readonly Group[]; stats: ReadonlyMap<string, PeerStats>; visible: Map<string, 'all' | Set<string>> }) {
+  return (
+    <>
+      {props.groups
+        .filter((g) => props.visible.has(g.workspace.id))
+        .map((g) => {
+          const vis = props.visible.get(g.workspace.id)!;
+          return (
+            <section class="workspace" data-testid="workspace" data-workspace-id={g.workspace.id}>
+              <h3 class="workspace-head">
+                <span class="workspace-name">{g.workspace.name}</span>
+                {g.workspace.owner && <span class="workspace-owner muted">{g.workspace.owner}</span>}
+                <span class="workspace-count muted">{plural(g.agents.length, 'agent')}</span>
+              </h3>
+              <div class="agents">
+                {g.agents
+                  .filter((a) => vis === 'all' || vis.has(a.id))
+                  .map((a) => <NaiveAgentRow agent={a} stats={props.stats.get(a.id)} />)}
+              </div>
+            </section>
+          );
+        })}
+    </>
+  );
+}

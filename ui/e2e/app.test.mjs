@@ -1,0 +1,302 @@
+/**
+ * The web UI in headless Chromium with Tauri's IPC mocked (e2e/harness.ts):
+ * sign-in, connect, big lists and the filter, copying a name, helper
+ * trouble, settings, about, logs — and a screenshot of each screen.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { launch, openApp, screenshot, startServer, until } from './lib.mjs';
+
+let server;
+let browser;
+before(async () => {
+  server = await startServer();
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+  await server?.close();
+});
+
+const open = (query, opts) => openApp(browser, server.url, query, opts);
+const calls = (page, cmd) => page.evaluate((c) => window.warrenMock.calls(c), cmd);
+const text = (page, testid) => page.getByTestId(testid).first().innerText();
+/** Agent rows not hidden by the filter. */
+const visibleRows = (page) =>
+  page.evaluate(() => [...document.querySelectorAll('[data-testid=agent-row]')].filter((el) => !el.closest('[hidden]')).length);
+
+async function done(page) {
+  assert.deepEqual(page.errors.map(String), [], 'no uncaught errors in the page');
+  await page.context().close();
+}
+
+describe('warren ui', () => {
+  test('looking for the helper, then it appears', async () => {
+    const page = await open('link=searching&seed=demo&session=connected');
+    await page.getByText('Looking for the Warren helper…').waitFor();
+    await page.evaluate(() => window.warrenMock.setLink('connected'));
+    await page.getByTestId('agent-row').first().waitFor();
+    await done(page);
+  });
+
+  test('sign in: a wrong token shows the error under the token field, then success shows the main window', async () => {
+    const page = await open('account=none&seed=demo');
+    await page.getByTestId('signin-url').waitFor();
+    await screenshot(page, 'signin.png');
+    await page.evaluate(() =>
+      window.warrenMock.failSignIn('wt_wrong', 'wrong_token', 'The coordinator rejected this token. Check that you copied all of it, or create a new one.'));
+    await page.getByTestId('signin-url').fill('https://warren.example.com');
+    await page.getByTestId('signin-token').fill('wt_wrong');
+    await page.getByTestId('signin-submit').click();
+    // Progress while the command runs.
+    await until(async () => (await page.getByTestId('signin-submit').innerText()).includes('Signing in'), { what: 'progress' });
+    const err = page.getByTestId('signin-error');
+    await err.waitFor();
+    assert.equal(await err.getAttribute('data-field'), 'token');
+    assert.match(await err.innerText(), /rejected this token/);
+    // It sits under the token field, not anywhere else.
+    assert.equal(await err.evaluate((el) => !!el.closest('label')?.querySelector('[data-testid=signin-token]')), true);
+    assert.equal(await page.getByTestId('signin-token').getAttribute('aria-invalid'), 'true');
+    await screenshot(page, 'signin-error.png');
+
+    // A bad URL is shown under the URL field.
+    await page.getByTestId('signin-url').fill('warren');
+    await page.getByTestId('signin-submit').click();
+    await until(async () => (await err.getAttribute('data-field').catch(() => null)) === 'url', { what: 'url error' });
+
+    await page.getByTestId('signin-url').fill('https://warren.example.com');
+    await page.getByTestId('signin-token').fill('wt_good_token');
+    await page.getByTestId('signin-submit').click();
+    await page.getByTestId('session-state').waitFor();
+    assert.equal(await text(page, 'header-account'), 'alice @ warren.example.com');
+    const signIns = await calls(page, 'sign_in');
+    assert.deepEqual(signIns.at(-1), { request: { url: 'https://warren.example.com', token: 'wt_good_token', ca_pem: null } });
+    assert.equal(await page.getByTestId('agent-row').count(), 7);
+    await done(page);
+  });
+
+  test('connect: the switch calls connect and the session line says Connected', async () => {
+    const page = await open('seed=demo');
+    assert.equal(await text(page, 'session-state'), 'Disconnected');
+    assert.equal(await page.getByTestId('connect-toggle').isChecked(), false);
+    await page.getByTestId('disconnected-note').waitFor();
+    await page.getByTestId('connect-toggle').click();
+    await until(async () => (await text(page, 'session-state')) === 'Connected', { what: 'Connected' });
+    assert.equal((await calls(page, 'connect')).length, 1);
+    assert.equal(await page.getByTestId('connect-toggle').isChecked(), true);
+    assert.equal(await page.getByTestId('disconnected-note').count(), 0);
+    // Mixed dots, as the demo seeds them.
+    const dots = await page.evaluate(() =>
+      Object.fromEntries([...document.querySelectorAll('[data-testid=agent-row]')].map((el) => [el.dataset.agentId, el.dataset.dot])));
+    assert.deepEqual(dots, {
+      'a-api-main': 'green', 'a-api-gpu': 'amber', 'a-web-main': 'green', 'a-data-main': 'green',
+      'a-data-spark': 'grey', 'a-ml-trainer': 'red', 'a-docs-main': 'grey',
+    });
+    const row = page.locator('[data-agent-id=a-api-main]');
+    assert.match(await row.getByTestId('handshake').innerText(), /^handshake \d+ s ago$/);
+    assert.equal(await row.getByTestId('traffic').innerText(), '↓ 1.2 MB ↑ 340 kB');
+    assert.equal(await row.getByTestId('rtt').innerText(), '0.5 ms');
+    assert.equal(await page.locator('[data-agent-id=a-api-gpu]').getByTestId('handshake').innerText(), 'handshake stale (4 min ago)');
+    assert.equal(await page.locator('[data-agent-id=a-ml-trainer]').getByTestId('handshake').innerText(), 'agent offline');
+    await screenshot(page, 'main-connected.png');
+
+    // Switching off calls disconnect.
+    await page.getByTestId('connect-toggle').click();
+    await until(async () => (await text(page, 'session-state')) === 'Disconnected', { what: 'Disconnected' });
+    assert.equal((await calls(page, 'disconnect')).length, 1);
+    await done(page);
+  });
+
+  test('session line: reconnect countdown, failure, tunnel warning, Reconnect', async () => {
+    const page = await open('seed=demo&session=connected');
+    await page.evaluate(() => window.warrenMock.setSession('reconnecting', { retry_in_ms: 8000, reason: 'coordinator unreachable', attempt: 2 }));
+    await until(async () => (await text(page, 'session-state')) === 'Reconnecting in 8 s — coordinator unreachable', { what: 'countdown 8' });
+    await until(async () => (await text(page, 'session-state')) === 'Reconnecting in 7 s — coordinator unreachable', { timeoutMs: 3000, what: 'countdown 7' });
+    assert.equal(await page.getByTestId('connect-toggle').isChecked(), true);
+    await page.evaluate(() => window.warrenMock.setSession('failed', { reason: 'the coordinator rejected the token' }));
+    await until(async () => (await text(page, 'session-state')) === 'Failed — the coordinator rejected the token', { what: 'failed' });
+    await page.evaluate(() => window.warrenMock.setSession('connected', { tunnel: { state: 'failed', error: 'Could not create the TUN device warren0: permission denied.', interface: 'warren0', listen_port: 51820 } }));
+    await page.getByTestId('tunnel-warning').waitFor();
+    assert.match(await text(page, 'tunnel-warning'), /permission denied/);
+    await page.getByTestId('reconnect').click();
+    await until(async () => (await calls(page, 'reconnect')).length === 1, { what: 'reconnect call' });
+    await done(page);
+  });
+
+  test('a stream event reaches the DOM at once: a new handshake turns a grey dot green', async () => {
+    const page = await open('seed=demo&session=connected');
+    const spark = page.locator('[data-agent-id=a-data-spark]');
+    assert.equal(await spark.getAttribute('data-dot'), 'grey');
+    const ms = await page.evaluate(() => new Promise((resolve) => {
+      const row = document.querySelector('[data-agent-id=a-data-spark]');
+      const t0 = performance.now();
+      window.warrenMock.stats([{ agent_id: 'a-data-spark', last_handshake_ms: Date.now(), rx_bytes: 2048, tx_bytes: 1024, rtt_us: 800, endpoint: null }]);
+      requestAnimationFrame(() => resolve(row.dataset.dot === 'green' ? performance.now() - t0 : -1));
+    }));
+    assert.ok(ms >= 0, 'green by the next frame');
+    assert.equal(await spark.getByTestId('handshake').innerText(), 'handshake just now');
+    assert.equal(await spark.getByTestId('traffic').innerText(), '↓ 2.0 kB ↑ 1.0 kB');
+    // The clock ages it without new data.
+    await until(async () => (await spark.getByTestId('handshake').innerText()) === 'handshake 1 s ago', { timeoutMs: 3000, what: 'tick' });
+    await done(page);
+  });
+
+  test('1,000 agents render and the filter narrows them', async () => {
+    const page = await open('seed=500&session=connected');
+    await until(async () => (await page.getByTestId('agent-row').count()) === 1000, { timeoutMs: 10_000, what: '1000 rows' });
+    assert.equal(await page.getByTestId('workspace').count(), 500);
+    assert.equal(await text(page, 'filter-count'), '1,000 agents in 500 workspaces');
+    await screenshot(page, 'main-1000.png');
+
+    await page.getByTestId('filter').fill('WS-12');
+    // ws-12 and ws-120…129: 11 workspaces, two agents each.
+    await until(async () => (await visibleRows(page)) === 22, { what: '22 rows' });
+    assert.equal(await text(page, 'filter-count'), '22 of 1,000 agents');
+    await screenshot(page, 'filtered.png');
+
+    // An agent name narrows within a workspace; so do DNS names and addresses.
+    await page.getByTestId('filter').fill('worker.ws-7.');
+    await until(async () => (await visibleRows(page)) === 1, { what: '1 row' });
+    assert.equal(await page.evaluate(() => [...document.querySelectorAll('[data-testid=agent-row]')].find((el) => !el.closest('[hidden]')).dataset.agentId), 'a7-1');
+    await page.getByTestId('filter').fill('A1E0::3E8');
+    await until(async () => (await text(page, 'filter-count')) === '1 of 1,000 agents', { what: 'address match' });
+
+    await page.getByTestId('filter').fill('xyz');
+    await page.getByTestId('empty-state').waitFor();
+    assert.equal(await text(page, 'empty-state').then((t) => t.split('\n')[0]), 'No agent matches “xyz”');
+    await page.getByTestId('clear-filter').click();
+    await until(async () => (await visibleRows(page)) === 1000, { what: 'all rows back' });
+    assert.equal(await page.getByTestId('filter').inputValue(), '');
+    await done(page);
+  });
+
+  test('copy-name copies the DNS name and says Copied', async () => {
+    const page = await open('seed=demo&session=connected');
+    const row = page.locator('[data-agent-id=a-api-main]');
+    await row.hover();
+    await row.getByTestId('copy-name').click();
+    await row.getByText('Copied').waitFor();
+    assert.deepEqual(await calls(page, 'copy_text'), [{ text: 'main.api.alice.warren' }]);
+    await until(async () => (await row.getByText('Copied').count()) === 0, { timeoutMs: 4000, what: 'Copied to go away' });
+    await done(page);
+  });
+
+  test('helper trouble screens appear and go away by themselves', async () => {
+    const page = await open('seed=demo&session=connected');
+    await page.getByTestId('agent-row').first().waitFor();
+    await page.evaluate(() => window.warrenMock.setLink('missing'));
+    const trouble = page.getByTestId('helper-trouble');
+    await trouble.waitFor();
+    assert.equal(await trouble.getAttribute('data-state'), 'missing');
+    assert.match(await trouble.innerText(), /The Warren helper isn't running/);
+    assert.match(await trouble.innerText(), /sudo systemctl start warrend/);
+    assert.match(await trouble.innerText(), /\/run\/warren\/warrend\.sock/);
+    assert.match(await text(page, 'helper-retry'), /^Looking again in [45] s…$/);
+    await screenshot(page, 'helper-missing.png');
+
+    await page.evaluate(() => window.warrenMock.setLink('not_permitted'));
+    await until(async () => (await trouble.getAttribute('data-state')) === 'not_permitted', { what: 'not_permitted' });
+    assert.match(await trouble.innerText(), /You're not allowed to use the Warren helper/);
+    await screenshot(page, 'not-permitted.png');
+
+    await page.evaluate(() => window.warrenMock.setLink('version_mismatch'));
+    await until(async () => (await trouble.innerText()).includes("The app and the helper don't match"), { what: 'version_mismatch' });
+    await page.evaluate(() => window.warrenMock.setLink('failed'));
+    await until(async () => (await trouble.innerText()).includes("Can't talk to the Warren helper"), { what: 'failed' });
+
+    await page.evaluate(() => window.warrenMock.setLink('connected'));
+    await until(async () => (await trouble.count()) === 0, { what: 'trouble screen to go' });
+    await until(async () => (await page.getByTestId('agent-row').count()) === 7, { what: 'rows back' });
+    await done(page);
+  });
+
+  test('settings are saved at once; a failure reverts; export and sign out', async () => {
+    const page = await open('seed=demo&session=connected');
+    await page.getByTestId('nav-settings').click();
+    const auto = page.getByTestId('settings-autostart');
+    await until(() => auto.isEnabled(), { what: 'settings loaded' });
+    assert.equal(await auto.isChecked(), true);
+    await screenshot(page, 'settings.png');
+
+    await page.getByTestId('settings-minimized').click();
+    await until(async () => (await calls(page, 'set_settings')).length === 1, { what: 'set_settings' });
+    assert.deepEqual((await calls(page, 'set_settings'))[0], { settings: { start_on_login: true, start_minimized: true, log_level: 'info' } });
+    await until(() => page.getByTestId('settings-minimized').isChecked(), { what: 'minimized on' });
+
+    await page.getByTestId('settings-log-level').selectOption('debug');
+    await until(async () => (await calls(page, 'set_settings')).length === 2, { what: 'log level saved' });
+    assert.equal((await calls(page, 'set_settings'))[1].settings.log_level, 'debug');
+
+    await page.evaluate(() => window.warrenMock.failCommand('set_settings', 'io', 'Could not save settings: the disk is full.'));
+    await until(() => auto.isEnabled(), { what: 'enabled again' });
+    await auto.click();
+    await page.getByTestId('settings-error').waitFor();
+    assert.match(await text(page, 'settings-error'), /disk is full/);
+    await until(async () => (await auto.isChecked()) === true, { what: 'reverted' });
+    await page.evaluate(() => window.warrenMock.failCommand('set_settings', null));
+
+    await page.getByTestId('export-logs').click();
+    await page.getByTestId('export-result').waitFor();
+    assert.equal(await text(page, 'export-result'), 'Saved to /home/alice/Downloads/warren-logs-2026-11-23.zip');
+
+    await page.getByTestId('sign-out').click();
+    await page.getByTestId('sign-out-confirm').click();
+    await page.getByTestId('signin-url').waitFor();
+    assert.equal((await calls(page, 'sign_out')).length, 1);
+    await done(page);
+  });
+
+  test('about shows the versions', async () => {
+    const page = await open('seed=demo&session=connected');
+    await page.getByTestId('nav-about').click();
+    await until(async () => (await text(page, 'about-app-version')) === '0.4.2', { what: 'app version' });
+    assert.equal(await text(page, 'about-helper-version'), '0.4.2');
+    assert.equal(await text(page, 'about-protocol'), 'warren-ipc 1.0');
+    await screenshot(page, 'about.png');
+    await done(page);
+  });
+
+  test('logs keep the helper log lines, level-coloured', async () => {
+    const page = await open('seed=demo&session=connected');
+    await page.getByTestId('agent-row').first().waitFor();
+    await page.evaluate(() => {
+      const t = Date.now() - 60_000;
+      const lines = [
+        ['INFO', 'warrend::engine', 'session connected to https://warren.example.com as alice'],
+        ['INFO', 'warrend::tunnel_driver', 'TUN warren0 up: 100.64.0.2/32, fd7a:115c:a1e0::2/128, MTU 1280'],
+        ['DEBUG', 'warren_control::client', 'workspace update seq 41: 1 upserted, 0 deleted'],
+        ['INFO', 'warrend::observe', 'handshake with main.api.alice.warren (rtt 0.5 ms)'],
+        ['WARN', 'warrend::observe', 'no handshake with gpu-worker.api.alice.warren for 250 s'],
+        ['INFO', 'warren_dns::stub', 'answering *.warren on 100.64.0.53'],
+        ['ERROR', 'warrend::datapath', 'send to 203.0.113.10:51820 failed: network is unreachable'],
+        ['TRACE', 'warren_tunnel::peer', 'keepalive to trainer.ml-training.alice.warren'],
+        ['INFO', 'warrend::engine', 'agent trainer.ml-training.alice.warren went offline'],
+      ];
+      lines.forEach(([level, target, message], i) => window.warrenMock.log(level, target, message, t + i * 3100));
+    });
+    await page.getByTestId('nav-logs').click();
+    await until(async () => (await page.getByTestId('log-line').count()) === 9, { what: '9 lines' });
+    await screenshot(page, 'logs.png');
+    // The ring keeps the last 1,000.
+    await page.evaluate(() => { for (let i = 0; i < 1200; i++) window.warrenMock.log('INFO', 't', `line ${i}`); });
+    await until(async () => (await page.getByTestId('log-line').count()) === 1000, { what: '1000 lines' });
+    assert.equal(await page.getByTestId('log-line').last().locator('.log-msg').innerText(), 'line 1199');
+    await done(page);
+  });
+
+  test('empty states: no workspaces yet, and disconnected', async () => {
+    const page = await open('seed=none&session=connected');
+    await page.getByTestId('empty-state').waitFor();
+    assert.match(await text(page, 'empty-state'), /No workspaces yet/);
+    assert.match(await text(page, 'empty-state'), /appear here within a second/);
+    await screenshot(page, 'empty.png');
+    // A workspace created on the coordinator shows up as a diff.
+    await page.evaluate(() => window.warrenMock.stream({ event: 'peer_update', upserted_workspaces: [{ id: 'w9', name: 'new-one', owner: 'alice' }], upserted_agents: [], deleted_workspaces: [], deleted_agents: [] }));
+    await page.getByTestId('workspace').waitFor();
+    assert.equal(await page.getByTestId('empty-state').count(), 0);
+    await page.evaluate(() => window.warrenMock.setSession('disconnected'));
+    await page.getByTestId('disconnected-note').waitFor();
+    assert.match(await page.getByTestId('workspace-list').getAttribute('class'), /dimmed/);
+    await done(page);
+  });
+});

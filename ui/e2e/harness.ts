@@ -1,0 +1,321 @@
+/**
+ * The UI with Tauri's IPC replaced by a fake app + helper (`mockIPC`), driven
+ * from the Playwright tests through `window.warrenMock`: set the helper
+ * link, the account and the session, seed workspaces and agents, push stats
+ * and log lines, make `sign_in` fail for a token, and read back every
+ * command the UI invoked.
+ *
+ * Query parameters set the starting point: `link` (a HelperLinkState,
+ * default `connected`), `account` (`none` or a user name, default `alice`),
+ * `session` (default `disconnected`), `seed` (`demo`, `none`, or a number of
+ * workspaces with two agents each), `naive=1` (the benchmark's baseline list).
+ */
+import { mockIPC, mockWindows } from '@tauri-apps/api/mocks';
+import type { Channel } from '@tauri-apps/api/core';
+import '../src/styles.css';
+import { boot } from '../src/boot';
+import type { Account } from '../src/bindings/Account';
+import type { Agent } from '../src/bindings/Agent';
+import type { CommandErrorKind } from '../src/bindings/CommandErrorKind';
+import type { Event } from '../src/bindings/Event';
+import type { HelperLink } from '../src/bindings/HelperLink';
+import type { HelperLinkState } from '../src/bindings/HelperLinkState';
+import type { PeerStats } from '../src/bindings/PeerStats';
+import type { SessionInfo } from '../src/bindings/SessionInfo';
+import type { SessionState } from '../src/bindings/SessionState';
+import type { Settings } from '../src/bindings/Settings';
+import type { UiEvent } from '../src/bindings/UiEvent';
+import type { Workspace } from '../src/bindings/Workspace';
+import { session as mkSession } from '../src/fixtures';
+
+const params = new URLSearchParams(location.search);
+const SOCKET = '/run/warren/warrend.sock';
+const URL_ = 'https://warren.example.com';
+/** Agents per `State` part, as the helper splits a snapshot under its frame cap. */
+const PART_SIZE = 500;
+
+const LINK_MESSAGES: Partial<Record<HelperLinkState, string>> = {
+  missing: 'Nothing is listening on /run/warren/warrend.sock. Start the helper with `sudo systemctl start warrend`, or reinstall Warren.',
+  not_permitted: 'The helper only talks to members of the group `warren`. Run `sudo usermod -aG warren $USER`, then log out and back in.',
+  version_mismatch: 'This app speaks warren-ipc 1.0 but the helper speaks 2.0. Update Warren so both come from the same release.',
+  failed: 'The helper did not answer within 5 s. Restart it with `sudo systemctl restart warrend`.',
+};
+
+interface Model {
+  link: HelperLink;
+  account: Account | null;
+  session: SessionInfo;
+  workspaces: Workspace[];
+  agents: Agent[];
+  stats: PeerStats[];
+  settings: Settings;
+  seq: number;
+  channel: Channel<UiEvent> | null;
+  calls: { cmd: string; args: unknown }[];
+  signInFailures: Record<string, { kind: CommandErrorKind; message: string }>;
+  failures: Record<string, { kind: CommandErrorKind; message: string }>;
+  signInDelayMs: number;
+  connectDelayMs: number;
+}
+
+function link(state: HelperLinkState, extra: Partial<HelperLink> = {}): HelperLink {
+  const trouble = state !== 'connected' && state !== 'searching';
+  return {
+    state,
+    socket: SOCKET,
+    message: trouble ? (LINK_MESSAGES[state] ?? null) : null,
+    helper_version: state === 'connected' ? '0.4.2' : null,
+    retry_in_ms: trouble ? 5000 : null,
+    ...extra,
+  };
+}
+
+const m: Model = {
+  link: link((params.get('link') as HelperLinkState) ?? 'connected'),
+  account: params.get('account') === 'none' ? null : { url: URL_, user: params.get('account') ?? 'alice' },
+  session: mkSession((params.get('session') as SessionState) ?? 'disconnected'),
+  workspaces: [],
+  agents: [],
+  stats: [],
+  settings: { start_on_login: true, start_minimized: false, log_level: 'info' },
+  seq: 0,
+  channel: null,
+  calls: [],
+  signInFailures: {},
+  failures: {},
+  signInDelayMs: 250,
+  connectDelayMs: 120,
+};
+
+function deliver(ev: UiEvent) {
+  m.channel?.onmessage(ev);
+}
+
+function stream(event: Event) {
+  deliver({ kind: 'stream', seq: m.seq++, event });
+}
+
+/** The helper's full state: part 0 replaces everything, in parts of PART_SIZE agents. */
+function sendSnapshot() {
+  if (m.link.state !== 'connected') return;
+  m.seq = 0;
+  const parts = Math.max(1, Math.ceil(m.agents.length / PART_SIZE));
+  for (let p = 0; p < parts; p++) {
+    const agents = m.agents.slice(p * PART_SIZE, (p + 1) * PART_SIZE);
+    const ids = new Set(agents.map((a) => a.id));
+    stream({
+      event: 'state',
+      part: p,
+      last: p === parts - 1,
+      session: m.session,
+      workspaces: p === 0 ? m.workspaces : [],
+      agents,
+      stats: m.stats.filter((s) => ids.has(s.agent_id)),
+    });
+  }
+}
+
+/** Replays like the app does on `subscribe`: link, account, then the helper's snapshot. */
+function replay() {
+  deliver({ kind: 'helper', link: m.link });
+  deliver({ kind: 'account', account: m.account });
+  if (m.account) sendSnapshot();
+}
+
+function setSession(state: SessionState, extra: Partial<SessionInfo> = {}) {
+  m.session = mkSession(state, extra);
+  stream({ event: 'session_changed', session: m.session });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function fail(kind: CommandErrorKind, message: string) {
+  return Promise.reject({ kind, message });
+}
+
+async function handle(cmd: string, args: Record<string, unknown> | undefined): Promise<unknown> {
+  m.calls.push({ cmd, args: cmd === 'subscribe' ? {} : JSON.parse(JSON.stringify(args ?? {})) });
+  const f = m.failures[cmd];
+  if (f) return fail(f.kind, f.message);
+  switch (cmd) {
+    case 'subscribe':
+      m.channel = args!.on_event as Channel<UiEvent>;
+      // The app answers the command, then streams.
+      setTimeout(replay, 0);
+      return null;
+    case 'ui_ready':
+      return null;
+    case 'app_info':
+      return { app_version: '0.4.2', protocol_version: '1.0', socket: SOCKET, os: 'linux', log_dir: '/home/alice/.local/state/warren/logs' };
+    case 'sign_in': {
+      const req = args!.request as { url: string; token: string; ca_pem: string | null };
+      await sleep(m.signInDelayMs);
+      if (!/^https?:\/\/[^/\s]+/.test(req.url)) return fail('bad_url', 'Enter the deployment’s address, like https://warren.example.com.');
+      if (req.token === '') return fail('empty_token', 'Paste the token your deployment gave you.');
+      const sf = m.signInFailures[req.token];
+      if (sf) return fail(sf.kind, sf.message);
+      m.account = { url: req.url.replace(/\/+$/, ''), user: 'alice' };
+      deliver({ kind: 'account', account: m.account });
+      sendSnapshot();
+      return m.account;
+    }
+    case 'sign_out':
+      m.account = null;
+      m.session = mkSession('disconnected');
+      deliver({ kind: 'account', account: null });
+      return null;
+    case 'connect':
+      setSession('connecting');
+      await sleep(m.connectDelayMs);
+      setSession('connected', { tunnel: { state: 'up', error: null, interface: 'warren0', listen_port: 51820 } });
+      return null;
+    case 'disconnect':
+      setSession('disconnected');
+      return null;
+    case 'reconnect':
+      setSession('connecting');
+      await sleep(m.connectDelayMs);
+      setSession('connected');
+      return null;
+    case 'get_settings':
+      return m.settings;
+    case 'set_settings':
+      m.settings = args!.settings as Settings;
+      return m.settings;
+    case 'export_logs':
+      return '/home/alice/Downloads/warren-logs-2026-11-23.zip';
+    case 'copy_text':
+      return null;
+    default:
+      return fail('other', `unknown command ${cmd}`);
+  }
+}
+
+function mkAgent(id: string, name: string, w: Workspace, n: number, extra: Partial<Agent> = {}, first = false): Agent {
+  return {
+    id,
+    name,
+    workspace_id: w.id,
+    public_key: 'bW9jay1rZXktbm90LWEtcmVhbC1rZXktMDAwMDAwMDA=',
+    addresses: [`100.64.${(n >> 8) & 255}.${n & 255}`, `fd7a:115c:a1e0::${n.toString(16)}`],
+    endpoints: [`203.0.113.${(n % 250) + 1}:51820`],
+    dns_names: [`${name}.${w.name}.${w.owner}.warren`, ...(first ? [`${w.name}.warren`] : [])],
+    online: true,
+    ...extra,
+  };
+}
+
+/** `n` workspaces `ws-0…` with two agents each, every one with a recent handshake. */
+function seedMany(n: number) {
+  const now = Date.now();
+  m.workspaces = [];
+  m.agents = [];
+  m.stats = [];
+  let k = 1;
+  for (let i = 0; i < n; i++) {
+    const w: Workspace = { id: `w${i}`, name: `ws-${i}`, owner: 'alice' };
+    m.workspaces.push(w);
+    for (const [j, name] of ['main', 'worker'].entries()) {
+      const a = mkAgent(`a${i}-${j}`, name, w, k++, {}, j === 0);
+      m.agents.push(a);
+      m.stats.push({ agent_id: a.id, last_handshake_ms: now - ((i * 7 + j * 3) % 170) * 1000, rx_bytes: 1000 * (i + 1) * (j + 3), tx_bytes: 700 * (i + 2), rtt_us: 400 + ((i * 37) % 900), endpoint: a.endpoints[0] });
+    }
+  }
+}
+
+/** A realistic handful: every kind of dot. */
+function seedDemo() {
+  const now = Date.now();
+  const ws = (id: string, name: string, owner = 'alice'): Workspace => ({ id, name, owner });
+  const api = ws('w-api', 'api');
+  const web = ws('w-web', 'web');
+  const data = ws('w-data', 'data-pipeline');
+  const ml = ws('w-ml', 'ml-training');
+  const docs = ws('w-docs', 'docs');
+  m.workspaces = [api, web, data, ml, docs];
+  m.agents = [
+    mkAgent('a-api-main', 'main', api, 5, {}, true),
+    mkAgent('a-api-gpu', 'gpu-worker', api, 6),
+    mkAgent('a-web-main', 'main', web, 7, {}, true),
+    mkAgent('a-data-main', 'main', data, 8, {}, true),
+    mkAgent('a-data-spark', 'spark', data, 9),
+    mkAgent('a-ml-trainer', 'trainer', ml, 10, { online: false }, true),
+    mkAgent('a-docs-main', 'main', docs, 11, {}, true),
+  ];
+  const st = (id: string, ageS: number | null, rx: number, tx: number, rtt: number | null): PeerStats => ({
+    agent_id: id, last_handshake_ms: ageS == null ? null : now - ageS * 1000, rx_bytes: rx, tx_bytes: tx, rtt_us: rtt, endpoint: null,
+  });
+  m.stats = [
+    st('a-api-main', 4, 1_234_567, 340_120, 540),
+    st('a-api-gpu', 250, 48_200_000, 2_100_000, 21_800),
+    st('a-web-main', 12, 7_800, 5_400, 610),
+    st('a-data-main', 41, 912_000_000, 12_300_000, 1_900),
+    st('a-data-spark', null, 0, 296, null),
+    st('a-ml-trainer', 20, 3_400_000, 880_000, 720),
+  ];
+}
+
+function reseed(what: string | null) {
+  if (what === 'demo') seedDemo();
+  else if (what && /^\d+$/.test(what)) seedMany(Number(what));
+  else {
+    m.workspaces = [];
+    m.agents = [];
+    m.stats = [];
+  }
+}
+
+reseed(params.get('seed'));
+if (params.get('session')) {
+  const s = params.get('session') as SessionState;
+  m.session = mkSession(s, s === 'connected' ? { tunnel: { state: 'up', error: null, interface: 'warren0', listen_port: 51820 } } : {});
+}
+
+/** What the tests drive. */
+const warrenMock = {
+  model: m,
+  calls: (cmd?: string) => m.calls.filter((c) => !cmd || c.cmd === cmd).map((c) => c.args),
+  setLink(state: HelperLinkState, extra: Partial<HelperLink> = {}) {
+    m.link = link(state, extra);
+    deliver({ kind: 'helper', link: m.link });
+    // A found helper streams its state, as the app's fresh subscription would.
+    if (state === 'connected' && m.account) sendSnapshot();
+  },
+  setAccount(account: Account | null) {
+    m.account = account;
+    deliver({ kind: 'account', account });
+  },
+  setSession,
+  /** Replaces the helper's lists and sends them as a fresh snapshot. */
+  seed(what: 'demo' | 'none' | number) {
+    reseed(String(what));
+    sendSnapshot();
+  },
+  snapshot: sendSnapshot,
+  stream,
+  send: deliver,
+  stats(stats: PeerStats[]) {
+    stream({ event: 'peer_stats', stats });
+  },
+  log(level: string, target: string, message: string, time_ms = Date.now()) {
+    stream({ event: 'log', line: { time_ms, level, target, message } });
+  },
+  failSignIn(token: string, kind: CommandErrorKind, message: string) {
+    m.signInFailures[token] = { kind, message };
+  },
+  failCommand(cmd: string, kind: CommandErrorKind | null, message = '') {
+    if (kind) m.failures[cmd] = { kind, message };
+    else delete m.failures[cmd];
+  },
+};
+
+declare global {
+  interface Window {
+    warrenMock: typeof warrenMock;
+  }
+}
+window.warrenMock = warrenMock;
+
+mockWindows('main');
+mockIPC((cmd, args) => handle(cmd, args as Record<string, unknown> | undefined));
+boot(document.getElementById('app')!, { naive: params.get('naive') === '1' });

@@ -7,14 +7,13 @@
  * dot move with time: the shared clock repaints just that text and the
  * `data-dot` attribute in place, without a render.
  */
-import { memo } from 'preact/compat';
+import { memo } from '../memo';
 import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import * as api from '../api';
 import type { Agent } from '../bindings/Agent';
 import type { PeerStats } from '../bindings/PeerStats';
 import { onTick } from '../clock';
 import { agentDot, formatRtt, handshakeText, trafficText } from '../status';
-import { IconCheck, IconCopy } from './icons';
 
 const COPIED_FOR_MS = 1500;
 
@@ -47,21 +46,23 @@ function AgentRowImpl({ agent, stats, hidden }: AgentRowProps) {
   const name = agent.dns_names[0] ?? agent.addresses[0] ?? null;
   return (
     <div class="agent" ref={rowRef} data-testid="agent-row" data-agent-id={agent.id} hidden={hidden}>
-      <span class="dot" aria-hidden="true" />
-      <span class="agent-name" title={agent.name}>{agent.name}</span>
-      <span class="agent-dns">
-        {name ? (
-          <>
-            <code class="dns" title={[...agent.dns_names, ...agent.addresses].join('\n')}>{name}</code>
-            <CopyButton text={name} />
-          </>
-        ) : (
-          <span class="muted">no name yet</span>
-        )}
+      <span class="dot" />
+      <span class="agent-id">
+        <span class="agent-name">{agent.name}</span>
+        <span class="agent-dns">
+          {name ? (
+            <>
+              <code class="dns">{name}</code>
+              <CopyButton text={name} />
+            </>
+          ) : (
+            <span class="muted">no name yet</span>
+          )}
+        </span>
       </span>
       <span class="handshake" ref={hsRef} data-testid="handshake" />
       <span class="traffic" data-testid="traffic">{trafficText(stats)}</span>
-      <span class="rtt" data-testid="rtt" title="Round-trip time">{formatRtt(stats?.rtt_us)}</span>
+      <span class="rtt" data-testid="rtt">{formatRtt(stats?.rtt_us)}</span>
     </div>
   );
 }
@@ -87,13 +88,7 @@ function CopyButton({ text }: { text: string }) {
   return (
     <button type="button" class={`copy${copied ? ' copied' : ''}`} data-testid="copy-name" onClick={copy}
       title={failed ?? `Copy ${text}`} aria-label={`Copy ${text}`}>
-      {copied ? (
-        <>
-          <IconCheck /> <span>Copied</span>
-        </>
-      ) : (
-        <IconCopy />
-      )}
+      {copied ? <span>Copied</span> : null}
     </button>
   );
 }
@@ -109,10 +104,12 @@ export function NaiveAgentRow({ agent, stats }: { agent: Agent; stats: PeerStats
   return (
     <div class="agent" data-testid="agent-row" data-agent-id={agent.id} data-dot={agentDot(agent, stats, now)}>
       <span class="dot" aria-hidden="true" />
-      <span class="agent-name">{agent.name}</span>
-      <span class="agent-dns">
-        {name && <code class="dns">{name}</code>}
-        {name && <CopyButton text={name} />}
+      <span class="agent-id">
+        <span class="agent-name">{agent.name}</span>
+        <span class="agent-dns">
+          {name && <code class="dns">{name}</code>}
+          {name && <CopyButton text={name} />}
+        </span>
       </span>
       <span class="handshake" data-testid="handshake">{handshakeText(agent, stats, now)}</span>
       <span class="traffic" data-testid="traffic">{trafficText(stats)}</span>

@@ -27,7 +27,7 @@ export function HelperTrouble({ link, since }: { link: HelperLink; since: number
           <span class="trouble-badge"><IconAlert size={14} /> Helper unavailable</span>
         </div>
         <h1>{linkTitle(link.state)}</h1>
-        {link.message && <p class="trouble-message" data-testid="helper-message">{link.message}</p>}
+        {link.message && <p class="trouble-message" data-testid="helper-message">{withCode(link.message)}</p>}
         <dl class="facts">
           <dt>Socket</dt>
           <dd><code>{link.socket}</code></dd>
@@ -47,4 +47,9 @@ export function HelperTrouble({ link, since }: { link: HelperLink; since: number
       </div>
     </div>
   );
+}
+
+/** Shows `backticked` parts of a message (commands to run) as code. */
+export function withCode(text: string) {
+  return text.split('`').map((part, i) => (i % 2 === 1 ? <code key={i} class="inline">{part}</code> : part));
 }

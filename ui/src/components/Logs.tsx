@@ -2,7 +2,7 @@
  * The Logs section: the helper's recent log lines (the store keeps the last
  * 1,000), newest at the bottom; it follows new lines while scrolled to the end.
  */
-import { memo } from 'preact/compat';
+import { memo } from '../memo';
 import { useLayoutEffect, useRef } from 'preact/hooks';
 import type { LogEntry } from '../store';
 

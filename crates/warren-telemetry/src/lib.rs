@@ -48,9 +48,22 @@ pub fn cap(mut filter: EnvFilter) -> EnvFilter {
     filter
 }
 
-/// Keeps the background log writer alive; drop it at exit to flush.
+/// Keeps the background log writer alive (drop it at exit to flush) and
+/// lets the level change while running (the desktop app's setting).
 pub struct LogGuard {
     _file: Option<tracing_appender::non_blocking::WorkerGuard>,
+    reload: tracing_subscriber::reload::Handle<EnvFilter, Registry>,
+}
+
+impl LogGuard {
+    /// Replaces the filter with `directives` (e.g. `debug`), caps applied.
+    pub fn set_level(&self, directives: &str) -> Result<(), String> {
+        let filter = EnvFilter::try_new(directives)
+            .map_err(|e| format!("{directives:?} is not a log level: {e}"))?;
+        self.reload
+            .reload(cap(filter))
+            .map_err(|e| format!("can't change the log level: {e}"))
+    }
 }
 
 /// A boxed layer a binary adds to the standard ones (the helper forwards
@@ -97,11 +110,15 @@ pub fn init(
                 .boxed(),
         );
     }
+    let (filter, reload) = tracing_subscriber::reload::Layer::new(env_filter(default_level));
     tracing_subscriber::registry()
-        .with(layers.with_filter(env_filter(default_level)))
+        .with(layers.with_filter(filter))
         .try_init()
         .map_err(|e| format!("logging already initialized: {e}"))?;
-    Ok(LogGuard { _file: guard })
+    Ok(LogGuard {
+        _file: guard,
+        reload,
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,153 @@
+//! `warren-desktop`: the Warren desktop app. A Tauri 2 shell around the web
+//! UI in `ui/`, with the helper link, the tray and the commands in Rust.
+//!
+//! Layout: [`hub`] holds the helper's state and fans it out to the UI;
+//! [`link`] keeps the hub fed from the helper; [`commands`] are what the UI
+//! invokes; [`tray`] and [`status`] are the tray icon, its menu and the
+//! notifications; [`settings`], [`logs`] and [`platform`] are the edges to
+//! files and OS services.
+
+pub mod commands;
+pub mod hub;
+pub mod link;
+pub mod logs;
+pub mod platform;
+pub mod settings;
+pub mod status;
+pub mod tray;
+
+use anyhow::Context;
+use clap::Parser;
+use commands::AppState;
+use hub::Hub;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tauri::{Manager, RunEvent, WindowEvent};
+use warren_client::config;
+use warren_proto::app::Account;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "warren-desktop",
+    version,
+    about = "Warren: sign in, connect and watch your workspaces"
+)]
+struct Args {
+    /// The helper's socket (Windows: pipe name).
+    #[arg(long, env = "WARREN_SOCKET", default_value_os_t = warren_ipc::default_endpoint())]
+    socket: PathBuf,
+    /// Where the helper writes its log (included in "Export logs").
+    #[arg(long, default_value_os_t = logs::default_helper_log_dir())]
+    helper_log_dir: PathBuf,
+    /// Start with only the tray icon (as "Start minimized" does).
+    #[arg(long)]
+    minimized: bool,
+}
+
+/// Runs the app until the person quits it.
+pub fn run() -> anyhow::Result<()> {
+    let started = Instant::now();
+    // WebKitWebDriver starts the app with `--automation` under tauri-driver.
+    let args = Args::parse_from(std::env::args_os().filter(|a| a != "--automation"));
+    let config_dir = config::config_dir()?;
+    let settings = settings::load(&config_dir);
+    let log_dir = logs::app_log_dir();
+    let log = match warren_telemetry::init(
+        settings.log_level.as_str(),
+        Some(&log_dir),
+        "warren-desktop",
+        None,
+    ) {
+        Ok(guard) => Some(guard),
+        Err(e) => {
+            eprintln!("warning: logging to {} is off: {e}", log_dir.display());
+            None
+        }
+    };
+    tracing::info!(version = link::APP_VERSION, socket = %args.socket.display(), "Warren desktop starting");
+    let account = config::load(&config_dir)
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "can't read the saved sign-in");
+            None
+        })
+        .map(|c| Account {
+            url: c.url,
+            user: c.user,
+        });
+    let hub = Arc::new(Hub::new(args.socket.display().to_string(), account));
+    let minimized = args.minimized || settings.start_minimized;
+    let state = AppState {
+        hub: hub.clone(),
+        socket: args.socket.clone(),
+        config_dir,
+        helper_log_dir: args.helper_log_dir.clone(),
+        settings: Mutex::new(settings),
+        log,
+        stop_expected: Arc::new(AtomicBool::new(false)),
+        started,
+        ready: AtomicBool::new(false),
+    };
+    let socket = args.socket.clone();
+
+    let app = tauri::Builder::default()
+        // First, so a second launch is caught before anything else starts.
+        .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
+            tracing::info!("second launch: showing the window");
+            tray::show_main(app);
+        }))
+        .plugin(tauri_plugin_autostart::init(
+            tauri_plugin_autostart::MacosLauncher::LaunchAgent,
+            None,
+        ))
+        .plugin(tauri_plugin_notification::init())
+        .plugin(tauri_plugin_dialog::init())
+        .plugin(tauri_plugin_clipboard_manager::init())
+        .manage(state)
+        .invoke_handler(tauri::generate_handler![
+            commands::app_info,
+            commands::subscribe,
+            commands::sign_in,
+            commands::sign_out,
+            commands::connect,
+            commands::disconnect,
+            commands::reconnect,
+            commands::get_settings,
+            commands::set_settings,
+            commands::export_logs,
+            commands::copy_text,
+            commands::ui_ready,
+        ])
+        .setup(move |app| {
+            let handle = app.handle().clone();
+            if let Err(e) = tray::create(&handle, &hub) {
+                // Desktops without a tray still get the window.
+                tracing::warn!(error = %e, "no tray icon");
+            }
+            tauri::async_runtime::spawn(link::run(hub.clone(), socket));
+            tauri::async_runtime::spawn(tray::follow(handle.clone(), hub, minimized));
+            if !minimized {
+                tray::show_main(&handle);
+            }
+            Ok(())
+        })
+        .on_window_event(|window, event| {
+            // Closing the window keeps Warren in the tray; Quit is in its menu.
+            if let WindowEvent::CloseRequested { api, .. } = event {
+                api.prevent_close();
+                let _ = window.hide();
+            }
+        })
+        .build(tauri::generate_context!())
+        .context("can't start the Warren window (is a graphical session available?)")?;
+    app.run(|app, event| {
+        if let RunEvent::ExitRequested { api, code, .. } = event {
+            // Only Quit (an explicit code) ends the app, not a closed window.
+            if code.is_none() && app.get_webview_window("main").is_some() {
+                api.prevent_exit();
+            }
+        }
+    });
+    Ok(())
+}

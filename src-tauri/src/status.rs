@@ -1,0 +1,254 @@
+//! What the tray icon shows and when the app notifies, decided from the
+//! link and the session alone (no Tauri here, so the rules are unit-tested).
+
+use warren_proto::app::{HelperLink, HelperLinkState};
+use warren_proto::ipc::{SessionInfo, SessionState, TunnelState};
+
+/// The tray icon's four looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrayState {
+    Disconnected,
+    Connecting,
+    Connected,
+    Error,
+}
+
+impl TrayState {
+    pub fn icon(self) -> &'static [u8] {
+        match self {
+            TrayState::Disconnected => include_bytes!("../icons/tray-disconnected.png"),
+            TrayState::Connecting => include_bytes!("../icons/tray-connecting.png"),
+            TrayState::Connected => include_bytes!("../icons/tray-connected.png"),
+            TrayState::Error => include_bytes!("../icons/tray-error.png"),
+        }
+    }
+}
+
+pub fn tray_state(link: &HelperLink, session: Option<&SessionInfo>) -> TrayState {
+    match link.state {
+        HelperLinkState::Connected => {}
+        HelperLinkState::Searching => return TrayState::Connecting,
+        _ => return TrayState::Error,
+    }
+    let Some(session) = session else {
+        return TrayState::Connecting;
+    };
+    let tunnel_failed = session
+        .tunnel
+        .as_ref()
+        .is_some_and(|t| t.state == TunnelState::Failed);
+    match session.state {
+        SessionState::Disconnected => TrayState::Disconnected,
+        SessionState::Connecting | SessionState::Reconnecting => TrayState::Connecting,
+        SessionState::Connected if tunnel_failed => TrayState::Error,
+        SessionState::Connected => TrayState::Connected,
+        SessionState::Failed => TrayState::Error,
+    }
+}
+
+/// One line for the tray's tooltip and the menu's status item.
+pub fn summary(link: &HelperLink, session: Option<&SessionInfo>) -> String {
+    match link.state {
+        HelperLinkState::Connected => {}
+        HelperLinkState::Searching => return "Looking for the Warren helper…".into(),
+        HelperLinkState::Missing => return "The Warren helper isn't running".into(),
+        HelperLinkState::NotPermitted => return "Not allowed to use the Warren helper".into(),
+        HelperLinkState::VersionMismatch => {
+            return "The app and the helper versions don't match".into()
+        }
+        HelperLinkState::Failed => return "Can't talk to the Warren helper".into(),
+    }
+    let Some(s) = session else {
+        return "Warren".into();
+    };
+    let reason = s
+        .reason
+        .as_deref()
+        .map(|r| format!(" — {r}"))
+        .unwrap_or_default();
+    match s.state {
+        SessionState::Disconnected => "Disconnected".into(),
+        SessionState::Connecting => "Connecting…".into(),
+        SessionState::Connected => match &s.user {
+            Some(user) => format!("Connected as {user}"),
+            None => "Connected".into(),
+        },
+        SessionState::Reconnecting => match s.retry_in_ms {
+            Some(ms) => format!("Reconnecting in {} s{reason}", ms.div_ceil(1000)),
+            None => format!("Reconnecting{reason}"),
+        },
+        SessionState::Failed => format!("Failed{reason}"),
+    }
+}
+
+/// A desktop notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub title: String,
+    pub body: String,
+}
+
+/// The session failed because the coordinator no longer takes the token.
+pub fn needs_sign_in(session: &SessionInfo) -> bool {
+    session.state == SessionState::Failed
+        && session
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("rejected your token") || r.contains("sign in again"))
+}
+
+/// What to tell the person when the session goes from `prev` to `next`.
+/// `stop_expected` is set while a disconnect the person asked for is under
+/// way, so it is not reported as a drop.
+pub fn notice(
+    prev: Option<&SessionInfo>,
+    next: Option<&SessionInfo>,
+    stop_expected: bool,
+) -> Option<Notice> {
+    let next = next?;
+    let prev_state = prev.map(|p| p.state);
+    if needs_sign_in(next) && !prev.is_some_and(needs_sign_in) {
+        return Some(Notice {
+            title: "Sign in required".into(),
+            body: "The coordinator no longer accepts your token. Open Warren to sign in again."
+                .into(),
+        });
+    }
+    match (prev_state, next.state) {
+        (Some(SessionState::Connected), SessionState::Connected) => None,
+        (_, SessionState::Connected) => Some(Notice {
+            title: "Connected".into(),
+            body: match &next.user {
+                Some(user) => format!("Your workspaces are reachable (signed in as {user})."),
+                None => "Your workspaces are reachable.".into(),
+            },
+        }),
+        (
+            Some(SessionState::Connected),
+            SessionState::Reconnecting | SessionState::Failed | SessionState::Disconnected,
+        ) if !stop_expected => Some(Notice {
+            title: "Disconnected".into(),
+            body: match &next.reason {
+                Some(reason) => format!("{reason}. Warren keeps trying to reconnect."),
+                None => "The connection dropped. Warren keeps trying to reconnect.".into(),
+            },
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_proto::ipc::TunnelInfo;
+
+    fn link(state: HelperLinkState) -> HelperLink {
+        HelperLink {
+            state,
+            socket: "s".into(),
+            message: None,
+            helper_version: None,
+            retry_in_ms: None,
+        }
+    }
+
+    fn session(state: SessionState, reason: Option<&str>) -> SessionInfo {
+        SessionInfo {
+            state,
+            reason: reason.map(str::to_string),
+            user: Some("alice".into()),
+            retry_in_ms: Some(7_200),
+            ..SessionInfo::disconnected()
+        }
+    }
+
+    #[test]
+    fn tray_icon_per_state() {
+        let up = link(HelperLinkState::Connected);
+        let cases = [
+            (SessionState::Disconnected, TrayState::Disconnected),
+            (SessionState::Connecting, TrayState::Connecting),
+            (SessionState::Reconnecting, TrayState::Connecting),
+            (SessionState::Connected, TrayState::Connected),
+            (SessionState::Failed, TrayState::Error),
+        ];
+        for (s, want) in cases {
+            assert_eq!(tray_state(&up, Some(&session(s, None))), want, "{s}");
+        }
+        assert_eq!(
+            tray_state(&link(HelperLinkState::Missing), None),
+            TrayState::Error
+        );
+        assert_eq!(
+            tray_state(&link(HelperLinkState::Searching), None),
+            TrayState::Connecting
+        );
+        let mut broken = session(SessionState::Connected, None);
+        broken.tunnel = Some(TunnelInfo {
+            state: TunnelState::Failed,
+            error: Some("no TUN".into()),
+            interface: "warren0".into(),
+            listen_port: 0,
+        });
+        assert_eq!(tray_state(&up, Some(&broken)), TrayState::Error);
+        for t in [
+            TrayState::Disconnected,
+            TrayState::Connecting,
+            TrayState::Connected,
+            TrayState::Error,
+        ] {
+            assert!(t.icon().starts_with(b"\x89PNG"));
+        }
+    }
+
+    #[test]
+    fn summary_says_why_and_when() {
+        let up = link(HelperLinkState::Connected);
+        assert_eq!(
+            summary(
+                &up,
+                Some(&session(
+                    SessionState::Reconnecting,
+                    Some("coordinator unreachable")
+                ))
+            ),
+            "Reconnecting in 8 s — coordinator unreachable"
+        );
+        assert_eq!(
+            summary(&up, Some(&session(SessionState::Connected, None))),
+            "Connected as alice"
+        );
+        assert_eq!(
+            summary(&link(HelperLinkState::NotPermitted), None),
+            "Not allowed to use the Warren helper"
+        );
+    }
+
+    #[test]
+    fn notifies_connected_unexpected_drop_and_sign_in_required_once() {
+        let connected = session(SessionState::Connected, None);
+        let connecting = session(SessionState::Connecting, None);
+        let dropped = session(SessionState::Reconnecting, Some("coordinator unreachable"));
+        let stopped = session(SessionState::Disconnected, None);
+        let rejected = session(
+            SessionState::Failed,
+            Some("The coordinator rejected your token — sign in again with `warren login`."),
+        );
+
+        let n = notice(Some(&connecting), Some(&connected), false).unwrap();
+        assert_eq!(n.title, "Connected");
+        assert!(notice(Some(&connected), Some(&connected), false).is_none());
+
+        let n = notice(Some(&connected), Some(&dropped), false).unwrap();
+        assert_eq!(n.title, "Disconnected");
+        assert!(n.body.contains("coordinator unreachable"), "{}", n.body);
+        // Asked for: no drop notice.
+        assert!(notice(Some(&connected), Some(&stopped), true).is_none());
+        assert!(notice(Some(&connecting), Some(&dropped), false).is_none());
+
+        let n = notice(Some(&connected), Some(&rejected), false).unwrap();
+        assert_eq!(n.title, "Sign in required");
+        assert!(notice(Some(&rejected), Some(&rejected), false).is_none());
+        assert!(notice(Some(&connected), None, false).is_none());
+    }
+}

@@ -2,7 +2,7 @@
  * One agent: status dot, name, primary DNS name with a copy button,
  * handshake age, traffic and round-trip time.
  *
- * Memoized by (agent, stats, hidden) object identity, so a stats update
+ * Memoized by (agent, stats) object identity, so a stats update
  * re-renders only the rows whose figures changed. The handshake age and the
  * dot move with time: the shared clock repaints just that text and the
  * `data-dot` attribute in place, without a render.
@@ -20,10 +20,9 @@ const COPIED_FOR_MS = 1500;
 export interface AgentRowProps {
   agent: Agent;
   stats: PeerStats | undefined;
-  hidden: boolean;
 }
 
-function AgentRowImpl({ agent, stats, hidden }: AgentRowProps) {
+function AgentRowImpl({ agent, stats }: AgentRowProps) {
   const rowRef = useRef<HTMLDivElement>(null);
   const hsRef = useRef<HTMLSpanElement>(null);
 
@@ -45,7 +44,7 @@ function AgentRowImpl({ agent, stats, hidden }: AgentRowProps) {
 
   const name = agent.dns_names[0] ?? agent.addresses[0] ?? null;
   return (
-    <div class="agent" ref={rowRef} data-testid="agent-row" data-agent-id={agent.id} hidden={hidden}>
+    <div class="agent" ref={rowRef} data-testid="agent-row" data-agent-id={agent.id}>
       <span class="dot" />
       <span class="agent-id">
         <span class="agent-name">{agent.name}</span>

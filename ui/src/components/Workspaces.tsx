@@ -7,15 +7,13 @@
  * agents back) only flips `hidden` on the blocks that changed.
  */
 import { memo } from '../memo';
-import { useMemo, useRef, useState } from 'preact/hooks';
+import { useLayoutEffect, useMemo, useRef, useState } from 'preact/hooks';
 import * as api from '../api';
 import type { PeerStats } from '../bindings/PeerStats';
 import { deriveGroups, filterGroups, type AppState, type Group } from '../store';
 import { sessionIsOn } from '../status';
 import { AgentRow, NaiveAgentRow } from './AgentRow';
 import { IconSearch, IconWorkspaces, IconX } from './icons';
-
-type Visibility = 'all' | Set<string> | undefined;
 
 export function Workspaces({ state, naive }: { state: AppState; naive: boolean }) {
   const [query, setQuery] = useState('');
@@ -26,6 +24,11 @@ export function Workspaces({ state, naive }: { state: AppState; naive: boolean }
   const result = useMemo(() => filterGroups(groups, query), [groups, query]);
   const on = sessionIsOn(state.session?.state);
   const inputRef = useRef<HTMLInputElement>(null);
+  const listRef = useRef<HTMLDivElement>(null);
+  // After every render (new rows too) and before paint: the filter's view of the DOM.
+  useLayoutEffect(() => {
+    if (!naive && listRef.current) applyFilter(listRef.current, result.visible);
+  });
   const clear = () => {
     setQuery('');
     inputRef.current?.focus();
@@ -79,13 +82,11 @@ export function Workspaces({ state, naive }: { state: AppState; naive: boolean }
         <div class="banner info" data-testid="disconnected-note">Connect to reach your workspaces. The list below is from the last connection.</div>
       )}
       {empty}
-      <div class={`list${on ? '' : ' dimmed'}`} data-testid="workspace-list">
+      <div class={`list${on ? '' : ' dimmed'}`} data-testid="workspace-list" ref={listRef}>
         {naive ? (
           <NaiveList groups={groups} stats={state.stats} visible={result.visible} />
         ) : (
-          groups.map((g) => (
-            <WorkspaceBlock key={g.workspace.id} group={g} stats={state.stats} vis={result.visible.get(g.workspace.id)} />
-          ))
+          groups.map((g) => <WorkspaceBlock key={g.workspace.id} group={g} stats={state.stats} />)
         )}
       </div>
     </div>
@@ -115,48 +116,21 @@ function EmptyState(props: { title: string; hint?: string; spinner?: boolean; ch
 interface BlockProps {
   group: Group;
   stats: ReadonlyMap<string, PeerStats>;
-  vis: Visibility;
 }
 
-interface BodyProps {
-  group: Group;
-  stats: ReadonlyMap<string, PeerStats>;
-  /** The agents left visible, or `null` when all are (or the whole block is hidden). */
-  only: Set<string> | null;
-}
-
-function sameSet(a: Set<string> | null, b: Set<string> | null): boolean {
-  if (a === b) return true;
-  if (!a || !b || a.size !== b.size) return false;
-  for (const id of a) if (!b.has(id)) return false;
-  return true;
-}
-
-/** Re-render a block's rows only when its group, its own agents' stats or its visible agents changed. */
-function sameBody(prev: BodyProps, next: BodyProps): boolean {
-  if (prev.group !== next.group || !sameSet(prev.only, next.only)) return false;
+/** Re-render a block only when its group or its own agents' stats changed. */
+function sameBlock(prev: BlockProps, next: BlockProps): boolean {
+  if (prev.group !== next.group) return false;
   if (prev.stats === next.stats) return true;
   for (const a of next.group.agents) if (prev.stats.get(a.id) !== next.stats.get(a.id)) return false;
   return true;
 }
 
-/**
- * One workspace. Hiding or showing the whole block touches only the
- * section's `hidden`: its body is memoized apart, so a keystroke that hides
- * 900 workspaces renders no rows.
- */
-function WorkspaceBlock({ group, stats, vis }: BlockProps) {
-  return (
-    <section class="workspace" data-testid="workspace" data-workspace-id={group.workspace.id} hidden={vis === undefined}>
-      <BlockBody group={group} stats={stats} only={vis instanceof Set ? vis : null} />
-    </section>
-  );
-}
-
-const BlockBody = memo(function BlockBody({ group, stats, only }: BodyProps) {
+/** One workspace and its agents. Which of them show is `applyFilter`'s business, not a prop. */
+const WorkspaceBlock = memo(function WorkspaceBlock({ group, stats }: BlockProps) {
   const { workspace, agents } = group;
   return (
-    <>
+    <section class="workspace" data-testid="workspace" data-workspace-id={workspace.id}>
       <h3 class="workspace-head">
         <span class="workspace-name">{workspace.name}</span>
         {workspace.owner && <span class="workspace-owner muted">{workspace.owner}</span>}
@@ -164,13 +138,34 @@ const BlockBody = memo(function BlockBody({ group, stats, only }: BodyProps) {
       </h3>
       <div class="agents">
         {agents.length === 0 && <div class="agent-none muted">No agents in this workspace yet.</div>}
-        {agents.map((a) => (
-          <AgentRow key={a.id} agent={a} stats={stats.get(a.id)} hidden={only !== null && !only.has(a.id)} />
-        ))}
+        {agents.map((a) => <AgentRow key={a.id} agent={a} stats={stats.get(a.id)} />)}
       </div>
-    </>
+    </section>
   );
-}, sameBody);
+}, sameBlock);
+
+/**
+ * Shows and hides workspace blocks and agent rows in place by the filter's
+ * result, touching only elements whose visibility changes. Rows stay mounted
+ * and no component re-renders, so a keystroke costs a pass over 2,000
+ * elements rather than a render of them.
+ */
+function applyFilter(list: HTMLElement, visible: Map<string, 'all' | Set<string>>) {
+  for (let sec = list.firstElementChild as HTMLElement | null; sec; sec = sec.nextElementSibling as HTMLElement | null) {
+    const vis = visible.get(sec.dataset.workspaceId!);
+    const hide = vis === undefined;
+    if (sec.hidden !== hide) sec.hidden = hide;
+    if (hide) continue;
+    const rows = sec.lastElementChild!.children;
+    for (let i = 0; i < rows.length; i++) {
+      const row = rows[i] as HTMLElement;
+      const id = row.dataset.agentId;
+      if (id === undefined) continue;
+      const h = vis !== 'all' && !vis.has(id);
+      if (row.hidden !== h) row.hidden = h;
+    }
+  }
+}
 
 /** The benchmark baseline: the visible list rebuilt from scratch, unkeyed, without memo. */
 function NaiveList(props: { groups: readonly Group[]; stats: ReadonlyMap<string, PeerStats>; visible: Map<string, 'all' | Set<string>> }) {

@@ -36,6 +36,18 @@ describe('warren ui', () => {
     await page.getByText('Looking for the Warren helper…').waitFor();
     await page.evaluate(() => window.warrenMock.setLink('connected'));
     await page.getByTestId('agent-row').first().waitFor();
+    // Subscribed once, and told the app about the first paint once.
+    assert.equal((await calls(page, 'subscribe')).length, 1);
+    await until(async () => (await calls(page, 'ui_ready')).length === 1, { what: 'ui_ready' });
+    await done(page);
+  });
+
+  test('dark mode follows the system', async () => {
+    const page = await open('seed=demo&session=connected', { colorScheme: 'dark' });
+    await page.getByTestId('agent-row').first().waitFor();
+    const bg = await page.evaluate(() => getComputedStyle(document.documentElement).backgroundColor);
+    assert.equal(bg, 'rgb(21, 23, 27)');
+    await screenshot(page, 'main-dark.png');
     await done(page);
   });
 

@@ -181,8 +181,11 @@ describe('filter', () => {
   ];
   const groups = deriveGroups({ workspaces: new Map([api, web, db].map((w) => [w.id, w])), agents: new Map(agents.map((a) => [a.id, a])) }).groups;
 
-  it('sorts workspaces by owner then name', () => {
+  it('sorts workspaces by owner then name, naturally', () => {
     expect(groups.map((g) => g.workspace.name)).toEqual(['api', 'web', 'Database']);
+    const many = ['ws-10', 'ws-2', 'WS-1', 'ws-1b'].map((n, i) => ws(`x${i}`, n));
+    const sorted = deriveGroups({ workspaces: new Map(many.map((w) => [w.id, w])), agents: new Map() }).groups;
+    expect(sorted.map((g) => g.workspace.name)).toEqual(['WS-1', 'ws-1b', 'ws-2', 'ws-10']);
   });
 
   it('shows everything for an empty query', () => {

@@ -205,7 +205,7 @@ interface GroupCache {
 
 /**
  * Workspaces sorted by (owner, name, id), each with its agents sorted by
- * (name, id); an agent whose workspace is unknown gets a group named by the
+ * (name, id), in natural order; an agent whose workspace is unknown gets a group named by the
  * workspace id. Pass the previous result's cache to keep unchanged groups
  * (same objects), so only changed workspaces re-render.
  */
@@ -237,8 +237,11 @@ export function deriveGroups(
   return { workspaces: state.workspaces, agents: state.agents, groups };
 }
 
+/** Natural order ("ws-2" before "ws-10"), case-insensitive first, as people read names. */
+const collator = new Intl.Collator('en', { numeric: true, sensitivity: 'base' });
+
 function cmp(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
+  return collator.compare(a, b) || (a < b ? -1 : a > b ? 1 : 0);
 }
 
 function sameWorkspace(a: Workspace, b: Workspace): boolean {

@@ -7,13 +7,18 @@
  * agents back) only flips `hidden` on the blocks that changed.
  */
 import { memo } from '../memo';
-import { useLayoutEffect, useMemo, useRef, useState } from 'preact/hooks';
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'preact/hooks';
 import * as api from '../api';
 import type { PeerStats } from '../bindings/PeerStats';
 import { deriveGroups, filterGroups, type AppState, type Group } from '../store';
 import { sessionIsOn } from '../status';
 import { AgentRow, NaiveAgentRow } from './AgentRow';
 import { IconSearch, IconWorkspaces, IconX } from './icons';
+
+/** Workspaces mounted in the first render (more than a window shows). */
+const FIRST_SLICE = 40;
+/** Workspaces mounted per frame after that. */
+const SLICE = 120;
 
 export function Workspaces({ state, naive }: { state: AppState; naive: boolean }) {
   const [query, setQuery] = useState('');
@@ -25,6 +30,14 @@ export function Workspaces({ state, naive }: { state: AppState; naive: boolean }
   const on = sessionIsOn(state.session?.state);
   const inputRef = useRef<HTMLInputElement>(null);
   const listRef = useRef<HTMLDivElement>(null);
+  // A big list mounts in slices, one per frame, so the first screenful paints
+  // at once instead of after every one of 1,000 workspaces was built.
+  const [mounted, setMounted] = useState(FIRST_SLICE);
+  useEffect(() => {
+    if (naive || mounted >= groups.length) return;
+    const id = requestAnimationFrame(() => setMounted((m) => m + SLICE));
+    return () => cancelAnimationFrame(id);
+  }, [naive, mounted, groups.length]);
   // After every render (new rows too) and before paint: the filter's view of the DOM.
   useLayoutEffect(() => {
     if (!naive && listRef.current) applyFilter(listRef.current, result.visible);
@@ -86,7 +99,9 @@ export function Workspaces({ state, naive }: { state: AppState; naive: boolean }
         {naive ? (
           <NaiveList groups={groups} stats={state.stats} visible={result.visible} />
         ) : (
-          groups.map((g) => <WorkspaceBlock key={g.workspace.id} group={g} stats={state.stats} />)
+          (mounted < groups.length ? groups.slice(0, mounted) : groups).map((g) => (
+            <WorkspaceBlock key={g.workspace.id} group={g} stats={state.stats} />
+          ))
         )}
       </div>
     </div>

@@ -36,3 +36,5 @@ mark 64 tray-disconnected.png '#9ca3af'
 mark 64 tray-connecting.png '#f59e0b'
 mark 64 tray-connected.png '#16a34a'
 mark 64 tray-error.png '#dc2626'
+# Windows wants an .ico (the exe's resource and the installer).
+convert icon.png -define icon:auto-resize=256,64,48,32,16 icon.ico

@@ -153,6 +153,30 @@ describe('warren ui', () => {
     await done(page);
   });
 
+  test('a stats update re-renders only the rows it changed; the clock and the filter re-render none', async () => {
+    const page = await open('seed=500&session=connected');
+    await until(async () => (await page.getByTestId('agent-row').count()) === 1000, { timeoutMs: 10_000, what: '1000 rows' });
+    const renders = () => page.evaluate(() => window.warrenMock.takeRowRenders());
+    await renders();
+    const frames = () => page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+    await page.evaluate(() => window.warrenMock.stats(['a3-0', 'a42-1', 'a499-0'].map((agent_id) =>
+      ({ agent_id, last_handshake_ms: Date.now(), rx_bytes: 5_000_000, tx_bytes: 1, rtt_us: 300, endpoint: null }))));
+    await frames();
+    assert.equal(await renders(), 3);
+    // textContent: an off-screen block skips rendering, and innerText with it.
+    assert.equal(await page.locator('[data-agent-id=a42-1]').getByTestId('traffic').textContent(), '↓ 5.0 MB ↑ 1 B');
+    // Ages move every second by repainting text in place, not by rendering.
+    const hs = page.locator('[data-agent-id=a499-0]').getByTestId('handshake');
+    const before = await hs.textContent();
+    await until(async () => (await hs.textContent()) !== before, { timeoutMs: 3000, what: 'tick' });
+    await page.getByTestId('filter').fill('ws-4');
+    await frames();
+    await page.getByTestId('filter').fill('');
+    await frames();
+    assert.equal(await renders(), 0);
+    await done(page);
+  });
+
   test('1,000 agents render and the filter narrows them', async () => {
     const page = await open('seed=500&session=connected');
     await until(async () => (await page.getByTestId('agent-row').count()) === 1000, { timeoutMs: 10_000, what: '1000 rows' });

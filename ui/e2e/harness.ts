@@ -11,6 +11,7 @@
  * workspaces with two agents each), `naive=1` (the benchmark's baseline list).
  */
 import { mockIPC, mockWindows } from '@tauri-apps/api/mocks';
+import { options, type VNode } from 'preact';
 import type { Channel } from '@tauri-apps/api/core';
 import '../src/styles.css';
 import { boot } from '../src/boot';
@@ -271,8 +272,23 @@ if (params.get('session')) {
   m.session = mkSession(s, s === 'connected' ? { tunnel: { state: 'up', error: null, interface: 'warren0', listen_port: 51820 } } : {});
 }
 
+/** How many times an agent row component rendered (memo skips don't count). */
+let rowRenders = 0;
+const diffed = options.diffed;
+options.diffed = (vnode: VNode) => {
+  const t = vnode.type as { displayName?: string } | string;
+  if (typeof t === 'function' && (t as { displayName?: string }).displayName === 'AgentRow') rowRenders++;
+  diffed?.(vnode);
+};
+
 /** What the tests drive. */
 const warrenMock = {
+  /** Row renders since the last call. */
+  takeRowRenders() {
+    const n = rowRenders;
+    rowRenders = 0;
+    return n;
+  },
   model: m,
   calls: (cmd?: string) => m.calls.filter((c) => !cmd || c.cmd === cmd).map((c) => c.args),
   setLink(state: HelperLinkState, extra: Partial<HelperLink> = {}) {

@@ -66,6 +66,8 @@ function AgentRowImpl({ agent, stats }: AgentRowProps) {
   );
 }
 
+// Named for the render counter in the e2e harness (minified builds lose function names).
+AgentRowImpl.displayName = 'AgentRow';
 export const AgentRow = memo(AgentRowImpl);
 
 function CopyButton({ text }: { text: string }) {

@@ -8,6 +8,7 @@
 //! the throwaway network namespaces of [`netns`], which are deleted on drop.
 
 pub mod coord;
+pub mod desktop;
 pub mod helper;
 pub mod ipc;
 pub mod netns;

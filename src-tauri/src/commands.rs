@@ -18,7 +18,7 @@ use warren_ipc::{Client, ClientError};
 use warren_proto::app::{
     Account, AppInfo, CommandError, CommandErrorKind as Kind, Settings, SignInRequest, UiEvent,
 };
-use warren_proto::ipc::{Request, VERSION};
+use warren_proto::ipc::{PingReport, Request, VERSION};
 use warren_proto::Secret;
 
 /// Everything the commands share.
@@ -312,6 +312,16 @@ pub async fn export_logs(app: AppHandle, state: State<'_, AppState>) -> Result<O
 pub fn copy_text(app: AppHandle, text: String) -> Result<()> {
     crate::platform::copy(&app, &text)
         .map_err(|e| err(Kind::Other, format!("Couldn't copy to the clipboard: {e}")))
+}
+
+/// One ICMP echo through the tunnel, timed by the helper (`warren ping`).
+#[tauri::command(rename_all = "snake_case")]
+pub async fn ping(state: State<'_, AppState>, target: String) -> Result<PingReport> {
+    helper(&state)
+        .await?
+        .ping(&target, None)
+        .await
+        .map_err(from_client)
 }
 
 #[tauri::command(rename_all = "snake_case")]

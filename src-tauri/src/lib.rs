@@ -117,6 +117,7 @@ pub fn run() -> anyhow::Result<()> {
             commands::set_settings,
             commands::export_logs,
             commands::copy_text,
+            commands::ping,
             commands::ui_ready,
         ])
         .setup(move |app| {

@@ -19,6 +19,7 @@
 //! | `set_settings` | `settings: Settings` | [`Settings`] as applied |
 //! | `export_logs` | | path of the zip written, or `null` when the dialog was cancelled |
 //! | `copy_text` | `text: string` | nothing |
+//! | `ping` | `target: string` (a DNS name, `workspace/agent` or tunnel IP) | `PingReport`; an unreachable agent rejects with kind `helper` |
 //! | `ui_ready` | | nothing; the UI calls it once after its first paint (start-up timing, start minimized) |
 //!
 //! The stream a `subscribe` opens always starts with a [`UiEvent::Helper`]
@@ -225,7 +226,7 @@ pub struct AppInfo {
 /// stay far below 2^53.
 #[cfg(feature = "ts")]
 pub fn export_bindings(dir: &std::path::Path) -> Result<(), ts_rs::ExportError> {
-    use crate::ipc::{LogLine, SessionInfo};
+    use crate::ipc::{LogLine, PingReport, SessionInfo};
     use crate::model::{Agent, DeploymentInfo, Workspace};
     use ts_rs::TS;
     let cfg = ts_rs::Config::new()
@@ -243,6 +244,7 @@ pub fn export_bindings(dir: &std::path::Path) -> Result<(), ts_rs::ExportError> 
     Agent::export_all(&cfg)?;
     DeploymentInfo::export_all(&cfg)?;
     LogLine::export_all(&cfg)?;
+    PingReport::export_all(&cfg)?;
     Ok(())
 }
 

@@ -148,6 +148,7 @@ pub enum Reply {
 
 /// The answer to a [`Request::Ping`] that got its echo reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct PingReport {
     pub agent_id: AgentId,
     /// The agent's DNS name people type (or its name if it has none).

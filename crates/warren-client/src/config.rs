@@ -47,7 +47,12 @@ pub fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
     };
     #[cfg(not(unix))]
     let res = std::fs::create_dir_all(dir);
-    res.map_err(|e| StoreError::io(format!("can't create the configuration directory {}", dir.display()), e))
+    res.map_err(|e| {
+        StoreError::io(
+            format!("can't create the configuration directory {}", dir.display()),
+            e,
+        )
+    })
 }
 
 /// Writes `contents` to `path` readable only by the owner, replacing it

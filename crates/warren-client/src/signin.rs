@@ -96,7 +96,9 @@ pub enum SignInError {
     /// The address typed is not one we accept (the text says why).
     #[error("{0}")]
     BadUrl(String),
-    #[error("the token is empty; create one with `warren-coord token create NAME` and paste it here")]
+    #[error(
+        "the token is empty; create one with `warren-coord token create NAME` and paste it here"
+    )]
     EmptyToken,
     #[error("the CA certificate is not a PEM certificate ({0}); paste the whole file, including the BEGIN/END lines")]
     BadCa(String),

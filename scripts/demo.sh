@@ -153,6 +153,39 @@ if [[ "$(id -u)" == 0 ]]; then
 fi
 echo
 "$BIN/warren" status
+
+# The desktop app, signed in through the same config directory. Building it
+# needs WebKitGTK's headers and Node.js; as root the demo installs them.
+build_desktop() {
+    local pkgs="libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev nodejs npm"
+    local missing=()
+    for pkg in $pkgs; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        if [[ $(id -u) -ne 0 ]]; then
+            echo "(skipping the desktop app: install ${missing[*]} first)"
+            return 1
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    [[ -d "$ROOT/ui/node_modules" ]] || npm --prefix "$ROOT/ui" ci --no-audit --no-fund --silent
+    npm --prefix "$ROOT/ui" run --silent build >/dev/null
+    (cd "$ROOT" && cargo build --quiet -p warren-desktop)
+}
+DESKTOP_NOTE="  $BIN/warren-desktop                                   # the desktop app (needs a display)"
+echo
+echo "==> Building the desktop app"
+if build_desktop; then
+    if [[ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]]; then
+        echo "==> Starting the desktop app (window and tray icon)"
+        WARREN_SOCKET="$DEMO/helper.sock" WARREN_CONFIG_DIR="$DEMO/config" WARREN_KEYRING=file \
+            WARREN_DESKTOP_LOG_DIR="$DEMO/logs" "$BIN/warren-desktop" >"$DEMO/logs/desktop.log" 2>&1 &
+        echo $! >>"$DEMO/pids"
+    else
+        echo "(no display here: start the app from a desktop session with the command below)"
+    fi
+else
+    echo "(the desktop app was not built; the CLI demo runs without it)"
+fi
 cat <<MSG
 
 The demo is running. Try:
@@ -162,5 +195,6 @@ The demo is running. Try:
   $BIN/warren status --json
   $BIN/warren ping api.warren                          # as root: through the tunnel
   curl http://api.warren:$WEB_PORT/                            # as root: by name
+$DESKTOP_NOTE
 Stop it with: bash scripts/demo.sh stop
 MSG

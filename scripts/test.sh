@@ -9,10 +9,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$(pwd)"
 
 # Crates that must also lint clean for the other desktop OSes. The helper,
-# the CLI and the tunnel also build for Windows (ring's C code needs the
-# MinGW compiler); for macOS it would need Apple's SDK, which Debian lacks.
+# the CLI, the tunnel and the desktop app also build for Windows (ring's C
+# code needs the MinGW compiler); for macOS they would need Apple's SDK,
+# which Debian lacks.
 CROSS_CRATES="${CROSS_CRATES:-warren-ipc warren-netcfg warren-dns}"
-WINDOWS_CRATES="${WINDOWS_CRATES:-warren-tunnel warrend warren}"
+WINDOWS_CRATES="${WINDOWS_CRATES:-warren-tunnel warrend warren warren-desktop}"
 CROSS_TARGETS="x86_64-pc-windows-gnu x86_64-apple-darwin"
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 
@@ -50,12 +51,29 @@ declare -A PKG_FOR=(
     [dnsmasq]=dnsmasq-base
     [dig]=dnsutils
     [dnsperf]=dnsperf
+    # The desktop app: a virtual X display, a session bus, WebKit's WebDriver
+    # for the real-app test and Chromium for the UI's browser tests.
+    [Xvfb]=xvfb
+    [dbus-daemon]=dbus
+    [WebKitWebDriver]=webkit2gtk-driver
+    [chromium]=chromium
+    [xclip]=xclip
+    # A real Secret Service for the keyring test.
+    [gnome-keyring-daemon]=gnome-keyring
+    [secret-tool]=libsecret-tools
+    [node]=nodejs
+    [npm]=npm
 )
+# Libraries Tauri builds against (no command to probe for, so by package).
+DEV_PACKAGES="libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev"
 missing=()
 for cmd in "${!PKG_FOR[@]}"; do
     if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ] && ! [ -x "/sbin/$cmd" ]; then
         missing+=("${PKG_FOR[$cmd]}")
     fi
+done
+for pkg in $DEV_PACKAGES; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     # Deduplicate: several commands come from one package.
@@ -75,6 +93,19 @@ fi
 step "rust targets for cross lints"
 # shellcheck disable=SC2086
 rustup target add $CROSS_TARGETS
+
+if ! command -v tauri-driver >/dev/null 2>&1; then
+    step "cargo install tauri-driver (WebDriver for the real-app test)"
+    cargo install tauri-driver --version "^2" --locked
+fi
+
+# The app embeds the built UI, so the UI comes before any cargo build.
+step "ui: npm ci, type check and build"
+npm --prefix ui ci --no-audit --no-fund
+npm --prefix ui run build
+
+step "ui: vitest"
+npm --prefix ui test
 
 step "cargo fmt --all --check"
 cargo fmt --all --check
@@ -98,6 +129,9 @@ cargo build --workspace --bins
 step "cargo test --workspace"
 # Every test binary runs even after a failure, so one run shows them all.
 cargo test --workspace --no-fail-fast
+
+step "ui: Playwright in Chromium with mocked Tauri IPC"
+npm --prefix ui run e2e
 
 step "warren-tunnel simulated-time tests (own workspace: boringtun with its mock clock)"
 # Kept out of the main workspace so the mock clock can never reach a real binary.

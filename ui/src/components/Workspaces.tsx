@@ -17,8 +17,8 @@ import { IconSearch, IconWorkspaces, IconX } from './icons';
 
 /** Workspaces mounted in the first render (more than a window shows). */
 const FIRST_SLICE = 40;
-/** Workspaces mounted per frame after that. */
-const SLICE = 120;
+/** Workspaces mounted per frame after that (few big slices: each slice costs a frame). */
+const SLICE = 1000;
 
 export function Workspaces({ state, naive }: { state: AppState; naive: boolean }) {
   const [query, setQuery] = useState('');

@@ -56,10 +56,13 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// `$var` if set, else `name` in `$PATH`, else the first of `extra` that exists.
+/// `$var` if set, else `name` in `$PATH`, else the first of `extra` that
+/// exists.
 fn find_tool(var: &str, name: &str, extra: &[PathBuf]) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(var).filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(p));
+        // Set but wrong is missing too, not a fallback to another copy.
+        let p = PathBuf::from(p);
+        return is_executable(&p).then_some(p);
     }
     which(name).or_else(|| extra.iter().find(|p| is_executable(p)).cloned())
 }

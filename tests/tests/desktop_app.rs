@@ -98,8 +98,14 @@ fn desktop_app_signs_in_connects_follows_the_helper_and_disconnects() {
 
     // 1. A fresh config: the sign-in screen, and the app said it painted.
     app.wait_element("[data-testid=signin-url]", Duration::from_secs(30));
-    let ready = std::fs::read_to_string(&ready_file)
-        .unwrap_or_else(|e| panic!("the app did not write WARREN_DESKTOP_READY_FILE: {e}"));
+    let ready = warren_e2e::poll_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&ready_file)
+            .ok()
+            .filter(|t| t.ends_with('\n'))
+    })
+    .expect(
+        "the app did not write WARREN_DESKTOP_READY_FILE within 10 s of showing the sign-in form",
+    );
     let mut fields = ready.split_whitespace();
     let ready_at: f64 = fields.next().and_then(|f| f.parse().ok()).expect("unix ms");
     let since_start: f64 = fields

@@ -92,10 +92,18 @@ describe('warren ui', () => {
     assert.equal(await text(page, 'session-state'), 'Disconnected');
     assert.equal(await page.getByTestId('connect-toggle').isChecked(), false);
     await page.getByTestId('disconnected-note').waitFor();
+    // A refused connect says why and leaves the switch off.
+    await page.evaluate(() => window.warrenMock.failCommand('connect', 'not_signed_in', 'Sign in again: the saved token is gone from the keyring.'));
+    await page.getByTestId('connect-toggle').click();
+    await page.getByTestId('command-error').waitFor();
+    assert.match(await text(page, 'command-error'), /Sign in again/);
+    await until(async () => (await page.getByTestId('connect-toggle').isChecked()) === false, { what: 'switch back off' });
+    await page.evaluate(() => window.warrenMock.failCommand('connect', null));
     await page.getByTestId('connect-toggle').click();
     await until(async () => (await text(page, 'session-state')) === 'Connected', { what: 'Connected' });
-    assert.equal((await calls(page, 'connect')).length, 1);
+    assert.equal((await calls(page, 'connect')).length, 2);
     assert.equal(await page.getByTestId('connect-toggle').isChecked(), true);
+    assert.equal(await page.getByTestId('command-error').count(), 0);
     assert.equal(await page.getByTestId('disconnected-note').count(), 0);
     // Mixed dots, as the demo seeds them.
     const dots = await page.evaluate(() =>

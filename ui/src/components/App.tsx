@@ -4,6 +4,7 @@
  * window with its sections).
  */
 import { useEffect, useRef, useState } from 'preact/hooks';
+import type { Account } from '../bindings/Account';
 import type { Live } from '../live';
 import { useLive } from '../live';
 import { isTrouble } from '../status';
@@ -27,6 +28,9 @@ export function App({ live, naive }: { live: Live; naive: boolean }) {
   if (!s.link || (s.link.state === 'searching' && !everConnected.current)) return <Searching />;
   if (isTrouble(s.link.state)) return <HelperTrouble link={s.link} since={s.linkAt} />;
   if (s.account === undefined) return <Searching />;
-  if (s.account === null) return <SignIn />;
-  return <Shell state={s} section={section} onSection={setSection} naive={naive} />;
+  // What sign-in and sign-out resolve to is applied at once, as the app's
+  // own Account event (which follows) would.
+  const onAccount = (account: Account | null) => live.apply({ kind: 'account', account });
+  if (s.account === null) return <SignIn onSignedIn={onAccount} />;
+  return <Shell state={s} section={section} onSection={setSection} naive={naive} onAccount={onAccount} />;
 }

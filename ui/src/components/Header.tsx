@@ -2,7 +2,7 @@
  * The header over every section: who is signed in where, how the session
  * stands (with a live reconnect countdown), Reconnect, and the Connect switch.
  */
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import * as api from '../api';
 import { useNow } from '../clock';
 import type { AppState } from '../store';
@@ -11,25 +11,38 @@ import { IconAlert, IconRefresh } from './icons';
 import { hostOf } from './Shell';
 import { Switch } from './Switch';
 
+/** How long the switch may show a target the session hasn't reached yet. */
+const PENDING_MS = 3000;
+
 export function Header({ state }: { state: AppState }) {
   const session = state.session;
   const on = sessionIsOn(session?.state);
   const [busy, setBusy] = useState<null | 'toggle' | 'reconnect'>(null);
   const [error, setError] = useState<string | null>(null);
-  // While connect/disconnect runs the switch shows where it is going.
-  const [target, setTarget] = useState(false);
+  // While connect/disconnect runs, and until the session moves (at most
+  // PENDING_MS), the switch shows where it is going instead of flicking back.
+  const [pending, setPending] = useState<{ target: boolean; from: string | undefined } | null>(null);
+  useEffect(() => {
+    if (!pending) return;
+    const t = setTimeout(() => setPending(null), PENDING_MS);
+    return () => clearTimeout(t);
+  }, [pending]);
+  const showOn = pending && busy !== 'toggle' && session?.state !== pending.from ? on : pending ? pending.target : on;
   const counting = session?.state === 'reconnecting' && session.retry_in_ms != null;
   const now = useNow(counting);
   const account = state.account!;
   const helperLost = state.link?.state !== 'connected';
 
-  const run = async (what: 'toggle' | 'reconnect', f: () => Promise<void>) => {
+  /** Runs a command; resolves to whether it succeeded. */
+  const run = async (what: 'toggle' | 'reconnect', f: () => Promise<void>): Promise<boolean> => {
     setBusy(what);
     setError(null);
     try {
       await f();
+      return true;
     } catch (e) {
       setError(api.asCommandError(e).message);
+      return false;
     } finally {
       setBusy(null);
     }
@@ -57,11 +70,11 @@ export function Header({ state }: { state: AppState }) {
               <IconRefresh /> Reconnect
             </button>
           )}
-          <Switch testid="connect-toggle" label="Connect" checked={busy === 'toggle' ? target : on}
+          <Switch testid="connect-toggle" label="Connect" checked={showOn}
             disabled={busy !== null || helperLost}
             onChange={(v) => {
-              setTarget(v);
-              void run('toggle', v ? api.connect : api.disconnect);
+              setPending({ target: v, from: session?.state });
+              void run('toggle', v ? api.connect : api.disconnect).then((ok) => ok || setPending(null));
             }} />
         </div>
       </div>

@@ -19,7 +19,7 @@ const LEVELS: { value: LogLevel; label: string }[] = [
   { value: 'trace', label: 'Trace (very verbose)' },
 ];
 
-export function SettingsView({ account }: { account: Account }) {
+export function SettingsView({ account, onSignedOut }: { account: Account; onSignedOut: () => void }) {
   const [settings, setSettings] = useState<Settings | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [saving, setSaving] = useState(false);
@@ -64,6 +64,7 @@ export function SettingsView({ account }: { account: Account }) {
     setSigningOut(true);
     try {
       await api.signOut();
+      onSignedOut();
     } catch (e) {
       setError(api.asCommandError(e).message);
       setSigningOut(false);

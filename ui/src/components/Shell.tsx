@@ -4,6 +4,7 @@
  * current section.
  */
 import type { ComponentChildren } from 'preact';
+import type { Account } from '../bindings/Account';
 import type { AppState } from '../store';
 import { About } from './About';
 import { Header } from './Header';
@@ -30,7 +31,13 @@ export function hostOf(url: string): string {
   }
 }
 
-export function Shell(props: { state: AppState; section: Section; onSection: (s: Section) => void; naive: boolean }) {
+export function Shell(props: {
+  state: AppState;
+  section: Section;
+  onSection: (s: Section) => void;
+  naive: boolean;
+  onAccount: (a: Account | null) => void;
+}) {
   const { state, section, onSection } = props;
   const account = state.account!;
   return (
@@ -64,7 +71,7 @@ export function Shell(props: { state: AppState; section: Section; onSection: (s:
         <div class="section" data-section={section}>
           {section === 'workspaces' && <Workspaces state={state} naive={props.naive} />}
           {section === 'logs' && <Logs logs={state.logs} />}
-          {section === 'settings' && <SettingsView account={account} />}
+          {section === 'settings' && <SettingsView account={account} onSignedOut={() => props.onAccount(null)} />}
           {section === 'about' && <About link={state.link} />}
         </div>
       </main>

@@ -5,6 +5,7 @@
  */
 import { useState } from 'preact/hooks';
 import * as api from '../api';
+import type { Account } from '../bindings/Account';
 import type { CommandError } from '../bindings/CommandError';
 import { Logo } from './icons';
 
@@ -24,7 +25,7 @@ export function errorField(kind: CommandError['kind']): Field {
   }
 }
 
-export function SignIn() {
+export function SignIn({ onSignedIn }: { onSignedIn: (a: Account) => void }) {
   const [url, setUrl] = useState('');
   const [token, setToken] = useState('');
   const [ca, setCa] = useState('');
@@ -37,8 +38,7 @@ export function SignIn() {
     setBusy(true);
     setError(null);
     try {
-      await api.signIn({ url: url.trim(), token: token.trim(), ca_pem: ca.trim() === '' ? null : ca });
-      // The account event that follows switches to the main window.
+      onSignedIn(await api.signIn({ url: url.trim(), token: token.trim(), ca_pem: ca.trim() === '' ? null : ca }));
     } catch (err) {
       const ce = api.asCommandError(err);
       setError({ field: errorField(ce.kind), message: ce.message });

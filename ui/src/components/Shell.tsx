@@ -51,7 +51,7 @@ export function Shell(props: {
           {SECTIONS.map(({ id, label, icon: Icon }) => (
             <li key={id}>
               <button type="button" class={`nav-item${section === id ? ' active' : ''}`} data-testid={`nav-${id}`}
-                aria-current={section === id ? 'page' : undefined} onClick={() => onSection(id)}>
+                aria-current={section === id ? "page" : undefined} title={label} onClick={() => onSection(id)}>
                 <Icon />
                 {label}
               </button>

@@ -42,6 +42,20 @@ describe('warren ui', () => {
     await done(page);
   });
 
+  test('missed events make the UI subscribe again and take the fresh snapshot', async () => {
+    const page = await open('seed=demo&session=connected');
+    await page.getByTestId('agent-row').first().waitFor();
+    await page.evaluate(() => {
+      // A diff numbered past the next expected seq: something was lost.
+      window.warrenMock.model.seq += 5;
+      window.warrenMock.stream({ event: 'peer_update', upserted_workspaces: [], upserted_agents: [], deleted_workspaces: ['w-api'], deleted_agents: [] });
+    });
+    await until(async () => (await calls(page, 'subscribe')).length === 2, { what: 'second subscribe' });
+    // The gap's diff was not applied, and the replayed snapshot shows everything.
+    await until(async () => (await page.getByTestId('agent-row').count()) === 7, { what: 'rows after replay' });
+    await done(page);
+  });
+
   test('dark mode follows the system', async () => {
     const page = await open('seed=demo&session=connected', { colorScheme: 'dark' });
     await page.getByTestId('agent-row').first().waitFor();

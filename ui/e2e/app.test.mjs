@@ -264,6 +264,13 @@ describe('warren ui', () => {
 
     await page.evaluate(() => window.warrenMock.setLink('connected'));
     await until(async () => (await trouble.count()) === 0, { what: 'trouble screen to go' });
+    // Searching after the helper was found once keeps the window, with a banner.
+    await page.evaluate(() => window.warrenMock.setLink('searching', { message: 'The Warren helper went away; looking for it again.' }));
+    await page.getByTestId('helper-lost').waitFor();
+    assert.match(await text(page, 'helper-lost'), /went away/);
+    assert.equal(await page.getByTestId('connect-toggle').isDisabled(), true);
+    await page.evaluate(() => window.warrenMock.setLink('connected'));
+    await until(async () => (await page.getByTestId('helper-lost').count()) === 0, { what: 'banner to go' });
     await until(async () => (await page.getByTestId('agent-row').count()) === 7, { what: 'rows back' });
     await done(page);
   });

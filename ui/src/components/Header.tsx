@@ -80,7 +80,8 @@ export function Header({ state }: { state: AppState }) {
       </div>
       {helperLost && (
         <div class="banner warn" data-testid="helper-lost">
-          <span class="spinner small" aria-hidden="true" /> Lost the Warren helper — looking for it…
+          <span class="spinner small" aria-hidden="true" />
+          {state.link?.message ?? 'Lost the Warren helper — looking for it…'}
         </div>
       )}
       {tunnel?.state === 'failed' && (

@@ -211,6 +211,18 @@ describe('warren ui', () => {
     await until(async () => (await visibleRows(page)) === 22, { what: '22 rows' });
     assert.equal(await text(page, 'filter-count'), '22 of 1,000 agents');
     await screenshot(page, 'filtered.png');
+    // Off-screen chunks stand in with exactly their content's height, so the
+    // scrollbar is right and nothing jumps when they render.
+    const placeholders = () => page.evaluate(() => {
+      const chunks = [...document.querySelectorAll('.chunk')].filter((c) => !c.hidden);
+      const style = document.createElement('style');
+      style.textContent = '.chunk { content-visibility: visible !important; }';
+      document.head.append(style);
+      const out = chunks.map((c) => [Math.round(c.getBoundingClientRect().height), Number(c.dataset.size.split(' ')[1].replace('px', ''))]);
+      style.remove();
+      return out;
+    });
+    for (const [real, placeholder] of await placeholders()) assert.equal(real, placeholder);
 
     // An agent name narrows within a workspace; so do DNS names and addresses.
     await page.getByTestId('filter').fill('worker.ws-7.');
@@ -225,6 +237,9 @@ describe('warren ui', () => {
     await page.getByTestId('clear-filter').click();
     await until(async () => (await visibleRows(page)) === 1000, { what: 'all rows back' });
     assert.equal(await page.getByTestId('filter').inputValue(), '');
+    const all = await placeholders();
+    assert.equal(all.length, 25);
+    for (const [real, placeholder] of all) assert.equal(real, placeholder);
     await done(page);
   });
 

@@ -3,8 +3,9 @@
  * agents, with the empty states (none yet, nothing matches, disconnected).
  *
  * Filtering is synchronous and never unmounts rows: non-matching workspaces
- * and agents are hidden, so a keystroke (or a backspace that brings 2,000
- * agents back) only flips `hidden` on the blocks that changed.
+ * and agents are hidden in place (`applyFilter`), so a keystroke (or a
+ * backspace that brings 2,000 agents back) only flips `hidden` where it
+ * changed. Blocks are grouped in chunks the browser skips while off screen.
  */
 import { memo } from '../memo';
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'preact/hooks';
@@ -99,8 +100,10 @@ export function Workspaces({ state, naive }: { state: AppState; naive: boolean }
         {naive ? (
           <NaiveList groups={groups} stats={state.stats} visible={result.visible} />
         ) : (
-          (mounted < groups.length ? groups.slice(0, mounted) : groups).map((g) => (
-            <WorkspaceBlock key={g.workspace.id} group={g} stats={state.stats} />
+          chunked(mounted < groups.length ? groups.slice(0, mounted) : groups).map((c, i) => (
+            <div class="chunk" key={i}>
+              {c.map((g) => <WorkspaceBlock key={g.workspace.id} group={g} stats={state.stats} />)}
+            </div>
           ))
         )}
       </div>
@@ -159,25 +162,62 @@ const WorkspaceBlock = memo(function WorkspaceBlock({ group, stats }: BlockProps
   );
 }, sameBlock);
 
+/** Workspaces per chunk: the unit the browser skips rendering for while off screen. */
+const CHUNK = 20;
+
 /**
- * Shows and hides workspace blocks and agent rows in place by the filter's
- * result, touching only elements whose visibility changes. Rows stay mounted
- * and no component re-renders, so a keystroke costs a pass over 2,000
- * elements rather than a render of them.
+ * Fixed heights (px) from styles.css, so a skipped chunk's placeholder is
+ * exactly as tall as its content would be and the scrollbar never jumps.
+ */
+export const LAYOUT = { borders: 2, head: 42, row: 54, noAgents: 44, gap: 12 };
+
+function chunked<T>(xs: readonly T[]): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < xs.length; i += CHUNK) out.push(xs.slice(i, i + CHUNK));
+  return out;
+}
+
+/**
+ * Shows and hides chunks, workspace blocks and agent rows in place by the
+ * filter's result, touching only elements whose visibility changes, and
+ * sizes each chunk's placeholder for when it is off screen. Rows stay
+ * mounted and no component re-renders, so a keystroke costs a pass over
+ * 2,000 elements rather than a render of them; and as the browser skips
+ * off-screen chunks (`content-visibility: auto`), it lays out ~50 chunks
+ * rather than 1,000 blocks.
  */
 function applyFilter(list: HTMLElement, visible: Map<string, 'all' | Set<string>>) {
-  for (let sec = list.firstElementChild as HTMLElement | null; sec; sec = sec.nextElementSibling as HTMLElement | null) {
-    const vis = visible.get(sec.dataset.workspaceId!);
-    const hide = vis === undefined;
-    if (sec.hidden !== hide) sec.hidden = hide;
-    if (hide) continue;
-    const rows = sec.lastElementChild!.children;
-    for (let i = 0; i < rows.length; i++) {
-      const row = rows[i] as HTMLElement;
-      const id = row.dataset.agentId;
-      if (id === undefined) continue;
-      const h = vis !== 'all' && !vis.has(id);
-      if (row.hidden !== h) row.hidden = h;
+  for (let chunk = list.firstElementChild as HTMLElement | null; chunk; chunk = chunk.nextElementSibling as HTMLElement | null) {
+    let height = 0;
+    let blocks = 0;
+    for (let sec = chunk.firstElementChild as HTMLElement | null; sec; sec = sec.nextElementSibling as HTMLElement | null) {
+      const vis = visible.get(sec.dataset.workspaceId!);
+      const hide = vis === undefined;
+      if (sec.hidden !== hide) sec.hidden = hide;
+      if (hide) continue;
+      blocks++;
+      const rows = sec.lastElementChild!.children;
+      let shown = 0;
+      let none = false;
+      for (let i = 0; i < rows.length; i++) {
+        const row = rows[i] as HTMLElement;
+        const id = row.dataset.agentId;
+        if (id === undefined) {
+          none = true;
+          continue;
+        }
+        const h = vis !== 'all' && !vis.has(id);
+        if (row.hidden !== h) row.hidden = h;
+        if (!h) shown++;
+      }
+      height += LAYOUT.borders + LAYOUT.head + shown * LAYOUT.row + (none ? LAYOUT.noAgents : 0);
+    }
+    const hide = blocks === 0;
+    if (chunk.hidden !== hide) chunk.hidden = hide;
+    const size = `none ${height + Math.max(0, blocks - 1) * LAYOUT.gap}px`;
+    if (!hide && chunk.dataset.size !== size) {
+      chunk.dataset.size = size;
+      chunk.style.containIntrinsicSize = size;
     }
   }
 }

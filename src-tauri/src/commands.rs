@@ -155,8 +155,8 @@ pub fn app_info(state: State<'_, AppState>) -> AppInfo {
 }
 
 #[tauri::command(rename_all = "snake_case")]
-pub fn subscribe(state: State<'_, AppState>, on_event: Channel<UiEvent>) {
-    state.hub.subscribe(ChannelSink(on_event));
+pub fn subscribe(webview: tauri::Webview, state: State<'_, AppState>, on_event: Channel<UiEvent>) {
+    state.hub.subscribe(webview.label(), ChannelSink(on_event));
 }
 
 #[tauri::command(rename_all = "snake_case")]

@@ -24,6 +24,10 @@ pub trait UiSink: Send + 'static {
 }
 
 struct Subscriber {
+    /// Which window it belongs to: a window that subscribes again (a reload,
+    /// or its own recovery from a gap) replaces its old channel, whose
+    /// sends would otherwise keep succeeding into nothing.
+    window: String,
     sink: Box<dyn UiSink>,
     /// The seq of the next event it gets.
     next_seq: u64,
@@ -104,11 +108,14 @@ impl Hub {
         self.changes.subscribe()
     }
 
-    /// Adds a UI subscriber: it gets the link and the account at once, and
-    /// the state as soon as a complete one is here.
-    pub fn subscribe(&self, sink: impl UiSink) {
+    /// Adds `window`'s UI subscriber, replacing its previous one: it gets
+    /// the link and the account at once, and the state as soon as a complete
+    /// one is here.
+    pub fn subscribe(&self, window: &str, sink: impl UiSink) {
         let mut inner = self.lock();
+        inner.subscribers.retain(|s| s.window != window);
         let mut sub = Subscriber {
+            window: window.to_string(),
             sink: Box::new(sink),
             next_seq: 0,
             synced: false,
@@ -380,7 +387,7 @@ mod tests {
             .unwrap();
         // Subscribes while the snapshot is still arriving in parts.
         let rec = Recorder::default();
-        hub.subscribe(rec.clone());
+        hub.subscribe("main", rec.clone());
         let first = rec.take();
         assert!(matches!(first[0], UiEvent::Helper { .. }), "{first:?}");
         assert!(matches!(first[1], UiEvent::Account { account: None }));
@@ -411,7 +418,7 @@ mod tests {
         // A late subscriber gets its own snapshot, numbered from 0, with
         // the stats already in it.
         let late = Recorder::default();
-        hub.subscribe(late.clone());
+        hub.subscribe("late", late.clone());
         let got = late.take();
         let s = stream(&got);
         assert_eq!(s.len(), 1);
@@ -430,7 +437,7 @@ mod tests {
         let hub = Hub::new("s".into(), None);
         hub.set_link(connected());
         let rec = Recorder::default();
-        hub.subscribe(rec.clone());
+        hub.subscribe("main", rec.clone());
         hub.apply(0, part(0, true, vec![ws("w1")], vec![agent("a1", "w1")]))
             .unwrap();
         rec.take();
@@ -453,7 +460,7 @@ mod tests {
             .unwrap();
         assert_eq!(hub.view().workspaces.len(), 1);
         let rec = Recorder::default();
-        hub.subscribe(rec.clone());
+        hub.subscribe("main", rec.clone());
         rec.take();
         let mut lost = connected();
         lost.state = HelperLinkState::Searching;
@@ -476,8 +483,8 @@ mod tests {
         let hub = Hub::new("s".into(), None);
         let a = Recorder::default();
         let b = Recorder::default();
-        hub.subscribe(a.clone());
-        hub.subscribe(b.clone());
+        hub.subscribe("a", a.clone());
+        hub.subscribe("b", b.clone());
         *a.gone.lock().unwrap() = true;
         hub.set_account(Some(Account {
             url: "https://c".into(),
@@ -488,6 +495,30 @@ mod tests {
             b.take().last(),
             Some(UiEvent::Account { account: Some(_) })
         ));
+    }
+
+    #[test]
+    fn a_window_that_subscribes_again_replaces_its_old_channel() {
+        let hub = Hub::new("s".into(), None);
+        hub.set_link(connected());
+        hub.apply(0, part(0, true, vec![ws("w1")], vec![agent("a1", "w1")]))
+            .unwrap();
+        let old = Recorder::default();
+        let new = Recorder::default();
+        hub.subscribe("main", old.clone());
+        hub.subscribe("main", new.clone());
+        assert_eq!(hub.subscriber_count(), 1);
+        old.take();
+        new.take();
+        hub.apply(1, Event::PeerStats { stats: vec![] }).unwrap();
+        assert!(
+            old.take().is_empty(),
+            "the replaced channel still gets events"
+        );
+        assert_eq!(
+            stream(&new.take()),
+            vec![(1, &Event::PeerStats { stats: vec![] })]
+        );
     }
 
     #[test]

@@ -254,6 +254,19 @@ describe('warren ui', () => {
     await done(page);
   });
 
+  test('clicking the round trip pings the agent and shows the answer or why there was none', async () => {
+    const page = await open('seed=demo&session=connected');
+    const row = page.locator('[data-agent-id=a-api-main]');
+    await row.getByTestId('rtt').click();
+    await until(async () => (await row.getByTestId('rtt').textContent()) === '0.4 ms', { what: 'ping result' });
+    assert.deepEqual(await calls(page, 'ping'), [{ target: 'main.api.alice.warren' }]);
+    const offline = page.locator('[data-testid=agent-row][data-dot=red]').first();
+    await offline.getByTestId('rtt').click();
+    await until(async () => (await offline.getByTestId('rtt').textContent()) === 'no reply', { what: 'no reply' });
+    assert.match(await offline.getByTestId('rtt').getAttribute('title'), /No reply from/);
+    await done(page);
+  });
+
   test('helper trouble screens appear and go away by themselves', async () => {
     const page = await open('seed=demo&session=connected');
     await page.getByTestId('agent-row').first().waitFor();

@@ -187,6 +187,12 @@ async function handle(cmd: string, args: Record<string, unknown> | undefined): P
       return '/home/alice/Downloads/warren-logs-2026-11-23.zip';
     case 'copy_text':
       return null;
+    case 'ping': {
+      const target = args!.target as string;
+      const agent = m.agents.find((a) => a.dns_names.includes(target));
+      if (!agent || !agent.online) return fail('helper', `No reply from ${target} within 2 s; is its agent running?`);
+      return { agent_id: agent.id, name: target, address: agent.addresses[0] ?? '100.64.0.9', rtt_us: 420, endpoint: null };
+    }
     default:
       return fail('other', `unknown command ${cmd}`);
   }

@@ -7,6 +7,7 @@ import { Channel, invoke } from '@tauri-apps/api/core';
 import type { Account } from './bindings/Account';
 import type { AppInfo } from './bindings/AppInfo';
 import type { CommandError } from './bindings/CommandError';
+import type { PingReport } from './bindings/PingReport';
 import type { Settings } from './bindings/Settings';
 import type { SignInRequest } from './bindings/SignInRequest';
 import type { UiEvent } from './bindings/UiEvent';
@@ -35,6 +36,8 @@ export const setSettings = (settings: Settings) => invoke<Settings>('set_setting
 export const exportLogs = () => invoke<string | null>('export_logs');
 export const copyText = (text: string) => invoke<void>('copy_text', { text });
 export const uiReady = () => invoke<void>('ui_ready');
+/** One ICMP echo through the tunnel, timed by the helper (as `warren ping`). */
+export const ping = (target: string) => invoke<PingReport>('ping', { target });
 
 /**
  * The `CommandError` a command rejected with; anything else (a bug, a

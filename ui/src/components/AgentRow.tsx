@@ -1,6 +1,6 @@
 /**
  * One agent: status dot, name, primary DNS name with a copy button,
- * handshake age, traffic and round-trip time.
+ * handshake age, traffic and round-trip time (a button: ping it now).
  *
  * Memoized by (agent, stats) object identity, so a stats update
  * re-renders only the rows whose figures changed. The handshake age and the
@@ -16,6 +16,8 @@ import { onTick } from '../clock';
 import { agentDot, formatRtt, handshakeText, trafficText } from '../status';
 
 const COPIED_FOR_MS = 1500;
+/** How long a fresh ping result stays before the reported RTT returns. */
+const PING_SHOWN_MS = 4000;
 
 export interface AgentRowProps {
   agent: Agent;
@@ -61,7 +63,7 @@ function AgentRowImpl({ agent, stats }: AgentRowProps) {
       </span>
       <span class="handshake" ref={hsRef} data-testid="handshake" />
       <span class="traffic" data-testid="traffic">{trafficText(stats)}</span>
-      <span class="rtt" data-testid="rtt">{formatRtt(stats?.rtt_us)}</span>
+      <PingButton target={name} rttUs={stats?.rtt_us} />
     </div>
   );
 }
@@ -90,6 +92,43 @@ function CopyButton({ text }: { text: string }) {
     <button type="button" class={`copy${copied ? ' copied' : ''}`} data-testid="copy-name" onClick={copy}
       title={failed ?? `Copy ${text}`} aria-label={`Copy ${text}`}>
       {copied ? <span>Copied</span> : null}
+    </button>
+  );
+}
+
+type PingShown = { text: string; error: boolean; title: string };
+
+/**
+ * The round-trip time the helper reported; clicking it pings the agent now
+ * through the tunnel and shows that answer (or why there was none) for a
+ * few seconds.
+ */
+function PingButton({ target, rttUs }: { target: string | null; rttUs: number | null | undefined }) {
+  const [busy, setBusy] = useState(false);
+  const [shown, setShown] = useState<PingShown | null>(null);
+  const timer = useRef<ReturnType<typeof setTimeout>>();
+  useEffect(() => () => clearTimeout(timer.current), []);
+  const ping = async () => {
+    if (!target || busy) return;
+    setBusy(true);
+    let next: PingShown;
+    try {
+      const report = await api.ping(target);
+      next = { text: formatRtt(report.rtt_us), error: false, title: `Reply from ${report.address}` };
+    } catch (e) {
+      const err = api.asCommandError(e);
+      next = { text: 'no reply', error: true, title: err.message };
+    }
+    setBusy(false);
+    setShown(next);
+    clearTimeout(timer.current);
+    timer.current = setTimeout(() => setShown(null), PING_SHOWN_MS);
+  };
+  const cls = `rtt ping${shown ? (shown.error ? ' ping-failed' : ' ping-ok') : ''}`;
+  return (
+    <button type="button" class={cls} data-testid="rtt" onClick={ping} disabled={!target}
+      title={shown?.title ?? (target ? `Ping ${target} through the tunnel` : 'No address yet')}>
+      {busy ? 'pinging…' : shown ? shown.text : formatRtt(rttUs)}
     </button>
   );
 }

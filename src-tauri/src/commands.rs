@@ -105,32 +105,33 @@ pub async fn connect_session(state: &AppState) -> Result<()> {
                 ),
             )
         })?;
-    state.stop_expected.store(false, Ordering::SeqCst);
-    helper(state)
-        .await?
-        .request_ok(Request::Start {
+    session_request(
+        state,
+        Request::Start {
             url: cfg.url,
             token: tok,
             ca: cfg.ca_pem,
-        })
-        .await
-        .map_err(from_client)
+        },
+    )
+    .await
 }
 
 pub async fn disconnect_session(state: &AppState) -> Result<()> {
-    state.stop_expected.store(true, Ordering::SeqCst);
-    helper(state)
-        .await?
-        .request_ok(Request::Stop)
-        .await
-        .map_err(from_client)
+    session_request(state, Request::Stop).await
 }
 
 pub async fn reconnect_session(state: &AppState) -> Result<()> {
-    state.stop_expected.store(false, Ordering::SeqCst);
+    session_request(state, Request::Reconnect).await
+}
+
+/// Sends a session request; only `Stop` is a disconnect the person asked
+/// for, which the tray must not report as a drop.
+async fn session_request(state: &AppState, request: Request) -> Result<()> {
+    let stopping = matches!(request, Request::Stop);
+    state.stop_expected.store(stopping, Ordering::SeqCst);
     helper(state)
         .await?
-        .request_ok(Request::Reconnect)
+        .request_ok(request)
         .await
         .map_err(from_client)
 }

@@ -8,7 +8,10 @@
 //! the WebDriver session is deleted, then every process below `tauri-driver`
 //! (WebKitWebDriver, the app, its WebKit helpers) is killed by pid before
 //! `tauri-driver` itself, because `tauri-driver` only stops its native
-//! driver and the app would outlive both.
+//! driver and the app would outlive both. When the test process is killed
+//! outright (no Drop), parent-death signals take the chain down instead:
+//! the native driver and the app are started through `setpriv --pdeathsig`
+//! wrappers.
 //!
 //! Missing tools are a failure with the package to install, never a skip.
 
@@ -192,6 +195,27 @@ fn first_stdout_line(proc: &mut Proc, copy_to: PathBuf, timeout: Duration) -> Op
         }
     });
     rx.recv_timeout(timeout).ok()
+}
+
+/// A shell script at `path` that runs `program` with its arguments and
+/// SIGKILL as its parent-death signal (util-linux `setpriv`), so the chain
+/// tauri-driver → WebKitWebDriver → app dies with the test even when the
+/// test process is killed outright and no Drop runs. Without `setpriv` it
+/// just runs `program`.
+pub fn dies_with_parent_wrapper(path: &Path, program: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let quoted = format!("'{}'", program.display().to_string().replace('\'', "'\\''"));
+    let body = match which("setpriv") {
+        Some(setpriv) => format!(
+            "#!/bin/sh\nexec '{}' --pdeathsig KILL -- {quoted} \"$@\"\n",
+            setpriv.display()
+        ),
+        None => format!("#!/bin/sh\nexec {quoted} \"$@\"\n"),
+    };
+    std::fs::write(path, body).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+    path.to_path_buf()
 }
 
 /// A private X server.
@@ -397,7 +421,10 @@ impl Desktop {
                 "capabilities": {
                     "alwaysMatch": {
                         "tauri:options": {
-                            "application": app,
+                            "application": dies_with_parent_wrapper(
+                                &self.dir.join("app-wrapper.sh"),
+                                app,
+                            ),
                             "args": args,
                         }
                     }
@@ -466,7 +493,10 @@ impl Driver {
             .arg("--native-port")
             .arg(native_port.to_string())
             .arg("--native-driver")
-            .arg(&desktop.tools.webkit_driver)
+            .arg(dies_with_parent_wrapper(
+                &desktop.dir.join("webkit-driver-wrapper.sh"),
+                &desktop.tools.webkit_driver,
+            ))
             // Its own process group, so what it starts can be found and
             // killed as a group even if a pid walk misses something.
             .process_group(0);

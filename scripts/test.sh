@@ -52,12 +52,14 @@ declare -A PKG_FOR=(
     [dig]=dnsutils
     [dnsperf]=dnsperf
     # The desktop app: a virtual X display, a session bus, WebKit's WebDriver
-    # for the real-app test and Chromium for the UI's browser tests.
+    # for the real-app test (screenshots with ImageMagick's import, the
+    # clipboard read with xclip) and Chromium for the UI's browser tests.
     [Xvfb]=xvfb
     [dbus-daemon]=dbus
     [WebKitWebDriver]=webkit2gtk-driver
     [chromium]=chromium
     [xclip]=xclip
+    [import]=imagemagick
     # A real Secret Service for the keyring test.
     [gnome-keyring-daemon]=gnome-keyring
     [secret-tool]=libsecret-tools

@@ -8,7 +8,9 @@
 //! agents; an agent added with the admin CLI appears within 2 s; the copy
 //! button puts its DNS name on the X clipboard (read with xclip); a killed
 //! helper shows the "helper missing" screen; a new helper on the same socket
-//! is found within 3 s; Connect again; About shows both versions; Disconnect.
+//! is found within 3 s; Connect again; About shows both versions; Disconnect;
+//! a second launch hands over to the running app and exits; Sign out removes
+//! the saved sign-in and the token.
 //! A screenshot of each step goes to `$WARREN_SCREENSHOT_DIR` (default
 //! `target/screenshots`, `real-*.png`).
 //!
@@ -346,6 +348,53 @@ fn desktop_app_signs_in_connects_follows_the_helper_and_disconnects() {
         &session_state_is("disconnected"),
     );
     app.screenshot("real-disconnected.png");
+
+    // 12. One instance only: a second launch in the same session hands over
+    // to the running app (which shows its window) and exits.
+    let mut second = desktop.spawn(
+        "second-instance",
+        &app_bin,
+        &["--socket".into(), socket.clone().into_os_string()],
+        &env,
+    );
+    let exited = warren_e2e::poll_until(Duration::from_secs(20), || second.try_wait());
+    let status = exited.unwrap_or_else(|| {
+        second.kill();
+        panic!("a second warren-desktop kept running next to the first")
+    });
+    assert!(status.success(), "the second launch exited with {status}");
+    let shown = warren_e2e::poll_until(Duration::from_secs(10), || {
+        warren_e2e::read_all_files(&dir.join("app-logs"))
+            .iter()
+            .any(|(_, text)| text.contains("second launch: showing the window"))
+            .then_some(())
+    });
+    assert!(
+        shown.is_some(),
+        "the running app did not hear of the second launch"
+    );
+    assert_eq!(
+        app.app_pids(&app_bin).len(),
+        1,
+        "still exactly one warren-desktop"
+    );
+
+    // 13. Sign out: back to the sign-in form, the saved sign-in and the
+    // token are gone.
+    app.click("[data-testid=nav-settings]");
+    app.click("[data-testid=sign-out]");
+    app.click("[data-testid=sign-out-confirm]");
+    app.wait_element("[data-testid=signin-url]", Duration::from_secs(10));
+    let config_dir = dir.join("app-config");
+    assert!(
+        !config_dir.join("config.json").exists(),
+        "sign-out left the saved sign-in"
+    );
+    assert!(
+        !config_dir.join("token").exists(),
+        "sign-out left the token file"
+    );
+    app.screenshot("real-signed-out.png");
 
     // The app's log names no token.
     let logs = warren_e2e::read_all_files(&dir.join("app-logs"));

@@ -157,19 +157,25 @@ echo
 # The desktop app, signed in through the same config directory. Building it
 # needs WebKitGTK's headers and Node.js; as root the demo installs them.
 build_desktop() {
-    local pkgs="libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev nodejs npm"
     local missing=()
-    for pkg in $pkgs; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+    for pkg in libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    # Node.js may come from elsewhere than Debian; only the commands matter.
+    command -v node >/dev/null || missing+=(nodejs)
+    command -v npm >/dev/null || missing+=(npm)
     if [[ ${#missing[@]} -gt 0 ]]; then
         if [[ $(id -u) -ne 0 ]]; then
             echo "(skipping the desktop app: install ${missing[*]} first)"
             return 1
         fi
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || return 1
     fi
-    [[ -d "$ROOT/ui/node_modules" ]] || npm --prefix "$ROOT/ui" ci --no-audit --no-fund --silent
-    npm --prefix "$ROOT/ui" run --silent build >/dev/null
-    (cd "$ROOT" && cargo build --quiet -p warren-desktop)
+    if [[ ! -d "$ROOT/ui/node_modules" ]]; then
+        npm --prefix "$ROOT/ui" ci --no-audit --no-fund --silent || return 1
+    fi
+    npm --prefix "$ROOT/ui" run --silent build >/dev/null || return 1
+    (cd "$ROOT" && cargo build --quiet -p warren-desktop) || return 1
 }
 DESKTOP_NOTE="  $BIN/warren-desktop                                   # the desktop app (needs a display)"
 echo

@@ -217,6 +217,32 @@ fn desktop_app_signs_in_connects_follows_the_helper_and_disconnects() {
     );
     app.screenshot("real-agent-added.png");
 
+    // 5b. The round trip is a ping button; this helper runs without a
+    // tunnel, so the answer is "no reply" with the helper's reason.
+    let rtt_css = format!(
+        "[data-testid=agent-row][data-agent-id={}] [data-testid=rtt]",
+        js_str(
+            app.execute(&format!("return ({cache_row})?.dataset.agentId"), json!([]))
+                .as_str()
+                .expect("the cache row has an id")
+        )
+    );
+    app.click(&rtt_css);
+    let (title, _) = app.wait_js(
+        Duration::from_secs(10),
+        "the ping's answer in the row",
+        &format!(
+            "(e => e?.textContent === 'no reply' && e.title)(document.querySelector({}))",
+            js_str(&rtt_css)
+        ),
+    );
+    assert!(
+        title
+            .as_str()
+            .is_some_and(|t| t.contains("without a tunnel")),
+        "the ping failure should carry the helper's reason: {title}"
+    );
+
     // 6. Copy puts the DNS name on the X clipboard.
     let cache_id = app.execute(&format!("return ({cache_row})?.dataset.agentId"), json!([]));
     let cache_id = cache_id

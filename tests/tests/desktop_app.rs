@@ -9,8 +9,9 @@
 //! button puts its DNS name on the X clipboard (read with xclip); a killed
 //! helper shows the "helper missing" screen; a new helper on the same socket
 //! is found within 3 s; Connect again; About shows both versions; Disconnect;
-//! a second launch hands over to the running app and exits; Sign out removes
-//! the saved sign-in and the token.
+//! a second launch hands over to the running app and exits; Start on login
+//! writes and removes the autostart entry; Sign out removes the saved sign-in
+//! and the token.
 //! A screenshot of each step goes to `$WARREN_SCREENSHOT_DIR` (default
 //! `target/screenshots`, `real-*.png`).
 //!
@@ -60,6 +61,7 @@ fn desktop_app_signs_in_connects_follows_the_helper_and_disconnects() {
     drop(tools);
 
     let dir = TestDir::new("desktop");
+    std::fs::create_dir_all(dir.join("home")).unwrap();
     let coord = Coordinator::start(dir.path());
     let token = coord.user_with_token("alice");
     coord.user_with_token("bob");
@@ -77,6 +79,8 @@ fn desktop_app_signs_in_connects_follows_the_helper_and_disconnects() {
     let ready_file = dir.join("app-ready");
     let env: Vec<(String, OsString)> = vec![
         ("WARREN_CONFIG_DIR".into(), dir.join("app-config").into()),
+        // A private home: the autostart entry goes to ~/.config/autostart.
+        ("HOME".into(), dir.join("home").into()),
         ("WARREN_KEYRING".into(), "file".into()),
         ("WARREN_DESKTOP_LOG_DIR".into(), dir.join("app-logs").into()),
         (
@@ -405,9 +409,34 @@ fn desktop_app_signs_in_connects_follows_the_helper_and_disconnects() {
         "still exactly one warren-desktop"
     );
 
-    // 13. Sign out: back to the sign-in form, the saved sign-in and the
-    // token are gone.
+    // 13. Start on login writes the session's autostart entry, and taking
+    // it back removes it; the setting is saved.
     app.click("[data-testid=nav-settings]");
+    let autostart_dir = dir.join("home").join(".config").join("autostart");
+    let entry = || {
+        std::fs::read_dir(&autostart_dir)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("warren-desktop")))
+    };
+    app.click("[data-testid=settings-autostart]");
+    let written = warren_e2e::poll_until(Duration::from_secs(10), entry)
+        .expect("Start on login wrote no autostart entry naming warren-desktop");
+    eprintln!("autostart entry: {}", written.display());
+    let saved = std::fs::read_to_string(dir.join("app-config").join("desktop.json"))
+        .expect("the settings are saved");
+    assert!(saved.contains("\"start_on_login\": true"), "{saved}");
+    app.click("[data-testid=settings-autostart]");
+    assert!(
+        warren_e2e::poll_until(Duration::from_secs(10), || entry().is_none().then_some(()))
+            .is_some(),
+        "turning Start on login off left {}",
+        written.display()
+    );
+
+    // 14. Sign out: back to the sign-in form, the saved sign-in and the
+    // token are gone.
     app.click("[data-testid=sign-out]");
     app.click("[data-testid=sign-out-confirm]");
     app.wait_element("[data-testid=signin-url]", Duration::from_secs(10));

@@ -1,6 +1,7 @@
 //! What the tray icon shows and when the app notifies, decided from the
 //! link and the session alone (no Tauri here, so the rules are unit-tested).
 
+use std::time::{Duration, Instant};
 use warren_proto::app::{HelperLink, HelperLinkState};
 use warren_proto::ipc::{SessionInfo, SessionState, TunnelState};
 
@@ -137,6 +138,77 @@ pub fn notice(
     }
 }
 
+/// How long the helper may be away before a connected person is told:
+/// a helper restart (an upgrade) is usually over well within it.
+pub const HELPER_GONE_GRACE: Duration = Duration::from_secs(5);
+
+/// Follows the helper going away and coming back while the person was
+/// connected: tells them if it stays away, and says when to hand the new
+/// helper the token again (it starts without a session; the token lives
+/// with the app, never on the helper's disk).
+#[derive(Debug, Default)]
+pub struct HelperWatch {
+    lost: Option<Lost>,
+}
+
+#[derive(Debug)]
+struct Lost {
+    at: Instant,
+    /// The person was connected (or on the way) and didn't ask to stop.
+    was_on: bool,
+    notified: bool,
+}
+
+impl HelperWatch {
+    /// The link to the helper is gone; `last` is the session seen before.
+    pub fn lost(&mut self, now: Instant, last: Option<&SessionInfo>, stop_expected: bool) {
+        if self.lost.is_some() {
+            return;
+        }
+        let was_on = !stop_expected
+            && last.is_some_and(|s| {
+                matches!(
+                    s.state,
+                    SessionState::Connected | SessionState::Connecting | SessionState::Reconnecting
+                )
+            });
+        self.lost = Some(Lost {
+            at: now,
+            was_on,
+            notified: false,
+        });
+    }
+
+    /// Time passed with the helper still away: one notice once the grace is
+    /// over.
+    pub fn tick(&mut self, now: Instant) -> Option<Notice> {
+        let lost = self.lost.as_mut()?;
+        if !lost.was_on || lost.notified || now.duration_since(lost.at) < HELPER_GONE_GRACE {
+            return None;
+        }
+        lost.notified = true;
+        Some(Notice {
+            title: "Disconnected".into(),
+            body: "The Warren helper stopped. Warren connects again when it is back.".into(),
+        })
+    }
+
+    /// When [`HelperWatch::tick`] has something to say.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.lost
+            .as_ref()
+            .filter(|l| l.was_on && !l.notified)
+            .map(|l| l.at + HELPER_GONE_GRACE)
+    }
+
+    /// The helper is back with `session`: whether to hand it the token again.
+    pub fn found(&mut self, session: &SessionInfo) -> bool {
+        self.lost
+            .take()
+            .is_some_and(|l| l.was_on && session.state == SessionState::Disconnected)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +294,43 @@ mod tests {
             summary(&link(HelperLinkState::NotPermitted), None),
             "Not allowed to use the Warren helper"
         );
+    }
+
+    #[test]
+    fn a_restarted_helper_gets_the_session_back_and_a_long_absence_is_told_once() {
+        let t0 = Instant::now();
+        let connected = session(SessionState::Connected, None);
+        let fresh = session(SessionState::Disconnected, None);
+
+        // Back within the grace: no notice, connect again.
+        let mut w = HelperWatch::default();
+        w.lost(t0, Some(&connected), false);
+        assert_eq!(w.deadline(), Some(t0 + HELPER_GONE_GRACE));
+        assert!(w.tick(t0 + Duration::from_secs(1)).is_none());
+        assert!(w.found(&fresh));
+        assert!(!w.found(&fresh), "only once per absence");
+
+        // Away for long: told once; still reconnects when back.
+        let mut w = HelperWatch::default();
+        w.lost(t0, Some(&connected), false);
+        assert!(w.tick(t0 + HELPER_GONE_GRACE).is_some());
+        assert!(w.tick(t0 + HELPER_GONE_GRACE * 2).is_none());
+        assert_eq!(w.deadline(), None);
+        assert!(w.found(&fresh));
+
+        // Disconnected on purpose, or never connected: nothing to restore.
+        let mut w = HelperWatch::default();
+        w.lost(t0, Some(&connected), true);
+        assert!(w.tick(t0 + HELPER_GONE_GRACE).is_none());
+        assert!(!w.found(&fresh));
+        let mut w = HelperWatch::default();
+        w.lost(t0, Some(&fresh), false);
+        assert!(!w.found(&fresh));
+
+        // A helper that kept its session (only our link broke) is left be.
+        let mut w = HelperWatch::default();
+        w.lost(t0, Some(&connected), false);
+        assert!(!w.found(&connected));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The tray icon: one look per state, a menu to connect, disconnect,
 //! reconnect, copy a workspace's name, open the window or quit, and the
 //! notifications for connected, an unexpected drop and sign-in required.
+//! It also hands a restarted helper the session back (see
+//! [`status::HelperWatch`]).
 //! It follows the hub's change signal, so it costs nothing between changes.
 
 use crate::commands::{self, AppState};
@@ -9,6 +11,7 @@ use crate::platform;
 use crate::status::{self, TrayState};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 use tauri::image::Image;
 use tauri::menu::{IsMenuItem, Menu, MenuItem, PredefinedMenuItem, Submenu};
 use tauri::tray::{MouseButton, MouseButtonState, TrayIcon, TrayIconBuilder, TrayIconEvent};
@@ -216,6 +219,8 @@ pub async fn follow(app: AppHandle, hub: Arc<Hub>, notify_sign_in: bool) {
     let mut last_model: Option<MenuModel> = None;
     let mut last_state: Option<TrayState> = None;
     let mut last_session = None;
+    let mut link_was_up = false;
+    let mut helper_watch = status::HelperWatch::default();
     if notify_sign_in && hub.account().is_none() {
         platform::notify(
             &app,
@@ -227,6 +232,30 @@ pub async fn follow(app: AppHandle, hub: Arc<Hub>, notify_sign_in: bool) {
         let view = hub.view();
         let state = app.state::<AppState>();
         let stop_expected = state.stop_expected.load(Ordering::SeqCst);
+        let link_up = view.link.state == HelperLinkState::Connected;
+        if !link_up {
+            if link_was_up {
+                helper_watch.lost(Instant::now(), last_session.as_ref(), stop_expected);
+                // A new helper's fresh session is not a drop to report.
+                last_session = None;
+            }
+            if let Some(n) = helper_watch.tick(Instant::now()) {
+                platform::notify(&app, &n.title, &n.body);
+            }
+        } else if let Some(session) = &view.session {
+            if helper_watch.found(session) && view.account.is_some() {
+                tracing::info!("the helper came back without a session; connecting again");
+                let app = app.clone();
+                tauri::async_runtime::spawn(async move {
+                    let state = app.state::<AppState>();
+                    if let Err(e) = commands::connect_session(&state).await {
+                        tracing::warn!(error = %e, "can't connect the restarted helper");
+                        platform::notify(&app, "Warren", &e.message);
+                    }
+                });
+            }
+        }
+        link_was_up = link_up;
         if let Some(n) = status::notice(last_session.as_ref(), view.session.as_ref(), stop_expected)
         {
             platform::notify(&app, &n.title, &n.body);
@@ -257,7 +286,17 @@ pub async fn follow(app: AppHandle, hub: Arc<Hub>, notify_sign_in: bool) {
                 last_model = Some(model);
             }
         }
-        if changes.changed().await.is_err() {
+        let changed = match helper_watch.deadline() {
+            Some(at) => {
+                match tokio::time::timeout_at(at.into(), changes.changed()).await {
+                    Ok(res) => res,
+                    // The grace ran out: loop round to tell the person.
+                    Err(_) => Ok(()),
+                }
+            }
+            None => changes.changed().await,
+        };
+        if changed.is_err() {
             return;
         }
     }

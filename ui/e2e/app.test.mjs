@@ -267,6 +267,23 @@ describe('warren ui', () => {
     await done(page);
   });
 
+  test('a rejected token offers to sign in again, with the deployment filled in', async () => {
+    const page = await open('seed=demo&session=connected');
+    await page.getByTestId('agent-row').first().waitFor();
+    await page.evaluate(() =>
+      window.warrenMock.setSession('failed', {
+        reason: 'The coordinator rejected your token — sign in again with `warren login`.',
+      }),
+    );
+    await page.getByTestId('sign-in-required').waitFor();
+    await screenshot(page, 'sign-in-required.png');
+    await page.getByTestId('sign-in-again').click();
+    await page.getByTestId('signin-url').waitFor();
+    assert.equal(await page.getByTestId('signin-url').inputValue(), 'https://warren.example.com');
+    assert.deepEqual((await calls(page, 'sign_out')).length, 1);
+    await done(page);
+  });
+
   test('helper trouble screens appear and go away by themselves', async () => {
     const page = await open('seed=demo&session=connected');
     await page.getByTestId('agent-row').first().waitFor();

@@ -6,6 +6,7 @@ import {
   formatBytes,
   formatRtt,
   handshakeText,
+  needsSignIn,
   retryText,
   sessionIsOn,
   sessionText,
@@ -69,6 +70,17 @@ describe('numbers', () => {
     expect(formatRtt(500)).toBe('0.5 ms');
     expect(formatRtt(12_345)).toBe('12 ms');
     expect(formatRtt(null)).toBe('–');
+  });
+});
+
+describe('sign-in required', () => {
+  it('only when the coordinator rejected the token', () => {
+    const rejected = 'The coordinator rejected your token — sign in again with `warren login`.';
+    expect(needsSignIn(session('failed', { reason: rejected }))).toBe(true);
+    expect(needsSignIn(session('failed', { reason: 'the deployment is gone' }))).toBe(false);
+    expect(needsSignIn(session('reconnecting', { reason: rejected }))).toBe(false);
+    expect(needsSignIn(null)).toBe(false);
+    expect(sessionText(session('failed', { reason: rejected }), 0, 0)).toBe('Failed — the coordinator rejected the token');
   });
 });
 

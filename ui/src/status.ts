@@ -110,8 +110,18 @@ export function sessionText(session: SessionInfo | null, since: number, now: num
     case 'disconnected':
       return 'Disconnected';
     case 'failed':
-      return `Failed${reason}`;
+      // The helper's reason points terminal users at `warren login`; the
+      // window has its own way back (the banner under this line).
+      return needsSignIn(session) ? 'Failed — the coordinator rejected the token' : `Failed${reason}`;
   }
+}
+
+/**
+ * The coordinator no longer takes the saved token (the helper's reason for
+ * a failed session says so): only signing in again helps.
+ */
+export function needsSignIn(session: SessionInfo | null | undefined): boolean {
+  return session?.state === 'failed' && /rejected your token/i.test(session.reason ?? '');
 }
 
 /** The dot next to the session line. */

@@ -155,6 +155,16 @@ describe('link, account and logs', () => {
     expect(s.account).toEqual({ url: 'https://w.example', user: 'alice' });
   });
 
+  it('remembers the deployment after a sign-out, to offer it again', () => {
+    expect(initialState.lastUrl).toBeNull();
+    let s = applyEvent(initialState, { kind: 'account', account: { url: 'https://w.example', user: 'alice' } }, 0);
+    s = applyEvent(s, { kind: 'account', account: null }, 0);
+    expect(s.account).toBeNull();
+    expect(s.lastUrl).toBe('https://w.example');
+    s = applyEvent(s, { kind: 'account', account: null }, 0);
+    expect(s.lastUrl).toBe('https://w.example');
+  });
+
   it('keeps the last 1,000 log lines', () => {
     let s = run([stream(0, statePart(0, true, [], []))]);
     for (let i = 0; i < LOG_CAPACITY + 250; i++) {

@@ -35,6 +35,8 @@ export interface AppState {
   linkAt: number;
   /** `undefined` until the app said; `null` means signed out. */
   account: Account | null | undefined;
+  /** The deployment last signed in to, to offer it again after a sign-out. */
+  lastUrl: string | null;
   session: SessionInfo | null;
   /** When the session arrived: its `retry_in_ms` counts from here. */
   sessionAt: number;
@@ -59,6 +61,7 @@ export const initialState: AppState = {
   link: null,
   linkAt: 0,
   account: undefined,
+  lastUrl: null,
   session: null,
   sessionAt: 0,
   workspaces: new Map(),
@@ -85,7 +88,7 @@ export function applyEvent(state: AppState, ev: UiEvent, now: number): AppState 
       return next;
     }
     case 'account':
-      return { ...state, account: ev.account };
+      return { ...state, account: ev.account, lastUrl: ev.account?.url ?? state.account?.url ?? state.lastUrl };
     case 'stream':
       return applyStream(state, ev.seq, ev.event, now);
   }

@@ -6,7 +6,7 @@ import { useEffect, useState } from 'preact/hooks';
 import * as api from '../api';
 import { useNow } from '../clock';
 import type { AppState } from '../store';
-import { sessionDot, sessionIsOn, sessionText } from '../status';
+import { needsSignIn, sessionDot, sessionIsOn, sessionText } from '../status';
 import { IconAlert, IconRefresh } from './icons';
 import { hostOf } from './Shell';
 import { Switch } from './Switch';
@@ -14,10 +14,10 @@ import { Switch } from './Switch';
 /** How long the switch may show a target the session hasn't reached yet. */
 const PENDING_MS = 3000;
 
-export function Header({ state }: { state: AppState }) {
+export function Header({ state, onSignedOut }: { state: AppState; onSignedOut: () => void }) {
   const session = state.session;
   const on = sessionIsOn(session?.state);
-  const [busy, setBusy] = useState<null | 'toggle' | 'reconnect'>(null);
+  const [busy, setBusy] = useState<null | 'toggle' | 'reconnect' | 'sign-in'>(null);
   const [error, setError] = useState<string | null>(null);
   // While connect/disconnect runs, and until the session moves (at most
   // PENDING_MS), the switch shows where it is going instead of flicking back.
@@ -34,7 +34,7 @@ export function Header({ state }: { state: AppState }) {
   const helperLost = state.link?.state !== 'connected';
 
   /** Runs a command; resolves to whether it succeeded. */
-  const run = async (what: 'toggle' | 'reconnect', f: () => Promise<void>): Promise<boolean> => {
+  const run = async (what: 'toggle' | 'reconnect' | 'sign-in', f: () => Promise<void>): Promise<boolean> => {
     setBusy(what);
     setError(null);
     try {
@@ -82,6 +82,16 @@ export function Header({ state }: { state: AppState }) {
         <div class="banner warn" data-testid="helper-lost">
           <span class="spinner small" aria-hidden="true" />
           {state.link?.message ?? 'Lost the Warren helper — looking for it…'}
+        </div>
+      )}
+      {needsSignIn(session) && (
+        <div class="banner error" role="alert" data-testid="sign-in-required">
+          <IconAlert />
+          <span><strong>Sign in again.</strong> The coordinator no longer accepts the saved token.</span>
+          <button type="button" class="btn" data-testid="sign-in-again" disabled={busy !== null}
+            onClick={() => void run('sign-in', api.signOut).then((ok) => ok && onSignedOut())}>
+            Sign in again…
+          </button>
         </div>
       )}
       {tunnel?.state === 'failed' && (

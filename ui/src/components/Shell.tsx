@@ -67,7 +67,7 @@ export function Shell(props: {
         </div>
       </nav>
       <main class="content">
-        <Header state={state} />
+        <Header state={state} onSignedOut={() => props.onAccount(null)} />
         <div class="section" data-section={section}>
           {section === 'workspaces' && <Workspaces state={state} naive={props.naive} />}
           {section === 'logs' && <Logs logs={state.logs} />}

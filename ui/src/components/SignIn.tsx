@@ -25,8 +25,8 @@ export function errorField(kind: CommandError['kind']): Field {
   }
 }
 
-export function SignIn({ onSignedIn }: { onSignedIn: (a: Account) => void }) {
-  const [url, setUrl] = useState('');
+export function SignIn({ onSignedIn, initialUrl }: { onSignedIn: (a: Account) => void; initialUrl?: string | null }) {
+  const [url, setUrl] = useState(initialUrl ?? '');
   const [token, setToken] = useState('');
   const [ca, setCa] = useState('');
   const [busy, setBusy] = useState(false);

@@ -9,6 +9,7 @@
 //! state and never sees a gap. No Tauri types here: the tests drive it
 //! directly.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::watch;
 use warren_ipc::{MirrorError, StateMirror};
@@ -225,35 +226,31 @@ impl Hub {
     pub fn view(&self) -> View {
         let inner = self.lock();
         let complete = inner.mirror.is_complete();
-        let mut workspaces: Vec<(Workspace, Vec<Agent>)> = if complete {
-            inner
-                .mirror
-                .sorted_workspaces()
-                .into_iter()
-                .map(|w| {
-                    let mut agents: Vec<Agent> = inner
-                        .mirror
-                        .agents
-                        .values()
-                        .filter(|a| a.workspace_id == w.id)
-                        .cloned()
-                        .collect();
-                    agents.sort_by(|a, b| a.name.cmp(&b.name));
-                    (w.clone(), agents)
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        workspaces.retain(|(_, agents)| !agents.is_empty());
+        // One pass over the agents: the tray asks for this on every
+        // directory change, and deployments run to tens of thousands.
+        let mut by_workspace: HashMap<&str, Vec<Agent>> = HashMap::new();
+        if complete {
+            for agent in inner.mirror.agents.values() {
+                by_workspace
+                    .entry(agent.workspace_id.as_str())
+                    .or_default()
+                    .push(agent.clone());
+            }
+        }
+        let workspaces = inner
+            .mirror
+            .sorted_workspaces()
+            .into_iter()
+            .filter_map(|w| {
+                let mut agents = by_workspace.remove(w.id.as_str())?;
+                agents.sort_by(|a, b| a.name.cmp(&b.name));
+                Some((w.clone(), agents))
+            })
+            .collect();
         View {
             link: inner.link.clone(),
             account: inner.account.clone(),
-            session: if complete {
-                inner.mirror.session.clone()
-            } else {
-                None
-            },
+            session: complete.then(|| inner.mirror.session.clone()).flatten(),
             workspaces,
         }
     }

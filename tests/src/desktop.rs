@@ -550,14 +550,7 @@ impl Driver {
         if root == 0 {
             return;
         }
-        let mut below = descendants(root);
-        below.reverse();
-        for pid in below {
-            // SAFETY: kill(2) on a pid that is a descendant of our child.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
-        }
+        kill_descendants(root);
         // SAFETY: the group tauri-driver leads (process_group(0) above).
         unsafe {
             libc::kill(-(root as libc::pid_t), libc::SIGKILL);
@@ -572,6 +565,17 @@ impl Drop for Driver {
             self.print_logs();
         }
         self.kill_all();
+    }
+}
+
+/// SIGKILLs every process below `root`, deepest first (WebKit's web and
+/// network processes below the app, the app below its driver).
+pub fn kill_descendants(root: u32) {
+    for pid in descendants(root).into_iter().rev() {
+        // SAFETY: kill(2) on a pid that is a descendant of our child.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
     }
 }
 

@@ -28,7 +28,7 @@ use warren_bench::cleanup::{self, Leftover};
 use warren_bench::report::{self, median, percentile, Better, Metric};
 use warren_e2e::desktop::{self, unix_ms, Desktop};
 use warren_e2e::{Proc, TestDir};
-use warren_ipc::{server_handshake, Accepted, Listener, ListenerOptions};
+use warren_ipc::{server_handshake, Accepted, BoxedWriter, Listener, ListenerOptions};
 use warren_proto::ipc::{
     ClientMessage, Event, HelperMessage, PeerStats, Reply, Request, SessionInfo, SessionState,
     StatusReport,
@@ -162,6 +162,17 @@ impl FakeHelper {
     }
 }
 
+/// Writes `event` as number `seq` and counts it; `false` when the client
+/// is gone.
+async fn write_event(writer: &mut BoxedWriter, seq: &mut u64, event: Event) -> bool {
+    let sent = writer
+        .write(&HelperMessage::Event { seq: *seq, event })
+        .await
+        .is_ok();
+    *seq += 1;
+    sent
+}
+
 async fn serve(
     acc: Accepted,
     snap: Arc<(Vec<Workspace>, Vec<Agent>, SessionInfo)>,
@@ -221,14 +232,9 @@ async fn serve(
                             Vec::new()
                         },
                     };
-                    if writer
-                        .write(&HelperMessage::Event { seq, event })
-                        .await
-                        .is_err()
-                    {
+                    if !write_event(&mut writer, &mut seq, event).await {
                         return;
                     }
-                    seq += 1;
                 }
                 let (tx, mut rx) = mpsc::unbounded_channel();
                 subs.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
@@ -238,14 +244,9 @@ async fn serve(
                     while let Ok(Some(_)) = reader.read::<ClientMessage>().await {}
                 });
                 while let Some(event) = rx.recv().await {
-                    if writer
-                        .write(&HelperMessage::Event { seq, event })
-                        .await
-                        .is_err()
-                    {
+                    if !write_event(&mut writer, &mut seq, event).await {
                         return;
                     }
-                    seq += 1;
                 }
                 return;
             }
@@ -276,13 +277,7 @@ async fn serve(
 /// Kills `proc` and every process below it (WebKit's web and network
 /// processes), by pid.
 fn kill_tree(proc: &mut Proc) {
-    let pid = proc.pid();
-    for p in desktop::descendants(pid).into_iter().rev() {
-        // SAFETY: kill(2) on a descendant of our own child.
-        unsafe {
-            libc::kill(p as libc::pid_t, libc::SIGKILL);
-        }
-    }
+    desktop::kill_descendants(proc.pid());
     proc.kill();
 }
 

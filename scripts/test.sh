@@ -13,7 +13,7 @@ ROOT="$(pwd)"
 # code needs the MinGW compiler); for macOS they would need Apple's SDK,
 # which Debian lacks.
 CROSS_CRATES="${CROSS_CRATES:-warren-ipc warren-netcfg warren-dns}"
-WINDOWS_CRATES="${WINDOWS_CRATES:-warren-tunnel warrend warren warren-desktop}"
+WINDOWS_CRATES="${WINDOWS_CRATES:-warren-tunnel warren-io warrend warren warren-desktop}"
 CROSS_TARGETS="x86_64-pc-windows-gnu x86_64-apple-darwin"
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 

@@ -413,6 +413,7 @@ web        main   main.web.alice.warren  offline    never             -        -
             error: None,
             interface: "warren0".into(),
             listen_port: 51820,
+            generation: 1,
         });
         assert_eq!(
             tunnel_line(&s).unwrap(),
@@ -423,6 +424,7 @@ web        main   main.web.alice.warren  offline    never             -        -
             error: Some("run the helper as root".into()),
             interface: "warren0".into(),
             listen_port: 51820,
+            generation: 1,
         });
         assert_eq!(
             tunnel_line(&s).unwrap(),

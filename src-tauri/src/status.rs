@@ -261,6 +261,7 @@ mod tests {
             error: Some("no TUN".into()),
             interface: "warren0".into(),
             listen_port: 0,
+            generation: 1,
         });
         assert_eq!(tray_state(&up, Some(&broken)), TrayState::Error);
         for t in [

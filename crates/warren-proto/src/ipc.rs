@@ -266,6 +266,11 @@ pub struct TunnelInfo {
     pub interface: String,
     /// The WireGuard UDP port.
     pub listen_port: u16,
+    /// Which start of the tunnel this is: every start (a new session key,
+    /// a retry after a failure) gets the next number, and a report of an
+    /// older one is stale.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,7 +283,8 @@ pub enum TunnelState {
     Starting,
     /// Carrying traffic.
     Up,
-    /// Could not start; see `error`.
+    /// Could not start, or stopped by itself (a TUN read error, the device
+    /// deleted under it); see `error`. Retried with backoff while connected.
     Failed,
 }
 

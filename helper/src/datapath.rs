@@ -3,25 +3,30 @@
 //! [`Observer`] see events, time pings and report statistics.
 //!
 //! Everything here is IO plumbing; what to do with a packet is decided by
-//! `warren-tunnel` and `observe`. The plumbing is batched (`batch_io`): one
+//! `warren-tunnel` and `observe`. The plumbing is batched (`warren-io`): one
 //! TUN read yields a TCP super-segment's worth of packets, each is
 //! encrypted into its own slot of a reusable arena, and consecutive
 //! datagrams to one peer leave in one GSO `sendmsg`; the other way one
 //! `recvmmsg` yields many (GRO-coalesced) datagrams, decrypted straight into
 //! the TUN batch, which is written per flow as coalesced super-packets.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
+use warren_io::{
+    max_packet, Offloads, RecvBatch, TunReader, TunWriter, TxBatch, UdpBatch, TUN_BATCH,
+};
 use warren_netcfg::TunDevice;
 use warren_tunnel::{min_out_len, PeerConfig, Tunnel, MIN_BUFFER};
 
-use crate::batch_io::{RecvBatch, TunReader, TunWriter, TxBatch, UdpBatch, TUN_BATCH};
 use crate::observe::{wall_clock_ms, Observer, Probe};
 
-pub use crate::batch_io::{to_socket, unmap};
+/// The WireGuard socket: one for both families, kept by the manager for
+/// the helper's lifetime, so the port registered with the coordinator stays
+/// valid across tunnel restarts.
+pub use warren_io::bind_udp;
 
 /// What the loop runs on.
 pub struct DataPlane {
@@ -34,15 +39,6 @@ pub struct DataPlane {
     pub observer: Observer,
     /// Fires (or drops) when the loop should end.
     pub stop: oneshot::Receiver<()>,
-}
-
-/// One socket for both families: `[::]:port` with IPV6_V6ONLY off. Kept by
-/// the manager for the helper's lifetime, so the port registered with the
-/// coordinator stays valid across tunnel restarts.
-pub fn bind_udp(port: u16) -> std::io::Result<std::net::UdpSocket> {
-    let sock = std::net::UdpSocket::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port))?;
-    sock.set_nonblocking(true)?;
-    Ok(sock)
 }
 
 /// Sends one datagram the tunnel made on its own (or a ping).
@@ -152,36 +148,16 @@ async fn write_tun(writer: &mut TunWriter, tun: &TunDevice) {
     }
 }
 
-/// The largest packet the TUN hands over: its MTU (offload splits
-/// super-segments to it), never less than Ethernet's.
-fn max_packet(tun: &TunDevice) -> usize {
-    match tun.mtu() {
-        Ok(mtu) => usize::from(mtu).max(1500),
-        Err(e) => {
-            tracing::debug!(error = %e, "couldn't read the TUN's MTU");
-            65535
-        }
-    }
-}
-
 /// Says once, at start, which offloads this machine gives us.
 fn log_offloads(tun: &TunDevice, udp: &UdpBatch) {
-    #[cfg(target_os = "linux")]
-    let tun_offload = tun.tcp_gso();
-    #[cfg(not(target_os = "linux"))]
-    let tun_offload = {
-        let _ = tun;
-        false
-    };
-    let gso = udp.max_segments();
-    let gro = udp.gro();
+    let offloads = Offloads::of(tun, udp);
     tracing::info!(
-        tun_offload,
-        udp_gso_segments = gso,
-        udp_gro = gro,
+        tun_offload = offloads.tun,
+        udp_gso_segments = offloads.udp_gso_segments,
+        udp_gro = offloads.udp_gro,
         "data plane batching"
     );
-    if !tun_offload || gso <= 1 || !gro {
+    if !offloads.all() {
         tracing::info!(
             "some offloads are unavailable; those paths move one packet per system call"
         );
@@ -341,17 +317,6 @@ impl Drop for LoopThread {
 mod tests {
     use super::*;
 
-    #[test]
-    fn v4_endpoints_round_trip_through_the_dual_stack_socket() {
-        let v4: SocketAddr = "10.1.0.2:51820".parse().unwrap();
-        let mapped = to_socket(v4);
-        assert!(mapped.is_ipv6());
-        assert_eq!(unmap(mapped), v4);
-        let v6: SocketAddr = "[fd00::2]:51820".parse().unwrap();
-        assert_eq!(to_socket(v6), v6);
-        assert_eq!(unmap(v6), v6);
-    }
-
     #[tokio::test]
     async fn an_unused_loop_thread_can_be_dropped_in_async_code() {
         let thread = LoopThread::new().unwrap();
@@ -361,23 +326,5 @@ mod tests {
         };
         drop(sock);
         drop(thread);
-    }
-
-    #[tokio::test]
-    async fn dual_stack_socket_binds_an_os_chosen_port() {
-        let sock = UdpSocket::from_std(bind_udp(0).unwrap()).unwrap();
-        let addr = sock.local_addr().unwrap();
-        assert_ne!(addr.port(), 0);
-        // A v4 loopback sender reaches it through the v4-mapped path.
-        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        sender.send_to(b"ping", ("127.0.0.1", addr.port())).unwrap();
-        let mut buf = [0u8; 16];
-        let (n, from) =
-            tokio::time::timeout(std::time::Duration::from_secs(5), sock.recv_from(&mut buf))
-                .await
-                .unwrap()
-                .unwrap();
-        assert_eq!(&buf[..n], b"ping");
-        assert_eq!(unmap(from), sender.local_addr().unwrap());
     }
 }

@@ -2,8 +2,8 @@
 //! tunnel addresses, feeding the sans-IO [`warren_dns::Stub`], plus the
 //! upstream sockets of the `/etc/resolv.conf` mode (where the stub is the
 //! system's resolver and forwards everything outside the suffix to the
-//! resolvers configured before) and, in that mode on Linux, an inotify watch
-//! that puts our entry back when another program rewrites the file.
+//! resolvers configured before), with `warren-netcfg`'s watch putting our
+//! entry back when another program rewrites the file.
 //!
 //! All DNS decisions are the stub's; this module only moves messages. It
 //! never waits on a client: each TCP connection has its own task, and
@@ -86,15 +86,6 @@ impl Drop for DnsHandle {
     }
 }
 
-/// The upstreams of the resolv.conf mode: the nameservers configured before
-/// Warren, never the stub itself (that would loop).
-fn upstreams(backup: &std::path::Path, own: &[IpAddr]) -> Vec<SocketAddr> {
-    resolv_conf::previous_nameservers(backup)
-        .into_iter()
-        .filter(|a| !own.contains(&a.ip()))
-        .collect()
-}
-
 /// Binds the sockets and starts serving `names`.
 pub async fn start(
     config: DnsDriverConfig,
@@ -102,7 +93,7 @@ pub async fn start(
 ) -> Result<DnsHandle, DnsDriverError> {
     let mut stub_config = Config::new(config.suffix.clone());
     if let Some((_, backup)) = &config.resolv_conf {
-        stub_config.upstreams = Some(upstreams(backup, &config.listen));
+        stub_config.upstreams = Some(resolv_conf::upstreams(backup, &config.listen));
     }
     let stub = Stub::new(stub_config)
         .map_err(|e| DnsDriverError::Suffix(config.suffix.clone(), e.to_string()))?;
@@ -145,10 +136,6 @@ enum Input {
     TcpClosed(SocketAddr),
     /// A reply from an upstream over TCP.
     UpstreamTcp { from: SocketAddr, bytes: Vec<u8> },
-    /// resolv.conf changed on disk (only watched on Linux, the one OS with
-    /// that mode).
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    ResolvConfChanged,
 }
 
 async fn recv_on(sockets: &[Arc<UdpSocket>], buf: &mut [u8]) -> (usize, usize, SocketAddr) {
@@ -207,10 +194,9 @@ async fn run(
         }
     };
     load(&mut stub, &names.borrow_and_update().clone());
-    let watcher = match &config.resolv_conf {
-        Some((path, _)) => watch_resolv_conf(path.clone(), input_tx.clone()),
-        None => None,
-    };
+    let mut resolv_conf_watch = config.resolv_conf.as_ref().map(|(path, backup)| {
+        resolv_conf::Watch::start(path.clone(), backup.clone(), config.listen.clone())
+    });
     loop {
         let deadline = stub.poll_timeout();
         tokio::select! {
@@ -249,18 +235,10 @@ async fn run(
                         deliver(r, &by_family, &tcp_clients).await;
                     }
                 }
-                Input::ResolvConfChanged => {
-                    if let Some((path, backup)) = &config.resolv_conf {
-                        match resolv_conf::reassert(path, backup, &config.listen) {
-                            Ok(true) => {
-                                stub.set_upstreams(Some(upstreams(backup, &config.listen)));
-                            }
-                            Ok(false) => {}
-                            Err(e) => tracing::warn!(error = %e, "couldn't put the Warren entry back into resolv.conf"),
-                        }
-                    }
-                }
             },
+            upstreams = resolv_conf_rewritten(resolv_conf_watch.as_mut()) => {
+                stub.set_upstreams(Some(upstreams));
+            }
             got = recv_upstream(upstream.as_ref(), &mut up_buf) => {
                 if let Some((n, from)) = got {
                     if let Some(r) = stub.handle_upstream(Instant::now(), from, &up_buf[..n]) {
@@ -292,9 +270,7 @@ async fn run(
             }
         }
     }
-    if let Some(w) = watcher {
-        w.abort();
-    }
+    drop(resolv_conf_watch);
     tracing::info!("DNS stub stopped");
 }
 
@@ -310,6 +286,15 @@ async fn answer_udp(stub: &mut Stub, sock: &UdpSocket, query: &[u8], from: Socke
         if let Err(e) = sent {
             tracing::debug!(error = %e, "DNS reply failed");
         }
+    }
+}
+
+/// The upstreams after another program rewrote resolv.conf (and the watch
+/// put our entry back); never, outside the resolv.conf mode.
+async fn resolv_conf_rewritten(watch: Option<&mut resolv_conf::Watch>) -> Vec<SocketAddr> {
+    match watch {
+        Some(watch) => watch.rewritten().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -426,84 +411,5 @@ async fn forward_tcp(to: SocketAddr, bytes: Vec<u8>, input: mpsc::Sender<Input>)
         // A timeout stays a timeout: the client hears nothing.
         Ok(Err(e)) => tracing::debug!(%to, error = %e, "forwarding over TCP failed"),
         Err(_) => tracing::debug!(%to, "forwarding over TCP timed out"),
-    }
-}
-
-/// Watches resolv.conf (the file, and its directory for replacements by
-/// rename) and reports changes; the loop reasserts our entry.
-#[cfg(target_os = "linux")]
-fn watch_resolv_conf(
-    path: PathBuf,
-    input: mpsc::Sender<Input>,
-) -> Option<tokio::task::JoinHandle<()>> {
-    use futures_util::StreamExt;
-    use inotify::{Inotify, WatchMask};
-    let inotify = match Inotify::init() {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::warn!(error = %e, "can't watch resolv.conf; a program rewriting it will win until reconnect");
-            return None;
-        }
-    };
-    let file_mask = WatchMask::CLOSE_WRITE | WatchMask::MODIFY | WatchMask::ATTRIB;
-    if let Err(e) = inotify.watches().add(&path, file_mask) {
-        tracing::warn!(file = %path.display(), error = %e, "can't watch resolv.conf");
-    }
-    if let Some(dir) = path.parent() {
-        let _ = inotify.watches().add(
-            dir,
-            WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE,
-        );
-    }
-    let name = path.file_name().map(|n| n.to_os_string());
-    let mut stream = match inotify.into_event_stream(vec![0u8; 4096]) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "can't watch resolv.conf");
-            return None;
-        }
-    };
-    Some(tokio::spawn(async move {
-        while let Some(event) = stream.next().await {
-            let Ok(event) = event else { break };
-            // Directory events name a file; only ours matters.
-            if event.name.is_some() && event.name.as_deref() != name.as_deref() {
-                continue;
-            }
-            // Writers often write in several steps; let them finish.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if input.send(Input::ResolvConfChanged).await.is_err() {
-                break;
-            }
-        }
-    }))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn watch_resolv_conf(
-    _path: PathBuf,
-    _input: mpsc::Sender<Input>,
-) -> Option<tokio::task::JoinHandle<()>> {
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_stub_never_forwards_to_itself() {
-        let dir = tempfile::tempdir().unwrap();
-        let backup = dir.path().join("backup");
-        std::fs::write(
-            &backup,
-            "nameserver 100.64.0.7\nnameserver 10.0.0.53\nnameserver fd00::7\n",
-        )
-        .unwrap();
-        let own: Vec<IpAddr> = vec!["100.64.0.7".parse().unwrap(), "fd00::7".parse().unwrap()];
-        assert_eq!(
-            upstreams(&backup, &own),
-            vec!["10.0.0.53:53".parse::<SocketAddr>().unwrap()]
-        );
     }
 }

@@ -15,7 +15,6 @@
 //! - [`dns_driver`]: the DNS stub's sockets (port 53 on the tunnel
 //!   addresses) and the resolv.conf mode's forwarding and file watch.
 
-pub mod batch_io;
 pub mod connection;
 pub mod control_task;
 pub mod datapath;

@@ -5,6 +5,7 @@
 //! show them as they are.
 
 use crate::framed::{BoxedReader, BoxedWriter, ReadError, WriteError};
+use crate::platform::{self, HelperUnavailable};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,26 +20,20 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the helper has to answer a request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How to start the helper on this OS, for error messages.
-#[cfg(target_os = "linux")]
-pub const START_HINT: &str = "Start it with `sudo systemctl start warrend`.";
-#[cfg(target_os = "macos")]
-pub const START_HINT: &str =
-    "Start it with `sudo launchctl kickstart -k system/warrend` (or reinstall Warren).";
-#[cfg(windows)]
-pub const START_HINT: &str =
-    "Start the Warren service: `sc start warrend` in an administrator prompt (or reinstall Warren).";
-#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
-pub const START_HINT: &str = "Start it with `sudo warrend`.";
-
 /// Why talking to the helper failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("The Warren helper isn't running (nothing at {}). {START_HINT}", .path.display())]
+    #[error("The Warren helper isn't running (nothing at {}). {}", .path.display(), HelperUnavailable::NotRunning.hint())]
     HelperNotRunning { path: PathBuf },
-    #[error("{}", permission_text(.path, .detail))]
-    PermissionDenied { path: PathBuf, detail: String },
-    #[error("This program is {ours} but the Warren helper is {theirs}; they can't talk to each other. Install matching versions of the Warren app/CLI and helper.")]
+    /// `by_helper`: the helper itself refused us, and its `detail` already
+    /// says what to do; otherwise the OS did, and the text adds how to get in.
+    #[error("{}", permission_text(.path, .detail, *.by_helper))]
+    PermissionDenied {
+        path: PathBuf,
+        detail: String,
+        by_helper: bool,
+    },
+    #[error("This program is {ours} but the Warren helper is {theirs}; they can't talk to each other. {}", HelperUnavailable::VersionMismatch.hint())]
     VersionMismatch { ours: String, theirs: String },
     /// An error the helper reported (its message is already actionable).
     #[error("{0}")]
@@ -47,50 +42,52 @@ pub enum ClientError {
     Protocol(String),
     /// Windows: the pipe exists but is not owned by LocalSystem, so it is not
     /// the real helper (or someone is squatting its name).
-    #[error("Refusing to talk to {}: the pipe is not owned by SYSTEM ({detail}), so it is not the Warren helper service. Restart the Warren service and check for other software using this pipe name.", .path.display())]
+    #[error("Refusing to talk to {}: the pipe is not owned by SYSTEM ({detail}), so it is not the Warren helper service. {}", .path.display(), HelperUnavailable::Untrusted.hint())]
     Untrusted { path: PathBuf, detail: String },
-    #[error("The Warren helper did not answer within {} s. It may be stuck; restart it and try again. {START_HINT}", .0.as_secs())]
+    #[error("The Warren helper did not answer within {} s. It may be stuck. {}", .0.as_secs(), HelperUnavailable::Unresponsive.hint())]
     Timeout(Duration),
-    #[error("The Warren helper closed the connection; it may have stopped or restarted. Try again in a moment. {START_HINT}")]
+    #[error("The Warren helper closed the connection; it may have stopped or restarted. {}", HelperUnavailable::Unresponsive.hint())]
     Disconnected,
     #[error("Could not talk to the Warren helper: {0}. Try again; if it keeps failing, restart the helper.")]
     Io(std::io::Error),
 }
 
-/// The group that owns the helper's socket: the one a user must join. The
-/// helper may run with `--group`, so the default name is only a fallback.
-#[cfg(unix)]
-fn socket_group(path: &Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let gid = std::fs::metadata(path).ok()?.gid();
-    nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
-        .ok()
-        .flatten()
-        .map(|g| g.name)
-}
-
-#[cfg(not(unix))]
-fn socket_group(_path: &Path) -> Option<String> {
-    None
-}
-
-fn permission_text(path: &Path, detail: &str) -> String {
+fn permission_text(path: &Path, detail: &str, by_helper: bool) -> String {
     let mut s = format!(
         "You may not use the Warren helper at {}: {detail}",
         path.display()
     );
-    // The helper's own refusal already says which group to join.
-    if !detail.contains("usermod") {
-        if cfg!(windows) {
-            s.push_str(". Run Warren from your own desktop session (not a service or remote shell), or ask an administrator.");
-        } else {
-            let group = socket_group(path).unwrap_or_else(|| crate::DEFAULT_GROUP.to_string());
-            s.push_str(&format!(
-                ". Only root and members of the group `{group}` may; join it with `sudo usermod -aG {group} $USER`, then log out and back in."
-            ));
-        }
+    if !by_helper {
+        let group =
+            platform::endpoint_group(path).unwrap_or_else(|| crate::DEFAULT_GROUP.to_string());
+        s.push_str(". ");
+        s.push_str(&platform::join_group_hint(&group));
     }
     s
+}
+
+impl ClientError {
+    /// Why the helper can't be used, when that is the trouble (rather than
+    /// a request the helper turned down): what the app shows and the kind
+    /// whose [`HelperUnavailable::hint`] this error's text carries.
+    pub fn unavailable(&self) -> Option<HelperUnavailable> {
+        match self {
+            ClientError::HelperNotRunning { .. } => Some(HelperUnavailable::NotRunning),
+            ClientError::PermissionDenied { .. } => Some(HelperUnavailable::NotPermitted),
+            ClientError::VersionMismatch { .. } => Some(HelperUnavailable::VersionMismatch),
+            ClientError::Helper(e) if e.code == ErrorCode::VersionMismatch => {
+                Some(HelperUnavailable::VersionMismatch)
+            }
+            ClientError::Helper(e) if e.code == ErrorCode::PermissionDenied => {
+                Some(HelperUnavailable::NotPermitted)
+            }
+            ClientError::Untrusted { .. } => Some(HelperUnavailable::Untrusted),
+            ClientError::Timeout(_) | ClientError::Disconnected => {
+                Some(HelperUnavailable::Unresponsive)
+            }
+            ClientError::Helper(_) | ClientError::Protocol(_) | ClientError::Io(_) => None,
+        }
+    }
 }
 
 impl From<WriteError> for ClientError {
@@ -124,6 +121,7 @@ fn from_helper_error(path: &Path, e: IpcError) -> ClientError {
         ErrorCode::PermissionDenied => ClientError::PermissionDenied {
             path: path.to_path_buf(),
             detail: e.message,
+            by_helper: true,
         },
         _ => ClientError::Helper(e),
     }
@@ -385,6 +383,7 @@ async fn open(path: &Path) -> Result<(BoxedReader, BoxedWriter), ClientError> {
             std::io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
                 path: path.to_path_buf(),
                 detail: "the socket's permissions do not let you in".into(),
+                by_helper: false,
             },
             _ => ClientError::Io(e),
         }),
@@ -414,6 +413,7 @@ async fn open(path: &Path) -> Result<(BoxedReader, BoxedWriter), ClientError> {
                     std::io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
                         path: path.to_path_buf(),
                         detail: "the pipe's access list does not include you".into(),
+                        by_helper: false,
                     },
                     _ => ClientError::Io(e),
                 })
@@ -471,5 +471,79 @@ fn verify_system_owner(
         Ok(())
     } else {
         Err("its owner is another account".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_carry_the_kind_whose_hint_they_show() {
+        let path = PathBuf::from("/nonexistent/helper.sock");
+        let cases = [
+            (
+                ClientError::HelperNotRunning { path: path.clone() },
+                Some(HelperUnavailable::NotRunning),
+            ),
+            (
+                ClientError::VersionMismatch {
+                    ours: "1.0".into(),
+                    theirs: "2.0".into(),
+                },
+                Some(HelperUnavailable::VersionMismatch),
+            ),
+            (
+                ClientError::Timeout(Duration::from_secs(10)),
+                Some(HelperUnavailable::Unresponsive),
+            ),
+            (
+                ClientError::Disconnected,
+                Some(HelperUnavailable::Unresponsive),
+            ),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.unavailable(), kind, "{err}");
+            let kind = kind.unwrap();
+            assert!(err.to_string().contains(&kind.hint()), "{err}");
+        }
+        // The helper's own refusal is classified by its code (its message
+        // says what to do in its own words).
+        assert_eq!(
+            ClientError::Helper(IpcError::new(ErrorCode::VersionMismatch, "major 2")).unavailable(),
+            Some(HelperUnavailable::VersionMismatch)
+        );
+        assert_eq!(
+            ClientError::Helper(IpcError::new(ErrorCode::Unreachable, "no answer")).unavailable(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_refusal_gets_the_join_hint_once() {
+        let path = PathBuf::from("/nonexistent/helper.sock");
+        let by_os = ClientError::PermissionDenied {
+            path: path.clone(),
+            detail: "the socket's permissions do not let you in".into(),
+            by_helper: false,
+        };
+        assert_eq!(by_os.unavailable(), Some(HelperUnavailable::NotPermitted));
+        // No socket to read a group from: the default group is named.
+        let hint = platform::join_group_hint(crate::DEFAULT_GROUP);
+        assert!(by_os.to_string().ends_with(&hint), "{by_os}");
+
+        // The helper's own refusal already says what to do.
+        let helper_says = "not in group; join it with `sudo usermod -aG staff $USER`";
+        let by_helper = from_helper_error(
+            &path,
+            IpcError::new(ErrorCode::PermissionDenied, helper_says),
+        );
+        assert_eq!(
+            by_helper.unavailable(),
+            Some(HelperUnavailable::NotPermitted)
+        );
+        let text = by_helper.to_string();
+        assert!(text.ends_with(helper_says), "{text}");
+        assert!(!text.contains(&hint), "{text}");
     }
 }

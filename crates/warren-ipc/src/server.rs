@@ -34,7 +34,7 @@ impl Default for ListenerOptions {
 /// Why the helper could not start listening. Every message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
-    #[error("another Warren helper is already running and answering at {path}; stop it first (`sudo systemctl stop warrend`) or pass a different --socket")]
+    #[error("another Warren helper is already running and answering at {path}; {} or pass a different --socket", crate::platform::stop_hint())]
     AlreadyRunning { path: PathBuf },
     #[error("the group `{group}` does not exist; create it with `sudo groupadd {group}` (and add users with `sudo usermod -aG {group} USER`), or pass --group with an existing group")]
     UnknownGroup { group: String },
@@ -85,8 +85,9 @@ pub enum HandshakeError {
 /// The message sent to a peer that may not control the helper.
 pub fn permission_denied_message(peer: &PeerCredentials, group: &str) -> String {
     format!(
-        "You may not control the Warren helper: your user (uid {}) is neither root nor a member of the group `{group}`. Join the group with `sudo usermod -aG {group} $USER`, then log out and back in.",
-        peer.uid
+        "You may not control the Warren helper: your user (uid {}) is neither root nor a member of the group `{group}`. {}",
+        peer.uid,
+        crate::platform::join_group_hint(group)
     )
 }
 

@@ -1,0 +1,37 @@
+//! What the unix family shares: the shutdown signals and the socket's group.
+
+use std::path::Path;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+/// SIGTERM (the service manager) or SIGINT (Ctrl-C in a terminal).
+#[derive(Debug)]
+pub struct Shutdown {
+    term: Signal,
+    int: Signal,
+}
+
+impl Shutdown {
+    pub(super) fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits until the OS asks the process to stop. Cancel-safe.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+pub fn endpoint_group(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let gid = std::fs::metadata(path).ok()?.gid();
+    nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+        .ok()
+        .flatten()
+        .map(|g| g.name)
+}

@@ -1,0 +1,67 @@
+//! Windows: the `warrend` service (LocalSystem) with its files under
+//! `%ProgramData%\Warren` and a named pipe whose access list decides who
+//! may connect.
+
+use std::path::{Path, PathBuf};
+use tokio::signal::windows::{ctrl_c, ctrl_close, ctrl_shutdown, CtrlC, CtrlClose, CtrlShutdown};
+
+pub const START_HINT: &str =
+    "Start the Warren service: `sc start warrend` in an administrator prompt (or reinstall Warren).";
+pub const STOP_HINT: &str = "stop it first with `sc stop warrend` in an administrator prompt";
+
+/// `%ProgramData%` (normally `C:\ProgramData`), where services keep data.
+fn program_data() -> PathBuf {
+    std::env::var_os("ProgramData")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"))
+}
+
+pub fn helper_log_dir() -> PathBuf {
+    program_data().join("Warren").join("logs")
+}
+
+pub fn helper_state_dir() -> PathBuf {
+    program_data().join("Warren").join("state")
+}
+
+pub fn default_endpoint() -> PathBuf {
+    PathBuf::from(crate::DEFAULT_PIPE)
+}
+
+pub fn endpoint_group(_path: &Path) -> Option<String> {
+    None
+}
+
+pub fn join_group_hint(_group: &str) -> String {
+    "Run Warren from your own desktop session (not a service or remote shell), or ask an administrator.".to_string()
+}
+
+/// Ctrl-C, the console closing, or the machine shutting down. (Running as
+/// a Windows service, with the service manager's stop request, comes with
+/// the installer.)
+#[derive(Debug)]
+pub struct Shutdown {
+    c: CtrlC,
+    close: CtrlClose,
+    shutdown: CtrlShutdown,
+}
+
+impl Shutdown {
+    pub(super) fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            c: ctrl_c()?,
+            close: ctrl_close()?,
+            shutdown: ctrl_shutdown()?,
+        })
+    }
+
+    /// Waits until the OS asks the process to stop. Cancel-safe.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.c.recv() => {}
+            _ = self.close.recv() => {}
+            _ = self.shutdown.recv() => {}
+        }
+    }
+}

@@ -156,21 +156,52 @@ echo
 
 # The desktop app, signed in through the same config directory. Building it
 # needs WebKitGTK's headers and Node.js; as root the demo installs them.
-build_desktop() {
-    local missing=()
+
+# The Debian packages the desktop build still needs, one a line.
+desktop_missing_packages() {
+    local pkg
     for pkg in libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev; do
-        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+        dpkg -s "$pkg" >/dev/null 2>&1 || echo "$pkg"
     done
-    # Node.js may come from elsewhere than Debian; only the commands matter.
-    command -v node >/dev/null || missing+=(nodejs)
-    command -v npm >/dev/null || missing+=(npm)
-    if [[ ${#missing[@]} -gt 0 ]]; then
-        if [[ $(id -u) -ne 0 ]]; then
-            echo "(skipping the desktop app: install ${missing[*]} first)"
-            return 1
+    # Node.js may come from elsewhere than Debian (NodeSource, nvm, an
+    # image's own): only the commands matter. Asking apt for Debian's npm
+    # next to NodeSource's nodejs (which bundles npm and conflicts with it)
+    # fails with "held broken packages", so npm is asked for only when no
+    # npm command exists and the installed nodejs package does not bundle it.
+    command -v node >/dev/null 2>&1 || echo nodejs
+    if ! command -v npm >/dev/null 2>&1; then
+        if dpkg-query -W -f='${Provides}' nodejs 2>/dev/null | grep -qw npm; then
+            echo "warning: the installed nodejs package should provide npm but there is no npm command; reinstall nodejs" >&2
+        else
+            echo npm
         fi
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || return 1
     fi
+}
+
+# Installs what desktop_missing_packages lists; returns 1 (with the reason)
+# when it can't. Refreshes the package lists first: on a fresh machine they
+# are old, and installing from them fails with "held broken packages".
+install_desktop_packages() {
+    local missing
+    mapfile -t missing < <(desktop_missing_packages)
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "(skipping the desktop app: install ${missing[*]} first, e.g. sudo apt-get update && sudo apt-get install ${missing[*]})"
+        return 1
+    fi
+    echo "==> Installing ${missing[*]}"
+    # A failing third-party list need not stop the install; apt-get install
+    # says what is still unavailable.
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq ||
+        echo "(apt-get update reported errors; installing from the lists it has)"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+        echo "(could not install ${missing[*]}; install them with apt-get and run the demo again)"
+        return 1
+    fi
+}
+
+build_desktop() {
+    install_desktop_packages || return 1
     if [[ ! -d "$ROOT/ui/node_modules" ]]; then
         npm --prefix "$ROOT/ui" ci --no-audit --no-fund --silent || return 1
     fi

@@ -1,6 +1,9 @@
 //! The tokio driver around [`WorkspaceStack`]: one UDP socket for WireGuard
 //! (IPv6 and IPv4 when the host allows), and for every accepted tunnel
 //! connection a task that connects to `127.0.0.1:<port>` and bridges bytes.
+//! The socket is `warren-io`'s, the helper's too: many datagrams per
+//! receive call (`recvmmsg`, GRO) and runs of datagrams to one peer in one
+//! send (GSO).
 //!
 //! Backpressure: each direction of a connection holds at most
 //! [`CHANNEL_CHUNKS`] chunks of [`CHUNK`] bytes in flight between the stack
@@ -10,7 +13,7 @@
 use super::stack::{ConnectionId, StackConfig, StackEvent, WorkspaceStack};
 use super::{peer_config, DataplaneError};
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,8 +21,11 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
+use warren_io::{bind_udp, RecvBatch, TxBatch, UdpBatch};
 use warren_proto::control::ClientPeer;
 use warren_tunnel::{key_id, TunnelEvent};
+
+use super::device::TUNNEL_MTU;
 
 /// Bytes moved per chunk between the stack and a local socket.
 pub const CHUNK: usize = 16 * 1024;
@@ -30,21 +36,24 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open forwarded connections at most; each holds two bounded TCP buffers
 /// and a task, so this caps the agent's memory whatever peers do.
 const MAX_CONNECTIONS: usize = 1024;
-/// Datagrams handled per wake-up before the connections get their turn.
-const RECV_BATCH: usize = 64;
+/// Receive calls per wake-up before the connections get their turn (each
+/// takes up to `warren_io::UDP_RECV_MESSAGES` buffers of possibly many
+/// coalesced datagrams).
+const RECV_CALLS: usize = 4;
+/// Datagrams the stack's output is gathered into before it is sent.
+const TX_BATCH: usize = 64;
 
 /// The data plane's UDP socket, bound but not yet running. Bind it before
 /// registering with the coordinator (its port is the endpoint to announce);
 /// run it once the `Welcome` has named the tunnel addresses.
 pub struct Dataplane {
-    socket: UdpSocket,
-    dual_stack: bool,
+    udp: UdpBatch,
 }
 
 impl std::fmt::Debug for Dataplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dataplane")
-            .field("local_addr", &self.socket.local_addr().ok())
+            .field("local_addr", &self.udp.local_addr().ok())
             .finish_non_exhaustive()
     }
 }
@@ -71,22 +80,16 @@ impl Dataplane {
     /// one): dual-stack IPv6 + IPv4 where the host allows, else IPv4 only.
     pub async fn bind(listen_port: u16) -> Result<Self, DataplaneError> {
         let port = listen_port;
-        let (socket, dual_stack) = match bind_dual_stack(port) {
-            Ok(s) => (s, true),
-            Err(e) => {
-                debug!(error = %e, "no dual-stack UDP socket; using IPv4 only");
-                let s = UdpSocket::bind(("0.0.0.0", port))
-                    .await
-                    .map_err(|source| DataplaneError::Bind { port, source })?;
-                (s, false)
-            }
-        };
-        Ok(Self { socket, dual_stack })
+        let bind_error = |source| DataplaneError::Bind { port, source };
+        let socket =
+            UdpSocket::from_std(bind_udp(port).map_err(bind_error)?).map_err(bind_error)?;
+        let udp = UdpBatch::new(socket).map_err(bind_error)?;
+        Ok(Self { udp })
     }
 
     /// Where the WireGuard socket listens (to announce as an endpoint).
     pub fn local_addr(&self) -> Result<SocketAddr, DataplaneError> {
-        self.socket.local_addr().map_err(DataplaneError::Io)
+        self.udp.local_addr().map_err(DataplaneError::Io)
     }
 
     /// Builds the stack and runs until `peers`' sender is dropped. Every
@@ -98,17 +101,20 @@ impl Dataplane {
         config: StackConfig,
         mut peers: watch::Receiver<Vec<ClientPeer>>,
     ) -> Result<(), DataplaneError> {
-        let Self { socket, dual_stack } = self;
+        let Self { mut udp } = self;
         let mut stack = WorkspaceStack::new(Instant::now(), config)?;
         info!(
             addresses = ?stack.addresses(),
-            local = ?socket.local_addr().ok(),
+            local = ?udp.local_addr().ok(),
+            udp_gso_segments = udp.max_segments(),
+            udp_gro = udp.gro(),
             "data plane running"
         );
         let notify = Arc::new(Notify::new());
         let mut conns: HashMap<ConnectionId, Conn> = HashMap::new();
         let mut refused: Vec<ConnectionId> = Vec::new();
-        let mut buf = vec![0u8; 65_535];
+        let mut rx = RecvBatch::new();
+        let mut tx = TxBatch::new(TX_BATCH, TUNNEL_MTU);
         let initial = peers.borrow_and_update().clone();
         apply_peers(&mut stack, &initial);
         loop {
@@ -119,14 +125,14 @@ impl Dataplane {
                     .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
             );
             tokio::select! {
-                received = socket.recv_from(&mut buf) => {
+                received = udp.recv(&mut rx) => {
                     match received {
-                        Ok((n, from)) => {
-                            stack.queue_datagram(Instant::now(), canonical(from), &buf[..n]);
+                        Ok(_) => {
+                            queue_datagrams(&mut stack, &rx);
                             // Drain what is already queued without waiting.
-                            for _ in 1..RECV_BATCH {
-                                match socket.try_recv_from(&mut buf) {
-                                    Ok((n, from)) => stack.queue_datagram(Instant::now(), canonical(from), &buf[..n]),
+                            for _ in 1..RECV_CALLS {
+                                match udp.try_recv(&mut rx) {
+                                    Ok(_) => queue_datagrams(&mut stack, &rx),
                                     Err(_) => break,
                                 }
                             }
@@ -180,13 +186,43 @@ impl Dataplane {
                 }
             });
             while let Some(t) = stack.poll_transmit() {
-                let dst = if dual_stack { to_v6(t.dst) } else { t.dst };
-                if let Err(e) = socket.send_to(&t.payload, dst).await {
-                    debug!(%dst, error = %e, "UDP send failed");
+                if tx.push(t.dst, &t.payload) {
+                    continue;
+                }
+                send_batch(&mut udp, &mut tx).await;
+                if !tx.push(t.dst, &t.payload) {
+                    // Larger than the whole batch: on its own.
+                    if let Err(e) = udp.send(t.dst, &t.payload, t.payload.len()).await {
+                        debug!(dst = %t.dst, error = %e, "UDP send failed");
+                    }
                 }
             }
+            send_batch(&mut udp, &mut tx).await;
         }
     }
+}
+
+/// Hands every datagram of the last receive to the stack.
+fn queue_datagrams(stack: &mut WorkspaceStack, rx: &RecvBatch) {
+    let now = Instant::now();
+    for (from, datagram) in rx.datagrams() {
+        stack.queue_datagram(now, from, datagram);
+    }
+}
+
+/// Sends every queued datagram, one system call per GSO group (a run to
+/// one peer), and empties the batch.
+async fn send_batch(udp: &mut UdpBatch, tx: &mut TxBatch) {
+    let max = udp.max_segments();
+    for group in tx.groups(max) {
+        if let Err(e) = udp
+            .send(group.dst, group.contents, group.segment_size)
+            .await
+        {
+            debug!(dst = %group.dst, segments = group.segments, error = %e, "UDP send failed");
+        }
+    }
+    tx.clear();
 }
 
 fn apply_peers(stack: &mut WorkspaceStack, list: &[ClientPeer]) {
@@ -352,28 +388,6 @@ fn spawn_bridge(port: u16, notify: Arc<Notify>) -> Conn {
         local_eof: false,
         closing: false,
         task,
-    }
-}
-
-fn bind_dual_stack(port: u16) -> std::io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_only_v6(false)?;
-    socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
-    socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket.into())
-}
-
-/// IPv4 peers reach a dual-stack socket as `::ffff:a.b.c.d`; the tunnel
-/// knows them by their IPv4 address.
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}
-
-fn to_v6(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), addr.port()),
-        IpAddr::V6(_) => addr,
     }
 }
 

@@ -14,12 +14,13 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
+use warren_client_core::PeerChange;
 use warren_io::{
     max_packet, Offloads, RecvBatch, TunReader, TunWriter, TxBatch, UdpBatch, TUN_BATCH,
 };
 use warren_netcfg::TunDevice;
-use warren_tunnel::{min_out_len, PeerConfig, Tunnel, MIN_BUFFER};
+use warren_tunnel::{min_out_len, Tunnel, MIN_BUFFER};
 
 use crate::observe::{wall_clock_ms, Observer, Probe};
 
@@ -34,7 +35,8 @@ pub struct DataPlane {
     pub tun: TunDevice,
     pub udp: UdpSocket,
     /// The latest peer table from the directory.
-    pub peers: watch::Receiver<Vec<PeerConfig>>,
+    /// Edits of the peer table, one batch per directory change.
+    pub peers: mpsc::UnboundedReceiver<Vec<PeerChange>>,
     pub pings: mpsc::Receiver<Probe>,
     pub observer: Observer,
     /// Fires (or drops) when the loop should end.
@@ -164,8 +166,33 @@ fn log_offloads(tun: &TunDevice, udp: &UdpBatch) {
     }
 }
 
+/// Why the loop ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoopExit {
+    /// Asked to (`stop` fired, or the manager dropped the handle).
+    Stopped,
+    /// By itself: the TUN or the socket failed. The reason is for a person.
+    Failed(String),
+}
+
+/// Applies one batch of peer-table edits.
+fn apply_peer_changes(tunnel: &mut Tunnel, now: Instant, changes: Vec<PeerChange>) {
+    for change in changes {
+        match change {
+            PeerChange::Upsert(cfg) => {
+                if let Err(e) = tunnel.upsert_peer(now, cfg) {
+                    tracing::warn!(error = %e, "an agent could not be added to the tunnel");
+                }
+            }
+            PeerChange::Remove(key) => {
+                tunnel.remove_peer(&key);
+            }
+        }
+    }
+}
+
 /// Runs until `stop` fires, the TUN fails or the peer table's sender goes.
-pub async fn run(dp: DataPlane) {
+pub async fn run(dp: DataPlane) -> LoopExit {
     let DataPlane {
         mut tunnel,
         tun,
@@ -179,7 +206,9 @@ pub async fn run(dp: DataPlane) {
         Ok(udp) => udp,
         Err(e) => {
             tracing::error!(error = %e, "couldn't set up the WireGuard socket; the data plane is not running");
-            return;
+            return LoopExit::Failed(format!(
+                "couldn't set up the WireGuard socket ({e}); restart the helper"
+            ));
         }
     };
     log_offloads(&tun, &udp);
@@ -191,18 +220,20 @@ pub async fn run(dp: DataPlane) {
     // Pings only; their packets are small.
     let mut out = vec![0u8; min_out_len(1500)];
     flush(&mut tunnel, &mut observer, &mut udp).await;
-    loop {
+    let exit = loop {
         let deadline = match tunnel.poll_timeout() {
             Some(t) => t.min(observer.poll_timeout()),
             None => observer.poll_timeout(),
         };
         tokio::select! {
-            _ = &mut stop => break,
+            _ = &mut stop => break LoopExit::Stopped,
             read = reader.read(&tun) => match read {
                 Ok(_) => outbound(Instant::now(), &mut tunnel, &reader, &mut tx, &mut udp).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "reading from the TUN failed; stopping the data plane");
-                    break;
+                    break LoopExit::Failed(format!(
+                        "the tunnel device stopped working ({e}); it was removed or reset — Warren sets it up again"
+                    ));
                 }
             },
             recv = udp.recv(&mut rx) => match recv {
@@ -218,15 +249,10 @@ pub async fn run(dp: DataPlane) {
                     send(&mut udp, dst, &out[..len]).await;
                 }
             }
-            changed = peers.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let list = peers.borrow_and_update().clone();
-                if let Err(e) = tunnel.set_peers(Instant::now(), list) {
-                    tracing::warn!(error = %e, "some agents could not be added to the tunnel");
-                }
-            }
+            changes = peers.recv() => match changes {
+                Some(changes) => apply_peer_changes(&mut tunnel, Instant::now(), changes),
+                None => break LoopExit::Stopped,
+            },
             _ = tokio::time::sleep_until(deadline.into()) => {
                 let now = Instant::now();
                 if tunnel.poll_timeout().is_some_and(|t| t <= now) {
@@ -236,7 +262,8 @@ pub async fn run(dp: DataPlane) {
             }
         }
         flush(&mut tunnel, &mut observer, &mut udp).await;
-    }
+    };
+    exit
 }
 
 /// A thread of the loop's own with a single-threaded runtime. On the
@@ -288,16 +315,16 @@ impl LoopThread {
     /// Runs [`run`] on a new thread. The receiver completes (with `Ok` or,
     /// if the loop panicked, `Err`) once the loop has ended and dropped the
     /// TUN, so the caller may undo the network configuration.
-    pub fn spawn(mut self, dp: DataPlane) -> std::io::Result<oneshot::Receiver<()>> {
-        let (done, ended) = oneshot::channel();
+    pub fn spawn(mut self, dp: DataPlane) -> std::io::Result<oneshot::Receiver<LoopExit>> {
+        let (done, ended) = oneshot::channel::<LoopExit>();
         let Some(rt) = self.rt.take() else {
             unreachable!("LoopThread without a runtime");
         };
         std::thread::Builder::new()
             .name("warren-datapath".into())
             .spawn(move || {
-                rt.block_on(run(dp));
-                let _ = done.send(());
+                let exit = rt.block_on(run(dp));
+                let _ = done.send(exit);
             })?;
         Ok(ended)
     }

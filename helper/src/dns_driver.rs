@@ -17,12 +17,15 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
+use warren_client_core::NameChange;
 use warren_dns::{Config, Outcome, Stub, Transport};
 use warren_netcfg::dns::resolv_conf;
 
-/// Name → addresses, as the directory has them.
-pub type Names = Arc<Vec<(String, Vec<IpAddr>)>>;
+/// Every name → addresses, as the client state has them when the stub starts.
+pub type Names = Vec<(String, Vec<IpAddr>)>;
+/// Later edits of the names, as diffs from the client state.
+pub type NameChanges = mpsc::UnboundedReceiver<Vec<NameChange>>;
 
 /// Most queries a TCP client may have unanswered on its connection.
 const TCP_QUEUE: usize = 64;
@@ -86,10 +89,11 @@ impl Drop for DnsHandle {
     }
 }
 
-/// Binds the sockets and starts serving `names`.
+/// Binds the sockets and starts serving `names`, then `changes` to them.
 pub async fn start(
     config: DnsDriverConfig,
-    names: watch::Receiver<Names>,
+    names: Names,
+    changes: NameChanges,
 ) -> Result<DnsHandle, DnsDriverError> {
     let mut stub_config = Config::new(config.suffix.clone());
     if let Some((_, backup)) = &config.resolv_conf {
@@ -117,7 +121,7 @@ pub async fn start(
     };
     tracing::info!(listen = ?config.listen, suffix = %config.suffix, forwarding = upstream.is_some(), "DNS stub started");
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(run(config, stub, udp, tcp, upstream, names, stop_rx));
+    let task = tokio::spawn(run(config, stub, udp, tcp, upstream, names, changes, stop_rx));
     Ok(DnsHandle {
         stop: Some(stop_tx),
         task: Some(task),
@@ -167,13 +171,15 @@ async fn accept_on(listeners: &[TcpListener]) -> std::io::Result<(TcpStream, Soc
     futures_util::future::select_all(accepts).await.0
 }
 
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn run(
     config: DnsDriverConfig,
     mut stub: Stub,
     udp: Vec<Arc<UdpSocket>>,
     tcp: Vec<TcpListener>,
     upstream: Option<UdpSocket>,
-    mut names: watch::Receiver<Names>,
+    names: Names,
+    changes: NameChanges,
     mut stop: oneshot::Receiver<()>,
 ) {
     let (input_tx, mut input) = mpsc::channel::<Input>(1024);
@@ -187,13 +193,12 @@ async fn run(
     let mut tcp_clients: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut buf = vec![0u8; 65535];
     let mut up_buf = vec![0u8; 65535];
-    let load = |stub: &mut Stub, names: &Names| {
-        let skipped = stub.set_names(names.iter().map(|(n, a)| (n.as_str(), a.iter().copied())));
-        for (name, why) in skipped.iter().take(5) {
-            tracing::debug!(%name, reason = %why, "name not served");
-        }
-    };
-    load(&mut stub, &names.borrow_and_update().clone());
+    let skipped = stub.set_names(names.iter().map(|(n, a)| (n.as_str(), a.iter().copied())));
+    for (name, why) in skipped.iter().take(5) {
+        tracing::debug!(%name, reason = %why, "name not served");
+    }
+    drop(names);
+    let mut changes = Some(changes);
     let mut resolv_conf_watch = config.resolv_conf.as_ref().map(|(path, backup)| {
         resolv_conf::Watch::start(path.clone(), backup.clone(), config.listen.clone())
     });
@@ -246,13 +251,11 @@ async fn run(
                     }
                 }
             }
-            changed = names.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let list = names.borrow_and_update().clone();
-                load(&mut stub, &list);
-            }
+            batch = next_changes(&mut changes) => match batch {
+                Some(batch) => apply_name_changes(&mut stub, batch),
+                // The tunnel's handle is gone; its stop follows.
+                None => changes = None,
+            },
             _ = sleep_until(deadline) => stub.handle_timeout(Instant::now()),
         }
         while let Some(t) = stub.poll_transmit() {
@@ -272,6 +275,30 @@ async fn run(
     }
     drop(resolv_conf_watch);
     tracing::info!("DNS stub stopped");
+}
+
+/// The next batch of name diffs; never, once their sender is gone.
+async fn next_changes(changes: &mut Option<NameChanges>) -> Option<Vec<NameChange>> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Applies one directory change to the stub: only the names that moved.
+fn apply_name_changes(stub: &mut Stub, batch: Vec<NameChange>) {
+    for change in batch {
+        match change {
+            NameChange::Upsert { name, addresses } => {
+                if let Err(e) = stub.upsert(&name, addresses) {
+                    tracing::debug!(%name, reason = %e, "name not served");
+                }
+            }
+            NameChange::Remove { name } => {
+                stub.remove(&name);
+            }
+        }
+    }
 }
 
 /// Answers one UDP query (a forwarded one is sent after the `select!`).

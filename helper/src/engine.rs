@@ -1,32 +1,33 @@
-//! The helper's engine: one task that owns all session state.
+//! The helper's engine: the thin driver of [`ClientState`].
 //!
-//! It drives the sans-IO [`Session`] and [`Directory`] from three inputs —
-//! client requests, coordinator events and its own timer — and fans the
-//! results out to subscribers through their bounded queues. It never awaits
-//! a client or the network, so a hung GUI cannot stall the coordinator
-//! stream and a slow coordinator cannot stall a `Status` request.
+//! All of the helper's decisions live in the sans-IO client state
+//! (`warren-client-core`). This task feeds it its inputs — client requests,
+//! coordinator events, data-plane reports, its own timer — with the current
+//! time, carries out its commands (coordinator connections, the data
+//! plane's manager) and fans its events out to subscribers through their
+//! bounded queues. It never awaits a client or the network, so a hung GUI
+//! cannot stall the coordinator stream and a slow coordinator cannot stall a
+//! `Status` request.
 
 use crate::control_task::{self, ControlEvent};
 use crate::events::{self, EncodedEvent};
-use crate::keys::SessionKeys;
-use crate::observe::{PeerReport, PingError, PingRequest, Report, StatsReceiver};
+use crate::observe::{PingError, PingRequest, Report, ReportReceiver};
 use crate::subscribers::{Outgoing, SubscriberQueue};
 use crate::tunnel_driver::{self, TunnelCommand, TunnelManager};
-use base64::Engine as _;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
-use warren_control::ControlConfig;
-use warren_proto::control::{Register, Welcome, CONTROL_VERSION};
-use warren_proto::frame::encode;
-use warren_proto::ipc::{
-    ErrorCode, HelperMessage, IpcError, LogLine, PeerStats, PingReport, Reply, Request,
-    SessionInfo, SessionState, StatusReport, TunnelInfo, TunnelState, PING_TIMEOUT_MS,
+use warren_client_core::{
+    ClientConfig, ClientState, Command as CoreCommand, ConnectControl, Event as CoreEvent,
+    SessionKeys, TunnelFacts,
 };
-use warren_proto::model::{Agent, AgentId};
-use warren_session::{Action, Backoff, ConnectFailure, Directory, Session, SessionConfig};
+use warren_control::ControlConfig;
+use warren_proto::control::{Register, CONTROL_VERSION};
+use warren_proto::frame::encode;
+use warren_proto::ipc::{ErrorCode, HelperMessage, IpcError, LogLine, PingReport, Reply, Request};
+use warren_session::Backoff;
 
 #[derive(Debug)]
 pub struct EngineConfig {
@@ -37,8 +38,8 @@ pub struct EngineConfig {
     pub app_version: String,
     pub hostname: Option<String>,
     /// The data plane, unless `warrend` runs with `--no-tunnel`, and its
-    /// statistics.
-    pub tunnel: Option<(TunnelManager, StatsReceiver)>,
+    /// reports.
+    pub tunnel: Option<(TunnelManager, ReportReceiver)>,
 }
 
 impl Default for EngineConfig {
@@ -76,33 +77,18 @@ impl EngineHandle {
 }
 
 pub struct Engine {
-    config: EngineConfig,
-    session: Session,
-    directory: Directory,
-    keys: Option<SessionKeys>,
+    app_version: String,
+    hostname: Option<String>,
+    client: ClientState,
     subscribers: Vec<Arc<SubscriberQueue>>,
+    /// Coordinator connection per session generation.
     tasks: HashMap<u64, JoinHandle<()>>,
     control_tx: mpsc::Sender<ControlEvent>,
     control_rx: mpsc::Receiver<ControlEvent>,
     commands: mpsc::Receiver<Command>,
     logs: Option<broadcast::Receiver<LogLine>>,
-    /// Welcome of the current generation, held until its first snapshot is
-    /// applied: the session is shown as connected only once the list is real.
-    pending_welcome: Option<(u64, Welcome)>,
-    /// What the tunnel was last told to run: public key and plan.
-    tunnel_up: Option<(String, warren_netcfg::NetPlan)>,
-    /// The directory changed since the tunnel's peers were last set.
-    peers_dirty: bool,
     tunnel: Option<TunnelManager>,
-    stats_rx: Option<StatsReceiver>,
-    /// Agent of each WireGuard key in the directory (base64 as registered).
-    key_index: HashMap<String, AgentId>,
-    /// Latest tunnel statistics per agent, with the key they were for.
-    peer_stats: HashMap<AgentId, (String, PeerStats)>,
-    /// The data plane as last reported (or asked for), and why it failed.
-    tunnel_state: (TunnelState, Option<String>),
-    /// `tunnel_state` changed since subscribers were told.
-    tunnel_changed: bool,
+    reports: Option<ReportReceiver>,
 }
 
 /// Starts the engine task.
@@ -112,32 +98,37 @@ pub fn spawn(
 ) -> (EngineHandle, JoinHandle<()>) {
     let (tx, commands) = mpsc::channel(256);
     let (control_tx, control_rx) = mpsc::channel(64);
-    let seed = rand::random::<u64>();
-    let mut config = config;
-    let (tunnel, stats_rx) = match config.tunnel.take() {
-        Some((manager, stats)) => (Some(manager), Some(stats)),
+    let (tunnel, reports) = match config.tunnel {
+        Some((manager, reports)) => (Some(manager), Some(reports)),
         None => (None, None),
     };
+    let facts = tunnel.as_ref().map(|m| {
+        let (dns_mode, resolv_conf) = m.dns();
+        TunnelFacts {
+            tun_name: m.tun_name().to_string(),
+            listen_port: m.port(),
+            dns_mode,
+            resolv_conf,
+        }
+    });
+    let client = ClientState::new(ClientConfig {
+        backoff_base: config.backoff_base,
+        backoff_cap: config.backoff_cap,
+        seed: rand::random(),
+        tunnel: facts,
+    });
     let engine = Engine {
-        session: Session::new(Backoff::new(config.backoff_base, config.backoff_cap, seed)),
-        config,
-        directory: Directory::new(),
-        keys: None,
+        app_version: config.app_version,
+        hostname: config.hostname,
+        client,
         subscribers: Vec::new(),
         tasks: HashMap::new(),
         control_tx,
         control_rx,
         commands,
         logs,
-        pending_welcome: None,
-        tunnel_up: None,
-        peers_dirty: false,
         tunnel,
-        stats_rx,
-        key_index: HashMap::new(),
-        peer_stats: HashMap::new(),
-        tunnel_state: (TunnelState::Down, None),
-        tunnel_changed: false,
+        reports,
     };
     let task = tokio::spawn(engine.run());
     (EngineHandle { tx }, task)
@@ -156,14 +147,14 @@ fn reply_frame(id: u64, reply: Reply) -> Option<Vec<u8>> {
     }
 }
 
-fn error_reply(id: u64, code: ErrorCode, message: impl Into<String>) -> Option<Vec<u8>> {
-    reply_frame(id, Reply::Error(IpcError::new(code, message)))
+fn error_reply(id: u64, error: IpcError) -> Option<Vec<u8>> {
+    reply_frame(id, Reply::Error(error))
 }
 
 impl Engine {
     async fn run(mut self) {
         loop {
-            let deadline = self.session.poll_timeout();
+            let deadline = self.client.poll_timeout();
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(command) => self.handle_command(command),
@@ -175,56 +166,21 @@ impl Engine {
                         self.broadcast_log(&line);
                     }
                 }
-                report = recv_report(&mut self.stats_rx) => match report {
-                    Some(Report::Stats(stats)) => self.handle_stats(stats),
-                    Some(Report::Tunnel(state, error)) => self.handle_tunnel_state(state, error),
+                report = recv_report(&mut self.reports) => match report {
+                    Some(Report::Stats { generation, peers }) => {
+                        self.client.handle_stats(Instant::now(), generation, peers);
+                    }
+                    Some(Report::Tunnel { generation, state, error }) => {
+                        self.client.handle_tunnel_report(Instant::now(), generation, state, error);
+                    }
                     None => {}
                 },
-                _ = sleep_until(deadline) => {
-                    self.session.handle_timeout(Instant::now());
-                }
+                _ = sleep_until(deadline) => self.client.handle_timeout(Instant::now()),
             }
-            self.after_step();
+            self.carry_out();
         }
         for (_, task) in self.tasks.drain() {
             task.abort();
-        }
-    }
-
-    fn session_info(&self) -> SessionInfo {
-        let mut info = self.session.info(Instant::now());
-        info.tunnel = self.tunnel.as_ref().map(|m| TunnelInfo {
-            state: self.tunnel_state.0,
-            error: self.tunnel_state.1.clone(),
-            interface: m.tun_name().to_string(),
-            listen_port: m.port(),
-        });
-        info
-    }
-
-    /// The data plane reports where it got to. A report the engine has
-    /// since overtaken (up while it asked for down, or the reverse) is
-    /// stale and ignored.
-    fn handle_tunnel_state(&mut self, state: TunnelState, error: Option<String>) {
-        let wanted_up = self.tunnel_up.is_some();
-        let current = matches!(state, TunnelState::Up | TunnelState::Failed) == wanted_up;
-        if !current {
-            return;
-        }
-        if let Some(reason) = &error {
-            tracing::warn!(%reason, "the tunnel is not carrying traffic");
-        }
-        let new = (state, error);
-        if new != self.tunnel_state {
-            self.tunnel_state = new;
-            self.tunnel_changed = true;
-        }
-    }
-
-    fn set_tunnel_state(&mut self, state: TunnelState) {
-        if self.tunnel_state != (state, None) {
-            self.tunnel_state = (state, None);
-            self.tunnel_changed = true;
         }
     }
 
@@ -232,75 +188,39 @@ impl Engine {
         let now = Instant::now();
         let reply = match request {
             Request::Start { url, token, ca } => {
-                let url = url.trim().trim_end_matches('/').to_string();
-                if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    error_reply(
-                        id,
-                        ErrorCode::BadRequest,
-                        format!("the coordinator URL {url:?} must start with https://"),
-                    )
-                } else if token.is_empty() {
-                    error_reply(
-                        id,
-                        ErrorCode::BadRequest,
-                        "no token given; sign in with `warren login` first",
-                    )
-                } else {
-                    let config = SessionConfig { url, token, ca };
-                    if self.session.is_running_with(&config) {
-                        tracing::info!("start requested for the running session; nothing to do");
-                    } else {
-                        tracing::info!(url = %config.url, "starting a session");
-                        let delta = self.directory.clear();
-                        self.broadcast_delta(&delta);
-                        let keys = SessionKeys::generate();
-                        self.session.start(now, config, keys.public_base64());
-                        self.keys = Some(keys);
-                    }
-                    reply_frame(id, Reply::Ok)
+                match self
+                    .client
+                    .handle_start(now, &url, token, ca, SessionKeys::generate())
+                {
+                    Ok(()) => reply_frame(id, Reply::Ok),
+                    Err(e) => error_reply(id, e),
                 }
             }
             Request::Stop => {
-                tracing::info!("stopping the session");
-                self.session.stop(now);
-                self.keys = None;
-                let delta = self.directory.clear();
-                self.broadcast_delta(&delta);
+                self.client.handle_stop(now);
                 reply_frame(id, Reply::Ok)
             }
-            Request::Reconnect => {
-                if self.session.reconnect(now) {
-                    tracing::info!("reconnecting on request");
-                    reply_frame(id, Reply::Ok)
-                } else {
-                    error_reply(
-                        id,
-                        ErrorCode::BadRequest,
-                        "not signed in: there is no session to reconnect; run `warren up` first",
-                    )
-                }
+            Request::Reconnect => match self.client.handle_reconnect(now) {
+                Ok(()) => reply_frame(id, Reply::Ok),
+                Err(e) => error_reply(id, e),
+            },
+            Request::Status => {
+                reply_frame(id, Reply::Status(self.client.status(now, crate::VERSION)))
             }
-            Request::Status => reply_frame(
-                id,
-                Reply::Status(StatusReport {
-                    helper_version: crate::VERSION.to_string(),
-                    session: self.session_info(),
-                    workspace_count: self.directory.workspace_count(),
-                    agent_count: self.directory.agent_count(),
-                }),
-            ),
             Request::Ping { target, timeout_ms } => {
                 match self.start_ping(&target, timeout_ms, id, &queue) {
                     Ok(()) => return,
-                    Err(e) => error_reply(id, e.code, e.message),
+                    Err(e) => error_reply(id, e),
                 }
             }
             Request::Subscribe => {
                 if !queue.set_subscribed() {
                     error_reply(
                         id,
-                        ErrorCode::BadRequest,
-                        "this connection is already subscribed",
+                        IpcError::new(
+                            ErrorCode::BadRequest,
+                            "this connection is already subscribed",
+                        ),
                     )
                 } else {
                     self.subscribe(id, queue);
@@ -315,18 +235,18 @@ impl Engine {
 
     fn subscribe(&mut self, id: u64, queue: Arc<SubscriberQueue>) {
         let started = Instant::now();
-        let mut workspaces: Vec<_> = self.directory.workspaces().collect();
+        let mut workspaces: Vec<_> = self.client.workspaces().collect();
         workspaces.sort_by(|a, b| (&a.owner, &a.name).cmp(&(&b.owner, &b.name)));
-        let agents: Vec<_> = self.directory.agents().collect();
-        let stats = self.peer_stats.values().map(|(_, s)| s);
-        let state = match events::state_events(&self.session_info(), workspaces, agents, stats) {
+        let agents: Vec<_> = self.client.agents().collect();
+        let info = self.client.session_info(started);
+        let state = match events::state_events(&info, workspaces, agents, self.client.peer_stats())
+        {
             Ok(state) => state,
             Err(e) => {
                 tracing::error!(error = %e, "could not encode the state");
                 if let Some(frame) = error_reply(
                     id,
-                    ErrorCode::Internal,
-                    "the helper could not encode its state",
+                    IpcError::new(ErrorCode::Internal, "the helper could not encode its state"),
                 ) {
                     queue.push(Outgoing::Frame(frame));
                 }
@@ -342,16 +262,13 @@ impl Engine {
         }
         tracing::debug!(
             parts = state.len(),
-            agents = self.directory.agent_count(),
+            agents = self.client.agent_count(),
             elapsed_us = started.elapsed().as_micros() as u64,
             "new subscriber"
         );
         if open {
             self.subscribers.push(queue);
-            // The state carries figures up to 10 s old; fresh ones follow.
-            if let (Some(manager), Some(_)) = (&self.tunnel, &self.tunnel_up) {
-                manager.send(TunnelCommand::ReportStats);
-            }
+            self.client.handle_subscriber();
         }
     }
 
@@ -361,208 +278,120 @@ impl Engine {
             ControlEvent::Connected {
                 generation,
                 welcome,
-            } => {
-                if generation == self.session.generation() {
-                    self.directory.begin_stream();
-                    self.pending_welcome = Some((generation, welcome));
-                }
-            }
+            } => self
+                .client
+                .handle_control_connected(now, generation, welcome),
             ControlEvent::Update {
                 generation,
                 update,
                 received,
             } => {
-                if generation != self.session.generation() {
-                    return;
-                }
-                let kind = update.kind;
-                let seq = update.seq;
-                match self.directory.apply(update) {
-                    Ok(delta) => {
-                        let applied = received.elapsed();
-                        self.broadcast_delta(&delta);
-                        if self.directory.is_synced() {
-                            if let Some((g, welcome)) = self.pending_welcome.take() {
-                                if g == generation {
-                                    self.session.on_connected(now, generation, &welcome);
-                                }
-                            }
-                        }
-                        tracing::debug!(
-                            ?kind,
-                            seq,
-                            agents = self.directory.agent_count(),
-                            upserted = delta.upserted_agents.len(),
-                            deleted = delta.deleted_agents.len(),
-                            apply_us = applied.as_micros() as u64,
-                            total_us = received.elapsed().as_micros() as u64,
-                            "applied a workspace update"
-                        );
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "workspace stream out of step");
-                        self.stop_task(generation);
-                        self.session.on_failure(
-                            now,
-                            generation,
-                            ConnectFailure::Resync(e.to_string()),
-                        );
-                    }
-                }
+                self.client.handle_control_update(now, generation, update);
+                tracing::trace!(
+                    total_us = received.elapsed().as_micros() as u64,
+                    "workspace update handled"
+                );
             }
             ControlEvent::Failed {
                 generation,
                 failure,
             } => {
                 self.tasks.remove(&generation);
-                if self
-                    .pending_welcome
-                    .as_ref()
-                    .is_some_and(|(g, _)| *g == generation)
-                {
-                    self.pending_welcome = None;
-                }
-                self.session.on_failure(now, generation, failure);
+                self.client.handle_control_failed(now, generation, failure);
             }
         }
     }
 
-    /// Carries out the session's actions and publishes its changes.
-    fn after_step(&mut self) {
-        while let Some(action) = self.session.poll_action() {
-            match action {
-                Action::Connect { generation } => self.start_task(generation),
-                Action::Disconnect { generation } => self.stop_task(generation),
-            }
-        }
-        let session_changed =
-            self.session.take_changed() | std::mem::take(&mut self.tunnel_changed);
-        if session_changed {
-            let info = self.session_info();
-            tracing::info!(
-                state = %info.state,
-                reason = info.reason.as_deref().unwrap_or(""),
-                "session changed"
-            );
-            match events::session_event(&info) {
-                Ok(event) => self.broadcast(std::slice::from_ref(&event)),
-                Err(e) => tracing::error!(error = %e, "could not encode the session"),
-            }
-        }
-        // Only a session change (state, key, device) or a directory change
-        // can change what the tunnel should run; log lines and requests
-        // that changed neither cost nothing here.
-        if session_changed || self.peers_dirty {
-            self.reconcile_tunnel();
-        }
-    }
-
-    /// Brings the data plane in line with the session: up while connected
-    /// (kept through a reconnect, so open connections survive a blip), down
-    /// once the session stops, fails or starts over with a new key.
-    fn reconcile_tunnel(&mut self) {
-        // Whatever happens below, the tunnel ends up with the current peers
-        // (an `Up` carries them all), so the flag is spent here.
-        let peers_dirty = std::mem::take(&mut self.peers_dirty);
-        let Some(manager) = self.tunnel.clone() else {
-            return;
-        };
-        if peers_dirty {
-            self.rebuild_key_index();
-        }
-        let info = self.session_info();
-        let want = match info.state {
-            SessionState::Reconnecting => self.tunnel_up.clone(),
-            SessionState::Connected => match (&self.keys, &info.device, &info.deployment) {
-                (Some(keys), Some(device), Some(deployment)) => {
-                    match tunnel_driver::net_plan(
-                        manager.tun_name(),
-                        device,
-                        deployment,
-                        Some(manager.dns()),
-                    ) {
-                        Ok(plan) => Some((keys.public_base64(), plan)),
-                        Err(e) => {
-                            tracing::error!(error = %e, "the tunnel can't start");
-                            None
-                        }
+    /// Carries out what the client state asked for and publishes what it
+    /// said, until it has nothing more.
+    fn carry_out(&mut self) {
+        while let Some(command) = self.client.poll_command() {
+            match command {
+                CoreCommand::ConnectControl(connect) => self.start_task(connect),
+                CoreCommand::DisconnectControl { generation } => {
+                    if let Some(task) = self.tasks.remove(&generation) {
+                        task.abort();
                     }
                 }
-                _ => None,
-            },
-            _ => None,
-        };
-        if want != self.tunnel_up {
-            match (&want, &self.keys) {
-                (Some((_, plan)), Some(keys)) => {
-                    manager.send(TunnelCommand::Up {
-                        secret: keys.tunnel_secret(),
-                        plan: plan.clone(),
-                        peers: tunnel_driver::peer_configs(self.directory.agents()),
-                        names: tunnel_driver::dns_names(self.directory.agents()),
-                    });
-                    self.set_tunnel_state(TunnelState::Starting);
-                }
-                _ => {
-                    // The state turns Down when the manager reports the OS
-                    // restored, so `warren down` can wait for exactly that.
-                    manager.send(TunnelCommand::Down(None));
-                    self.clear_stats();
+                CoreCommand::TunnelUp(up) => self.to_tunnel(TunnelCommand::Up(up)),
+                CoreCommand::TunnelChanges {
+                    generation,
+                    peers,
+                    names,
+                } => self.to_tunnel(TunnelCommand::Changes {
+                    generation,
+                    peers,
+                    names,
+                }),
+                CoreCommand::TunnelDown { generation } => self.to_tunnel(TunnelCommand::Down {
+                    generation,
+                    done: None,
+                }),
+                CoreCommand::ReportStats { generation } => {
+                    self.to_tunnel(TunnelCommand::ReportStats { generation })
                 }
             }
-            self.tunnel_up = want;
-        } else if peers_dirty && self.tunnel_up.is_some() {
-            manager.send(TunnelCommand::Directory {
-                peers: tunnel_driver::peer_configs(self.directory.agents()),
-                names: tunnel_driver::dns_names(self.directory.agents()),
-            });
+        }
+        while let Some(event) = self.client.poll_event() {
+            let encoded = match &event {
+                CoreEvent::SessionChanged(info) => events::session_event(info).map(|e| vec![e]),
+                CoreEvent::Directory(delta) => {
+                    self.subscribers.retain(|queue| !queue.is_closed());
+                    if self.subscribers.is_empty() {
+                        continue;
+                    }
+                    events::update_events(delta)
+                }
+                CoreEvent::Stats(stats) => {
+                    self.subscribers.retain(|queue| !queue.is_closed());
+                    if self.subscribers.is_empty() || stats.is_empty() {
+                        continue;
+                    }
+                    events::stats_events(stats)
+                }
+            };
+            match encoded {
+                Ok(events) => self.broadcast(&events),
+                Err(e) => tracing::error!(error = %e, "could not encode an event"),
+            }
         }
     }
 
-    fn start_task(&mut self, generation: u64) {
+    fn to_tunnel(&self, command: TunnelCommand) {
+        match &self.tunnel {
+            Some(manager) => manager.send(command),
+            // The client state has no tunnel facts then, so it never asks.
+            None => tracing::warn!(?command, "no data plane for a tunnel command"),
+        }
+    }
+
+    fn start_task(&mut self, connect: ConnectControl) {
         let endpoints = match &self.tunnel {
             Some(t) => tunnel_driver::local_endpoints(t.port(), t.tun_name()),
             None => Vec::new(),
         };
-        self.session.set_endpoints(endpoints.clone());
-        let (Some(config), Some(keys)) = (self.session.config(), self.keys.as_ref()) else {
-            return;
-        };
+        self.client.handle_local_endpoints(endpoints.clone());
+        let ConnectControl {
+            generation,
+            url,
+            token,
+            ca,
+            public_key,
+        } = connect;
         let control = ControlConfig {
-            url: config.url.clone(),
-            token: config.token.clone(),
-            ca_pem: config.ca.clone(),
+            url,
+            token,
+            ca_pem: ca,
             register: Register {
                 protocol_version: CONTROL_VERSION,
-                public_key: keys.public_base64(),
-                endpoints: endpoints.clone(),
-                hostname: self.config.hostname.clone(),
-                app_version: self.config.app_version.clone(),
+                public_key,
+                endpoints,
+                hostname: self.hostname.clone(),
+                app_version: self.app_version.clone(),
             },
         };
         let task = control_task::spawn(generation, control, self.control_tx.clone());
         self.tasks.insert(generation, task);
-    }
-
-    fn stop_task(&mut self, generation: u64) {
-        if let Some(task) = self.tasks.remove(&generation) {
-            task.abort();
-        }
-    }
-
-    fn broadcast_delta(&mut self, delta: &warren_session::Delta) {
-        self.peers_dirty = true;
-        for id in &delta.deleted_agents {
-            self.peer_stats.remove(id);
-        }
-        self.subscribers.retain(|queue| !queue.is_closed());
-        if self.subscribers.is_empty() {
-            return;
-        }
-        match events::update_events(delta) {
-            Ok(events) => self.broadcast(&events),
-            Err(e) => tracing::error!(error = %e, "could not encode an update"),
-        }
     }
 
     fn broadcast_log(&mut self, line: &LogLine) {
@@ -587,76 +416,6 @@ impl Engine {
             open
         });
     }
-}
-
-impl Engine {
-    /// Which agent each WireGuard key belongs to; stats of an agent whose
-    /// key changed (it was re-created) are dropped with the old key.
-    fn rebuild_key_index(&mut self) {
-        self.key_index.clear();
-        for agent in self.directory.agents() {
-            if let Some(key) = &agent.public_key {
-                self.key_index.insert(key.clone(), agent.id.clone());
-            }
-        }
-        let index = &self.key_index;
-        self.peer_stats
-            .retain(|agent, (key, _)| index.get(key) == Some(agent));
-    }
-
-    /// Forgets all statistics (the tunnel went down) and tells subscribers
-    /// the figures are gone by sending every agent as "never".
-    fn clear_stats(&mut self) {
-        if self.peer_stats.is_empty() {
-            return;
-        }
-        let cleared: Vec<PeerStats> = self
-            .peer_stats
-            .drain()
-            .map(|(agent_id, _)| PeerStats {
-                agent_id,
-                last_handshake_ms: None,
-                rx_bytes: 0,
-                tx_bytes: 0,
-                rtt_us: None,
-                endpoint: None,
-            })
-            .collect();
-        self.broadcast_stats(&cleared);
-    }
-
-    fn handle_stats(&mut self, reports: Vec<PeerReport>) {
-        let mut changed = Vec::with_capacity(reports.len());
-        for r in reports {
-            let key = base64::engine::general_purpose::STANDARD.encode(r.key);
-            let Some(agent_id) = self.key_index.get(&key) else {
-                continue;
-            };
-            let stats = PeerStats {
-                agent_id: agent_id.clone(),
-                last_handshake_ms: r.last_handshake_ms,
-                rx_bytes: r.rx_bytes,
-                tx_bytes: r.tx_bytes,
-                rtt_us: r.rtt_us,
-                endpoint: r.endpoint,
-            };
-            self.peer_stats
-                .insert(agent_id.clone(), (key, stats.clone()));
-            changed.push(stats);
-        }
-        self.broadcast_stats(&changed);
-    }
-
-    fn broadcast_stats(&mut self, stats: &[PeerStats]) {
-        self.subscribers.retain(|queue| !queue.is_closed());
-        if self.subscribers.is_empty() || stats.is_empty() {
-            return;
-        }
-        match events::stats_events(stats) {
-            Ok(events) => self.broadcast(&events),
-            Err(e) => tracing::error!(error = %e, "could not encode tunnel statistics"),
-        }
-    }
 
     /// Resolves the target and hands an echo request to the tunnel; a task
     /// answers the client when the reply (or the timeout) comes, so the
@@ -668,55 +427,33 @@ impl Engine {
         id: u64,
         queue: &Arc<SubscriberQueue>,
     ) -> Result<(), IpcError> {
+        let ping = self.client.resolve_ping(target, timeout_ms)?;
         let Some(manager) = self.tunnel.clone() else {
-            return Err(IpcError::new(
-                ErrorCode::Unreachable,
-                "this helper runs without a tunnel (--no-tunnel), so it can't ping",
-            ));
+            // resolve_ping refuses without a data plane.
+            return Err(IpcError::new(ErrorCode::Internal, "no data plane"));
         };
-        if self.tunnel_up.is_none() {
-            return Err(IpcError::new(
-                ErrorCode::Unreachable,
-                "not connected: run `warren up` first",
-            ));
-        }
-        let agents: Vec<&Agent> = self.directory.agents().collect();
-        let (agent, address) = resolve_target(&agents, target)
-            .map_err(|message| IpcError::new(ErrorCode::BadRequest, message))?;
-        if agent.public_key.is_none() {
-            return Err(IpcError::new(
-                ErrorCode::Unreachable,
-                format!(
-                    "agent {} has not registered a WireGuard key yet; is it running?",
-                    agent.name
-                ),
-            ));
-        }
-        let name = best_name(agent).to_string();
-        let agent_id = agent.id.clone();
-        let timeout = Duration::from_millis(timeout_ms.unwrap_or(PING_TIMEOUT_MS).clamp(1, 60_000));
         let (tx, rx) = tokio::sync::oneshot::channel();
         manager.send(TunnelCommand::Ping(PingRequest {
-            dst: address,
-            timeout,
+            dst: ping.address,
+            timeout: ping.timeout,
             reply: tx,
         }));
         let queue = Arc::clone(queue);
         tokio::spawn(async move {
             // The observer answers by its own deadline; this bound only
             // guards against a data plane that vanished with the request.
-            let outcome = tokio::time::timeout(timeout + Duration::from_secs(1), rx).await;
+            let outcome = tokio::time::timeout(ping.timeout + Duration::from_secs(1), rx).await;
             let reply = match outcome {
                 Ok(Ok(Ok(pong))) => Reply::Pong(PingReport {
-                    agent_id,
-                    name,
-                    address,
+                    agent_id: ping.agent_id,
+                    name: ping.name,
+                    address: ping.address,
                     rtt_us: pong.rtt.as_micros() as u64,
                     endpoint: pong.endpoint,
                 }),
-                Ok(Ok(Err(e))) => Reply::Error(ping_error(&name, address, e)),
+                Ok(Ok(Err(e))) => Reply::Error(ping_error(&ping.name, ping.address, e)),
                 Ok(Err(_)) | Err(_) => {
-                    Reply::Error(ping_error(&name, address, PingError::TunnelDown))
+                    Reply::Error(ping_error(&ping.name, ping.address, PingError::TunnelDown))
                 }
             };
             if let Some(frame) = reply_frame(id, reply) {
@@ -737,90 +474,7 @@ fn ping_error(name: &str, address: std::net::IpAddr, e: PingError) -> IpcError {
     IpcError::new(ErrorCode::Unreachable, message)
 }
 
-/// The shortest DNS name (what people type), else the agent's name.
-fn best_name(agent: &Agent) -> &str {
-    agent
-        .dns_names
-        .iter()
-        .min_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)))
-        .map(String::as_str)
-        .unwrap_or(&agent.name)
-}
-
-/// Finds the agent `target` names — a tunnel address, a DNS name
-/// (case-insensitive, trailing dot allowed), `workspace/agent`, an agent id
-/// or a unique agent name — and the address to ping (IPv4 first, unless the
-/// target is an address).
-pub fn resolve_target<'a>(
-    agents: &[&'a Agent],
-    target: &str,
-) -> Result<(&'a Agent, std::net::IpAddr), String> {
-    let target = target.trim();
-    if target.is_empty() {
-        return Err("no target given: name an agent, e.g. `warren ping main.myws.warren`".into());
-    }
-    if let Ok(ip) = target.parse::<std::net::IpAddr>() {
-        return agents
-            .iter()
-            .find(|a| a.addresses.contains(&ip))
-            .map(|a| (*a, ip))
-            .ok_or_else(|| format!("no agent has the tunnel address {ip}; see `warren status`"));
-    }
-    let name = target.trim_end_matches('.').to_ascii_lowercase();
-    let mut found: Vec<&Agent> = agents
-        .iter()
-        .copied()
-        .filter(|a| a.dns_names.iter().any(|d| d.eq_ignore_ascii_case(&name)))
-        .collect();
-    if found.is_empty() {
-        found = agents.iter().copied().filter(|a| a.id == target).collect();
-    }
-    if found.is_empty() {
-        // `workspace/agent` is `agent.workspace.` at the front of a DNS name.
-        let prefix = match name.split_once('/') {
-            Some((ws, agent)) => format!("{agent}.{ws}."),
-            None => String::new(),
-        };
-        found = agents
-            .iter()
-            .copied()
-            .filter(|a| {
-                if prefix.is_empty() {
-                    a.name.eq_ignore_ascii_case(&name)
-                } else {
-                    a.dns_names
-                        .iter()
-                        .any(|d| d.to_ascii_lowercase().starts_with(&prefix))
-                }
-            })
-            .collect();
-    }
-    match found.as_slice() {
-        [] => Err(format!(
-            "no agent called {target:?}; `warren status` lists them"
-        )),
-        [agent] => {
-            let address = agent
-                .addresses
-                .iter()
-                .find(|a| a.is_ipv4())
-                .or_else(|| agent.addresses.first())
-                .copied()
-                .ok_or_else(|| format!("agent {} has no tunnel address yet", agent.name))?;
-            Ok((agent, address))
-        }
-        many => {
-            let mut names: Vec<&str> = many.iter().map(|a| best_name(a)).collect();
-            names.sort_unstable();
-            Err(format!(
-                "{target:?} could mean any of {}; use the full name",
-                names.join(", ")
-            ))
-        }
-    }
-}
-
-async fn recv_report(reports: &mut Option<StatsReceiver>) -> Option<Report> {
+async fn recv_report(reports: &mut Option<ReportReceiver>) -> Option<Report> {
     match reports {
         Some(rx) => {
             let report = rx.recv().await;
@@ -851,63 +505,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn agent(id: &str, name: &str, dns: &[&str], addrs: &[&str]) -> Agent {
-        Agent {
-            id: id.into(),
-            name: name.into(),
-            workspace_id: "w".into(),
-            public_key: Some("k".into()),
-            addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
-            endpoints: vec![],
-            dns_names: dns.iter().map(|d| d.to_string()).collect(),
-            online: true,
-        }
-    }
-
-    #[test]
-    fn ping_targets_resolve_by_address_name_and_path() {
-        let a = agent(
-            "id-1",
-            "main",
-            &["main.api.alice.warren", "api.warren"],
-            &["fd00::5", "100.64.0.5"],
-        );
-        let b = agent("id-2", "main", &["main.web.alice.warren"], &["100.64.0.6"]);
-        let c = agent("id-3", "db", &["db.web.alice.warren"], &["fd00::7"]);
-        let all = [&a, &b, &c];
-        let ok = |t: &str| {
-            let (agent, addr) = resolve_target(&all, t).unwrap_or_else(|e| panic!("{t}: {e}"));
-            (agent.id.clone(), addr.to_string())
-        };
-        assert_eq!(ok("api.warren"), ("id-1".into(), "100.64.0.5".into()));
-        assert_eq!(
-            ok("MAIN.API.Alice.warren."),
-            ("id-1".into(), "100.64.0.5".into())
-        );
-        assert_eq!(ok("fd00::5"), ("id-1".into(), "fd00::5".into()));
-        assert_eq!(ok("web/main"), ("id-2".into(), "100.64.0.6".into()));
-        assert_eq!(ok("id-2"), ("id-2".into(), "100.64.0.6".into()));
-        // Only an IPv6 address: that one.
-        assert_eq!(ok("db"), ("id-3".into(), "fd00::7".into()));
-
-        let err = resolve_target(&all, "main").unwrap_err();
-        assert!(
-            err.contains("api.warren") && err.contains("main.web.alice.warren"),
-            "{err}"
-        );
-        assert!(resolve_target(&all, "nope")
-            .unwrap_err()
-            .contains("warren status"));
-        assert!(resolve_target(&all, "100.64.9.9")
-            .unwrap_err()
-            .contains("100.64.9.9"));
-        assert!(resolve_target(&all, "  ").is_err());
     }
 }

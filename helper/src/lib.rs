@@ -21,7 +21,6 @@ pub mod datapath;
 pub mod dns_driver;
 pub mod engine;
 pub mod events;
-pub mod keys;
 pub mod log_forward;
 pub mod observe;
 pub mod subscribers;

@@ -24,31 +24,30 @@ const PING_PAYLOAD: &[u8; 16] = b"warren-ping-0001";
 /// looping `warren ping` can't grow the helper.
 pub const MAX_PENDING_PINGS: usize = 64;
 
-/// One peer's figures, in wall-clock time, for the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerReport {
-    pub key: PeerKey,
-    /// Latest handshake, ms since the Unix epoch.
-    pub last_handshake_ms: Option<u64>,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    pub rtt_us: Option<u64>,
-    pub endpoint: Option<SocketAddr>,
-}
+pub use warren_client_core::PeerReport;
 
-/// What the data plane tells the engine.
+/// What the data plane tells the engine, tagged with the tunnel generation
+/// it is about (the client state ignores older ones).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
     /// The peers whose figures changed.
-    Stats(Vec<PeerReport>),
-    /// The tunnel started, stopped or failed to start (with the reason).
-    Tunnel(warren_proto::ipc::TunnelState, Option<String>),
+    Stats {
+        generation: u64,
+        peers: Vec<PeerReport>,
+    },
+    /// The tunnel started, stopped, failed to start or died (with the
+    /// reason, or a note about a tunnel that runs without DNS).
+    Tunnel {
+        generation: u64,
+        state: warren_proto::ipc::TunnelState,
+        error: Option<String>,
+    },
 }
 
 /// The data plane's reports to the engine.
-pub type StatsSender = mpsc::UnboundedSender<Report>;
-/// The engine's end of [`StatsSender`].
-pub type StatsReceiver = mpsc::UnboundedReceiver<Report>;
+pub type ReportSender = mpsc::UnboundedSender<Report>;
+/// The engine's end of [`ReportSender`].
+pub type ReportReceiver = mpsc::UnboundedReceiver<Report>;
 
 /// A ping asked of the data plane.
 #[derive(Debug)]
@@ -130,7 +129,9 @@ impl From<&PeerStats> for Reported {
 /// Statistics and pings for one running tunnel.
 #[derive(Debug)]
 pub struct Observer {
-    stats: StatsSender,
+    reports: ReportSender,
+    /// The tunnel generation this observer's figures belong to.
+    generation: u64,
     v4: Option<Ipv4Addr>,
     v6: Option<Ipv6Addr>,
     /// ICMP identifier of this tunnel's pings: replies with another one are
@@ -163,7 +164,13 @@ pub fn wall_clock_ms() -> u64 {
 
 impl Observer {
     /// `addresses` are this device's tunnel addresses (ping sources).
-    pub fn new(now: Instant, addresses: &[IpAddr], stats: StatsSender, ident: u16) -> Self {
+    pub fn new(
+        now: Instant,
+        addresses: &[IpAddr],
+        reports: ReportSender,
+        ident: u16,
+        generation: u64,
+    ) -> Self {
         let v4 = addresses.iter().find_map(|a| match a {
             IpAddr::V4(v4) => Some(*v4),
             IpAddr::V6(_) => None,
@@ -173,7 +180,8 @@ impl Observer {
             IpAddr::V4(_) => None,
         });
         Observer {
-            stats,
+            reports,
+            generation,
             v4,
             v6,
             ident,
@@ -279,7 +287,14 @@ impl Observer {
             self.ping_rtt
                 .retain(|key, _| tunnel.peer_stats(key).is_some());
         }
-        if !changed.is_empty() && self.stats.send(Report::Stats(changed)).is_err() {
+        if changed.is_empty() {
+            return;
+        }
+        let report = Report::Stats {
+            generation: self.generation,
+            peers: changed,
+        };
+        if self.reports.send(report).is_err() {
             tracing::debug!("the engine stopped listening for tunnel statistics");
         }
     }
@@ -609,10 +624,10 @@ mod tests {
         delivered
     }
 
-    fn observer(now: Instant) -> (Observer, StatsReceiver) {
+    fn observer(now: Instant) -> (Observer, ReportReceiver) {
         let (tx, rx) = mpsc::unbounded_channel();
         let addrs = [LAPTOP.parse().unwrap(), LAPTOP6.parse().unwrap()];
-        (Observer::new(now, &addrs, tx, 0x5752), rx)
+        (Observer::new(now, &addrs, tx, 0x5752, 3), rx)
     }
 
     #[test]
@@ -769,7 +784,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = pair(t0);
         let (tx, _rx) = mpsc::unbounded_channel();
-        let mut obs = Observer::new(t0, &[LAPTOP.parse().unwrap()], tx, 1);
+        let mut obs = Observer::new(t0, &[LAPTOP.parse().unwrap()], tx, 1, 1);
         let mut out = vec![0u8; min_out_len(2048)];
         let (reply, mut rx) = oneshot::channel();
         obs.ping(
@@ -803,7 +818,10 @@ mod tests {
 
     fn stats_of(report: Report) -> Vec<PeerReport> {
         match report {
-            Report::Stats(s) => s,
+            Report::Stats { generation, peers } => {
+                assert_eq!(generation, 3, "figures carry the tunnel's generation");
+                peers
+            }
             other => panic!("expected stats, got {other:?}"),
         }
     }

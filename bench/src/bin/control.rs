@@ -9,18 +9,26 @@
 //! sockets, to separate the apply cost from transport and encoding.
 
 use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use warren_bench::report::{self, median, Better, Metric};
+use warren_client_core::{
+    ClientConfig, ClientState, Command as CoreCommand, PeerChange, SessionKeys, TunnelFacts,
+};
 use warren_e2e::{Coordinator, Helper, TestDir};
 use warren_ipc::{Client, StateMirror};
+use warren_netcfg::dns::DnsMode;
 use warren_proto::control::{ServerMessage, UpdateKind, WorkspaceUpdate};
+use warren_proto::control::{TokenKind, Welcome, CONTROL_VERSION};
 use warren_proto::ipc::{Event, Reply, Request, SessionState};
+use warren_proto::model::DeploymentInfo;
 use warren_proto::model::{Agent, Workspace};
 use warren_proto::Secret;
 use warren_session::Directory;
+use warren_tunnel::{StaticSecret, Tunnel};
 
 const WORKSPACES: usize = 10_000;
 const AGENTS_PER_WORKSPACE: usize = 2;
@@ -372,7 +380,183 @@ fn in_process() -> Result<()> {
     Ok(())
 }
 
+/// A connected client state with a running tunnel over the whole synthetic
+/// directory, and the session's control generation.
+fn connected_client() -> Result<(ClientState, u64, u64)> {
+    let now = Instant::now();
+    let mut client = ClientState::new(ClientConfig {
+        tunnel: Some(TunnelFacts {
+            tun_name: "warren0".into(),
+            listen_port: 51820,
+            dns_mode: DnsMode::Off,
+            resolv_conf: "/etc/resolv.conf".into(),
+        }),
+        ..ClientConfig::default()
+    });
+    client
+        .handle_start(
+            now,
+            "https://coord.example",
+            Secret::new("wut_bench_secret"),
+            None,
+            SessionKeys::from_secret([5; 32]),
+        )
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let mut generation = None;
+    while let Some(c) = client.poll_command() {
+        if let CoreCommand::ConnectControl(cc) = c {
+            generation = Some(cc.generation);
+        }
+    }
+    let generation = generation.context("the client never connected")?;
+    client.handle_control_connected(
+        now,
+        generation,
+        Welcome {
+            protocol_version: CONTROL_VERSION,
+            coordinator_version: "bench".into(),
+            deployment: DeploymentInfo {
+                suffix: "warren".into(),
+                ipv4_prefix: "100.64.0.0/10".into(),
+                ipv6_prefix: "fd12:3456:789a::/48".into(),
+            },
+            user: "alice".into(),
+            kind: TokenKind::User,
+            id: "device".into(),
+            addresses: vec!["100.64.0.1".parse()?, "fd12:3456:789a::1".parse()?],
+        },
+    );
+    client.handle_control_update(now, generation, synthetic_snapshot());
+    let mut up = None;
+    while let Some(c) = client.poll_command() {
+        if let CoreCommand::TunnelUp(u) = c {
+            up = Some(u.generation);
+        }
+    }
+    let up = up.context("the tunnel was never started")?;
+    client.handle_tunnel_report(now, up, warren_proto::ipc::TunnelState::Up, None);
+    while client.poll_event().is_some() {}
+    if client.peer_count() != AGENTS {
+        bail!("the client has {} peers", client.peer_count());
+    }
+    Ok((client, generation, up))
+}
+
+/// What one directory change cost the helper before the client core: the
+/// directory applied, then every peer config, every DNS name and the key
+/// index rebuilt from the whole directory and sent to the data plane, which
+/// re-diffed its whole table against the list.
+fn full_rebuild(dir: &Directory, tunnel: &mut Tunnel, now: Instant) -> usize {
+    let mut key_index: HashMap<String, String> = HashMap::new();
+    let mut peers = Vec::new();
+    let mut names = Vec::new();
+    for agent in dir.agents() {
+        if let Some(key) = &agent.public_key {
+            key_index.insert(key.clone(), agent.id.clone());
+        }
+        if let Some(cfg) = warren_client_core::peers::peer_config(agent) {
+            peers.push(cfg);
+        }
+        for name in &agent.dns_names {
+            names.push((name.clone(), agent.addresses.clone()));
+        }
+    }
+    let names = std::sync::Arc::new(names);
+    let _ = tunnel.set_peers(now, peers);
+    key_index.len() + names.len()
+}
+
+/// One-agent diffs through the whole helper-side path at 20,000 agents:
+/// the client state (directory, peer and name diffs, events) plus the data
+/// plane's peer table edit, against the full rebuild it replaced.
+fn agent_diff() -> Result<()> {
+    const SAMPLES: usize = 200;
+    let (mut client, generation, _) = connected_client()?;
+    let now = Instant::now();
+    let mut tunnel = Tunnel::new(StaticSecret::from([5; 32]));
+    let all: Vec<_> = client
+        .agents()
+        .filter_map(warren_client_core::peers::peer_config)
+        .collect();
+    tunnel
+        .set_peers(now, all)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let moved = |i: usize| {
+        let mut a = synthetic_agent("w_0000000000000000", "ws-00000", i % 1000, 0);
+        a.endpoints = vec![SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            40000 + i as u16,
+        )];
+        a
+    };
+    let diff = |seq: u64, agent: Agent| WorkspaceUpdate {
+        kind: UpdateKind::Diff,
+        seq,
+        more: false,
+        upserted_workspaces: vec![],
+        upserted_agents: vec![agent],
+        deleted_workspaces: vec![],
+        deleted_agents: vec![],
+    };
+    let mut ours = Vec::with_capacity(SAMPLES);
+    for i in 0..SAMPLES {
+        let update = diff(i as u64 + 1, moved(i));
+        let t = Instant::now();
+        client.handle_control_update(now, generation, update);
+        let mut changes = 0;
+        while let Some(c) = client.poll_command() {
+            if let CoreCommand::TunnelChanges { peers, .. } = c {
+                for change in peers {
+                    changes += 1;
+                    match change {
+                        PeerChange::Upsert(cfg) => {
+                            let _ = tunnel.upsert_peer(now, cfg);
+                        }
+                        PeerChange::Remove(key) => {
+                            tunnel.remove_peer(&key);
+                        }
+                    }
+                }
+            }
+        }
+        while client.poll_event().is_some() {}
+        ours.push(t.elapsed().as_secs_f64() * 1e6);
+        if changes != 1 {
+            bail!("one agent's new endpoint made {changes} peer changes");
+        }
+    }
+    // Before: the same diffs, each followed by the full rebuild.
+    let mut dir = Directory::new();
+    dir.apply(synthetic_snapshot())?;
+    let mut before = Vec::with_capacity(SAMPLES / 10);
+    for i in 0..SAMPLES / 10 {
+        let t = Instant::now();
+        dir.apply(diff(i as u64 + 1, moved(i)))?;
+        let n = full_rebuild(&dir, &mut tunnel, now);
+        before.push(t.elapsed().as_secs_f64() * 1e6);
+        if n < AGENTS {
+            bail!("the rebuild saw {n} entries");
+        }
+    }
+    let (ours_us, before_us) = (median(&ours), median(&before));
+    report::emit(
+        BENCH,
+        Metric {
+            baseline: Some(("full rebuild per change (before the client core)", before_us)),
+            note: Some(format!(
+                "in-process, median of {SAMPLES}: one agent's endpoint changes on a {AGENTS}-agent directory; ClientState (directory, peer and name diffs, events) plus the data plane's peer-table edit"
+            )),
+            ..Metric::new("helper_agent_diff_us", ours_us, "us", Better::Lower)
+        },
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
+    if std::env::args().any(|a| a == "--in-process") {
+        in_process()?;
+        return agent_diff();
+    }
     let dir = TestDir::new("bench-control");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -380,5 +564,6 @@ fn main() -> Result<()> {
         .build()
         .context("build the tokio runtime")?;
     rt.block_on(end_to_end(dir.path()))?;
-    in_process()
+    in_process()?;
+    agent_diff()
 }

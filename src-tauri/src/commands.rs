@@ -1,5 +1,6 @@
-//! The commands the web UI invokes (the table in `warren_proto::app`), and
-//! the session actions the tray shares with them. Each talks to the helper
+//! The commands the web UI invokes (the list in `warren_proto::app`, whose
+//! names [`HANDLED`] is tested against), and the session actions the tray
+//! shares with them. Each talks to the helper
 //! through `warren-ipc`, as the CLI does, and fails with a
 //! [`CommandError`] whose message says what to do.
 
@@ -343,9 +344,54 @@ pub fn ui_ready(state: State<'_, AppState>) {
     }
 }
 
+/// Declares the invoke handler and the names it answers to from one list,
+/// so the test below can hold them against `warren_proto::app::COMMANDS`
+/// (from which the UI's wrappers are generated).
+macro_rules! handlers {
+    ($($name:ident),* $(,)?) => {
+        /// The commands [`handler`] answers to.
+        pub const HANDLED: &[&str] = &[$(stringify!($name)),*];
+
+        /// The invoke handler for `tauri::Builder::invoke_handler`.
+        pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
+            tauri::generate_handler![$($name),*]
+        }
+    };
+}
+
+handlers![
+    app_info,
+    subscribe,
+    sign_in,
+    sign_out,
+    connect,
+    disconnect,
+    reconnect,
+    get_settings,
+    set_settings,
+    export_logs,
+    copy_text,
+    ping,
+    ui_ready,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A command the UI's generated wrappers can call has a handler, and
+    /// the handler answers to nothing the UI doesn't know about.
+    #[test]
+    fn every_listed_command_has_a_handler() {
+        let mut listed = warren_proto::app::COMMANDS.to_vec();
+        let mut handled = HANDLED.to_vec();
+        listed.sort_unstable();
+        handled.sort_unstable();
+        assert_eq!(
+            listed, handled,
+            "warren_proto::app's command list and the invoke handler differ"
+        );
+    }
 
     #[test]
     fn sign_in_errors_keep_their_kind_and_read_as_sentences() {

@@ -105,21 +105,7 @@ pub fn run() -> anyhow::Result<()> {
         .plugin(tauri_plugin_dialog::init())
         .plugin(tauri_plugin_clipboard_manager::init())
         .manage(state)
-        .invoke_handler(tauri::generate_handler![
-            commands::app_info,
-            commands::subscribe,
-            commands::sign_in,
-            commands::sign_out,
-            commands::connect,
-            commands::disconnect,
-            commands::reconnect,
-            commands::get_settings,
-            commands::set_settings,
-            commands::export_logs,
-            commands::copy_text,
-            commands::ping,
-            commands::ui_ready,
-        ])
+        .invoke_handler(commands::handler())
         .setup(move |app| {
             let handle = app.handle().clone();
             if let Err(e) = tray::create(&handle, &hub) {

@@ -1,5 +1,5 @@
 /**
- * The web UI in headless Chromium with Tauri's IPC mocked (e2e/harness.ts):
+ * The web UI in headless Chromium with Tauri's IPC mocked (e2e/harness.tsx):
  * sign-in, connect, big lists and the filter, copying a name, helper
  * trouble, settings, about, logs — and a screenshot of each screen.
  */
@@ -243,13 +243,16 @@ describe('warren ui', () => {
     await done(page);
   });
 
-  test('copy-name copies the DNS name and says Copied', async () => {
+  test('copy-name copies the primary DNS name (the shortest, as the CLI shows) and says Copied', async () => {
     const page = await open('seed=demo&session=connected');
     const row = page.locator('[data-agent-id=a-api-main]');
+    // The workspace's first agent also answers to `api.warren`: that one, as in `warren status`.
+    assert.equal(await row.locator('code.dns').textContent(), 'api.warren');
+    assert.equal(await page.locator('[data-agent-id=a-api-gpu] code.dns').textContent(), 'gpu-worker.api.alice.warren');
     await row.hover();
     await row.getByTestId('copy-name').click();
     await row.getByText('Copied').waitFor();
-    assert.deepEqual(await calls(page, 'copy_text'), [{ text: 'main.api.alice.warren' }]);
+    assert.deepEqual(await calls(page, 'copy_text'), [{ text: 'api.warren' }]);
     await until(async () => (await row.getByText('Copied').count()) === 0, { timeoutMs: 4000, what: 'Copied to go away' });
     await done(page);
   });
@@ -259,7 +262,7 @@ describe('warren ui', () => {
     const row = page.locator('[data-agent-id=a-api-main]');
     await row.getByTestId('rtt').click();
     await until(async () => (await row.getByTestId('rtt').textContent()) === '0.4 ms', { what: 'ping result' });
-    assert.deepEqual(await calls(page, 'ping'), [{ target: 'main.api.alice.warren' }]);
+    assert.deepEqual(await calls(page, 'ping'), [{ target: 'api.warren' }]);
     const offline = page.locator('[data-testid=agent-row][data-dot=red]').first();
     await offline.getByTestId('rtt').click();
     await until(async () => (await offline.getByTestId('rtt').textContent()) === 'no reply', { what: 'no reply' });
@@ -273,6 +276,7 @@ describe('warren ui', () => {
     await page.evaluate(() =>
       window.warrenMock.setSession('failed', {
         reason: 'The coordinator rejected your token — sign in again with `warren login`.',
+        reason_code: 'sign_in_required',
       }),
     );
     await page.getByTestId('sign-in-required').waitFor();

@@ -8,13 +8,16 @@
  * Query parameters set the starting point: `link` (a HelperLinkState,
  * default `connected`), `account` (`none` or a user name, default `alice`),
  * `session` (default `disconnected`), `seed` (`demo`, `none`, or a number of
- * workspaces with two agents each), `naive=1` (the benchmark's baseline list).
+ * workspaces with two agents each), `naive=1` (the benchmark's baseline list,
+ * `naive.tsx`, instead of the app).
  */
 import { mockIPC, mockWindows } from '@tauri-apps/api/mocks';
-import { options, type VNode } from 'preact';
+import { options, render, type VNode } from 'preact';
 import type { Channel } from '@tauri-apps/api/core';
 import '../src/styles.css';
-import { boot } from '../src/boot';
+import { boot, follow } from '../src/boot';
+import { createLive } from '../src/live';
+import { NaiveApp } from './naive';
 import type { Account } from '../src/bindings/Account';
 import type { Agent } from '../src/bindings/Agent';
 import type { CommandErrorKind } from '../src/bindings/CommandErrorKind';
@@ -25,6 +28,7 @@ import type { PeerStats } from '../src/bindings/PeerStats';
 import type { SessionInfo } from '../src/bindings/SessionInfo';
 import type { SessionState } from '../src/bindings/SessionState';
 import type { Settings } from '../src/bindings/Settings';
+import type { TunnelInfo } from '../src/bindings/TunnelInfo';
 import type { UiEvent } from '../src/bindings/UiEvent';
 import type { Workspace } from '../src/bindings/Workspace';
 import { session as mkSession } from '../src/fixtures';
@@ -32,8 +36,7 @@ import { session as mkSession } from '../src/fixtures';
 const params = new URLSearchParams(location.search);
 const SOCKET = '/run/warren/warrend.sock';
 const URL_ = 'https://warren.example.com';
-/** Agents per `State` part, as the helper splits a snapshot under its frame cap. */
-const PART_SIZE = 500;
+const TUNNEL_UP = { state: 'up', error: null, interface: 'warren0', listen_port: 51820, generation: 1 } as TunnelInfo;
 
 const LINK_MESSAGES: Partial<Record<HelperLinkState, string>> = {
   missing: 'Nothing is listening on /run/warren/warrend.sock. Start the helper with `sudo systemctl start warrend`, or reinstall Warren.',
@@ -96,24 +99,11 @@ function stream(event: Event) {
   deliver({ kind: 'stream', seq: m.seq++, event });
 }
 
-/** The helper's full state: part 0 replaces everything, in parts of PART_SIZE agents. */
+/** The helper's full state as the app sends it: one whole snapshot that replaces everything, numbered from 0. */
 function sendSnapshot() {
   if (m.link.state !== 'connected') return;
   m.seq = 0;
-  const parts = Math.max(1, Math.ceil(m.agents.length / PART_SIZE));
-  for (let p = 0; p < parts; p++) {
-    const agents = m.agents.slice(p * PART_SIZE, (p + 1) * PART_SIZE);
-    const ids = new Set(agents.map((a) => a.id));
-    stream({
-      event: 'state',
-      part: p,
-      last: p === parts - 1,
-      session: m.session,
-      workspaces: p === 0 ? m.workspaces : [],
-      agents,
-      stats: m.stats.filter((s) => ids.has(s.agent_id)),
-    });
-  }
+  stream({ event: 'state', part: 0, last: true, session: m.session, workspaces: m.workspaces, agents: m.agents, stats: m.stats });
 }
 
 /** Replays like the app does on `subscribe`: link, account, then the helper's snapshot. */
@@ -168,7 +158,7 @@ async function handle(cmd: string, args: Record<string, unknown> | undefined): P
     case 'connect':
       setSession('connecting');
       await sleep(m.connectDelayMs);
-      setSession('connected', { tunnel: { state: 'up', error: null, interface: 'warren0', listen_port: 51820 } });
+      setSession('connected', { tunnel: TUNNEL_UP });
       return null;
     case 'disconnect':
       setSession('disconnected');
@@ -275,7 +265,7 @@ function reseed(what: string | null) {
 reseed(params.get('seed'));
 if (params.get('session')) {
   const s = params.get('session') as SessionState;
-  m.session = mkSession(s, s === 'connected' ? { tunnel: { state: 'up', error: null, interface: 'warren0', listen_port: 51820 } } : {});
+  m.session = mkSession(s, s === 'connected' ? { tunnel: TUNNEL_UP } : {});
 }
 
 /** How many times an agent row component rendered (memo skips don't count). */
@@ -340,4 +330,11 @@ window.warrenMock = warrenMock;
 
 mockWindows('main');
 mockIPC((cmd, args) => handle(cmd, args as Record<string, unknown> | undefined));
-boot(document.getElementById('app')!, { naive: params.get('naive') === '1' });
+const root = document.getElementById('app')!;
+if (params.get('naive') === '1') {
+  const live = createLive();
+  render(<NaiveApp live={live} />, root);
+  follow(live);
+} else {
+  boot(root);
+}

@@ -1,18 +1,29 @@
 /**
- * Typed wrappers for every command of the desktop app (the table in
- * `crates/warren-proto/src/app.rs`). This is the only module that calls
- * `invoke`; a failing command rejects with a `CommandError`.
+ * The commands of the desktop app, for the components. The typed wrappers
+ * are generated from the command list in `crates/warren-proto/src/app.rs`
+ * (`bindings/commands.ts`, the only module that calls `invoke`); this adds
+ * the event channel `subscribe` needs and the error every command rejects
+ * with, a `CommandError`.
  */
-import { Channel, invoke } from '@tauri-apps/api/core';
-import type { Account } from './bindings/Account';
-import type { AppInfo } from './bindings/AppInfo';
+import { Channel } from '@tauri-apps/api/core';
 import type { CommandError } from './bindings/CommandError';
-import type { PingReport } from './bindings/PingReport';
-import type { Settings } from './bindings/Settings';
-import type { SignInRequest } from './bindings/SignInRequest';
 import type { UiEvent } from './bindings/UiEvent';
+import * as commands from './bindings/commands';
 
-export const appInfo = () => invoke<AppInfo>('app_info');
+export {
+  appInfo,
+  signIn,
+  signOut,
+  connect,
+  disconnect,
+  reconnect,
+  getSettings,
+  setSettings,
+  exportLogs,
+  copyText,
+  uiReady,
+  ping,
+} from './bindings/commands';
 
 /**
  * Opens the event stream: the app replays the current state (link, account,
@@ -20,24 +31,10 @@ export const appInfo = () => invoke<AppInfo>('app_info');
  * channel so the caller can detach it when subscribing again.
  */
 export async function subscribe(onEvent: (ev: UiEvent) => void): Promise<Channel<UiEvent>> {
-  const on_event = new Channel<UiEvent>(onEvent);
-  await invoke<void>('subscribe', { on_event });
-  return on_event;
+  const channel = new Channel<UiEvent>(onEvent);
+  await commands.subscribe(channel);
+  return channel;
 }
-
-export const signIn = (request: SignInRequest) => invoke<Account>('sign_in', { request });
-export const signOut = () => invoke<void>('sign_out');
-export const connect = () => invoke<void>('connect');
-export const disconnect = () => invoke<void>('disconnect');
-export const reconnect = () => invoke<void>('reconnect');
-export const getSettings = () => invoke<Settings>('get_settings');
-export const setSettings = (settings: Settings) => invoke<Settings>('set_settings', { settings });
-/** Resolves to the path of the zip written, or `null` when the dialog was cancelled. */
-export const exportLogs = () => invoke<string | null>('export_logs');
-export const copyText = (text: string) => invoke<void>('copy_text', { text });
-export const uiReady = () => invoke<void>('ui_ready');
-/** One ICMP echo through the tunnel, timed by the helper (as `warren ping`). */
-export const ping = (target: string) => invoke<PingReport>('ping', { target });
 
 /**
  * The `CommandError` a command rejected with; anything else (a bug, a

@@ -1,25 +1,27 @@
 /**
  * Starts the UI: renders the app, subscribes to the app's event stream
  * (again whenever the store noticed it missed events), and reports the first
- * paint with `ui_ready`.
+ * paint with `ui_ready`. `follow` is the stream part alone, for a page that
+ * renders something else over the same store (the e2e benchmark baseline).
  */
 import { render } from 'preact';
 import type { Channel } from '@tauri-apps/api/core';
 import * as api from './api';
 import type { UiEvent } from './bindings/UiEvent';
 import { App } from './components/App';
-import { createLive } from './live';
-
-export interface BootOptions {
-  /** Render the list the naive way (benchmark baseline only). */
-  naive?: boolean;
-}
+import { createLive, type Live } from './live';
 
 /** At most this many resubscriptions a minute, so a broken stream can't spin. */
 const MAX_RESUBSCRIBES_PER_MINUTE = 5;
 
-export function boot(root: HTMLElement, opts: BootOptions = {}) {
+export function boot(root: HTMLElement) {
   const live = createLive();
+  render(<App live={live} />, root);
+  follow(live);
+}
+
+/** Feeds `live` from the app's event stream and reports the first paint. */
+export function follow(live: Live) {
   let channel: Channel<UiEvent> | null = null;
   let resubscribes: number[] = [];
 
@@ -45,7 +47,6 @@ export function boot(root: HTMLElement, opts: BootOptions = {}) {
     void subscribe();
   });
 
-  render(<App live={live} naive={opts.naive ?? false} />, root);
   void subscribe();
   requestAnimationFrame(() => {
     api.uiReady().catch((e) => console.error('ui_ready failed:', api.asCommandError(e).message));

@@ -35,6 +35,7 @@ export function session(state: SessionState, extra: Partial<SessionInfo> = {}): 
     url: 'https://warren.example.com',
     user: 'alice',
     reason: null,
+    reason_code: null,
     retry_in_ms: null,
     attempt: 0,
     device: null,
@@ -60,17 +61,16 @@ export function stream(seq: number, event: Event): UiEvent {
   return { kind: 'stream', seq, event };
 }
 
-export function statePart(
-  part: number,
-  last: boolean,
+/** A whole `State` snapshot, as the app always sends it. */
+export function snapshot(
   workspaces: Workspace[],
   agents: Agent[],
   opts: { session?: SessionInfo; stats?: PeerStats[] } = {},
 ): Event {
   return {
     event: 'state',
-    part,
-    last,
+    part: 0,
+    last: true,
     session: opts.session ?? session('connected'),
     workspaces,
     agents,

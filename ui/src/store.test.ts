@@ -3,7 +3,7 @@
  * account, the log ring, grouping and the filter.
  */
 import { describe, expect, it } from 'vitest';
-import { agent, diff, session, statePart, stats, stream, ws } from './fixtures';
+import { agent, diff, session, snapshot, stats, stream, ws } from './fixtures';
 import { applyEvent, deriveGroups, filterGroups, initialState, LOG_CAPACITY, type AppState } from './store';
 import type { UiEvent } from './bindings/UiEvent';
 
@@ -17,23 +17,19 @@ const api = ws('w1', 'api');
 const web = ws('w2', 'web');
 
 describe('snapshot then diffs', () => {
-  it('builds a snapshot from several parts and then applies diffs', () => {
-    let s = run([stream(0, statePart(0, false, [api], [agent('a1', 'main', api)]))]);
-    expect(s.complete).toBe(false);
-    s = run([stream(1, statePart(1, false, [web], [agent('a2', 'main', web)]))], s);
-    expect(s.complete).toBe(false);
-    s = run([stream(2, statePart(2, true, [], [agent('a3', 'gpu', api)]))], s);
+  it('builds the lists from a snapshot and then applies diffs', () => {
+    let s = run([stream(0, snapshot([api, web], [agent('a1', 'main', api), agent('a2', 'main', web), agent('a3', 'gpu', api)]))]);
     expect(s.complete).toBe(true);
     expect(ids(s.workspaces)).toEqual(['w1', 'w2']);
     expect(ids(s.agents)).toEqual(['a1', 'a2', 'a3']);
 
     // Upsert: a new agent and a changed one.
-    s = run([stream(3, diff([], [agent('a4', 'db', web), agent('a1', 'main', api, { online: false })]))], s);
+    s = run([stream(1, diff([], [agent('a4', 'db', web), agent('a1', 'main', api, { online: false })]))], s);
     expect(ids(s.agents)).toEqual(['a1', 'a2', 'a3', 'a4']);
     expect(s.agents.get('a1')!.online).toBe(false);
 
     // An agent moved to another workspace.
-    s = run([stream(4, diff([], [agent('a3', 'gpu', web)]))], s);
+    s = run([stream(2, diff([], [agent('a3', 'gpu', web)]))], s);
     const groups = deriveGroups(s).groups;
     expect(groups.map((g) => [g.workspace.id, g.agents.map((a) => a.id)])).toEqual([
       ['w1', ['a1']],
@@ -41,65 +37,57 @@ describe('snapshot then diffs', () => {
     ]);
 
     // Deleting an agent, then a workspace with its agents.
-    s = run([stream(5, diff([], [], [], ['a4']))], s);
+    s = run([stream(3, diff([], [], [], ['a4']))], s);
     expect(ids(s.agents)).toEqual(['a1', 'a2', 'a3']);
-    s = run([stream(6, diff([], [], ['w2'], []))], s);
+    s = run([stream(4, diff([], [], ['w2'], []))], s);
     expect(ids(s.workspaces)).toEqual(['w1']);
     expect(ids(s.agents)).toEqual(['a1']);
     expect(s.outOfSync).toBe(false);
   });
 
-  it('a new part 0 replaces everything, even in the middle of a snapshot', () => {
+  it('a new snapshot replaces everything: lists, stats and numbering', () => {
     let s = run([
-      stream(0, statePart(0, true, [api, web], [agent('old1', 'main', api), agent('old2', 'main', web)], {
+      stream(0, snapshot([api, web], [agent('old1', 'main', api), agent('old2', 'main', web)], {
         stats: [stats('old1', 900)],
       })),
       stream(1, diff([], [agent('old3', 'x', api)])),
-      // A new snapshot starts, but is interrupted by yet another part 0.
-      stream(0, statePart(0, false, [web], [agent('half', 'main', web)])),
-      stream(0, statePart(0, false, [api], [agent('new1', 'main', api)])),
-      stream(1, statePart(1, true, [], [agent('new2', 'db', api)])),
+      // The app resubscribed to the helper (after a sleep, say): every
+      // workspace restarted, so nothing old may survive.
+      stream(0, snapshot([api], [agent('new1', 'main', api), agent('new2', 'db', api)], { session: session('reconnecting') })),
     ]);
     expect(s.complete).toBe(true);
     expect(ids(s.workspaces)).toEqual(['w1']);
     expect(ids(s.agents)).toEqual(['new1', 'new2']);
     expect(s.stats.size).toBe(0);
-    s = run([stream(2, diff([], [agent('new3', 'x', api)]))], s);
+    expect(s.session!.state).toBe('reconnecting');
+    s = run([stream(1, diff([], [agent('new3', 'x', api)]))], s);
     expect(ids(s.agents)).toEqual(['new1', 'new2', 'new3']);
+    expect(s.outOfSync).toBe(false);
   });
 
-  it('ignores diffs before a snapshot started or completed', () => {
-    let s = run([stream(0, diff([api], [agent('early', 'main', api)]))]);
+  it('ignores diffs before the first snapshot', () => {
+    let s = run([stream(0, diff([api], [agent('early', 'main', api)])), stream(1, { event: 'peer_stats', stats: [stats('early', 5)] })]);
     expect(s.agents.size).toBe(0);
-    expect(s.complete).toBe(false);
-    s = run([
-      stream(0, statePart(0, false, [api], [agent('a1', 'main', api)])),
-      stream(1, diff([], [agent('mid', 'x', api)])),
-      stream(2, { event: 'peer_stats', stats: [stats('a1', 5)] }),
-    ], s);
-    expect(ids(s.agents)).toEqual(['a1']);
     expect(s.stats.size).toBe(0);
-    s = run([stream(3, statePart(1, true, [], []))], s);
-    expect(s.complete).toBe(true);
-    expect(ids(s.agents)).toEqual(['a1']);
-    s = run([stream(4, diff([], [agent('late', 'x', api)]))], s);
+    expect(s.complete).toBe(false);
+    s = run([stream(0, snapshot([api], [agent('a1', 'main', api)])), stream(1, diff([], [agent('late', 'x', api)]))], s);
     expect(ids(s.agents)).toEqual(['a1', 'late']);
   });
 
   it('marks a gap as out of sync and ignores diffs until the next snapshot', () => {
-    let s = run([stream(0, statePart(0, true, [api], [agent('a1', 'main', api)])), stream(2, diff([], [agent('a2', 'x', api)]))]);
+    let s = run([stream(0, snapshot([api], [agent('a1', 'main', api)])), stream(2, diff([], [agent('a2', 'x', api)]))]);
     expect(s.outOfSync).toBe(true);
     expect(ids(s.agents)).toEqual(['a1']);
     s = run([stream(3, diff([], [agent('a3', 'y', api)]))], s);
     expect(ids(s.agents)).toEqual(['a1']);
-    s = run([stream(0, statePart(0, true, [api], [agent('a9', 'z', api)]))], s);
+    s = run([stream(0, snapshot([api], [agent('a9', 'z', api)]))], s);
     expect(s.outOfSync).toBe(false);
     expect(ids(s.agents)).toEqual(['a9']);
   });
 
   it('applies stats of known agents only and keeps unchanged rows identical', () => {
     let s = run([
-      stream(0, statePart(0, true, [api, web], [agent('a1', 'main', api), agent('a2', 'main', web)])),
+      stream(0, snapshot([api, web], [agent('a1', 'main', api), agent('a2', 'main', web)])),
       stream(1, { event: 'peer_stats', stats: [stats('a1', 100, { rx_bytes: 5 }), stats('a2', 100), stats('ghost', 1)] }),
     ]);
     expect(ids(s.stats)).toEqual(['a1', 'a2']);
@@ -121,7 +109,7 @@ describe('snapshot then diffs', () => {
   });
 
   it('follows session changes and remembers when they arrived', () => {
-    let s = run([stream(0, statePart(0, true, [], [], { session: session('connecting') }))], initialState, 10);
+    let s = run([stream(0, snapshot([], [], { session: session('connecting') }))], initialState, 10);
     expect(s.session!.state).toBe('connecting');
     s = applyEvent(s, stream(1, { event: 'session_changed', session: session('reconnecting', { retry_in_ms: 8000, reason: 'coordinator unreachable' }) }), 5_000);
     expect(s.session!.state).toBe('reconnecting');
@@ -135,7 +123,7 @@ describe('link, account and logs', () => {
     expect(s.link!.state).toBe('searching');
     s = run([
       { kind: 'helper', link: { state: 'connected', socket: '/run/warren.sock', message: null, helper_version: '0.3.0', retry_in_ms: null } },
-      stream(0, statePart(0, true, [api], [])),
+      stream(0, snapshot([api], [])),
     ], s);
     expect(s.complete).toBe(true);
     s = applyEvent(s, { kind: 'helper', link: { state: 'missing', socket: '/run/warren.sock', message: 'Start it.', helper_version: null, retry_in_ms: 3000 } }, 77);
@@ -166,7 +154,7 @@ describe('link, account and logs', () => {
   });
 
   it('keeps the last 1,000 log lines', () => {
-    let s = run([stream(0, statePart(0, true, [], []))]);
+    let s = run([stream(0, snapshot([], []))]);
     for (let i = 0; i < LOG_CAPACITY + 250; i++) {
       s = applyEvent(s, stream(i + 1, { event: 'log', line: { time_ms: i, level: 'INFO', target: 't', message: `line ${i}` } }), 0);
     }

@@ -4,9 +4,10 @@
  * `filterGroups`). No DOM, no clock: the receipt time is passed in, so the
  * tests drive it deterministically.
  *
- * The stream rules follow `crates/warren-ipc/src/mirror.rs`: a `State` with
- * part 0 replaces everything (even in the middle of another snapshot), later
- * parts add to it, and diffs only count once the snapshot is complete. Every
+ * The app sends the helper's state as one whole snapshot (a `State`; see
+ * `UiEvent::Stream` in `crates/warren-proto/src/app.rs`), numbered from 0,
+ * then diffs: a snapshot replaces everything, and diffs only count on top
+ * of one, in sequence. Every
  * update returns new objects for what changed and keeps the rest, so memoized
  * components can skip unchanged rows by reference.
  */
@@ -43,11 +44,10 @@ export interface AppState {
   workspaces: ReadonlyMap<string, Workspace>;
   agents: ReadonlyMap<string, Agent>;
   stats: ReadonlyMap<string, PeerStats>;
-  /** The last part of a snapshot arrived: the lists are worth showing. */
+  /** A snapshot arrived on the current stream: the lists are worth showing. */
   complete: boolean;
-  /** Seq of the next helper event; `null` before a snapshot started. */
+  /** Seq of the next helper event; `null` before a snapshot arrived. */
   nextSeq: number | null;
-  nextPart: number;
   /**
    * Events were missed or came out of order: the lists may be wrong until a
    * new snapshot arrives, so the caller should subscribe again.
@@ -69,7 +69,6 @@ export const initialState: AppState = {
   stats: new Map(),
   complete: false,
   nextSeq: null,
-  nextPart: 0,
   outOfSync: false,
   logs: [],
   nextLogId: 0,
@@ -83,7 +82,7 @@ export function applyEvent(state: AppState, ev: UiEvent, now: number): AppState 
       // Losing the helper ends its stream: the next link starts with a
       // fresh snapshot, and until then nothing listed is current.
       if (ev.link.state !== 'connected') {
-        return { ...next, complete: false, nextSeq: null, nextPart: 0, outOfSync: false };
+        return { ...next, complete: false, nextSeq: null, outOfSync: false };
       }
       return next;
     }
@@ -100,7 +99,7 @@ function applyStream(state: AppState, seq: number, ev: Event, now: number): AppS
     const s = state.nextSeq === seq ? { ...state, nextSeq: seq + 1 } : state;
     return appendLog(s, ev.line);
   }
-  if (ev.event === 'state' && ev.part === 0) {
+  if (ev.event === 'state') {
     const agents = new Map<string, Agent>();
     const workspaces = new Map<string, Workspace>();
     for (const w of ev.workspaces) workspaces.set(w.id, w);
@@ -114,9 +113,8 @@ function applyStream(state: AppState, seq: number, ev: Event, now: number): AppS
       workspaces,
       agents,
       stats,
-      complete: ev.last,
+      complete: true,
       nextSeq: seq + 1,
-      nextPart: 1,
       outOfSync: false,
     };
   }
@@ -124,30 +122,9 @@ function applyStream(state: AppState, seq: number, ev: Event, now: number): AppS
   if (seq !== state.nextSeq) return { ...state, outOfSync: true };
   const s = { ...state, nextSeq: seq + 1 };
   switch (ev.event) {
-    case 'state': {
-      if (state.complete || ev.part !== state.nextPart) return { ...state, outOfSync: true };
-      const workspaces = new Map(state.workspaces);
-      const agents = new Map(state.agents);
-      for (const w of ev.workspaces) workspaces.set(w.id, w);
-      for (const a of ev.agents) agents.set(a.id, a);
-      const stats = new Map(state.stats);
-      insertStats(stats, agents, ev.stats);
-      return {
-        ...s,
-        session: ev.session,
-        sessionAt: now,
-        workspaces,
-        agents,
-        stats,
-        nextPart: state.nextPart + 1,
-        complete: ev.last,
-      };
-    }
     case 'session_changed':
       return { ...s, session: ev.session, sessionAt: now };
     case 'peer_update': {
-      // A diff only makes sense on top of a whole snapshot.
-      if (!state.complete) return s;
       const workspaces = new Map(state.workspaces);
       const agents = new Map(state.agents);
       const stats = new Map(state.stats);
@@ -170,7 +147,6 @@ function applyStream(state: AppState, seq: number, ev: Event, now: number): AppS
       return { ...s, workspaces, agents, stats };
     }
     case 'peer_stats': {
-      if (!state.complete) return s;
       const stats = new Map(state.stats);
       insertStats(stats, state.agents, ev.stats);
       return { ...s, stats };

@@ -5,22 +5,12 @@
 //! [`export_bindings`]), so a change here that the UI doesn't follow fails
 //! its type check instead of failing at run time.
 //!
-//! Commands (UI → app), all with snake_case arguments; a failing command
-//! rejects with a [`CommandError`]:
-//!
-//! | command | arguments | resolves to |
-//! | --- | --- | --- |
-//! | `app_info` | | [`AppInfo`] |
-//! | `subscribe` | `on_event: Channel<UiEvent>` | nothing; replays the current state, then streams |
-//! | `sign_in` | `request: SignInRequest` | [`Account`] |
-//! | `sign_out` | | nothing |
-//! | `connect` / `disconnect` / `reconnect` | | nothing |
-//! | `get_settings` | | [`Settings`] |
-//! | `set_settings` | `settings: Settings` | [`Settings`] as applied |
-//! | `export_logs` | | path of the zip written, or `null` when the dialog was cancelled |
-//! | `copy_text` | `text: string` | nothing |
-//! | `ping` | `target: string` (a DNS name, `workspace/agent` or tunnel IP) | `PingReport`; an unreachable agent rejects with kind `helper` |
-//! | `ui_ready` | | nothing; the UI calls it once after its first paint (start-up timing, start minimized) |
+//! Commands (UI → app) are listed once, in the `commands!` invocation
+//! below: their names ([`COMMANDS`], which the desktop crate's invoke
+//! handler is tested against), snake_case arguments and what they resolve
+//! to. With the `ts` feature, [`export_bindings`] writes one typed wrapper
+//! per command into `ui/src/bindings/commands.ts`. A failing command rejects
+//! with a [`CommandError`].
 //!
 //! The stream a `subscribe` opens always starts with a [`UiEvent::Helper`]
 //! and a [`UiEvent::Account`]. While the helper is reachable, its events
@@ -40,8 +30,10 @@ pub enum UiEvent {
     Helper { link: HelperLink },
     /// Who is signed in changed; `null` means signed out.
     Account { account: Option<Account> },
-    /// An event from the helper, as the helper numbered it. A `State` with
-    /// `part == 0` starts a new snapshot, which replaces everything.
+    /// An event from the helper. A `State` is always one whole snapshot
+    /// (`part` 0, `last` true; the app joins the helper's parts before
+    /// sending it) and replaces everything; the stream is numbered from 0
+    /// at each snapshot.
     Stream { seq: u64, event: Box<Event> },
 }
 
@@ -158,6 +150,218 @@ pub enum CommandErrorKind {
     Other,
 }
 
+/// Declares every command: [`COMMANDS`] and, with the `ts` feature, the
+/// descriptions [`export_bindings`] turns into TypeScript. The doc comments
+/// become the wrappers' JSDoc.
+macro_rules! commands {
+    ($( $(#[doc = $doc:literal])* fn $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty; )*) => {
+        /// The name of every command the UI may invoke, as the desktop
+        /// crate's `#[tauri::command]` functions are named.
+        pub const COMMANDS: &[&str] = &[$(stringify!($name)),*];
+
+        #[cfg(feature = "ts")]
+        fn command_specs(cfg: &ts_rs::Config) -> Vec<ts_commands::Command> {
+            vec![$(ts_commands::Command {
+                name: stringify!($name),
+                doc: &[$($doc),*],
+                args: vec![$((stringify!($arg), ts_commands::Ty::of::<$ty>(cfg))),*],
+                returns: ts_commands::Ty::of::<$ret>(cfg),
+            }),*]
+        }
+    };
+}
+
+commands! {
+    /// Facts for the About screen.
+    fn app_info() -> AppInfo;
+    /// Opens the event stream: the app replays the current state (link,
+    /// account, then the helper's snapshot) and streams changes into
+    /// `on_event`.
+    fn subscribe(on_event: EventChannel<UiEvent>) -> ();
+    /// Checks the URL and token with the coordinator, then saves them.
+    fn sign_in(request: SignInRequest) -> Account;
+    /// Stops the session and forgets the saved sign-in.
+    fn sign_out() -> ();
+    /// Hands the saved token to the helper, which connects.
+    fn connect() -> ();
+    fn disconnect() -> ();
+    fn reconnect() -> ();
+    fn get_settings() -> Settings;
+    /// Resolves to the settings as applied.
+    fn set_settings(settings: Settings) -> Settings;
+    /// Resolves to the path of the zip written, or `null` when the dialog
+    /// was cancelled.
+    fn export_logs() -> Option<String>;
+    fn copy_text(text: String) -> ();
+    /// One ICMP echo through the tunnel, timed by the helper (as
+    /// `warren ping`); `target` is a DNS name, `workspace/agent` or a
+    /// tunnel address. An unreachable agent rejects with kind `helper`.
+    fn ping(target: String) -> crate::ipc::PingReport;
+    /// Called once after the first paint (start-up timing, start minimized).
+    fn ui_ready() -> ();
+}
+
+/// Stands for the Tauri `Channel<T>` a command takes (the desktop crate
+/// uses the real one); in TypeScript it is `Channel<T>` from
+/// `@tauri-apps/api/core`.
+pub struct EventChannel<T>(std::marker::PhantomData<T>);
+
+#[cfg(feature = "ts")]
+impl<T: ts_rs::TS + 'static> ts_rs::TS for EventChannel<T> {
+    type WithoutGenerics = EventChannel<ts_rs::Dummy>;
+    type OptionInnerType = Self;
+
+    fn name(cfg: &ts_rs::Config) -> String {
+        format!("Channel<{}>", T::name(cfg))
+    }
+
+    fn inline(cfg: &ts_rs::Config) -> String {
+        Self::name(cfg)
+    }
+
+    fn visit_generics(v: &mut impl ts_rs::TypeVisitor)
+    where
+        Self: 'static,
+    {
+        v.visit::<T>();
+    }
+}
+
+/// Turns the command list into `commands.ts`.
+#[cfg(feature = "ts")]
+mod ts_commands {
+    use std::any::TypeId;
+    use std::collections::BTreeSet;
+    use ts_rs::{Config, Dependency, TypeVisitor, TS};
+
+    pub struct Command {
+        pub name: &'static str,
+        pub doc: &'static [&'static str],
+        pub args: Vec<(&'static str, Ty)>,
+        pub returns: Ty,
+    }
+
+    /// A TypeScript type and the generated types it names.
+    pub struct Ty {
+        pub ts: String,
+        pub imports: BTreeSet<String>,
+    }
+
+    impl Ty {
+        pub fn of<T: TS + 'static>(cfg: &Config) -> Ty {
+            let mut imports = BTreeSet::new();
+            named::<T>(cfg, &mut imports);
+            // A command that resolves to nothing resolves to `undefined`.
+            let ts = if TypeId::of::<T>() == TypeId::of::<()>() {
+                "void".to_string()
+            } else {
+                T::name(cfg)
+            };
+            Ty { ts, imports }
+        }
+    }
+
+    /// Collects the exported types `T` is made of (itself, or the type
+    /// arguments of an `Option`, a `Vec` or a channel).
+    fn named<T: TS + 'static + ?Sized>(cfg: &Config, out: &mut BTreeSet<String>) {
+        struct Visit<'a>(&'a Config, &'a mut BTreeSet<String>);
+        impl TypeVisitor for Visit<'_> {
+            fn visit<U: TS + 'static + ?Sized>(&mut self) {
+                named::<U>(self.0, self.1);
+            }
+        }
+        match Dependency::from_ty::<T>(cfg) {
+            Some(dep) => {
+                out.insert(dep.ts_name);
+            }
+            None => T::visit_generics(&mut Visit(cfg, out)),
+        }
+    }
+
+    fn camel(snake: &str) -> String {
+        let mut out = String::new();
+        let mut upper = false;
+        for c in snake.chars() {
+            if c == '_' {
+                upper = true;
+            } else if upper {
+                out.extend(c.to_uppercase());
+                upper = false;
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// The text of `commands.ts`: the names, then one function per command.
+    pub fn render(commands: &[Command]) -> String {
+        let mut imports = BTreeSet::new();
+        let mut channel = false;
+        for c in commands {
+            for ty in c.args.iter().map(|(_, t)| t).chain([&c.returns]) {
+                imports.extend(ty.imports.iter().cloned());
+                channel |= ty.ts.starts_with("Channel<");
+            }
+        }
+        let mut out = String::from(
+            "// This file was generated by warren-proto (`app::export_bindings`) from the command list in\n\
+             // crates/warren-proto/src/app.rs. Do not edit this file manually.\n\n",
+        );
+        out.push_str("import { invoke } from '@tauri-apps/api/core';\n");
+        if channel {
+            out.push_str("import type { Channel } from '@tauri-apps/api/core';\n");
+        }
+        for name in &imports {
+            out.push_str(&format!("import type {{ {name} }} from './{name}';\n"));
+        }
+        out.push_str("\n/** Every command the app answers to. */\nexport const COMMANDS = [\n");
+        for c in commands {
+            out.push_str(&format!("  '{}',\n", c.name));
+        }
+        out.push_str("] as const;\n\nexport type CommandName = (typeof COMMANDS)[number];\n");
+        for c in commands {
+            out.push('\n');
+            if !c.doc.is_empty() {
+                out.push_str("/**\n");
+                for line in c.doc {
+                    out.push_str(&format!(" *{}\n", line.trim_end()));
+                }
+                out.push_str(" */\n");
+            }
+            let params: Vec<String> = c
+                .args
+                .iter()
+                .map(|(n, t)| format!("{n}: {}", t.ts))
+                .collect();
+            let payload = if c.args.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<&str> = c.args.iter().map(|(n, _)| *n).collect();
+                format!(", {{ {} }}", names.join(", "))
+            };
+            out.push_str(&format!(
+                "export function {}({}): Promise<{ret}> {{\n  return invoke<{ret}>('{}'{payload});\n}}\n",
+                camel(c.name),
+                params.join(", "),
+                c.name,
+                ret = c.returns.ts,
+            ));
+        }
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn snake_case_becomes_camel_case() {
+            assert_eq!(super::camel("app_info"), "appInfo");
+            assert_eq!(super::camel("ping"), "ping");
+            assert_eq!(super::camel("get_settings"), "getSettings");
+        }
+    }
+}
+
 /// The app's settings (saved per user).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
@@ -223,7 +427,7 @@ pub struct AppInfo {
 
 /// Writes every UI-facing type as TypeScript into `dir` (one file per type),
 /// with 64-bit integers as `number`: byte counters and millisecond clocks
-/// stay far below 2^53.
+/// stay far below 2^53; and `commands.ts`, a typed function per command.
 #[cfg(feature = "ts")]
 pub fn export_bindings(dir: &std::path::Path) -> Result<(), ts_rs::ExportError> {
     use crate::ipc::{LogLine, PingReport, SessionInfo};
@@ -245,6 +449,8 @@ pub fn export_bindings(dir: &std::path::Path) -> Result<(), ts_rs::ExportError> 
     DeploymentInfo::export_all(&cfg)?;
     LogLine::export_all(&cfg)?;
     PingReport::export_all(&cfg)?;
+    let commands = ts_commands::render(&command_specs(&cfg));
+    std::fs::write(dir.join("commands.ts"), commands).map_err(ts_rs::ExportError::Io)?;
     Ok(())
 }
 

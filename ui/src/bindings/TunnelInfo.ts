@@ -17,4 +17,10 @@ interface: string,
 /**
  * The WireGuard UDP port.
  */
-listen_port: number, };
+listen_port: number, 
+/**
+ * Which start of the tunnel this is: every start (a new session key,
+ * a retry after a failure) gets the next number, and a report of an
+ * older one is stale.
+ */
+generation: number, };

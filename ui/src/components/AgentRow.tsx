@@ -13,6 +13,7 @@ import * as api from '../api';
 import type { Agent } from '../bindings/Agent';
 import type { PeerStats } from '../bindings/PeerStats';
 import { onTick } from '../clock';
+import { agentRowName } from '../names';
 import { agentDot, formatRtt, handshakeText, trafficText } from '../status';
 
 const COPIED_FOR_MS = 1500;
@@ -44,7 +45,7 @@ function AgentRowImpl({ agent, stats }: AgentRowProps) {
     return onTick(paint);
   }, [agent, stats]);
 
-  const name = agent.dns_names[0] ?? agent.addresses[0] ?? null;
+  const name = agentRowName(agent);
   return (
     <div class="agent" ref={rowRef} data-testid="agent-row" data-agent-id={agent.id}>
       <span class="dot" />
@@ -72,7 +73,7 @@ function AgentRowImpl({ agent, stats }: AgentRowProps) {
 AgentRowImpl.displayName = 'AgentRow';
 export const AgentRow = memo(AgentRowImpl);
 
-function CopyButton({ text }: { text: string }) {
+export function CopyButton({ text }: { text: string }) {
   const [copied, setCopied] = useState(false);
   const [failed, setFailed] = useState<string | null>(null);
   const timer = useRef<ReturnType<typeof setTimeout>>();
@@ -130,30 +131,5 @@ function PingButton({ target, rttUs }: { target: string | null; rttUs: number | 
       title={shown?.title ?? (target ? `Ping ${target} through the tunnel` : 'No address yet')}>
       {busy ? 'pinging…' : shown ? shown.text : formatRtt(rttUs)}
     </button>
-  );
-}
-
-/**
- * The benchmark's baseline: the same row written the straightforward way —
- * everything computed in render from the wall clock, no memo, no in-place
- * repaint.
- */
-export function NaiveAgentRow({ agent, stats }: { agent: Agent; stats: PeerStats | undefined }) {
-  const now = Date.now();
-  const name = agent.dns_names[0] ?? agent.addresses[0] ?? null;
-  return (
-    <div class="agent" data-testid="agent-row" data-agent-id={agent.id} data-dot={agentDot(agent, stats, now)}>
-      <span class="dot" aria-hidden="true" />
-      <span class="agent-id">
-        <span class="agent-name">{agent.name}</span>
-        <span class="agent-dns">
-          {name && <code class="dns">{name}</code>}
-          {name && <CopyButton text={name} />}
-        </span>
-      </span>
-      <span class="handshake" data-testid="handshake">{handshakeText(agent, stats, now)}</span>
-      <span class="traffic" data-testid="traffic">{trafficText(stats)}</span>
-      <span class="rtt" data-testid="rtt">{formatRtt(stats?.rtt_us)}</span>
-    </div>
   );
 }

@@ -12,7 +12,7 @@ import { HelperTrouble, Searching } from './HelperScreens';
 import { SignIn } from './SignIn';
 import { Shell, type Section } from './Shell';
 
-export function App({ live, naive }: { live: Live; naive: boolean }) {
+export function App({ live }: { live: Live }) {
   const s = useLive(live);
   const [section, setSection] = useState<Section>('workspaces');
   // "Searching" right after start is a splash; after the helper was found
@@ -32,5 +32,5 @@ export function App({ live, naive }: { live: Live; naive: boolean }) {
   // own Account event (which follows) would.
   const onAccount = (account: Account | null) => live.apply({ kind: 'account', account });
   if (s.account === null) return <SignIn onSignedIn={onAccount} initialUrl={s.lastUrl} />;
-  return <Shell state={s} section={section} onSection={setSection} naive={naive} onAccount={onAccount} />;
+  return <Shell state={s} section={section} onSection={setSection} onAccount={onAccount} />;
 }

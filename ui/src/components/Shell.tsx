@@ -35,7 +35,6 @@ export function Shell(props: {
   state: AppState;
   section: Section;
   onSection: (s: Section) => void;
-  naive: boolean;
   onAccount: (a: Account | null) => void;
 }) {
   const { state, section, onSection } = props;
@@ -69,7 +68,7 @@ export function Shell(props: {
       <main class="content">
         <Header state={state} onSignedOut={() => props.onAccount(null)} />
         <div class="section" data-section={section}>
-          {section === 'workspaces' && <Workspaces state={state} naive={props.naive} />}
+          {section === 'workspaces' && <Workspaces state={state} />}
           {section === 'logs' && <Logs logs={state.logs} />}
           {section === 'settings' && <SettingsView account={account} onSignedOut={() => props.onAccount(null)} />}
           {section === 'about' && <About link={state.link} />}

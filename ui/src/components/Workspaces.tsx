@@ -13,7 +13,7 @@ import * as api from '../api';
 import type { PeerStats } from '../bindings/PeerStats';
 import { deriveGroups, filterGroups, type AppState, type Group } from '../store';
 import { sessionIsOn } from '../status';
-import { AgentRow, NaiveAgentRow } from './AgentRow';
+import { AgentRow } from './AgentRow';
 import { IconSearch, IconWorkspaces, IconX } from './icons';
 
 /** Workspaces mounted in the first render (more than a window shows). */
@@ -21,7 +21,7 @@ const FIRST_SLICE = 40;
 /** Workspaces mounted per frame after that (few big slices: each slice costs a frame). */
 const SLICE = 1000;
 
-export function Workspaces({ state, naive }: { state: AppState; naive: boolean }) {
+export function Workspaces({ state }: { state: AppState }) {
   const [query, setQuery] = useState('');
   const cache = useRef<ReturnType<typeof deriveGroups>>();
   const derived = deriveGroups(state, cache.current);
@@ -35,13 +35,13 @@ export function Workspaces({ state, naive }: { state: AppState; naive: boolean }
   // at once instead of after every one of 1,000 workspaces was built.
   const [mounted, setMounted] = useState(FIRST_SLICE);
   useEffect(() => {
-    if (naive || mounted >= groups.length) return;
+    if (mounted >= groups.length) return;
     const id = requestAnimationFrame(() => setMounted((m) => m + SLICE));
     return () => cancelAnimationFrame(id);
-  }, [naive, mounted, groups.length]);
+  }, [mounted, groups.length]);
   // After every render (new rows too) and before paint: the filter's view of the DOM.
   useLayoutEffect(() => {
-    if (!naive && listRef.current) applyFilter(listRef.current, result.visible);
+    if (listRef.current) applyFilter(listRef.current, result.visible);
   });
   const clear = () => {
     setQuery('');
@@ -97,15 +97,11 @@ export function Workspaces({ state, naive }: { state: AppState; naive: boolean }
       )}
       {empty}
       <div class={`list${on ? '' : ' dimmed'}`} data-testid="workspace-list" ref={listRef}>
-        {naive ? (
-          <NaiveList groups={groups} stats={state.stats} visible={result.visible} />
-        ) : (
-          chunked(mounted < groups.length ? groups.slice(0, mounted) : groups).map((c, i) => (
-            <div class="chunk" key={i}>
-              {c.map((g) => <WorkspaceBlock key={g.workspace.id} group={g} stats={state.stats} />)}
-            </div>
-          ))
-        )}
+        {chunked(mounted < groups.length ? groups.slice(0, mounted) : groups).map((c, i) => (
+          <div class="chunk" key={i}>
+            {c.map((g) => <WorkspaceBlock key={g.workspace.id} group={g} stats={state.stats} />)}
+          </div>
+        ))}
       </div>
     </div>
   );
@@ -116,11 +112,11 @@ export function grouped(n: number): string {
   return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
 }
 
-function plural(n: number, word: string): string {
+export function plural(n: number, word: string): string {
   return `${grouped(n)} ${word}${n === 1 ? '' : 's'}`;
 }
 
-function EmptyState(props: { title: string; hint?: string; spinner?: boolean; children?: preact.ComponentChildren }) {
+export function EmptyState(props: { title: string; hint?: string; spinner?: boolean; children?: preact.ComponentChildren }) {
   return (
     <div class="empty" data-testid="empty-state">
       {props.spinner ? <div class="spinner" aria-hidden="true" /> : <span class="empty-icon"><IconWorkspaces /></span>}
@@ -220,31 +216,4 @@ function applyFilter(list: HTMLElement, visible: Map<string, 'all' | Set<string>
       chunk.style.containIntrinsicSize = size;
     }
   }
-}
-
-/** The benchmark baseline: the visible list rebuilt from scratch, unkeyed, without memo. */
-function NaiveList(props: { groups: readonly Group[]; stats: ReadonlyMap<string, PeerStats>; visible: Map<string, 'all' | Set<string>> }) {
-  return (
-    <>
-      {props.groups
-        .filter((g) => props.visible.has(g.workspace.id))
-        .map((g) => {
-          const vis = props.visible.get(g.workspace.id)!;
-          return (
-            <section class="workspace" data-testid="workspace" data-workspace-id={g.workspace.id}>
-              <h3 class="workspace-head">
-                <span class="workspace-name">{g.workspace.name}</span>
-                {g.workspace.owner && <span class="workspace-owner muted">{g.workspace.owner}</span>}
-                <span class="workspace-count muted">{plural(g.agents.length, 'agent')}</span>
-              </h3>
-              <div class="agents">
-                {g.agents
-                  .filter((a) => vis === 'all' || vis.has(a.id))
-                  .map((a) => <NaiveAgentRow agent={a} stats={props.stats.get(a.id)} />)}
-              </div>
-            </section>
-          );
-        })}
-    </>
-  );
 }

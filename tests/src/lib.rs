@@ -98,6 +98,50 @@ pub fn poll_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
+/// The opt-out for tests this machine can't run (not root, no
+/// `/dev/net/tun`, a missing tool): only with `WARREN_ALLOW_SKIP=1` may such
+/// a test pass by skipping. Without it the test fails and says why, because a
+/// skipped data-plane test would report a broken tunnel as a green run.
+pub const ALLOW_SKIP_VAR: &str = "WARREN_ALLOW_SKIP";
+
+/// Whether the opt-out is set ([`ALLOW_SKIP_VAR`] is exactly `1`).
+pub fn skip_allowed() -> bool {
+    std::env::var_os(ALLOW_SKIP_VAR).is_some_and(|v| v == "1")
+}
+
+/// What a test does, given why it can't run here (`None`: it can) and
+/// whether skipping is allowed: `Ok(true)` run, `Ok(false)` skip, `Err` fail
+/// with the message. Pure, so the rule itself is unit-tested.
+pub fn run_skip_or_fail(
+    test: &str,
+    cannot_run: Option<&str>,
+    skip_allowed: bool,
+) -> Result<bool, String> {
+    match (cannot_run, skip_allowed) {
+        (None, _) => Ok(true),
+        (Some(_), true) => Ok(false),
+        (Some(reason), false) => Err(format!(
+            "{test} cannot run on this machine: {reason}. Run the tests as root on a machine with /dev/net/tun and the tools installed (scripts/test.sh installs them), or set {ALLOW_SKIP_VAR}=1 to skip such tests on purpose"
+        )),
+    }
+}
+
+/// `true` if `test` can run. If it can't (`cannot_run` says why), it fails
+/// unless [`skip_allowed`], in which case it prints why and returns `false`.
+pub fn run_or_skip(test: &str, cannot_run: Option<&str>) -> bool {
+    match run_skip_or_fail(test, cannot_run, skip_allowed()) {
+        Ok(true) => true,
+        Ok(false) => {
+            eprintln!(
+                "skipping {test} ({ALLOW_SKIP_VAR}=1): {}",
+                cannot_run.unwrap_or_default()
+            );
+            false
+        }
+        Err(message) => panic!("{message}"),
+    }
+}
+
 /// A test's private directory. Kept (and its path printed) when the test
 /// fails, so the logs can be read afterwards; removed when it passes.
 pub struct TestDir {
@@ -219,6 +263,26 @@ mod tests {
         assert!(a
             .bytes()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+    }
+
+    #[test]
+    fn a_test_that_cannot_run_fails_unless_skipping_is_allowed() {
+        assert_eq!(run_skip_or_fail("t", None, false), Ok(true));
+        assert_eq!(run_skip_or_fail("t", None, true), Ok(true));
+        assert_eq!(run_skip_or_fail("t", Some("not root"), true), Ok(false));
+        let err = run_skip_or_fail("tunnel-x", Some("not root"), false).unwrap_err();
+        assert!(
+            err.contains("tunnel-x") && err.contains("not root"),
+            "{err}"
+        );
+        assert!(err.contains("WARREN_ALLOW_SKIP=1"), "{err}");
+        // The real entry point panics with that message (the opt-out is
+        // not set in the test command).
+        if !skip_allowed() {
+            let r = std::panic::catch_unwind(|| run_or_skip("tunnel-x", Some("no TUN")));
+            assert!(r.is_err(), "a test that cannot run passed");
+        }
+        assert!(run_or_skip("tunnel-x", None));
     }
 
     #[test]

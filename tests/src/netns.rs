@@ -7,7 +7,9 @@
 //! Everything is torn down on drop, also when the test panics: processes are
 //! killed by their [`Proc`] guards and the namespaces deleted by
 //! [`Namespaces`] (which takes their veth ends and any TUN inside with them).
-//! Names come from [`crate::unique`], so tests run in parallel.
+//! Names come from [`crate::unique`], so tests run in parallel. A machine
+//! that can't run them (not root, no `/dev/net/tun`, a missing tool) fails
+//! them, unless `WARREN_ALLOW_SKIP=1` says skipping is fine there.
 //!
 //! ```no_run
 //! use warren_e2e::netns::{TunnelLab, AgentOptions, HelperOptions};
@@ -58,19 +60,11 @@ pub fn skip_reason(extra_tools: &[&str]) -> Option<String> {
     None
 }
 
-/// `true` if the test can run. Otherwise prints why and returns `false` —
-/// except under `CI` (where `scripts/test.sh` runs as root and installs the
-/// tools), where a skip would hide a broken data plane, so it panics.
+/// `true` if the test can run. Otherwise it fails with the reason, unless
+/// `WARREN_ALLOW_SKIP=1` is set ([`crate::run_or_skip`]): then it prints why
+/// and returns `false`.
 pub fn can_run(test: &str, extra_tools: &[&str]) -> bool {
-    let Some(reason) = skip_reason(extra_tools) else {
-        return true;
-    };
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} cannot run in CI: {reason}"
-    );
-    eprintln!("skipping {test}: {reason}");
-    false
+    crate::run_or_skip(test, skip_reason(extra_tools).as_deref())
 }
 
 /// Whether `tool` is on the PATH.
@@ -960,7 +954,8 @@ pub struct TunnelLab {
 }
 
 impl TunnelLab {
-    /// [`can_run`] and then [`TunnelLab::start`]; `None` when skipped.
+    /// [`can_run`] and then [`TunnelLab::start`]; `None` only when the
+    /// machine can't run it and `WARREN_ALLOW_SKIP=1` allows the skip.
     pub fn start_or_skip(name: &str, extra_tools: &[&str]) -> Option<TunnelLab> {
         can_run(name, extra_tools).then(|| TunnelLab::start(name))
     }

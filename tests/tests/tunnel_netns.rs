@@ -2,8 +2,9 @@
 //! `warrend` and a "workspace" running the coordinator, an agent and
 //! a plain HTTP server on its loopback. From the laptop, `curl` to the
 //! agent's tunnel address must get the page, through the helper's TUN and
-//! WireGuard; `warren down` must leave no TUN behind. Needs root (skipped
-//! with a printed reason otherwise, a failure under `CI`).
+//! WireGuard; `warren down` must leave no TUN behind. Needs root and
+//! `/dev/net/tun`: fails otherwise, unless `WARREN_ALLOW_SKIP=1` allows the
+//! skip.
 
 use std::time::Duration;
 use warren_e2e::netns::{http_url, AgentOptions, HelperOptions, TunnelLab};

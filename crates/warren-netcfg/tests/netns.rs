@@ -1,7 +1,8 @@
 //! Real-OS tests of the Linux backend. Each test runs in its own network
 //! namespace (`wnc-<pid>-<n>`), removed by a Drop guard even when the test
 //! panics, so nothing here touches the host's interfaces or routes. They need
-//! root (or CAP_NET_ADMIN + CAP_SYS_ADMIN) and skip with a message otherwise.
+//! root (or CAP_NET_ADMIN + CAP_SYS_ADMIN) and fail otherwise, unless
+//! `WARREN_ALLOW_SKIP=1` allows them to skip with a message.
 
 #![cfg(target_os = "linux")]
 
@@ -23,16 +24,61 @@ const CHILD_JOURNAL_ENV: &str = "WARREN_NETCFG_TEST_CHILD_JOURNAL";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Only with this set to `1` may a test this machine can't run (not root,
+/// no iproute2) pass by skipping; otherwise it fails and says why, so a run
+/// without root can't report the backend as working.
+const ALLOW_SKIP_VAR: &str = "WARREN_ALLOW_SKIP";
+
+/// What a test does, given why it can't run (`None`: it can) and whether
+/// skipping is allowed: `Ok(true)` run, `Ok(false)` skip, `Err` fail.
+fn run_skip_or_fail(cannot_run: Option<&str>, skip_allowed: bool) -> Result<bool, String> {
+    match (cannot_run, skip_allowed) {
+        (None, _) => Ok(true),
+        (Some(_), true) => Ok(false),
+        (Some(reason), false) => Err(format!(
+            "{reason}. Run the tests as root, or set {ALLOW_SKIP_VAR}=1 to skip them on purpose"
+        )),
+    }
+}
+
+/// `true` if the test can run; fails when it can't, unless skipping is
+/// allowed (then it prints why and returns `false`).
+fn run_or_skip(cannot_run: Option<&str>) -> bool {
+    let allowed = std::env::var_os(ALLOW_SKIP_VAR).is_some_and(|v| v == "1");
+    match run_skip_or_fail(cannot_run, allowed) {
+        Ok(run) => {
+            if !run {
+                eprintln!(
+                    "skipping ({ALLOW_SKIP_VAR}=1): {}",
+                    cannot_run.unwrap_or_default()
+                );
+            }
+            run
+        }
+        Err(message) => panic!("{message}"),
+    }
+}
+
 fn can_run() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping: network-namespace tests need root");
-        return false;
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("skipping: the `ip` command (iproute2) is not installed");
-        return false;
-    }
-    true
+    let reason = if !nix::unistd::geteuid().is_root() {
+        Some("network-namespace tests need root")
+    } else if Command::new("ip").arg("-V").output().is_err() {
+        Some("the `ip` command (iproute2) is not installed")
+    } else {
+        None
+    };
+    run_or_skip(reason)
+}
+
+#[test]
+fn a_test_that_cannot_run_fails_unless_skipping_is_allowed() {
+    assert_eq!(run_skip_or_fail(None, false), Ok(true));
+    assert_eq!(run_skip_or_fail(Some("not root"), true), Ok(false));
+    let err = run_skip_or_fail(Some("not root"), false).unwrap_err();
+    assert!(
+        err.contains("not root") && err.contains("WARREN_ALLOW_SKIP=1"),
+        "{err}"
+    );
 }
 
 /// What every test starts from, if this machine can run it: a temp dir
@@ -510,8 +556,9 @@ fn without_cap_net_admin_the_error_says_run_as_root() {
     if !can_run() {
         return;
     }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipping: setpriv (util-linux) is not installed");
+    if Command::new("setpriv").arg("--version").output().is_err()
+        && !run_or_skip(Some("setpriv (util-linux) is not installed"))
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

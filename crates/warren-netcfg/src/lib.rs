@@ -29,7 +29,7 @@
 //! let tun = net.apply(&plan)?; // inside a tokio runtime: the device is async
 //! // On Linux the TUN has offload on (IFF_VNET_HDR, TSO/USO): each read is a
 //! // virtio-net header plus up to 64 KiB of TCP, split into packets with
-//! // `tun.recv_multiple` (see warrend's `batch_io`). Elsewhere `tun.recv`
+//! // `tun.recv_multiple` (see `warren_io::TunReader`). Elsewhere `tun.recv`
 //! // returns one packet.
 //! # let _ = &tun;
 //! net.teardown()?; // on `warren down` and on helper stop

@@ -4,7 +4,6 @@
 use serde_json::json;
 use warren_ipc::StateMirror;
 use warren_proto::ipc::{Handshake, PeerStats, SessionInfo, SessionState, TunnelState};
-use warren_proto::model::Agent;
 
 /// The `tunnel` object of one agent in `--json` output.
 fn tunnel_json(stats: &PeerStats, now_ms: u64) -> serde_json::Value {
@@ -149,16 +148,6 @@ fn human_ms(ms: u64) -> String {
     }
 }
 
-/// The shortest DNS name (ties: alphabetical), the one people type.
-fn best_dns_name(agent: &Agent) -> &str {
-    agent
-        .dns_names
-        .iter()
-        .min_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)))
-        .map(String::as_str)
-        .unwrap_or("-")
-}
-
 /// The session line, then WORKSPACE / AGENT / DNS NAME / STATUS rows, plus
 /// HANDSHAKE / RX / TX / RTT / ENDPOINT once the tunnel reports figures
 /// (handshake freshness at wall-clock `now_ms`).
@@ -196,7 +185,7 @@ pub fn render_table(mirror: &StateMirror, now_ms: u64) -> String {
         let mut row = vec![
             ws,
             agent.name.clone(),
-            best_dns_name(agent).to_string(),
+            agent.primary_dns_name().unwrap_or("-").to_string(),
             if agent.online { "online" } else { "offline" }.to_string(),
         ];
         if with_tunnel {
@@ -270,7 +259,7 @@ pub fn render_table(mirror: &StateMirror, now_ms: u64) -> String {
 mod tests {
     use super::*;
     use warren_proto::ipc::Event;
-    use warren_proto::model::Workspace;
+    use warren_proto::model::{Agent, Workspace};
 
     fn ws(id: &str, name: &str, owner: &str) -> Workspace {
         Workspace {

@@ -53,7 +53,7 @@ pub fn menu_model(view: &View) -> MenuModel {
         .map(|(w, agents)| {
             let names = agents
                 .iter()
-                .filter_map(|a| a.dns_names.first().cloned())
+                .filter_map(|a| a.primary_dns_name().map(str::to_string))
                 .collect();
             (w.name.clone(), names)
         })
@@ -382,5 +382,18 @@ mod tests {
         assert_eq!(m.toggle, None);
         assert!(!m.reconnect);
         assert_eq!(m.summary, "The Warren helper isn't running");
+    }
+
+    /// The menu offers the same name as `warren status` and the window:
+    /// the shortest, whatever order the coordinator listed them in.
+    #[test]
+    fn menu_offers_each_agents_primary_dns_name() {
+        let mut v = view(SessionState::Connected, 1);
+        v.workspaces[0].1[0].dns_names = vec!["main.ws0.alice.warren".into(), "ws0.warren".into()];
+        let m = menu_model(&v);
+        assert_eq!(
+            m.workspaces,
+            vec![("ws0".to_string(), vec!["ws0.warren".to_string()])]
+        );
     }
 }

@@ -11,28 +11,24 @@ use crate::hub::Hub;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use warren_ipc::{Client, ClientError};
+use warren_ipc::{Client, ClientError, HelperUnavailable};
 use warren_proto::app::{HelperLink, HelperLinkState};
-use warren_proto::ipc::ErrorCode;
 
 /// How long to wait before looking for the helper again.
 pub const RETRY: Duration = Duration::from_secs(1);
 
 pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Maps a failure to talk to the helper to what the app shows.
+/// Maps a failure to talk to the helper to what the app shows, by its kind
+/// (the error's text already carries the hint for this OS).
 pub fn classify(err: &ClientError) -> HelperLinkState {
-    match err {
-        ClientError::HelperNotRunning { .. } => HelperLinkState::Missing,
-        ClientError::PermissionDenied { .. } => HelperLinkState::NotPermitted,
-        ClientError::VersionMismatch { .. } => HelperLinkState::VersionMismatch,
-        ClientError::Helper(e) if e.code == ErrorCode::VersionMismatch => {
-            HelperLinkState::VersionMismatch
+    match err.unavailable() {
+        Some(HelperUnavailable::NotRunning) => HelperLinkState::Missing,
+        Some(HelperUnavailable::NotPermitted) => HelperLinkState::NotPermitted,
+        Some(HelperUnavailable::VersionMismatch) => HelperLinkState::VersionMismatch,
+        Some(HelperUnavailable::Untrusted | HelperUnavailable::Unresponsive) | None => {
+            HelperLinkState::Failed
         }
-        ClientError::Helper(e) if e.code == ErrorCode::PermissionDenied => {
-            HelperLinkState::NotPermitted
-        }
-        _ => HelperLinkState::Failed,
     }
 }
 
@@ -106,7 +102,7 @@ async fn follow(hub: &Hub, socket: &std::path::Path, shown: &str) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warren_proto::ipc::IpcError;
+    use warren_proto::ipc::{ErrorCode, IpcError};
 
     #[test]
     fn failures_map_to_the_screens_that_explain_them() {
@@ -120,6 +116,7 @@ mod tests {
                 ClientError::PermissionDenied {
                     path: path.clone(),
                     detail: "uid 1000 is not in group warren".into(),
+                    by_helper: true,
                 },
                 HelperLinkState::NotPermitted,
             ),
@@ -135,9 +132,14 @@ mod tests {
                 HelperLinkState::VersionMismatch,
             ),
             (
+                ClientError::Helper(IpcError::new(ErrorCode::PermissionDenied, "not in group")),
+                HelperLinkState::NotPermitted,
+            ),
+            (
                 ClientError::Timeout(Duration::from_secs(10)),
                 HelperLinkState::Failed,
             ),
+            (ClientError::Disconnected, HelperLinkState::Failed),
         ];
         for (err, want) in cases {
             assert_eq!(classify(&err), want, "{err}");

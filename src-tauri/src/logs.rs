@@ -20,16 +20,10 @@ pub fn app_log_dir() -> PathBuf {
         .join("logs")
 }
 
-/// Where the helper service writes its log on this OS (the installers pass
-/// this as `--log-dir`).
+/// Where the helper service writes its log on this OS: the helper's own
+/// `--log-dir` default, from the one per-OS module both use.
 pub fn default_helper_log_dir() -> PathBuf {
-    if cfg!(windows) {
-        PathBuf::from(r"C:\ProgramData\Warren\logs")
-    } else if cfg!(target_os = "macos") {
-        PathBuf::from("/Library/Logs/Warren")
-    } else {
-        PathBuf::from("/var/log/warren")
-    }
+    warren_ipc::platform::helper_log_dir()
 }
 
 /// What went into an export.

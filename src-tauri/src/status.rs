@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 use warren_proto::app::{HelperLink, HelperLinkState};
-use warren_proto::ipc::{SessionInfo, SessionState, TunnelState};
+use warren_proto::ipc::{ReasonCode, SessionInfo, SessionState, TunnelState};
 
 /// The tray icon's four looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,13 +89,10 @@ pub struct Notice {
     pub body: String,
 }
 
-/// The session failed because the coordinator no longer takes the token.
+/// The session failed because the coordinator no longer takes the token
+/// (the helper's reason code says so; its words are for people).
 pub fn needs_sign_in(session: &SessionInfo) -> bool {
-    session.state == SessionState::Failed
-        && session
-            .reason
-            .as_deref()
-            .is_some_and(|r| r.contains("rejected your token") || r.contains("sign in again"))
+    session.state == SessionState::Failed && session.reason_code == Some(ReasonCode::SignInRequired)
 }
 
 /// What to tell the person when the session goes from `prev` to `next`.
@@ -340,10 +337,13 @@ mod tests {
         let connecting = session(SessionState::Connecting, None);
         let dropped = session(SessionState::Reconnecting, Some("coordinator unreachable"));
         let stopped = session(SessionState::Disconnected, None);
-        let rejected = session(
-            SessionState::Failed,
-            Some("The coordinator rejected your token — sign in again with `warren login`."),
-        );
+        let rejected = SessionInfo {
+            reason_code: Some(ReasonCode::SignInRequired),
+            ..session(
+                SessionState::Failed,
+                Some("The coordinator rejected your token — sign in again with `warren login`."),
+            )
+        };
 
         let n = notice(Some(&connecting), Some(&connected), false).unwrap();
         assert_eq!(n.title, "Connected");
@@ -360,5 +360,28 @@ mod tests {
         assert_eq!(n.title, "Sign in required");
         assert!(notice(Some(&rejected), Some(&rejected), false).is_none());
         assert!(notice(Some(&connected), None, false).is_none());
+    }
+
+    #[test]
+    fn sign_in_is_asked_for_by_code_not_by_words() {
+        let coded = |code| SessionInfo {
+            reason_code: code,
+            ..session(SessionState::Failed, Some("Token expired."))
+        };
+        assert!(needs_sign_in(&coded(Some(ReasonCode::SignInRequired))));
+        assert!(!needs_sign_in(&coded(Some(ReasonCode::Refused))));
+        assert!(!needs_sign_in(&coded(None)));
+        // The words alone (an older helper) are not enough.
+        let words_only = session(
+            SessionState::Failed,
+            Some("The coordinator rejected your token — sign in again with `warren login`."),
+        );
+        assert!(!needs_sign_in(&words_only));
+        // Not while the helper still retries.
+        let retrying = SessionInfo {
+            state: SessionState::Reconnecting,
+            ..coded(Some(ReasonCode::SignInRequired))
+        };
+        assert!(!needs_sign_in(&retrying));
     }
 }

@@ -74,13 +74,22 @@ describe('numbers', () => {
 });
 
 describe('sign-in required', () => {
-  it('only when the coordinator rejected the token', () => {
-    const rejected = 'The coordinator rejected your token — sign in again with `warren login`.';
-    expect(needsSignIn(session('failed', { reason: rejected }))).toBe(true);
-    expect(needsSignIn(session('failed', { reason: 'the deployment is gone' }))).toBe(false);
-    expect(needsSignIn(session('reconnecting', { reason: rejected }))).toBe(false);
+  it("only when the helper's code says the coordinator rejected the token", () => {
+    const words = 'The coordinator rejected your token — sign in again with `warren login`.';
+    const rejected = { reason: words, reason_code: 'sign_in_required' as const };
+    expect(needsSignIn(session('failed', rejected))).toBe(true);
+    expect(needsSignIn(session('failed', { reason: 'the deployment is gone', reason_code: 'refused' }))).toBe(false);
+    expect(needsSignIn(session('reconnecting', rejected))).toBe(false);
     expect(needsSignIn(null)).toBe(false);
-    expect(sessionText(session('failed', { reason: rejected }), 0, 0)).toBe('Failed — the coordinator rejected the token');
+    expect(sessionText(session('failed', rejected), 0, 0)).toBe('Failed — the coordinator rejected the token');
+  });
+
+  it('goes by the code, not the words', () => {
+    // Reworded, or from a newer helper: the code still decides.
+    expect(needsSignIn(session('failed', { reason: 'Token expired.', reason_code: 'sign_in_required' }))).toBe(true);
+    // Words that look like it without the code (an older helper, or another failure) do not.
+    expect(needsSignIn(session('failed', { reason: 'The coordinator rejected your token', reason_code: null }))).toBe(false);
+    expect(needsSignIn(session('failed', { reason: 'sign in again', reason_code: 'other' }))).toBe(false);
   });
 });
 

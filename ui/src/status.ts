@@ -117,11 +117,11 @@ export function sessionText(session: SessionInfo | null, since: number, now: num
 }
 
 /**
- * The coordinator no longer takes the saved token (the helper's reason for
- * a failed session says so): only signing in again helps.
+ * The coordinator no longer takes the saved token (the helper's reason code
+ * for a failed session says so, not its words): only signing in again helps.
  */
 export function needsSignIn(session: SessionInfo | null | undefined): boolean {
-  return session?.state === 'failed' && /rejected your token/i.test(session.reason ?? '');
+  return session?.state === 'failed' && session.reason_code === 'sign_in_required';
 }
 
 /** The dot next to the session line. */

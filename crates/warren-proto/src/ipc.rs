@@ -220,6 +220,11 @@ pub struct SessionInfo {
     /// Why the session is reconnecting or failed, in words a person can act on.
     #[serde(default)]
     pub reason: Option<String>,
+    /// What `reason` is about, for programs: the app offers "Sign in again"
+    /// on [`ReasonCode::SignInRequired`] rather than reading the words.
+    /// Absent from helpers that predate it.
+    #[serde(default)]
+    pub reason_code: Option<ReasonCode>,
     /// When reconnecting: milliseconds until the next attempt.
     #[serde(default)]
     pub retry_in_ms: Option<u64>,
@@ -244,6 +249,7 @@ impl SessionInfo {
             url: None,
             user: None,
             reason: None,
+            reason_code: None,
             retry_in_ms: None,
             attempt: 0,
             device: None,
@@ -251,6 +257,29 @@ impl SessionInfo {
             tunnel: None,
         }
     }
+}
+
+/// Why a session is reconnecting or failed, as a code (the words are in
+/// [`SessionInfo::reason`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// The coordinator no longer accepts the token: only signing in again
+    /// (with a new token) helps.
+    SignInRequired,
+    /// The coordinator refuses this client for another reason retrying
+    /// cannot fix (an incompatible version).
+    Refused,
+    /// The coordinator could not be reached; the helper retries.
+    Unreachable,
+    /// An established connection ended; the helper retries.
+    ConnectionLost,
+    /// The update stream skipped ahead; the helper resubscribes.
+    Resynchronizing,
+    /// A code from a newer helper that this program does not know.
+    #[serde(other)]
+    Other,
 }
 
 /// The data plane's state, so a person sees why workspaces are unreachable
@@ -480,6 +509,27 @@ mod tests {
             rtt_us: None,
             endpoint: None,
         }
+    }
+
+    #[test]
+    fn reason_codes_travel_and_old_or_newer_peers_still_parse() {
+        let failed = SessionInfo {
+            state: SessionState::Failed,
+            reason: Some("sign in again".into()),
+            reason_code: Some(ReasonCode::SignInRequired),
+            ..SessionInfo::disconnected()
+        };
+        let json = serde_json::to_value(&failed).unwrap();
+        assert_eq!(json["reason_code"], "sign_in_required");
+        assert_eq!(serde_json::from_value::<SessionInfo>(json).unwrap(), failed);
+        // A helper from before the code: no field at all.
+        let old: SessionInfo =
+            serde_json::from_str(r#"{"state":"failed","reason":"rejected"}"#).unwrap();
+        assert_eq!(old.reason_code, None);
+        // A newer helper's code this build does not know.
+        let newer: SessionInfo =
+            serde_json::from_str(r#"{"state":"failed","reason_code":"quota_exceeded"}"#).unwrap();
+        assert_eq!(newer.reason_code, Some(ReasonCode::Other));
     }
 
     #[test]

@@ -95,6 +95,15 @@ fn session() -> impl Strategy<Value = SessionInfo> {
                 url: url.clone(),
                 user: url,
                 reason: reason.clone(),
+                reason_code: reason.as_ref().map(|_| {
+                    [
+                        ReasonCode::SignInRequired,
+                        ReasonCode::Refused,
+                        ReasonCode::Unreachable,
+                        ReasonCode::ConnectionLost,
+                        ReasonCode::Resynchronizing,
+                    ][(attempt % 5) as usize]
+                }),
                 retry_in_ms,
                 attempt,
                 device,

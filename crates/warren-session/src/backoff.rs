@@ -1,9 +1,46 @@
-//! Exponential backoff with jitter, capped, from a deterministic generator.
+//! Exponential backoff with jitter, capped, from a deterministic generator,
+//! and the one reading of `WARREN_BACKOFF_MAX_MS` (the cap's override) that
+//! the helper and the agent share.
 //!
 //! The jitter source is seeded by the driver so tests can replay exact
 //! delays; the generator (SplitMix64) needs no crate and no IO.
 
 use std::time::Duration;
+
+/// The environment variable that overrides the reconnect delay's cap, in
+/// milliseconds (tests set it low so reconnects happen quickly).
+pub const BACKOFF_MAX_ENV: &str = "WARREN_BACKOFF_MAX_MS";
+
+/// `WARREN_BACKOFF_MAX_MS` holds something that is not a number of
+/// milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{BACKOFF_MAX_ENV}={value:?} is not a whole number of milliseconds; unset it (the cap is then {} s) or set it to e.g. 30000", Backoff::DEFAULT_CAP.as_secs())]
+pub struct BackoffCapError {
+    pub value: String,
+}
+
+/// The reconnect cap from `WARREN_BACKOFF_MAX_MS`, or
+/// [`Backoff::DEFAULT_CAP`] when it is unset.
+pub fn backoff_cap_from_env() -> Result<Duration, BackoffCapError> {
+    match std::env::var_os(BACKOFF_MAX_ENV) {
+        None => parse_backoff_cap(None),
+        Some(value) => parse_backoff_cap(Some(&value.to_string_lossy())),
+    }
+}
+
+/// The cap for a value of `WARREN_BACKOFF_MAX_MS` (`None`: unset). Empty
+/// counts as unset; 0 becomes 1 ms, the shortest delay [`Backoff`] keeps.
+pub fn parse_backoff_cap(value: Option<&str>) -> Result<Duration, BackoffCapError> {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(Backoff::DEFAULT_CAP);
+    };
+    value
+        .parse::<u64>()
+        .map(|ms| Duration::from_millis(ms.max(1)))
+        .map_err(|_| BackoffCapError {
+            value: value.to_string(),
+        })
+}
 
 /// Reconnect delays: `base * 2^attempt`, capped, with "equal jitter" (the
 /// delay is uniformly drawn from the upper half), so a fleet of helpers that
@@ -25,6 +62,12 @@ impl Backoff {
             cap: cap.max(Duration::from_millis(1)),
             rng: seed,
         }
+    }
+
+    /// [`Backoff::DEFAULT_BASE`] growing to `cap` (a cap below the base
+    /// lowers the base too).
+    pub fn with_cap(cap: Duration, seed: u64) -> Self {
+        Self::new(Self::DEFAULT_BASE.min(cap), cap, seed)
     }
 
     pub fn cap(&self) -> Duration {
@@ -75,6 +118,33 @@ mod tests {
             );
         }
         assert!(b.delay(100) <= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_cap_override_is_parsed_once_with_a_clear_error() {
+        assert_eq!(parse_backoff_cap(None), Ok(Backoff::DEFAULT_CAP));
+        assert_eq!(parse_backoff_cap(Some(" ")), Ok(Backoff::DEFAULT_CAP));
+        assert_eq!(
+            parse_backoff_cap(Some("200")),
+            Ok(Duration::from_millis(200))
+        );
+        assert_eq!(parse_backoff_cap(Some("0")), Ok(Duration::from_millis(1)));
+        for bad in ["2s", "-5", "1.5", "lots"] {
+            let err = parse_backoff_cap(Some(bad)).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("WARREN_BACKOFF_MAX_MS"), "{text}");
+            assert!(text.contains(bad), "{text}");
+            assert!(text.contains("unset it"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_low_cap_lowers_the_base() {
+        let mut b = Backoff::with_cap(Duration::from_millis(100), 3);
+        assert_eq!(b.cap(), Duration::from_millis(100));
+        assert!(b.delay(0) <= Duration::from_millis(100));
+        let mut d = Backoff::with_cap(Backoff::DEFAULT_CAP, 3);
+        assert!(d.delay(0) <= Backoff::DEFAULT_BASE);
     }
 
     #[test]

@@ -11,6 +11,6 @@ pub mod backoff;
 pub mod directory;
 pub mod session;
 
-pub use backoff::Backoff;
+pub use backoff::{backoff_cap_from_env, Backoff, BackoffCapError};
 pub use directory::{Delta, Directory, DirectoryError};
 pub use session::{Action, ConnectFailure, Session, SessionConfig};

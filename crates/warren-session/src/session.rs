@@ -11,7 +11,7 @@ use crate::backoff::Backoff;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use warren_proto::control::Welcome;
-use warren_proto::ipc::{DeviceInfo, SessionInfo, SessionState};
+use warren_proto::ipc::{DeviceInfo, ReasonCode, SessionInfo, SessionState};
 use warren_proto::model::DeploymentInfo;
 use warren_proto::Secret;
 
@@ -59,7 +59,7 @@ pub struct Session {
     attempt: u32,
     backoff: Backoff,
     retry_at: Option<Instant>,
-    reason: Option<String>,
+    reason: Option<(ReasonCode, String)>,
     user: Option<String>,
     device: Option<DeviceInfo>,
     deployment: Option<DeploymentInfo>,
@@ -196,30 +196,35 @@ impl Session {
         match failure {
             ConnectFailure::Unauthorized => {
                 self.fail(
+                    ReasonCode::SignInRequired,
                     "The coordinator rejected your token — sign in again with `warren login`."
                         .to_string(),
                 );
             }
             ConnectFailure::Rejected(message) => {
-                self.fail(format!(
-                    "The coordinator at {url} refused this client: {message}"
-                ));
+                self.fail(
+                    ReasonCode::Refused,
+                    format!("The coordinator at {url} refused this client: {message}"),
+                );
             }
             ConnectFailure::Unreachable(detail) => {
                 self.schedule_retry(
                     now,
+                    ReasonCode::Unreachable,
                     format!("can't reach the coordinator at {url}: {detail}"),
                 );
             }
             ConnectFailure::Lost(detail) => {
                 self.schedule_retry(
                     now,
+                    ReasonCode::ConnectionLost,
                     format!("lost the connection to the coordinator: {detail}"),
                 );
             }
             ConnectFailure::Resync(detail) => {
                 self.schedule_retry(
                     now,
+                    ReasonCode::Resynchronizing,
                     format!("resynchronizing with the coordinator: {detail}"),
                 );
             }
@@ -255,7 +260,8 @@ impl Session {
             state: self.state,
             url: self.config.as_ref().map(|c| c.url.clone()),
             user: self.user.clone(),
-            reason: self.reason.clone(),
+            reason: self.reason.as_ref().map(|(_, words)| words.clone()),
+            reason_code: self.reason.as_ref().map(|(code, _)| *code),
             retry_in_ms: self
                 .retry_at
                 .map(|at| at.saturating_duration_since(now).as_millis() as u64),
@@ -267,18 +273,18 @@ impl Session {
         }
     }
 
-    fn fail(&mut self, reason: String) {
+    fn fail(&mut self, code: ReasonCode, reason: String) {
         self.retry_at = None;
-        self.reason = Some(reason);
+        self.reason = Some((code, reason));
         self.device = None;
         self.set_state(SessionState::Failed);
     }
 
-    fn schedule_retry(&mut self, now: Instant, reason: String) {
+    fn schedule_retry(&mut self, now: Instant, code: ReasonCode, reason: String) {
         let delay: Duration = self.backoff.delay(self.attempt);
         self.attempt = self.attempt.saturating_add(1);
         self.retry_at = Some(now + delay);
-        self.reason = Some(reason);
+        self.reason = Some((code, reason));
         self.set_state(SessionState::Reconnecting);
         // Forces SessionChanged even when already Reconnecting: the reason
         // and countdown changed.
@@ -387,6 +393,7 @@ mod tests {
         s.on_failure(t0, 1, ConnectFailure::Unauthorized);
         let info = s.info(t0);
         assert_eq!(info.state, SessionState::Failed);
+        assert_eq!(info.reason_code, Some(ReasonCode::SignInRequired));
         assert!(info.reason.unwrap().contains("sign in again"));
         assert_eq!(s.poll_timeout(), None);
         s.handle_timeout(t0 + Duration::from_secs(3600));
@@ -415,12 +422,13 @@ mod tests {
             }
             last_delay = delay;
             let info = s.info(now);
-            let expected = if attempt == 0 {
-                "lost the connection"
+            let (code, expected) = if attempt == 0 {
+                (ReasonCode::ConnectionLost, "lost the connection")
             } else {
-                "can't reach the coordinator"
+                (ReasonCode::Unreachable, "can't reach the coordinator")
             };
             assert!(info.reason.as_ref().unwrap().contains(expected));
+            assert_eq!(info.reason_code, Some(code));
             assert_eq!(info.retry_in_ms, Some(delay.as_millis() as u64));
             // Nothing happens before the deadline.
             s.handle_timeout(at - Duration::from_millis(1));
@@ -481,10 +489,12 @@ mod tests {
         drain(&mut s);
         s.on_failure(t0, 1, ConnectFailure::Rejected("version 2 required".into()));
         assert_eq!(s.state(), SessionState::Failed);
+        assert_eq!(s.info(t0).reason_code, Some(ReasonCode::Refused));
         assert!(s.reconnect(t0));
         assert_eq!(drain(&mut s), vec![Action::Connect { generation: 2 }]);
         assert_eq!(s.state(), SessionState::Connecting);
         assert!(s.info(t0).reason.is_none());
+        assert!(s.info(t0).reason_code.is_none());
     }
 
     #[test]

@@ -21,6 +21,7 @@ import { NaiveApp } from './naive';
 import type { Account } from '../src/bindings/Account';
 import type { Agent } from '../src/bindings/Agent';
 import type { CommandErrorKind } from '../src/bindings/CommandErrorKind';
+import type { CommandName } from '../src/bindings/commands';
 import type { Event } from '../src/bindings/Event';
 import type { HelperLink } from '../src/bindings/HelperLink';
 import type { HelperLinkState } from '../src/bindings/HelperLinkState';
@@ -128,7 +129,10 @@ async function handle(cmd: string, args: Record<string, unknown> | undefined): P
   m.calls.push({ cmd, args: cmd === 'subscribe' ? {} : JSON.parse(JSON.stringify(args ?? {})) });
   const f = m.failures[cmd];
   if (f) return fail(f.kind, f.message);
-  switch (cmd) {
+  // Typed by the generated command list: a command added on the Rust side
+  // without a case here fails the type check at `default`.
+  const command = cmd as CommandName;
+  switch (command) {
     case 'subscribe':
       m.channel = args!.on_event as Channel<UiEvent>;
       // The app answers the command, then streams.
@@ -183,8 +187,10 @@ async function handle(cmd: string, args: Record<string, unknown> | undefined): P
       if (!agent || !agent.online) return fail('helper', `No reply from ${target} within 2 s; is its agent running?`);
       return { agent_id: agent.id, name: target, address: agent.addresses[0] ?? '100.64.0.9', rtt_us: 420, endpoint: null };
     }
-    default:
-      return fail('other', `unknown command ${cmd}`);
+    default: {
+      const unknown: never = command;
+      return fail('other', `unknown command ${String(unknown)}`);
+    }
   }
 }
 

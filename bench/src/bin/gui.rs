@@ -11,8 +11,9 @@
 //!   sending it to the app's DOM showing it (a MutationObserver in the page
 //!   records `Date.now()`, read over WebDriver) against the same for
 //!   `warren watch` on the same fake helper (time to its redrawn line).
-//! - the filter benchmark of the UI (`ui/e2e/bench-filter.mjs`), its JSON
-//!   lines passed through.
+//! - the filter benchmark of the UI (`ui/e2e/bench-filter.mjs`, against the
+//!   naive baseline list in `ui/e2e/naive.tsx`), its JSON lines passed
+//!   through.
 //!
 //! Results on stdout as JSON lines (DESIGN.md); progress on stderr.
 

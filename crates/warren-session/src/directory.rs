@@ -5,7 +5,7 @@
 //! deletions are computed here, never taken on trust, so after a laptop sleeps
 //! and every workspace restarts the old agents cannot linger beside the new.
 
-use std::collections::HashMap;
+use crate::replica::{Replica, SeqGap, Sequence};
 use warren_proto::control::{UpdateKind, WorkspaceUpdate};
 use warren_proto::model::{Agent, AgentId, Workspace, WorkspaceId};
 
@@ -43,22 +43,13 @@ impl Delta {
 
 #[derive(Debug, Default)]
 pub struct Directory {
-    /// Each entry carries the epoch of the last snapshot that named it, so
-    /// the end of a snapshot deletes the stale entries without a set of ids.
-    workspaces: HashMap<WorkspaceId, (Workspace, u64)>,
-    agents: HashMap<AgentId, (Agent, u64)>,
-    epoch: u64,
-    /// Sequence number of the last update applied on the current stream;
-    /// `None` until the stream's snapshot arrives.
-    last_seq: Option<u64>,
-    /// A snapshot whose later parts are still to come: its seq and the ids
-    /// its parts named so far. Deletions wait for the last part.
-    staging: Option<Staging>,
-}
-
-#[derive(Debug, Default)]
-struct Staging {
-    seq: u64,
+    workspaces: Replica<WorkspaceId, Workspace>,
+    agents: Replica<AgentId, Agent>,
+    /// Sequence of the current stream; unset until its snapshot arrives.
+    seq: Sequence,
+    /// The seq of a snapshot whose later parts are still to come.
+    /// Deletions wait for the last part.
+    staging: Option<u64>,
 }
 
 impl Directory {
@@ -70,8 +61,8 @@ impl Directory {
     /// a snapshot. The current view stays visible until that snapshot
     /// replaces it, so a reconnect does not blank the user's list.
     pub fn begin_stream(&mut self) {
-        self.last_seq = None;
-        self.staging = None;
+        self.seq.reset();
+        self.abandon_snapshot();
     }
 
     /// True while a snapshot's later parts are still expected.
@@ -81,15 +72,14 @@ impl Directory {
 
     /// True once the current stream's snapshot has fully arrived.
     pub fn is_synced(&self) -> bool {
-        self.last_seq.is_some() && self.staging.is_none()
+        self.seq.last().is_some() && self.staging.is_none()
     }
 
     pub fn apply(&mut self, update: WorkspaceUpdate) -> Result<Delta, DirectoryError> {
-        if let Some(staging) = &self.staging {
-            if update.kind != UpdateKind::Snapshot || update.seq != staging.seq {
-                let expected = staging.seq;
-                self.staging = None;
-                self.last_seq = None;
+        if let Some(expected) = self.staging {
+            if update.kind != UpdateKind::Snapshot || update.seq != expected {
+                self.seq.reset();
+                self.abandon_snapshot();
                 return Err(DirectoryError::IncompleteSnapshot {
                     expected,
                     got: update.seq,
@@ -99,145 +89,104 @@ impl Directory {
         match update.kind {
             UpdateKind::Snapshot => Ok(self.apply_snapshot_part(update)),
             UpdateKind::Diff => {
-                let Some(prev) = self.last_seq else {
-                    return Err(DirectoryError::NoSnapshot { got: update.seq });
-                };
-                if update.seq != prev.wrapping_add(1) {
-                    return Err(DirectoryError::Gap {
-                        expected_prev: prev,
-                        got: update.seq,
-                    });
-                }
-                self.last_seq = Some(update.seq);
+                self.seq.advance(update.seq).map_err(|gap| match gap {
+                    SeqGap {
+                        expected_prev: None,
+                        got,
+                    } => DirectoryError::NoSnapshot { got },
+                    SeqGap {
+                        expected_prev: Some(expected_prev),
+                        got,
+                    } => DirectoryError::Gap { expected_prev, got },
+                })?;
                 Ok(self.apply_diff(update))
             }
         }
+    }
+
+    fn abandon_snapshot(&mut self) {
+        self.staging = None;
+        self.workspaces.cancel_snapshot();
+        self.agents.cancel_snapshot();
     }
 
     /// Applies one part of a snapshot: upserts now, deletions (whatever the
     /// whole snapshot did not name) once the last part is in.
     fn apply_snapshot_part(&mut self, update: WorkspaceUpdate) -> Delta {
         if self.staging.is_none() {
-            self.staging = Some(Staging { seq: update.seq });
-            self.epoch += 1;
+            self.staging = Some(update.seq);
+            self.workspaces.begin_snapshot();
+            self.agents.begin_snapshot();
         }
-        let epoch = self.epoch;
-        let mut delta = Delta::default();
-        for ws in update.upserted_workspaces {
-            match self.workspaces.get_mut(&ws.id) {
-                Some(entry) => {
-                    entry.1 = epoch;
-                    if entry.0 != ws {
-                        delta.upserted_workspaces.push(ws.clone());
-                        entry.0 = ws;
-                    }
-                }
-                None => {
-                    delta.upserted_workspaces.push(ws.clone());
-                    self.workspaces.insert(ws.id.clone(), (ws, epoch));
-                }
-            }
-        }
-        for agent in update.upserted_agents {
-            match self.agents.get_mut(&agent.id) {
-                Some(entry) => {
-                    entry.1 = epoch;
-                    if entry.0 != agent {
-                        delta.upserted_agents.push(agent.clone());
-                        entry.0 = agent;
-                    }
-                }
-                None => {
-                    delta.upserted_agents.push(agent.clone());
-                    self.agents.insert(agent.id.clone(), (agent, epoch));
-                }
-            }
-        }
+        let mut delta = self.upsert(update.upserted_workspaces, update.upserted_agents);
         if update.more {
             return delta;
         }
-        // Last part: everything the snapshot did not name is gone.
         self.staging = None;
-        self.last_seq = Some(update.seq);
-        self.agents.retain(|id, (_, seen)| {
-            let keep = *seen == epoch;
-            if !keep {
-                delta.deleted_agents.push(id.clone());
+        self.seq.restart(update.seq);
+        delta.deleted_agents = self.agents.end_snapshot();
+        delta.deleted_workspaces = self.workspaces.end_snapshot();
+        delta
+    }
+
+    /// Upserts, keeping in the delta only what really changed.
+    fn upsert(&mut self, workspaces: Vec<Workspace>, agents: Vec<Agent>) -> Delta {
+        let mut delta = Delta::default();
+        for ws in workspaces {
+            if let Some(ws) = self.workspaces.upsert(ws.id.clone(), ws) {
+                delta.upserted_workspaces.push(ws.clone());
             }
-            keep
-        });
-        self.workspaces.retain(|id, (_, seen)| {
-            let keep = *seen == epoch;
-            if !keep {
-                delta.deleted_workspaces.push(id.clone());
+        }
+        for agent in agents {
+            if let Some(agent) = self.agents.upsert(agent.id.clone(), agent) {
+                delta.upserted_agents.push(agent.clone());
             }
-            keep
-        });
-        delta.deleted_agents.sort();
-        delta.deleted_workspaces.sort();
+        }
         delta
     }
 
     fn apply_diff(&mut self, update: WorkspaceUpdate) -> Delta {
-        let mut delta = Delta::default();
+        let mut deleted_agents = Vec::new();
+        let mut deleted_workspaces = Vec::new();
         for id in update.deleted_agents {
             if self.agents.remove(&id).is_some() {
-                delta.deleted_agents.push(id);
+                deleted_agents.push(id);
             }
         }
         for id in update.deleted_workspaces {
             if self.workspaces.remove(&id).is_some() {
                 // The coordinator lists a deleted workspace's agents too, but
                 // an agent must never outlive its workspace here either way.
-                let orphans: Vec<AgentId> = self
-                    .agents
-                    .values()
-                    .filter(|(a, _)| a.workspace_id == id)
-                    .map(|(a, _)| a.id.clone())
-                    .collect();
-                for agent_id in orphans {
-                    self.agents.remove(&agent_id);
-                    delta.deleted_agents.push(agent_id);
-                }
-                delta.deleted_workspaces.push(id);
+                deleted_agents.extend(self.agents.remove_where(|_, a| a.workspace_id == id));
+                deleted_workspaces.push(id);
             }
         }
-        let epoch = self.epoch;
-        for ws in update.upserted_workspaces {
-            if self.workspaces.get(&ws.id).map(|(w, _)| w) != Some(&ws) {
-                self.workspaces.insert(ws.id.clone(), (ws.clone(), epoch));
-                delta.upserted_workspaces.push(ws);
-            }
+        Delta {
+            deleted_agents,
+            deleted_workspaces,
+            ..self.upsert(update.upserted_workspaces, update.upserted_agents)
         }
-        for agent in update.upserted_agents {
-            if self.agents.get(&agent.id).map(|(a, _)| a) != Some(&agent) {
-                self.agents.insert(agent.id.clone(), (agent.clone(), epoch));
-                delta.upserted_agents.push(agent);
-            }
-        }
-        delta
     }
 
     /// Forgets everything (the session stopped) and says what was removed.
     pub fn clear(&mut self) -> Delta {
-        self.last_seq = None;
+        self.seq.reset();
         self.staging = None;
-        let mut delta = Delta {
-            deleted_workspaces: self.workspaces.drain().map(|(id, _)| id).collect(),
-            deleted_agents: self.agents.drain().map(|(id, _)| id).collect(),
+        Delta {
+            deleted_workspaces: self.workspaces.clear(),
+            deleted_agents: self.agents.clear(),
             ..Delta::default()
-        };
-        delta.deleted_workspaces.sort();
-        delta.deleted_agents.sort();
-        delta
+        }
     }
 
+    /// Workspaces in id order.
     pub fn workspaces(&self) -> impl Iterator<Item = &Workspace> {
-        self.workspaces.values().map(|(w, _)| w)
+        self.workspaces.values()
     }
 
+    /// Agents in id order.
     pub fn agents(&self) -> impl Iterator<Item = &Agent> {
-        self.agents.values().map(|(a, _)| a)
+        self.agents.values()
     }
 
     pub fn workspace_count(&self) -> usize {

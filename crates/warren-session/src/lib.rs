@@ -9,8 +9,10 @@
 
 pub mod backoff;
 pub mod directory;
+pub mod replica;
 pub mod session;
 
 pub use backoff::{backoff_cap_from_env, Backoff, BackoffCapError};
 pub use directory::{Delta, Directory, DirectoryError};
+pub use replica::{Replica, SeqGap, Sequence};
 pub use session::{Action, ConnectFailure, Session, SessionConfig};

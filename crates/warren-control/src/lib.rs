@@ -4,7 +4,13 @@
 //! registers the caller's WireGuard key and endpoints, waits for the
 //! coordinator's `Welcome`, and then yields [`ServerMessage`]s. Failures are
 //! classified ([`ConnectError`]) so callers can tell "sign in again" from
-//! "try again later".
+//! "try again later". [`link::Link`] adds the keep-alive (ping, silence
+//! limit) and the one classification of how a live connection ends, which
+//! the helper and the agent both drive.
+
+pub mod link;
+
+pub use link::{KeepAlive, Link, LinkError, PING_INTERVAL, SILENCE_LIMIT};
 
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;

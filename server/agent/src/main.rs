@@ -10,12 +10,11 @@ use clap::Parser;
 use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 use tokio::sync::watch;
 use warren_agent::dataplane::{parse_allow_ports, Dataplane, StackConfig};
 use warren_agent::keys::AgentKey;
 use warren_agent::peers::PeerTable;
-use warren_control::{ConnectError, ControlConfig, ControlConnection};
+use warren_control::{ControlConfig, Link, LinkError};
 use warren_proto::control::ClientPeer;
 use warren_proto::control::{Register, ServerMessage, CONTROL_VERSION};
 use warren_proto::Secret;
@@ -160,20 +159,14 @@ async fn run(args: Args) -> Result<()> {
             protocol_version: CONTROL_VERSION,
             public_key: key.public_base64(),
             endpoints: args.endpoints.clone(),
-            hostname: std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string()),
+            hostname: warren_ipc::platform::hostname(),
             app_version: env!("CARGO_PKG_VERSION").to_string(),
         },
     };
     tracing::info!(public_key = %key.public_base64(), coordinator = %config.url, "warren-agent starting");
 
-    let cap = std::env::var("WARREN_BACKOFF_MAX_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(Backoff::DEFAULT_CAP);
-    let mut backoff = Backoff::new(Backoff::DEFAULT_BASE.min(cap), cap, rand::random());
+    let cap = warren_session::backoff_cap_from_env()?;
+    let mut backoff = Backoff::with_cap(cap, rand::random());
     let mut attempt = 0u32;
     let mut peers = PeerTable::default();
     loop {
@@ -195,26 +188,25 @@ async fn run(args: Args) -> Result<()> {
 }
 
 /// One connection. `Ok(reason)` when it ended and is worth retrying after a
-/// pause; `Err` only for what retrying cannot fix.
+/// pause; `Err` only for what retrying cannot fix. The keep-alive and the
+/// sorting of failures are [`Link`]'s, the same as the helper's.
 async fn session(
     config: &ControlConfig,
     peers: &mut PeerTable,
     attempt: &mut u32,
     slot: &mut DataplaneSlot,
 ) -> Result<String> {
-    let mut conn = match ControlConnection::connect(config).await {
-        Ok(conn) => conn,
-        Err(ConnectError::Unauthorized(_)) => bail!(
+    let mut link = match Link::connect(config).await {
+        Ok(link) => link,
+        Err(LinkError::Unauthorized(_)) => bail!(
             "the coordinator rejected this agent's token: the agent was removed or the token revoked. Create a new one with `warren-coord agent add` and restart the agent"
         ),
-        Err(ConnectError::Rejected(m)) | Err(ConnectError::Config(m)) => {
-            bail!("the coordinator refused this agent: {m}")
-        }
-        Err(ConnectError::Unreachable(m)) => {
+        Err(LinkError::Rejected(m)) => bail!("the coordinator refused this agent: {m}"),
+        Err(LinkError::Unreachable(m) | LinkError::Lost(m)) => {
             return Ok(format!("can't reach the coordinator: {m}"))
         }
     };
-    let welcome = conn.welcome().clone();
+    let welcome = link.welcome().clone();
     *attempt = 0;
     peers.begin_stream();
     tracing::info!(
@@ -224,36 +216,20 @@ async fn session(
         "registered with the coordinator"
     );
     slot.on_welcome(&welcome.addresses);
-    let mut ping = tokio::time::interval(Duration::from_secs(15));
-    ping.tick().await;
     loop {
-        tokio::select! {
-            msg = conn.next() => match msg {
-                Ok(Some(ServerMessage::PeerUpdate(update))) => {
-                    if let Err(e) = peers.apply(update) {
-                        return Ok(format!("peer stream out of step ({e:?}); resubscribing"));
-                    }
-                    tracing::info!(clients = peers.len(), "client devices updated");
-                    slot.peers.send_replace(peers.peers().cloned().collect());
+        match link.next().await {
+            Ok(ServerMessage::PeerUpdate(update)) => {
+                if let Err(e) = peers.apply(update) {
+                    return Ok(format!("peer stream out of step ({e:?}); resubscribing"));
                 }
-                Ok(Some(ServerMessage::Error(e))) => {
-                    if e.error == "unauthorized" {
-                        bail!("the coordinator revoked this agent: {}. Create a new one with `warren-coord agent add`", e.message);
-                    }
-                    return Ok(e.message);
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => return Ok("the coordinator closed the connection".into()),
-                Err(e) => return Ok(e.to_string()),
-            },
-            _ = ping.tick() => {
-                if conn.last_activity().elapsed() > Duration::from_secs(45) {
-                    return Ok("no answer from the coordinator for 45 s".into());
-                }
-                if let Err(e) = conn.ping().await {
-                    return Ok(e.to_string());
-                }
+                tracing::info!(clients = peers.len(), "client devices updated");
+                slot.peers.send_replace(peers.peers().cloned().collect());
             }
+            Ok(_) => {}
+            Err(LinkError::Unauthorized(m)) => bail!(
+                "the coordinator revoked this agent: {m}. Create a new one with `warren-coord agent add`"
+            ),
+            Err(e) => return Ok(e.to_string()),
         }
     }
 }

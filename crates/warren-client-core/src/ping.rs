@@ -4,14 +4,10 @@
 
 use warren_proto::model::Agent;
 
-/// The shortest DNS name (what people type), else the agent's name.
+/// The name people type and see for an agent: its primary DNS name (the
+/// rule the CLI, the tray and the UI share), else the agent's name.
 pub fn best_name(agent: &Agent) -> &str {
-    agent
-        .dns_names
-        .iter()
-        .min_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)))
-        .map(String::as_str)
-        .unwrap_or(&agent.name)
+    agent.primary_dns_name().unwrap_or(&agent.name)
 }
 
 /// Finds the agent `target` names — a tunnel address, a DNS name

@@ -118,7 +118,7 @@ fn session() -> impl Strategy<Value = SessionInfo> {
                     error: reason.clone(),
                     interface: "warren0".into(),
                     listen_port: port as u16,
-                    generation: u64::from(port),
+                    generation: port,
                 }),
             },
         )

@@ -1,9 +1,12 @@
 //! The client devices this agent accepts, from the coordinator's
-//! `PeerUpdate` stream. A snapshot replaces the table; a diff must follow
-//! the previous update's sequence number or the stream is resubscribed.
+//! `PeerUpdate` stream. A snapshot replaces the table (devices it does not
+//! name are dropped); a diff must follow the previous update's sequence
+//! number or the stream is resubscribed. The table is a
+//! [`warren_session::Replica`], the same snapshot-then-diff collection the
+//! helper's directory uses.
 
-use std::collections::HashMap;
 use warren_proto::control::{ClientPeer, PeerUpdate, UpdateKind};
+use warren_session::{Replica, Sequence};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerError {
@@ -15,41 +18,44 @@ pub enum PeerError {
 
 #[derive(Debug, Default)]
 pub struct PeerTable {
-    peers: HashMap<String, ClientPeer>,
-    last_seq: Option<u64>,
+    peers: Replica<String, ClientPeer>,
+    seq: Sequence,
 }
 
 impl PeerTable {
+    /// A new connection: its first update must be a snapshot. The devices
+    /// stay accepted until that snapshot replaces them.
     pub fn begin_stream(&mut self) {
-        self.last_seq = None;
+        self.seq.reset();
     }
 
-    pub fn apply(&mut self, update: PeerUpdate) -> Result<(), PeerError> {
+    /// Applies one update; `Ok(true)` when the set of devices or one of them
+    /// changed. A refused update changes nothing.
+    pub fn apply(&mut self, update: PeerUpdate) -> Result<bool, PeerError> {
+        let mut changed = false;
         match update.kind {
             UpdateKind::Snapshot => {
-                self.peers = update
-                    .upserted
-                    .into_iter()
-                    .map(|p| (p.id.clone(), p))
-                    .collect();
+                self.peers.begin_snapshot();
+                for peer in update.upserted {
+                    changed |= self.peers.upsert(peer.id.clone(), peer).is_some();
+                }
+                changed |= !self.peers.end_snapshot().is_empty();
+                self.seq.restart(update.seq);
             }
             UpdateKind::Diff => {
-                if self.last_seq.map(|s| s.wrapping_add(1)) != Some(update.seq) {
-                    return Err(PeerError::Gap {
-                        expected_prev: self.last_seq,
-                        got: update.seq,
-                    });
-                }
+                self.seq.advance(update.seq).map_err(|gap| PeerError::Gap {
+                    expected_prev: gap.expected_prev,
+                    got: gap.got,
+                })?;
                 for id in update.deleted {
-                    self.peers.remove(&id);
+                    changed |= self.peers.remove(&id).is_some();
                 }
                 for peer in update.upserted {
-                    self.peers.insert(peer.id.clone(), peer);
+                    changed |= self.peers.upsert(peer.id.clone(), peer).is_some();
                 }
             }
         }
-        self.last_seq = Some(update.seq);
-        Ok(())
+        Ok(changed)
     }
 
     pub fn len(&self) -> usize {
@@ -60,6 +66,7 @@ impl PeerTable {
         self.peers.is_empty()
     }
 
+    /// The accepted devices, in id order.
     pub fn peers(&self) -> impl Iterator<Item = &ClientPeer> {
         self.peers.values()
     }
@@ -104,5 +111,48 @@ mod tests {
         t.apply(update(UpdateKind::Snapshot, 0, &["z"], &[]))
             .unwrap();
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn only_real_changes_are_reported() {
+        let mut t = PeerTable::default();
+        assert!(t
+            .apply(update(UpdateKind::Snapshot, 7, &["a", "b"], &[]))
+            .unwrap());
+        // The same devices again (a reconnect's snapshot, a repeated upsert,
+        // a deletion of an unknown id) change nothing.
+        t.begin_stream();
+        assert!(!t
+            .apply(update(UpdateKind::Snapshot, 0, &["b", "a"], &[]))
+            .unwrap());
+        assert!(!t
+            .apply(update(UpdateKind::Diff, 1, &["a"], &["zz"]))
+            .unwrap());
+        // A snapshot that only drops a device is a change.
+        assert!(t
+            .apply(update(UpdateKind::Snapshot, 5, &["a"], &[]))
+            .unwrap());
+        assert_eq!(
+            t.peers().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+            vec!["a"]
+        );
+        let mut moved = peer("a");
+        moved.endpoints = vec!["192.0.2.1:51820".parse().unwrap()];
+        let diff = PeerUpdate {
+            kind: UpdateKind::Diff,
+            seq: 6,
+            upserted: vec![moved.clone()],
+            deleted: vec![],
+        };
+        assert!(t.apply(diff).unwrap());
+        assert_eq!(t.peers().next(), Some(&moved));
+        assert_eq!(
+            t.apply(update(UpdateKind::Diff, 8, &[], &["a"])),
+            Err(PeerError::Gap {
+                expected_prev: Some(6),
+                got: 8
+            })
+        );
+        assert_eq!(t.len(), 1, "a refused diff changes nothing");
     }
 }

@@ -10,13 +10,15 @@ use crate::events::{event_frame, EventKind};
 use crate::subscribers::{Next, Outgoing, QueueLimits, SubscriberQueue};
 use std::sync::Arc;
 use std::time::Duration;
-use warren_ipc::framed::{BoxedWriter, ReadError};
+use tokio::time::{timeout_at, Instant};
+use warren_ipc::framed::{BoxedWriter, ReadError, WriteError};
 use warren_ipc::server::{server_handshake, Accepted};
 use warren_proto::frame::encode;
 use warren_proto::ipc::{ClientMessage, ErrorCode, HelperMessage, IpcError};
 
 /// A write that makes no progress for this long means the client stopped
-/// reading: it is disconnected.
+/// reading: it is disconnected. A client cut off for falling behind gets this
+/// long again to read the frame in flight and the reason.
 pub const WRITE_STALL_LIMIT: Duration = Duration::from_secs(30);
 
 pub async fn serve(accepted: Accepted, engine: EngineHandle, limits: QueueLimits) {
@@ -35,7 +37,7 @@ pub async fn serve(accepted: Accepted, engine: EngineHandle, limits: QueueLimits
     tracing::debug!(uid = peer.uid, app_version = %hello.app_version, "client connected");
 
     let queue = Arc::new(SubscriberQueue::new(limits));
-    let writer_task = tokio::spawn(write_loop(writer, queue.clone()));
+    let writer_task = tokio::spawn(write_loop(writer, queue.clone(), WRITE_STALL_LIMIT));
 
     loop {
         let message = tokio::select! {
@@ -112,7 +114,9 @@ fn push_error(queue: &SubscriberQueue, code: ErrorCode, message: impl Into<Strin
     }
 }
 
-async fn write_loop(mut writer: BoxedWriter, queue: Arc<SubscriberQueue>) {
+/// Writes what `queue` yields; a write that makes no progress for
+/// `stall_limit` ends the connection.
+async fn write_loop(mut writer: BoxedWriter, queue: Arc<SubscriberQueue>, stall_limit: Duration) {
     let mut seq: u64 = 0;
     loop {
         let frame = match queue.next().await {
@@ -138,8 +142,10 @@ async fn write_loop(mut writer: BoxedWriter, queue: Arc<SubscriberQueue>) {
             Next::Closed(error) => {
                 if let Some(error) = error {
                     tracing::info!(reason = %error, "disconnecting a client");
+                    // A client cut off for falling behind may still be
+                    // catching up: it gets the stall limit to read why.
                     let _ = tokio::time::timeout(
-                        Duration::from_secs(1),
+                        stall_limit,
                         writer.write(&HelperMessage::Error(error)),
                     )
                     .await;
@@ -148,37 +154,171 @@ async fn write_loop(mut writer: BoxedWriter, queue: Arc<SubscriberQueue>) {
                 return;
             }
         };
-        let write = tokio::time::timeout(WRITE_STALL_LIMIT, writer.write_frame(&frame));
-        let result = tokio::select! {
-            result = write => result,
-            _ = queue.wait_aborted() => {
-                // Cut off while blocked on a client that is not reading: the
-                // frame in flight is abandoned and the connection closed.
-                let error = match queue.next().await {
-                    Next::Closed(error) => error,
-                    Next::Item(_) => None,
-                };
-                if let Some(error) = error {
-                    tracing::info!(reason = %error, "disconnecting a client that stopped reading");
+        let outcome = {
+            let write = writer.write_frame(&frame);
+            tokio::pin!(write);
+            tokio::select! {
+                result = &mut write => Outcome::Written(result),
+                _ = tokio::time::sleep(stall_limit) => Outcome::Stalled,
+                _ = queue.wait_aborted() => {
+                    // Cut off while blocked on a client that is not reading.
+                    // With a reason to give, the frame in flight is finished
+                    // rather than dropped: abandoned half-written, it would
+                    // leave the client unable to parse the reason that
+                    // follows. The client gets the stall limit from now to
+                    // read both.
+                    match queue.next().await {
+                        Next::Closed(Some(error)) => {
+                            let deadline = Instant::now() + stall_limit;
+                            let finished =
+                                matches!(timeout_at(deadline, write).await, Ok(Ok(())));
+                            Outcome::CutOff { error, finished, deadline }
+                        }
+                        // Gone (or closed without a reason): nothing to tell.
+                        Next::Closed(None) | Next::Item(_) => Outcome::Gone,
+                    }
                 }
-                return;
             }
         };
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "client write failed");
-                queue.abort(None);
-                return;
-            }
-            Err(_) => {
+        let result = match outcome {
+            Outcome::Written(result) => result,
+            Outcome::Stalled => {
                 tracing::warn!(
                     "a client stopped reading for {} s; disconnecting it",
-                    WRITE_STALL_LIMIT.as_secs()
+                    stall_limit.as_secs()
                 );
                 queue.abort(None);
                 return;
             }
+            Outcome::Gone => return,
+            Outcome::CutOff {
+                error,
+                finished,
+                deadline,
+            } => {
+                if finished {
+                    tracing::info!(reason = %error, "disconnecting a client that fell behind");
+                    let _ = timeout_at(deadline, writer.write(&HelperMessage::Error(error))).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+                } else {
+                    tracing::info!(
+                        reason = %error,
+                        "disconnecting a client that fell behind and stopped reading (it could not be told why)"
+                    );
+                }
+                return;
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "client write failed");
+            queue.abort(None);
+            return;
         }
+    }
+}
+
+/// How one frame's write ended.
+enum Outcome {
+    Written(Result<(), WriteError>),
+    /// No progress for the stall limit: the client stopped reading.
+    Stalled,
+    /// The queue was aborted without a reason (the client went away).
+    Gone,
+    /// The queue cut the client off with `error` while the frame was in
+    /// flight; `finished` says whether the frame still went out whole
+    /// before `deadline`, so the reason can follow it.
+    CutOff {
+        error: IpcError,
+        finished: bool,
+        deadline: Instant,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EncodedEvent;
+    use warren_ipc::framed::FramedReader;
+
+    fn padded_event(i: usize) -> EncodedEvent {
+        EncodedEvent {
+            kind: EventKind::Ordered,
+            json: format!(r#"{{"n":{i},"pad":"{}"}}"#, "x".repeat(1000)).into(),
+        }
+    }
+
+    /// A client that stops reading until the helper has cut it off, then
+    /// reads again: it gets every frame whole and then the reason, then EOF.
+    #[tokio::test]
+    async fn a_client_cut_off_mid_frame_still_gets_the_reason_before_the_close() {
+        let (client, server) = tokio::io::duplex(4096);
+        let writer: BoxedWriter = warren_ipc::framed::FramedWriter::new(Box::new(server));
+        let queue = Arc::new(SubscriberQueue::new(QueueLimits {
+            max_items: 50,
+            max_bytes: 1 << 20,
+        }));
+        let writer_task = tokio::spawn(write_loop(writer, queue.clone(), WRITE_STALL_LIMIT));
+
+        // The client reads nothing: the writer blocks in the middle of a
+        // frame, the queue fills and overflows.
+        let mut pushed = 0;
+        while queue.push_event(&padded_event(pushed)) {
+            pushed += 1;
+            tokio::task::yield_now().await;
+            assert!(pushed < 10_000, "the queue never cut the client off");
+        }
+        assert!(queue.is_closed());
+
+        let mut reader = FramedReader::new(client);
+        let mut events = 0;
+        let last = loop {
+            let frame: serde_json::Value =
+                tokio::time::timeout(Duration::from_secs(5), reader.read::<serde_json::Value>())
+                    .await
+                    .expect("the helper neither sent the reason nor closed")
+                    .expect("every frame arrives whole")
+                    .expect("the reason comes before the close");
+            if frame["type"] == "event" {
+                assert_eq!(frame["event"]["n"], events, "frames arrive in order");
+                events += 1;
+            } else {
+                break frame;
+            }
+        };
+        assert!(events > 0 && events < pushed, "{events} of {pushed}");
+        match serde_json::from_value::<HelperMessage>(last.clone()) {
+            Ok(HelperMessage::Error(e)) => assert_eq!(e.code, ErrorCode::SlowSubscriber, "{e:?}"),
+            other => panic!("expected the SlowSubscriber reason, got {other:?} from {last}"),
+        }
+        let after =
+            tokio::time::timeout(Duration::from_secs(5), reader.read::<serde_json::Value>())
+                .await
+                .expect("the connection closes after the reason");
+        assert!(matches!(after, Ok(None)), "{after:?}");
+        writer_task.await.expect("the writer ends");
+    }
+
+    /// A cut-off client that never reads again does not hold the writer:
+    /// it gives up after the stall limit.
+    #[tokio::test]
+    async fn a_cut_off_client_that_never_reads_is_dropped_after_the_stall_limit() {
+        let (client, server) = tokio::io::duplex(4096);
+        let writer: BoxedWriter = warren_ipc::framed::FramedWriter::new(Box::new(server));
+        let queue = Arc::new(SubscriberQueue::new(QueueLimits {
+            max_items: 3,
+            max_bytes: 1 << 20,
+        }));
+        let limit = Duration::from_millis(300);
+        let writer_task = tokio::spawn(write_loop(writer, queue.clone(), limit));
+        let mut pushed = 0;
+        while queue.push_event(&padded_event(pushed)) {
+            pushed += 1;
+            tokio::task::yield_now().await;
+        }
+        tokio::time::timeout(limit * 10, writer_task)
+            .await
+            .expect("the writer gave up on a client that never reads")
+            .expect("the writer ends");
+        drop(client);
     }
 }

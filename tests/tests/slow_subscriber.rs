@@ -1,7 +1,8 @@
 //! A subscriber that stops reading must never hold anyone else up: with a
 //! state large enough to fill the socket buffers, a fresh subscriber still
-//! sees changes within a second, the helper cuts the stalled one off, and the
-//! coordinator stream keeps flowing.
+//! sees changes within a second, the helper cuts the stalled one off — with
+//! a `SlowSubscriber` error that arrives before the close, so the client
+//! learns why and resubscribes — and the coordinator stream keeps flowing.
 
 use std::time::{Duration, Instant};
 use warren_e2e::{ipc_request, Coordinator, Helper, MirrorWatcher, RawIpc, Recv, TestDir};
@@ -105,8 +106,12 @@ fn stalled_subscriber_is_cut_off_and_others_keep_up() {
     let start = Instant::now();
     let mut cut_off = false;
     let mut cycles = 0;
-    while cycles < cycles_needed && start.elapsed() < Duration::from_secs(25) {
-        // Writing to a socket the helper has closed fails (EPIPE).
+    // Bounded well below the helper's 30 s: once it has cut the subscriber
+    // off, the subscriber has that long to read the rest and the reason.
+    while cycles < cycles_needed && start.elapsed() < Duration::from_secs(20) {
+        // Writing to a socket the helper has closed fails (EPIPE). The
+        // helper keeps a cut-off subscriber's socket open until it has read
+        // the reason, so this is only an early way out.
         if slow.send_raw(&probe).is_err() {
             cut_off = true;
             break;
@@ -147,15 +152,18 @@ fn stalled_subscriber_is_cut_off_and_others_keep_up() {
         helper.peak_rss_kib()
     );
 
-    // Read what the helper left for it: it must end with a SlowSubscriber
-    // error or a close, not go on as if nothing happened.
+    // Read what the helper left for it: every frame whole, then the reason
+    // DESIGN.md promises ("disconnected with a reason and can resubscribe"),
+    // then the close. A close without the reason fails.
     let drain_start = Instant::now();
     let mut frames = 0u64;
-    let end = loop {
+    let reason = loop {
         match slow.recv(Duration::from_secs(3)) {
-            Recv::Message(HelperMessage::Error(e)) => break Ok(e),
+            Recv::Message(HelperMessage::Error(e)) => break e,
             Recv::Message(_) => frames += 1,
-            Recv::Closed => break Err("closed"),
+            Recv::Closed => panic!(
+                "the helper closed the stalled subscriber's connection after {frames} frames without saying why (expected a SlowSubscriber error first)"
+            ),
             Recv::Timeout => panic!(
                 "the helper never cut off a subscriber that stopped reading ({frames} frames were waiting for it, all well-formed)"
             ),
@@ -166,10 +174,27 @@ fn stalled_subscriber_is_cut_off_and_others_keep_up() {
             "draining the stalled subscriber took over 30 s"
         );
     };
-    match end {
-        Ok(e) => assert_eq!(e.code, ErrorCode::SlowSubscriber, "{e:?}"),
-        Err(how) => eprintln!("stalled subscriber was {how} after {frames} frames"),
+    assert_eq!(reason.code, ErrorCode::SlowSubscriber, "{reason:?}");
+    assert!(
+        reason.message.contains("subscribe again"),
+        "the reason should say how to recover: {reason:?}"
+    );
+    match slow.recv(Duration::from_secs(5)) {
+        Recv::Closed => {}
+        other => panic!(
+            "after the SlowSubscriber error the helper must close the connection, got {other:?}"
+        ),
     }
+    eprintln!("stalled subscriber: {frames} frames, then {reason:?}, then the close");
+
+    // It can resubscribe: a new connection gets the whole state.
+    let again = MirrorWatcher::start(&helper.socket);
+    again.wait(
+        Duration::from_secs(20),
+        "the full state after resubscribing",
+        |m| m.is_complete() && m.agents.len() == seeded + 1,
+    );
+    drop(again);
 
     // Everyone else is fine, and the coordinator stream still flows.
     assert!(helper.is_running(), "the helper died");

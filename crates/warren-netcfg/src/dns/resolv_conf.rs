@@ -12,12 +12,17 @@
 //! If another program rewrites the file while we are connected (a DHCP
 //! client, NetworkManager), [`reassert`] takes their version as the new
 //! backup and puts our entry back, so disconnecting restores their latest
-//! configuration, not a stale one.
+//! configuration, not a stale one. [`Watch`] notices such rewrites (inotify
+//! on Linux, the one OS with this mode), reasserts, and tells the stub's
+//! driver the new upstreams.
 
 use std::fs;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
 
 use super::MARKER;
 use crate::error::{NetError, Result};
@@ -185,6 +190,146 @@ pub fn previous_nameservers(backup: &Path) -> Vec<SocketAddr> {
     }
 }
 
+/// The upstreams of the stub in this mode: the backup's nameservers (the
+/// configuration before Warren, or the latest another program wrote),
+/// never one of `own` (the stub itself: forwarding there would loop).
+pub fn upstreams(backup: &Path, own: &[IpAddr]) -> Vec<SocketAddr> {
+    previous_nameservers(backup)
+        .into_iter()
+        .filter(|a| !own.contains(&a.ip()))
+        .collect()
+}
+
+/// How long after a change the file is read again: writers often write in
+/// several steps.
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// Keeps the file pointing at the stub while connected: when another
+/// program rewrites it (in place or by replacing it), [`Watch::rewritten`]
+/// puts the Warren entry back and yields the new upstreams. Where the file
+/// can't be watched (another OS, no inotify) it never fires; that is logged
+/// once at start. Dropping it stops the watch.
+#[derive(Debug)]
+pub struct Watch {
+    path: PathBuf,
+    backup: PathBuf,
+    servers: Vec<IpAddr>,
+    /// One message per burst of changes; `None` when nothing watches.
+    changes: Option<mpsc::Receiver<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Watch {
+    /// Starts watching `path` (whose backup is `backup`, and which should
+    /// name `servers`). Call inside a tokio runtime.
+    pub fn start(path: PathBuf, backup: PathBuf, servers: Vec<IpAddr>) -> Self {
+        let (tx, rx) = mpsc::channel(1);
+        let task = watch_file(&path, tx);
+        Watch {
+            path,
+            backup,
+            servers,
+            changes: task.is_some().then_some(rx),
+            task,
+        }
+    }
+
+    /// The nameservers the stub should forward to now ([`upstreams`]).
+    pub fn upstreams(&self) -> Vec<SocketAddr> {
+        upstreams(&self.backup, &self.servers)
+    }
+
+    /// Waits until another program has rewritten the file, puts the Warren
+    /// entry back (their version becomes the backup) and returns the
+    /// upstreams that follow from it. Our own writes and changes that left
+    /// the file ours are passed over. Cancel-safe.
+    pub async fn rewritten(&mut self) -> Vec<SocketAddr> {
+        loop {
+            let changed = match self.changes.as_mut() {
+                Some(rx) => rx.recv().await.is_some(),
+                None => false,
+            };
+            if !changed {
+                // Nothing watches (or the watch ended): never fires.
+                self.changes = None;
+                return std::future::pending().await;
+            }
+            match reassert(&self.path, &self.backup, &self.servers) {
+                Ok(true) => return self.upstreams(),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "couldn't put the Warren entry back into resolv.conf; it is retried at the next change, or reconnect")
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Watches the file, and its directory for replacements by rename, and
+/// sends one message per settled burst of changes.
+#[cfg(target_os = "linux")]
+fn watch_file(path: &Path, changes: mpsc::Sender<()>) -> Option<tokio::task::JoinHandle<()>> {
+    use futures_util::StreamExt;
+    use inotify::{Inotify, WatchMask};
+    let cannot = |e: &io::Error| {
+        tracing::warn!(file = %path.display(), error = %e, "can't watch resolv.conf; a program that rewrites it wins until you reconnect");
+    };
+    let inotify = match Inotify::init() {
+        Ok(i) => i,
+        Err(e) => {
+            cannot(&e);
+            return None;
+        }
+    };
+    let file_mask = WatchMask::CLOSE_WRITE | WatchMask::MODIFY | WatchMask::ATTRIB;
+    if let Err(e) = inotify.watches().add(path, file_mask) {
+        cannot(&e);
+    }
+    if let Some(dir) = path.parent() {
+        let _ = inotify.watches().add(
+            dir,
+            WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE,
+        );
+    }
+    let name = path.file_name().map(|n| n.to_os_string());
+    let mut stream = match inotify.into_event_stream(vec![0u8; 4096]) {
+        Ok(s) => s,
+        Err(e) => {
+            cannot(&e);
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        while let Some(event) = stream.next().await {
+            let Ok(event) = event else { break };
+            // Directory events name a file; only ours matters.
+            if event.name.is_some() && event.name.as_deref() != name.as_deref() {
+                continue;
+            }
+            tokio::time::sleep(SETTLE).await;
+            // Full: a change is already waiting, and it reads the file anew.
+            if let Err(mpsc::error::TrySendError::Closed(())) = changes.try_send(()) {
+                break;
+            }
+        }
+    }))
+}
+
+/// Only Linux has the resolv.conf mode; nothing to watch elsewhere.
+#[cfg(not(target_os = "linux"))]
+fn watch_file(_path: &Path, _changes: mpsc::Sender<()>) -> Option<tokio::task::JoinHandle<()>> {
+    let _ = SETTLE;
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,11 +403,7 @@ mod tests {
 
     #[test]
     fn a_rewrite_by_someone_else_is_reasserted_and_theirs_is_restored() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("resolv.conf");
-        let backup = dir.path().join("backup");
-        fs::write(&path, ORIGINAL).unwrap();
-        apply(&path, &backup, &servers()).unwrap();
+        let (_dir, path, backup) = connected();
         assert!(!reassert(&path, &backup, &servers()).unwrap(), "still ours");
         let dhcp = "nameserver 192.0.2.1\n";
         fs::write(&path, dhcp).unwrap();
@@ -278,11 +419,7 @@ mod tests {
 
     #[test]
     fn undo_leaves_a_file_someone_else_wrote_after_us() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("resolv.conf");
-        let backup = dir.path().join("backup");
-        fs::write(&path, ORIGINAL).unwrap();
-        apply(&path, &backup, &servers()).unwrap();
+        let (_dir, path, backup) = connected();
         fs::write(&path, "nameserver 192.0.2.9\n").unwrap();
         undo(&path, &backup).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "nameserver 192.0.2.9\n");
@@ -299,5 +436,86 @@ mod tests {
         assert!(is_ours(&fs::read_to_string(&path).unwrap()));
         undo(&path, &backup).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "");
+    }
+
+    #[test]
+    fn the_stub_never_forwards_to_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let backup = dir.path().join("backup");
+        fs::write(
+            &backup,
+            "nameserver 100.64.0.7\nnameserver 10.0.0.53\nnameserver fd00::7\n",
+        )
+        .unwrap();
+        let own: Vec<IpAddr> = vec!["100.64.0.7".parse().unwrap(), "fd00::7".parse().unwrap()];
+        assert_eq!(
+            upstreams(&backup, &own),
+            vec!["10.0.0.53:53".parse::<SocketAddr>().unwrap()]
+        );
+    }
+
+    /// A resolv.conf holding [`ORIGINAL`] that was pointed at the stub:
+    /// the directory (kept alive by the caller), the file and its backup.
+    fn connected() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resolv.conf");
+        let backup = dir.path().join("backup");
+        fs::write(&path, ORIGINAL).unwrap();
+        apply(&path, &backup, &servers()).unwrap();
+        (dir, path, backup)
+    }
+
+    /// Waits (bounded) for the watch to report a rewrite.
+    #[cfg(target_os = "linux")]
+    async fn next_rewrite(watch: &mut Watch) -> Vec<SocketAddr> {
+        tokio::time::timeout(Duration::from_secs(5), watch.rewritten())
+            .await
+            .expect("the rewrite was not noticed within 5 s")
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_watch_reasserts_rewrites_in_place_and_by_rename() {
+        let (dir, path, backup) = connected();
+        let mut watch = Watch::start(path.clone(), backup.clone(), servers());
+        assert_eq!(
+            watch.upstreams(),
+            vec![
+                "10.0.0.53:53".parse().unwrap(),
+                "[2001:db8::53]:53".parse().unwrap()
+            ]
+        );
+        // A DHCP client rewriting the file in place.
+        fs::write(&path, "nameserver 192.0.2.1\n").unwrap();
+        assert_eq!(
+            next_rewrite(&mut watch).await,
+            vec!["192.0.2.1:53".parse().unwrap()]
+        );
+        assert!(is_ours(&fs::read_to_string(&path).unwrap()));
+        // NetworkManager replacing it by rename.
+        let tmp = dir.path().join("resolv.conf.nm");
+        fs::write(&tmp, "nameserver 192.0.2.2\n").unwrap();
+        fs::rename(&tmp, &path).unwrap();
+        assert_eq!(
+            next_rewrite(&mut watch).await,
+            vec!["192.0.2.2:53".parse().unwrap()]
+        );
+        assert!(is_ours(&fs::read_to_string(&path).unwrap()));
+        // Disconnecting restores the latest version another program wrote.
+        drop(watch);
+        undo(&path, &backup).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "nameserver 192.0.2.2\n");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn our_own_writes_do_not_count_as_rewrites() {
+        let (_dir, path, backup) = connected();
+        let mut watch = Watch::start(path.clone(), backup.clone(), servers());
+        // Rewriting our own content (a journalled re-apply) changes the
+        // file but leaves it ours: no rewrite is reported.
+        apply(&path, &backup, &servers()).unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(500), watch.rewritten()).await;
+        assert!(quiet.is_err(), "our own write was reported as a rewrite");
     }
 }

@@ -2,7 +2,7 @@
 //! commands (`Up`, `Changes`, `Down`, each for one generation) in order on
 //! one task: configures the OS through `warren-netcfg`, owns the WireGuard
 //! UDP socket for the helper's lifetime, starts and stops the packet loop
-//! (`datapath`) and the DNS stub, hands them peer and name diffs, and
+//! (`packet_loop`) and the DNS stub, hands them peer and name diffs, and
 //! reports back where each generation got to, including a loop that died
 //! by itself.
 //!
@@ -23,12 +23,12 @@ use warren_netcfg::{Change, NetConfig};
 use warren_proto::ipc::TunnelState;
 use warren_tunnel::Tunnel;
 
-use crate::datapath::{self, DataPlane, LoopExit};
 use crate::dns_driver::{self, DnsDriverConfig};
 use crate::observe::{
-    Observer, PingError, PingRequest, Probe, Report, ReportReceiver, ReportSender,
+    LoopRequest, Observer, PingError, PingRequest, Report, ReportReceiver, ReportSender,
     MAX_PENDING_PINGS,
 };
+use crate::packet_loop::{self, LoopExit, LoopParts};
 
 /// Why the data plane could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +67,7 @@ pub struct TunnelHandle {
     peers: mpsc::UnboundedSender<Vec<PeerChange>>,
     /// `None` when the tunnel runs without its DNS stub.
     names: Option<mpsc::UnboundedSender<Vec<NameChange>>>,
-    pings: mpsc::Sender<Probe>,
+    pings: mpsc::Sender<LoopRequest>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -86,12 +86,12 @@ impl TunnelHandle {
     /// Hands a ping to the loop; answers it at once if the loop is gone or
     /// swamped.
     pub fn ping(&self, req: PingRequest) {
-        if let Err(e) = self.pings.try_send(Probe::Ping(req)) {
+        if let Err(e) = self.pings.try_send(LoopRequest::Ping(req)) {
             let (probe, error) = match e {
                 mpsc::error::TrySendError::Full(p) => (p, PingError::Busy),
                 mpsc::error::TrySendError::Closed(p) => (p, PingError::TunnelDown),
             };
-            if let Probe::Ping(req) = probe {
+            if let LoopRequest::Ping(req) = probe {
                 let _ = req.reply.send(Err(error));
             }
         }
@@ -100,7 +100,7 @@ impl TunnelHandle {
     /// Asks the loop for current figures (dropped if its queue is full: a
     /// report is on its way anyway).
     pub fn report_stats(&self) {
-        let _ = self.pings.try_send(Probe::Report);
+        let _ = self.pings.try_send(LoopRequest::Report);
     }
 
     /// Stops the loop and waits until the OS configuration is undone.
@@ -150,7 +150,7 @@ pub async fn start(
     let mut net = warren_netcfg::platform_configurator(&config.journal)?;
     // The loop runs on a thread of its own; its TUN and socket must be
     // registered with that thread's runtime.
-    let loop_thread = datapath::LoopThread::new().map_err(DriverError::Thread)?;
+    let loop_thread = packet_loop::LoopThread::new().map_err(DriverError::Thread)?;
     let tun = {
         let _in_loop = loop_thread.enter();
         net.apply(&plan)?
@@ -219,7 +219,7 @@ pub async fn start(
         peers = tunnel.peer_count(),
         "tunnel data plane started"
     );
-    let dp = DataPlane {
+    let dp = LoopParts {
         tunnel,
         tun,
         udp,
@@ -347,7 +347,7 @@ impl TunnelManager {
             }
         }
         recover(&config)?;
-        let udp = datapath::bind_udp(config.listen_port).map_err(DriverError::Udp)?;
+        let udp = packet_loop::bind_udp(config.listen_port).map_err(DriverError::Udp)?;
         let port = udp.local_addr().map_err(DriverError::Udp)?.port();
         tracing::info!(port, "WireGuard socket bound");
         let tun_name = config.tun_name.clone();

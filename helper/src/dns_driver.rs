@@ -121,7 +121,9 @@ pub async fn start(
     };
     tracing::info!(listen = ?config.listen, suffix = %config.suffix, forwarding = upstream.is_some(), "DNS stub started");
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(run(config, stub, udp, tcp, upstream, names, changes, stop_rx));
+    let task = tokio::spawn(run(
+        config, stub, udp, tcp, upstream, names, changes, stop_rx,
+    ));
     Ok(DnsHandle {
         stop: Some(stop_tx),
         task: Some(task),

@@ -10,10 +10,10 @@
 //! `Status` request.
 
 use crate::control_task::{self, ControlEvent};
+use crate::dataplane::{self, TunnelCommand, TunnelManager};
 use crate::events::{self, EncodedEvent};
 use crate::observe::{PingError, PingRequest, Report, ReportReceiver};
 use crate::subscribers::{Outgoing, SubscriberQueue};
-use crate::tunnel_driver::{self, TunnelCommand, TunnelManager};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -367,7 +367,7 @@ impl Engine {
 
     fn start_task(&mut self, connect: ConnectControl) {
         let endpoints = match &self.tunnel {
-            Some(t) => tunnel_driver::local_endpoints(t.port(), t.tun_name()),
+            Some(t) => dataplane::local_endpoints(t.port(), t.tun_name()),
             None => Vec::new(),
         };
         self.client.handle_local_endpoints(endpoints.clone());

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Duration;
+use warren_ipc::platform;
 use warren_ipc::server::{Listener, ListenerOptions};
 use warrend::engine::{self, EngineConfig};
 use warrend::log_forward::ForwardLayer;
@@ -16,13 +17,13 @@ use warrend::subscribers::QueueLimits;
 #[command(name = "warrend", version, about = "The Warren helper service")]
 struct Args {
     /// Where to listen for the app and the CLI.
-    #[arg(long, env = "WARREN_SOCKET", default_value_os_t = warren_ipc::default_endpoint())]
+    #[arg(long, env = "WARREN_SOCKET", default_value_os_t = platform::default_endpoint())]
     socket: PathBuf,
     /// Members of this group (and root) may control the helper.
     #[arg(long, default_value = warren_ipc::DEFAULT_GROUP)]
     group: String,
     /// Directory for the rotating log file.
-    #[arg(long, default_value = "/var/log/warren")]
+    #[arg(long, default_value_os_t = platform::helper_log_dir())]
     log_dir: PathBuf,
     /// Run the control plane only: no TUN device, routes or WireGuard (for
     /// tests and for hosts that only want to list workspaces).
@@ -33,7 +34,7 @@ struct Args {
     tun_name: String,
     /// Where the record of network changes is kept, so a
     /// crashed helper's leftovers are undone at the next start.
-    #[arg(long, default_value = "/var/lib/warren")]
+    #[arg(long, default_value_os_t = platform::helper_state_dir())]
     state_dir: PathBuf,
     /// Local UDP port for WireGuard; 0 lets the OS choose.
     #[arg(long, default_value_t = 0)]
@@ -47,25 +48,6 @@ struct Args {
     /// The resolver configuration the resolv-conf mode manages.
     #[arg(long, default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
-}
-
-fn hostname() -> Option<String> {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-}
-
-fn backoff_cap() -> Result<Duration> {
-    match std::env::var("WARREN_BACKOFF_MAX_MS") {
-        Ok(v) => {
-            let ms: u64 = v.parse().with_context(|| {
-                format!("WARREN_BACKOFF_MAX_MS={v:?} is not a number of milliseconds")
-            })?;
-            Ok(Duration::from_millis(ms.max(1)))
-        }
-        Err(_) => Ok(warren_session::Backoff::DEFAULT_CAP),
-    }
 }
 
 #[tokio::main]
@@ -94,10 +76,10 @@ async fn run() -> Result<()> {
         }
     };
 
-    let cap = backoff_cap()?;
+    let cap = warren_session::backoff_cap_from_env()?;
     let tunnel = if !args.no_tunnel {
-        let manager = warrend::tunnel_driver::TunnelManager::spawn(
-            warrend::tunnel_driver::DriverConfig {
+        let manager = warrend::dataplane::TunnelManager::spawn(
+            warrend::dataplane::DriverConfig {
                 tun_name: args.tun_name.clone(),
                 journal: args.state_dir.join("netstate.json"),
                 listen_port: args.listen_port,
@@ -117,7 +99,7 @@ async fn run() -> Result<()> {
     let config = EngineConfig {
         backoff_cap: cap,
         backoff_base: warren_session::Backoff::DEFAULT_BASE.min(cap),
-        hostname: hostname(),
+        hostname: platform::hostname(),
         tunnel,
         ..EngineConfig::default()
     };
@@ -129,7 +111,8 @@ async fn run() -> Result<()> {
     let (engine, _engine_task) = engine::spawn(config, Some(log_rx));
     tracing::info!(version = warrend::VERSION, socket = %args.socket.display(), "warrend started");
 
-    let mut terminate = shutdown_signal()?;
+    let mut terminate =
+        platform::shutdown_signal().context("installing the shutdown signal handlers")?;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -153,41 +136,4 @@ async fn run() -> Result<()> {
         manager.shutdown().await;
     }
     Ok(())
-}
-
-/// SIGTERM or SIGINT.
-#[cfg(unix)]
-fn shutdown_signal() -> Result<tokio::sync::mpsc::Receiver<()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        let _ = tx.send(()).await;
-    });
-    Ok(rx)
-}
-
-/// Ctrl-C, or the console closing. (Running as a Windows service, with the
-/// service manager's stop request, comes with the installer.)
-#[cfg(windows)]
-fn shutdown_signal() -> Result<tokio::sync::mpsc::Receiver<()>> {
-    use tokio::signal::windows::{ctrl_c, ctrl_close, ctrl_shutdown};
-    let mut c = ctrl_c().context("installing the Ctrl-C handler")?;
-    let mut close = ctrl_close().context("installing the console-close handler")?;
-    let mut shutdown = ctrl_shutdown().context("installing the shutdown handler")?;
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = c.recv() => {}
-            _ = close.recv() => {}
-            _ = shutdown.recv() => {}
-        }
-        let _ = tx.send(()).await;
-    });
-    Ok(rx)
 }

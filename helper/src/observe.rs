@@ -59,7 +59,7 @@ pub struct PingRequest {
 
 /// What the engine can ask of a running data plane besides packets.
 #[derive(Debug)]
-pub enum Probe {
+pub enum LoopRequest {
     /// Send an echo request and time the reply.
     Ping(PingRequest),
     /// Report moved figures now (a subscriber arrived and should not wait
@@ -299,17 +299,17 @@ impl Observer {
         }
     }
 
-    /// Handles a [`Probe`]; a ping may return a datagram to send.
+    /// Handles a [`LoopRequest`]; a ping may return a datagram to send.
     pub fn probe<'a>(
         &mut self,
         now: Instant,
-        probe: Probe,
+        probe: LoopRequest,
         tunnel: &mut Tunnel,
         out: &'a mut [u8],
     ) -> Option<Transmit<'a>> {
         match probe {
-            Probe::Ping(req) => self.ping(now, req, tunnel, out),
-            Probe::Report => {
+            LoopRequest::Ping(req) => self.ping(now, req, tunnel, out),
+            LoopRequest::Report => {
                 // Sent by the loop's next flush, with everything else moved.
                 self.report_now = true;
                 None

@@ -1,4 +1,4 @@
-//! The data-plane loop: moves packets between the TUN device and the
+//! The packet loop: moves packets between the TUN device and the
 //! WireGuard UDP socket through the sans-IO [`Tunnel`], and lets the
 //! [`Observer`] see events, time pings and report statistics.
 //!
@@ -22,7 +22,7 @@ use warren_io::{
 use warren_netcfg::TunDevice;
 use warren_tunnel::{min_out_len, Tunnel, MIN_BUFFER};
 
-use crate::observe::{wall_clock_ms, Observer, Probe};
+use crate::observe::{wall_clock_ms, LoopRequest, Observer};
 
 /// The WireGuard socket: one for both families, kept by the manager for
 /// the helper's lifetime, so the port registered with the coordinator stays
@@ -30,14 +30,14 @@ use crate::observe::{wall_clock_ms, Observer, Probe};
 pub use warren_io::bind_udp;
 
 /// What the loop runs on.
-pub struct DataPlane {
+pub struct LoopParts {
     pub tunnel: Tunnel,
     pub tun: TunDevice,
     pub udp: UdpSocket,
     /// The latest peer table from the directory.
     /// Edits of the peer table, one batch per directory change.
     pub peers: mpsc::UnboundedReceiver<Vec<PeerChange>>,
-    pub pings: mpsc::Receiver<Probe>,
+    pub pings: mpsc::Receiver<LoopRequest>,
     pub observer: Observer,
     /// Fires (or drops) when the loop should end.
     pub stop: oneshot::Receiver<()>,
@@ -192,8 +192,8 @@ fn apply_peer_changes(tunnel: &mut Tunnel, now: Instant, changes: Vec<PeerChange
 }
 
 /// Runs until `stop` fires, the TUN fails or the peer table's sender goes.
-pub async fn run(dp: DataPlane) -> LoopExit {
-    let DataPlane {
+pub async fn run(dp: LoopParts) -> LoopExit {
+    let LoopParts {
         mut tunnel,
         tun,
         udp,
@@ -274,7 +274,7 @@ pub async fn run(dp: DataPlane) -> LoopExit {
 ///
 /// The TUN and the UDP socket belong to whichever runtime they were
 /// registered with, so create them inside [`LoopThread::enter`], then hand
-/// the [`DataPlane`] to [`LoopThread::spawn`]:
+/// the [`LoopParts`] to [`LoopThread::spawn`]:
 ///
 /// ```text
 /// let thread = LoopThread::new()?;
@@ -282,7 +282,7 @@ pub async fn run(dp: DataPlane) -> LoopExit {
 ///     let _in_loop = thread.enter();
 ///     (net.apply(plan)?, UdpSocket::from_std(udp.try_clone()?)?)
 /// };
-/// let ended = thread.spawn(DataPlane { tun, udp, .. })?;
+/// let ended = thread.spawn(LoopParts { tun, udp, .. })?;
 /// ended.await; // the loop has stopped and closed the TUN
 /// net.teardown()?;
 /// ```
@@ -315,7 +315,7 @@ impl LoopThread {
     /// Runs [`run`] on a new thread. The receiver completes (with `Ok` or,
     /// if the loop panicked, `Err`) once the loop has ended and dropped the
     /// TUN, so the caller may undo the network configuration.
-    pub fn spawn(mut self, dp: DataPlane) -> std::io::Result<oneshot::Receiver<LoopExit>> {
+    pub fn spawn(mut self, dp: LoopParts) -> std::io::Result<oneshot::Receiver<LoopExit>> {
         let (done, ended) = oneshot::channel::<LoopExit>();
         let Some(rt) = self.rt.take() else {
             unreachable!("LoopThread without a runtime");

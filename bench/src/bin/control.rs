@@ -9,6 +9,7 @@
 //! sockets, to separate the apply cost from transport and encoding.
 
 use anyhow::{bail, Context, Result};
+use base64::Engine as _;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -288,6 +289,14 @@ fn synthetic_snapshot() -> WorkspaceUpdate {
     }
 }
 
+/// A well-formed WireGuard key (32 bytes, base64) unique to `n`.
+fn synthetic_key(n: usize) -> String {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&(n as u64).to_be_bytes());
+    key[31] = 0x57;
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
 fn synthetic_agent(ws_id: &str, ws_name: &str, n: usize, index: usize) -> Agent {
     let name = format!("a{index}");
     let mut dns_names = vec![format!("{name}.{ws_name}.alice.warren")];
@@ -300,7 +309,7 @@ fn synthetic_agent(ws_id: &str, ws_name: &str, n: usize, index: usize) -> Agent 
         id: format!("a_{n:016x}"),
         name,
         workspace_id: ws_id.to_string(),
-        public_key: Some(format!("{:0>43}=", n)),
+        public_key: Some(synthetic_key(n)),
         addresses: vec![IpAddr::V6(v6), IpAddr::V4(v4)],
         endpoints: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 51820)],
         dns_names,

@@ -1,13 +1,15 @@
 //! What a subscriber knows after applying the events it received (sans-IO).
 //!
-//! A `State` part 0 replaces everything — the mirror clears itself first, so
-//! agents that vanished while we weren't looking disappear — and diffs apply
-//! on top, strictly in `seq` order. A gap is reported so the caller can
-//! resubscribe instead of showing a state that silently drifted.
+//! A `State` (part 0 up to its last part) replaces everything: once the last
+//! part is in, whatever it did not name is gone, so agents that vanished while
+//! we weren't looking disappear. Diffs apply on top, strictly in `seq` order.
+//! A gap is reported so the caller can resubscribe instead of showing a state
+//! that silently drifted. The collections are [`warren_session::Replica`]s,
+//! the same snapshot-then-diff collection the helper's directory uses.
 
-use std::collections::BTreeMap;
 use warren_proto::ipc::{Event, PeerStats, SessionInfo};
 use warren_proto::model::{Agent, AgentId, Workspace, WorkspaceId};
+use warren_session::{Replica, SeqGap, Sequence};
 
 /// Why an event could not be applied. The mirror is unchanged; resubscribe.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,16 +22,18 @@ pub enum MirrorError {
     PartOutOfOrder { expected: u32, got: u32 },
 }
 
-/// The helper's state as seen by one subscriber.
+/// The helper's state as seen by one subscriber. The collections iterate in
+/// id order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateMirror {
     pub session: Option<SessionInfo>,
-    pub workspaces: BTreeMap<WorkspaceId, Workspace>,
-    pub agents: BTreeMap<AgentId, Agent>,
+    pub workspaces: Replica<WorkspaceId, Workspace>,
+    pub agents: Replica<AgentId, Agent>,
     /// Latest tunnel statistics per agent (only agents the tunnel knows).
-    pub stats: BTreeMap<AgentId, PeerStats>,
-    /// Seq of the next event; `None` until a `State` part 0 arrived.
-    next_seq: Option<u64>,
+    pub stats: Replica<AgentId, PeerStats>,
+    /// The IPC stream's order: a `State` part 0 is event 0, and every later
+    /// event must carry the next number.
+    seq: Sequence,
     /// Next expected `State` part while the state is incomplete.
     next_part: u32,
     complete: bool,
@@ -42,67 +46,48 @@ impl StateMirror {
 
     /// Applies one event received with `seq`.
     pub fn apply(&mut self, seq: u64, event: &Event) -> Result<(), MirrorError> {
-        if let Event::State {
-            part: 0,
-            last,
-            session,
-            workspaces,
-            agents,
-            stats,
-        } = event
-        {
+        if let Event::State { part: 0, .. } = event {
             if seq != 0 {
                 return Err(MirrorError::Gap {
                     expected: 0,
                     got: seq,
                 });
             }
-            self.workspaces.clear();
-            self.agents.clear();
-            self.stats.clear();
-            self.session = Some(session.clone());
-            self.insert(workspaces, agents);
-            self.insert_stats(stats);
-            self.next_seq = Some(1);
-            self.next_part = 1;
-            self.complete = *last;
-            return Ok(());
+            // A new state, even over an unfinished one: what it does not name
+            // goes when its last part is in.
+            self.workspaces.begin_snapshot();
+            self.agents.begin_snapshot();
+            self.stats.begin_snapshot();
+            self.seq.restart(0);
+            self.next_part = 0;
+            self.complete = false;
+            return self.apply_state_part(event);
         }
 
-        let expected = self.next_seq.ok_or(MirrorError::NotReady)?;
-        if seq != expected {
-            return Err(MirrorError::Gap { expected, got: seq });
-        }
+        // Checked on a copy: a refused event must leave the mirror as it was.
+        let mut next = self.seq;
+        next.advance(seq).map_err(|gap| match gap {
+            SeqGap {
+                expected_prev: None,
+                ..
+            } => MirrorError::NotReady,
+            SeqGap {
+                expected_prev: Some(prev),
+                got,
+            } => MirrorError::Gap {
+                expected: prev.wrapping_add(1),
+                got,
+            },
+        })?;
         match event {
-            Event::State {
-                part,
-                last,
-                session,
-                workspaces,
-                agents,
-                stats,
-            } => {
-                if self.complete || *part != self.next_part {
-                    // After the last part only a new part 0 may start a state.
-                    let expected = if self.complete { 0 } else { self.next_part };
-                    return Err(MirrorError::PartOutOfOrder {
-                        expected,
-                        got: *part,
-                    });
-                }
-                self.session = Some(session.clone());
-                self.insert(workspaces, agents);
-                self.insert_stats(stats);
-                self.next_part += 1;
-                self.complete = *last;
-            }
+            Event::State { .. } => self.apply_state_part(event)?,
             Event::PeerUpdate {
                 upserted_workspaces,
                 upserted_agents,
                 deleted_workspaces,
                 deleted_agents,
             } => {
-                self.insert(upserted_workspaces, upserted_agents);
+                self.upsert(upserted_workspaces, upserted_agents);
                 for id in deleted_agents {
                     self.agents.remove(id);
                     self.stats.remove(id);
@@ -111,35 +96,76 @@ impl StateMirror {
                     self.workspaces.remove(id);
                 }
                 if !deleted_workspaces.is_empty() {
-                    self.agents
-                        .retain(|_, a| !deleted_workspaces.contains(&a.workspace_id));
-                    let agents = &self.agents;
-                    self.stats.retain(|id, _| agents.contains_key(id));
+                    let orphans = self
+                        .agents
+                        .remove_where(|_, a| deleted_workspaces.contains(&a.workspace_id));
+                    self.forget_stats(&orphans);
                 }
             }
             Event::SessionChanged { session } => self.session = Some(session.clone()),
             Event::Log { .. } => {}
-            Event::PeerStats { stats } => self.insert_stats(stats),
+            Event::PeerStats { stats } => self.upsert_stats(stats),
         }
-        self.next_seq = Some(expected + 1);
+        self.seq = next;
         Ok(())
     }
 
-    fn insert_stats(&mut self, stats: &[PeerStats]) {
+    /// Applies the next part of a `State` whose part 0 began the snapshot.
+    fn apply_state_part(&mut self, event: &Event) -> Result<(), MirrorError> {
+        let Event::State {
+            part,
+            last,
+            session,
+            workspaces,
+            agents,
+            stats,
+        } = event
+        else {
+            return Ok(());
+        };
+        if self.complete || *part != self.next_part {
+            // After the last part only a new part 0 may start a state.
+            let expected = if self.complete { 0 } else { self.next_part };
+            return Err(MirrorError::PartOutOfOrder {
+                expected,
+                got: *part,
+            });
+        }
+        self.session = Some(session.clone());
+        self.upsert(workspaces, agents);
+        self.upsert_stats(stats);
+        self.next_part += 1;
+        if *last {
+            self.complete = true;
+            self.workspaces.end_snapshot();
+            let gone = self.agents.end_snapshot();
+            self.forget_stats(&gone);
+            self.stats.end_snapshot();
+        }
+        Ok(())
+    }
+
+    fn upsert_stats(&mut self, stats: &[PeerStats]) {
         for s in stats {
             // Stats can race an agent's deletion; keep only known agents.
             if self.agents.contains_key(&s.agent_id) {
-                self.stats.insert(s.agent_id.clone(), s.clone());
+                self.stats.upsert(s.agent_id.clone(), s.clone());
             }
         }
     }
 
-    fn insert(&mut self, workspaces: &[Workspace], agents: &[Agent]) {
+    fn forget_stats(&mut self, agents: &[AgentId]) {
+        for id in agents {
+            self.stats.remove(id);
+        }
+    }
+
+    fn upsert(&mut self, workspaces: &[Workspace], agents: &[Agent]) {
         for w in workspaces {
-            self.workspaces.insert(w.id.clone(), w.clone());
+            self.workspaces.upsert(w.id.clone(), w.clone());
         }
         for a in agents {
-            self.agents.insert(a.id.clone(), a.clone());
+            self.agents.upsert(a.id.clone(), a.clone());
         }
     }
 
@@ -299,6 +325,64 @@ mod tests {
                 got: 3
             })
         );
+    }
+
+    #[test]
+    fn a_multi_part_state_replaces_once_its_last_part_is_in() {
+        let mut m = StateMirror::new();
+        m.apply(
+            0,
+            &state(
+                0,
+                true,
+                vec![ws("w1", "api", "alice"), ws("w2", "web", "alice")],
+                vec![agent("a1", "main", "w1"), agent("a2", "main", "w2")],
+            ),
+        )
+        .unwrap();
+        m.apply(
+            1,
+            &Event::PeerStats {
+                stats: vec![stats("a1", 5), stats("a2", 6)],
+            },
+        )
+        .unwrap();
+        // A resubscription's state in parts: the old view stays readable
+        // until the last part, then what the new state did not name goes,
+        // stats included.
+        m.apply(0, &state(0, false, vec![ws("w1", "api", "alice")], vec![]))
+            .unwrap();
+        assert!(!m.is_complete());
+        assert_eq!(m.agents.len(), 2);
+        let mut part = state(1, true, vec![], vec![agent("a1", "main", "w1")]);
+        if let Event::State { stats: s, .. } = &mut part {
+            s.push(stats("a1", 9));
+        }
+        m.apply(1, &part).unwrap();
+        assert!(m.is_complete());
+        assert_eq!(m.workspaces.keys().collect::<Vec<_>>(), vec!["w1"]);
+        assert_eq!(m.agents.keys().collect::<Vec<_>>(), vec!["a1"]);
+        assert_eq!(m.stats.keys().collect::<Vec<_>>(), vec!["a1"]);
+        assert_eq!(m.stats["a1"].rx_bytes, 9);
+        // A state without stats drops the old ones.
+        m.apply(0, &state(0, true, vec![], vec![agent("a1", "main", "w1")]))
+            .unwrap();
+        assert!(m.stats.is_empty());
+    }
+
+    #[test]
+    fn a_refused_part_changes_nothing() {
+        let mut m = StateMirror::new();
+        m.apply(0, &state(0, false, vec![ws("w1", "api", "a")], vec![]))
+            .unwrap();
+        let before = m.clone();
+        assert!(m
+            .apply(1, &state(2, true, vec![ws("w2", "web", "a")], vec![]))
+            .is_err());
+        assert_eq!(m, before);
+        // The refused event did not consume its number.
+        m.apply(1, &state(1, true, vec![], vec![])).unwrap();
+        assert!(m.is_complete());
     }
 
     #[test]

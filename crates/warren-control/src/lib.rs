@@ -3,7 +3,7 @@
 //! Opens the long-lived WebSocket at `/api/v1/connect` with a bearer token,
 //! registers the caller's WireGuard key and endpoints, waits for the
 //! coordinator's `Welcome`, and then yields [`ServerMessage`]s. Failures are
-//! classified ([`ConnectError`]) so callers can tell "sign in again" from
+//! classified ([`LinkError`]) so callers can tell "sign in again" from
 //! "try again later". [`link::Link`] adds the keep-alive (ping, silence
 //! limit) and the one classification of how a live connection ends, which
 //! the helper and the agent both drive.
@@ -45,22 +45,6 @@ pub struct ControlConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// 401: the token is wrong, revoked, or its agent was removed.
-    #[error("the coordinator rejected the token: {0}")]
-    Unauthorized(String),
-    /// The coordinator answered but refuses this client; retrying won't help.
-    #[error("the coordinator refused the connection: {0}")]
-    Rejected(String),
-    /// Network trouble, timeouts, TLS failures, 5xx: worth retrying.
-    #[error("{0}")]
-    Unreachable(String),
-    /// The URL or CA given cannot be used at all.
-    #[error("{0}")]
-    Config(String),
-}
-
-#[derive(Debug, thiserror::Error)]
 pub enum StreamError {
     #[error("connection closed by the coordinator{}", .0.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
     Closed(Option<String>),
@@ -92,14 +76,14 @@ impl std::fmt::Debug for ControlConnection {
 
 /// `https://h` → `wss://h/api/v1/connect`. Refuses anything that is not a
 /// bare http(s) origin.
-pub fn connect_url(base: &str) -> Result<String, ConnectError> {
+pub fn connect_url(base: &str) -> Result<String, LinkError> {
     let base = base.trim().trim_end_matches('/');
     let rest = if let Some(rest) = base.strip_prefix("https://") {
         format!("wss://{rest}")
     } else if let Some(rest) = base.strip_prefix("http://") {
         format!("ws://{rest}")
     } else {
-        return Err(ConnectError::Config(format!(
+        return Err(LinkError::Config(format!(
             "coordinator URL {base:?} must start with https:// (or http:// for a local test deployment)"
         )));
     };
@@ -107,7 +91,7 @@ pub fn connect_url(base: &str) -> Result<String, ConnectError> {
 }
 
 /// TLS client settings: the public web roots plus any extra CA given.
-pub fn tls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, ConnectError> {
+pub fn tls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, LinkError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(pem) = ca_pem {
@@ -115,15 +99,15 @@ pub fn tls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, ConnectE
         let mut added = 0;
         for cert in rustls_pemfile::certs(&mut reader) {
             let cert = cert.map_err(|e| {
-                ConnectError::Config(format!("the CA certificate is not valid PEM: {e}"))
+                LinkError::Config(format!("the CA certificate is not valid PEM: {e}"))
             })?;
-            roots.add(cert).map_err(|e| {
-                ConnectError::Config(format!("the CA certificate can't be used: {e}"))
-            })?;
+            roots
+                .add(cert)
+                .map_err(|e| LinkError::Config(format!("the CA certificate can't be used: {e}")))?;
             added += 1;
         }
         if added == 0 {
-            return Err(ConnectError::Config(
+            return Err(LinkError::Config(
                 "the CA file holds no PEM certificate".into(),
             ));
         }
@@ -131,7 +115,7 @@ pub fn tls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, ConnectE
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ConnectError::Config(format!("TLS setup failed: {e}")))?
+        .map_err(|e| LinkError::Config(format!("TLS setup failed: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
@@ -146,25 +130,25 @@ fn ws_config() -> WebSocketConfig {
 impl ControlConnection {
     /// Connects, registers and waits for `Welcome`, all within
     /// [`CONNECT_TIMEOUT`].
-    pub async fn connect(config: &ControlConfig) -> Result<Self, ConnectError> {
+    pub async fn connect(config: &ControlConfig) -> Result<Self, LinkError> {
         match tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_inner(config)).await {
             Ok(result) => result,
-            Err(_) => Err(ConnectError::Unreachable(format!(
+            Err(_) => Err(LinkError::Unreachable(format!(
                 "no answer within {} s",
                 CONNECT_TIMEOUT.as_secs()
             ))),
         }
     }
 
-    async fn connect_inner(config: &ControlConfig) -> Result<Self, ConnectError> {
+    async fn connect_inner(config: &ControlConfig) -> Result<Self, LinkError> {
         let url = connect_url(&config.url)?;
         let mut request = url
             .as_str()
             .into_client_request()
-            .map_err(|e| ConnectError::Config(format!("bad coordinator URL: {e}")))?;
+            .map_err(|e| LinkError::Config(format!("bad coordinator URL: {e}")))?;
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.token.expose()))
             .map_err(|_| {
-                ConnectError::Config("the token contains characters a header can't carry".into())
+                LinkError::Config("the token contains characters a header can't carry".into())
             })?;
         auth.set_sensitive(true);
         request.headers_mut().insert(header::AUTHORIZATION, auth);
@@ -187,10 +171,10 @@ impl ControlConnection {
 
         let register = ClientMessage::Register(config.register.clone());
         let text = serde_json::to_string(&register)
-            .map_err(|e| ConnectError::Config(format!("can't encode registration: {e}")))?;
+            .map_err(|e| LinkError::Config(format!("can't encode registration: {e}")))?;
         ws.send(Message::text(text))
             .await
-            .map_err(|e| ConnectError::Unreachable(format!("sending registration: {e}")))?;
+            .map_err(|e| LinkError::Unreachable(format!("sending registration: {e}")))?;
 
         let mut conn = Self {
             welcome: placeholder_welcome(),
@@ -200,7 +184,7 @@ impl ControlConnection {
         match conn.next().await {
             Ok(Some(ServerMessage::Welcome(welcome))) => {
                 if welcome.protocol_version != CONTROL_VERSION {
-                    return Err(ConnectError::Rejected(format!(
+                    return Err(LinkError::Rejected(format!(
                         "the coordinator speaks control protocol {}, this client {}; update the one that is older",
                         welcome.protocol_version, CONTROL_VERSION
                     )));
@@ -209,19 +193,19 @@ impl ControlConnection {
                 Ok(conn)
             }
             Ok(Some(ServerMessage::Error(e))) => Err(if e.error == "unauthorized" {
-                ConnectError::Unauthorized(e.message)
+                LinkError::Unauthorized(e.message)
             } else {
-                ConnectError::Rejected(e.message)
+                LinkError::Rejected(e.message)
             }),
-            Ok(Some(other)) => Err(ConnectError::Rejected(format!(
+            Ok(Some(other)) => Err(LinkError::Rejected(format!(
                 "expected a welcome, got {}",
                 kind_of(&other)
             ))),
-            Ok(None) => Err(ConnectError::Unreachable(
+            Ok(None) => Err(LinkError::Unreachable(
                 "the coordinator closed the connection during registration".into(),
             )),
-            Err(StreamError::Closed(Some(reason))) => Err(ConnectError::Rejected(reason)),
-            Err(e) => Err(ConnectError::Unreachable(e.to_string())),
+            Err(StreamError::Closed(Some(reason))) => Err(LinkError::Rejected(reason)),
+            Err(e) => Err(LinkError::Unreachable(e.to_string())),
         }
     }
 
@@ -330,7 +314,7 @@ fn describe_stream_error(err: tungstenite::Error) -> StreamError {
 }
 
 /// Sorts a failed upgrade into "sign in again", "refused" and "retry".
-fn classify_handshake_error(err: tungstenite::Error) -> ConnectError {
+fn classify_handshake_error(err: tungstenite::Error) -> LinkError {
     match err {
         tungstenite::Error::Http(response) => {
             let status = response.status();
@@ -341,24 +325,24 @@ fn classify_handshake_error(err: tungstenite::Error) -> ConnectError {
                 .map(|e| e.message)
                 .unwrap_or_else(|| format!("HTTP {status}"));
             if status == StatusCode::UNAUTHORIZED {
-                ConnectError::Unauthorized(message)
+                LinkError::Unauthorized(message)
             } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                ConnectError::Unreachable(format!("coordinator error {status}: {message}"))
+                LinkError::Unreachable(format!("coordinator error {status}: {message}"))
             } else if status == StatusCode::NOT_FOUND {
-                ConnectError::Rejected(
+                LinkError::Rejected(
                     "this URL has no Warren coordinator (404 on /api/v1/connect); check the URL"
                         .into(),
                 )
             } else {
-                ConnectError::Rejected(format!("{status}: {message}"))
+                LinkError::Rejected(format!("{status}: {message}"))
             }
         }
-        tungstenite::Error::Io(e) => ConnectError::Unreachable(e.to_string()),
-        tungstenite::Error::Tls(e) => ConnectError::Unreachable(format!(
+        tungstenite::Error::Io(e) => LinkError::Unreachable(e.to_string()),
+        tungstenite::Error::Tls(e) => LinkError::Unreachable(format!(
             "TLS failed ({e}); if the coordinator uses a private CA, sign in again with `--ca`"
         )),
-        tungstenite::Error::Url(e) => ConnectError::Config(format!("bad coordinator URL: {e}")),
-        other => ConnectError::Unreachable(other.to_string()),
+        tungstenite::Error::Url(e) => LinkError::Config(format!("bad coordinator URL: {e}")),
+        other => LinkError::Unreachable(other.to_string()),
     }
 }
 
@@ -376,17 +360,14 @@ mod tests {
             connect_url("http://127.0.0.1:9").unwrap(),
             "ws://127.0.0.1:9/api/v1/connect"
         );
-        assert!(matches!(
-            connect_url("ftp://x"),
-            Err(ConnectError::Config(_))
-        ));
+        assert!(matches!(connect_url("ftp://x"), Err(LinkError::Config(_))));
     }
 
     #[test]
     fn bad_ca_is_a_config_error() {
         assert!(matches!(
             tls_config(Some("not a certificate")),
-            Err(ConnectError::Config(_))
+            Err(LinkError::Config(_))
         ));
         assert!(tls_config(None).is_ok());
     }
@@ -411,7 +392,7 @@ mod tests {
             },
         };
         let err = ControlConnection::connect(&config).await.unwrap_err();
-        assert!(matches!(err, ConnectError::Unreachable(_)), "{err:?}");
+        assert!(matches!(err, LinkError::Unreachable(_)), "{err:?}");
         assert!(!err.to_string().contains("wut_x_y"));
     }
 }

@@ -8,7 +8,7 @@
 //! session state machine, the agent's loop), both on
 //! `warren_session::Backoff` and `warren_session::backoff_cap_from_env`.
 
-use crate::{ConnectError, ControlConfig, ControlConnection};
+use crate::{ControlConfig, ControlConnection};
 use std::time::Duration;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use warren_proto::control::{ServerMessage, Welcome};
@@ -47,9 +47,12 @@ pub enum LinkError {
     #[error("the coordinator rejected the token: {0}")]
     Unauthorized(String),
     /// The coordinator refuses this client for another reason retrying
-    /// cannot fix (incompatible version, an unusable URL or CA).
+    /// cannot fix (an incompatible version).
     #[error("the coordinator refused the connection: {0}")]
     Rejected(String),
+    /// The URL or CA given cannot be used at all.
+    #[error("{0}")]
+    Config(String),
     /// The coordinator could not be reached: worth retrying.
     #[error("{0}")]
     Unreachable(String),
@@ -59,21 +62,11 @@ pub enum LinkError {
     Lost(String),
 }
 
-impl From<ConnectError> for LinkError {
-    fn from(err: ConnectError) -> Self {
-        match err {
-            ConnectError::Unauthorized(m) => LinkError::Unauthorized(m),
-            ConnectError::Rejected(m) | ConnectError::Config(m) => LinkError::Rejected(m),
-            ConnectError::Unreachable(m) => LinkError::Unreachable(m),
-        }
-    }
-}
-
 impl From<LinkError> for ConnectFailure {
     fn from(err: LinkError) -> Self {
         match err {
             LinkError::Unauthorized(_) => ConnectFailure::Unauthorized,
-            LinkError::Rejected(m) => ConnectFailure::Rejected(m),
+            LinkError::Rejected(m) | LinkError::Config(m) => ConnectFailure::Rejected(m),
             LinkError::Unreachable(m) => ConnectFailure::Unreachable(m),
             LinkError::Lost(m) => ConnectFailure::Lost(m),
         }
@@ -332,27 +325,31 @@ mod tests {
     }
 
     #[test]
-    fn connect_errors_sort_into_the_same_kinds() {
+    fn every_end_sorts_into_the_session_failure() {
         let cases = [
             (
-                ConnectError::Unauthorized("401".into()),
+                LinkError::Unauthorized("401".into()),
                 ConnectFailure::Unauthorized,
             ),
             (
-                ConnectError::Rejected("old".into()),
+                LinkError::Rejected("old".into()),
                 ConnectFailure::Rejected("old".into()),
             ),
             (
-                ConnectError::Config("bad URL".into()),
+                LinkError::Config("bad URL".into()),
                 ConnectFailure::Rejected("bad URL".into()),
             ),
             (
-                ConnectError::Unreachable("refused".into()),
+                LinkError::Unreachable("refused".into()),
                 ConnectFailure::Unreachable("refused".into()),
+            ),
+            (
+                LinkError::Lost("reset".into()),
+                ConnectFailure::Lost("reset".into()),
             ),
         ];
         for (err, want) in cases {
-            assert_eq!(ConnectFailure::from(LinkError::from(err)), want);
+            assert_eq!(ConnectFailure::from(err), want);
         }
     }
 }

@@ -201,7 +201,9 @@ async fn session(
         Err(LinkError::Unauthorized(_)) => bail!(
             "the coordinator rejected this agent's token: the agent was removed or the token revoked. Create a new one with `warren-coord agent add` and restart the agent"
         ),
-        Err(LinkError::Rejected(m)) => bail!("the coordinator refused this agent: {m}"),
+        Err(LinkError::Rejected(m) | LinkError::Config(m)) => {
+            bail!("the coordinator refused this agent: {m}")
+        }
         Err(LinkError::Unreachable(m) | LinkError::Lost(m)) => {
             return Ok(format!("can't reach the coordinator: {m}"))
         }

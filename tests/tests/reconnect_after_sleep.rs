@@ -127,9 +127,28 @@ fn snapshot_after_outage_replaces_state() {
         m.session.as_ref().map(|s| s.state),
         Some(SessionState::Connected)
     );
-    // Nothing was mixed in afterwards.
-    std::thread::sleep(Duration::from_millis(300));
+    // Nothing was mixed in afterwards. Barrier: one more change made at the
+    // coordinator now; the stream is ordered, so once the subscriber has it,
+    // anything stale the helper would have sent after the resync has
+    // arrived too.
+    coord.add_agent("alice", "ws1", "late");
+    watcher.wait(Duration::from_secs(5), "agent ws1/late", |m| {
+        m.agents.values().any(|a| a.name == "late")
+    });
     let m = watcher.mirror();
-    assert_eq!(m.agents.len(), 4, "{:?}", m.agents.keys());
+    let after: BTreeSet<String> = m.agents.keys().cloned().collect();
+    assert_eq!(after.len(), 5, "{:?}", m.agents.keys());
+    assert!(
+        mirror_ids.is_subset(&after),
+        "resynced agents went away: {after:?}"
+    );
+    assert!(
+        after.is_disjoint(&old_ids),
+        "stale agents came back: {after:?}"
+    );
+    assert!(
+        m.workspaces.values().all(|w| w.name != "ws3"),
+        "the deleted workspace came back"
+    );
     assert!(watcher.ended().is_none(), "{:?}", watcher.ended());
 }

@@ -1,7 +1,7 @@
 //! No token ever reaches a log: with every component at `RUST_LOG=trace`,
 //! run the whole flow and grep every log for each token and its secret part.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use warren_e2e::proc::start_agent_with_log;
 use warren_e2e::{
     fake_token, ipc_request, read_all_files, secret_part, Coordinator, Helper, TestDir,
@@ -14,7 +14,7 @@ const TRACE: &str = "trace";
 #[test]
 fn no_token_in_any_log_at_trace_level() {
     let dir = TestDir::new("secrets");
-    let coord = Coordinator::start_with_log(dir.path(), TRACE);
+    let mut coord = Coordinator::start_with_log(dir.path(), TRACE);
     let user_token = coord.user_with_token("alice");
     coord.add_workspace("alice", "api");
     let agent_token = coord.add_agent("alice", "api", "main");
@@ -23,7 +23,7 @@ fn no_token_in_any_log_at_trace_level() {
     let wrong_token = fake_token();
 
     let mut helper = Helper::start_with_log(dir.path(), "root", TRACE);
-    let _agent = start_agent_with_log(dir.path(), "api-main", &coord.url, &agent_token, TRACE);
+    let mut agent = start_agent_with_log(dir.path(), "api-main", &coord.url, &agent_token, TRACE);
     let cli = helper.cli(dir.path());
     let mut cli_stderr = String::new();
 
@@ -68,12 +68,14 @@ fn no_token_in_any_log_at_trace_level() {
     )
     .expect("Start is answered");
     cli.wait_state(SessionState::Failed, Duration::from_secs(10));
-    // Give the log writers a moment to flush what they have.
-    let settle = Instant::now();
-    while settle.elapsed() < Duration::from_millis(300) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Barrier instead of a pause: every process is stopped (and waited for)
+    // before its logs are read, so each log is complete and final. The
+    // helper's log files are flushed on its way out; the agent and the
+    // coordinator log to stderr unbuffered, so SIGKILL loses nothing they
+    // wrote.
     helper.terminate();
+    agent.terminate(Duration::from_secs(5));
+    coord.kill();
 
     // Every log the components wrote: stderr captures (coordinator, admin
     // commands, helper, agent), stdout captures, the helper's log dir. The

@@ -10,7 +10,7 @@
 
 use rand::Rng;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -236,12 +236,14 @@ fn replayed_and_garbage_datagrams_do_not_disturb_a_session() {
 
     // Curls keep running while the datagrams fly and for a while after.
     let stop_curls = Arc::new(AtomicBool::new(false));
+    let curls_ok = Arc::new(AtomicU32::new(0));
     let curls = {
-        let (ns, url, page, stop) = (
+        let (ns, url, page, stop, ok_count) = (
             lab.net.laptop.clone(),
             url.clone(),
             page.clone(),
             stop_curls.clone(),
+            curls_ok.clone(),
         );
         std::thread::spawn(move || {
             let (mut ok, mut failed) = (0u32, Vec::new());
@@ -255,6 +257,7 @@ fn replayed_and_garbage_datagrams_do_not_disturb_a_session() {
                 slowest = slowest.max(r.elapsed);
                 if r.ok() && r.text() == page {
                     ok += 1;
+                    ok_count.fetch_add(1, Ordering::SeqCst);
                 } else {
                     failed.push((r.code, r.elapsed));
                 }
@@ -294,9 +297,20 @@ fn replayed_and_garbage_datagrams_do_not_disturb_a_session() {
     }
     let attack = attack_start.elapsed();
     let udp_after = udp_counters(&lab.net.laptop);
-    // Keep curling for 2 s after the attack.
-    std::thread::sleep(Duration::from_secs(2));
+    // Barrier instead of a pause: curls go on until three more have
+    // succeeded after the last injected datagram. Their answers reach the
+    // helper's socket behind every injected datagram, so once they are
+    // through the helper has handled all of them, and the checks below
+    // (no new handshake) see the attack's whole effect.
+    let ok_at_attack_end = curls_ok.load(Ordering::SeqCst);
+    let after = poll_until(Duration::from_secs(20), || {
+        (curls_ok.load(Ordering::SeqCst) >= ok_at_attack_end + 3).then_some(())
+    });
     stop_curls.store(true, Ordering::Relaxed);
+    assert!(
+        after.is_some(),
+        "the tunnel did not carry three more curls within 20 s of the attack"
+    );
     let (ok, failed, slowest) = curls.join().expect("the curl thread panicked");
     eprintln!(
         "injected {sent} datagrams ({} replayed records, {} garbage per round) in {attack:?}; curls during and after: {ok} ok, {} failed {failed:?}, slowest {slowest:?}",

@@ -4,6 +4,8 @@
 //! the writer drains the connection's queue. The two halves are separate
 //! tasks so that a client which stops reading only stalls its own writer,
 //! and a malformed frame gets an error reply instead of killing anything.
+//! A client cut off for falling behind is told why (`SlowSubscriber`) before
+//! the close: the frame in flight is finished, never left half-written.
 
 use crate::engine::{Command, EngineHandle};
 use crate::events::{event_frame, EventKind};

@@ -70,8 +70,9 @@ pub async fn down(socket: &Path) -> Result<()> {
         }
         if Instant::now() >= deadline {
             bail!(
-                "disconnected, but the helper has not finished removing the tunnel after {} s; check `warren status` and the helper's log",
-                TEARDOWN_WAIT.as_secs()
+                "disconnected, but the helper has not finished removing the tunnel after {} s; check `warren status` and {}",
+                TEARDOWN_WAIT.as_secs(),
+                helper_log()
             );
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -112,6 +113,15 @@ pub async fn logout(socket: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where to look for the helper's side of a failure, with the place it
+/// logs on this OS.
+fn helper_log() -> String {
+    format!(
+        "the helper's log (in {})",
+        warren_ipc::platform::helper_log_dir().display()
+    )
 }
 
 fn progress_key(s: &SessionInfo) -> (SessionState, Option<String>) {
@@ -179,7 +189,7 @@ async fn wait_connected(socket: &Path) -> Result<()> {
                         if t.state == TunnelState::Failed {
                             bail!(
                                 "connected, but the tunnel could not start, so workspaces are not reachable: {}",
-                                t.error.as_deref().unwrap_or("see the helper's log")
+                                t.error.clone().unwrap_or_else(|| format!("see {}", helper_log()))
                             );
                         }
                     }
@@ -188,9 +198,10 @@ async fn wait_connected(socket: &Path) -> Result<()> {
                 SessionState::Failed => {
                     bail!(
                         "{}",
-                        session.reason.as_deref().unwrap_or(
-                            "the helper could not connect; see `warren status` and the helper's log"
-                        )
+                        session.reason.clone().unwrap_or_else(|| format!(
+                            "the helper could not connect; see `warren status` and {}",
+                            helper_log()
+                        ))
                     );
                 }
                 SessionState::Connecting | SessionState::Reconnecting

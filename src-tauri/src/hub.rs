@@ -4,10 +4,11 @@
 //! The helper link ([`crate::link`]) feeds helper events in; each UI
 //! subscriber gets the link state, the account, then — once the helper's
 //! snapshot is complete — one snapshot of its own followed by the live
-//! events, numbered from 0 for that subscriber. So a window that reloads, or
-//! opens while a snapshot is still arriving in parts, starts from a whole
-//! state and never sees a gap. No Tauri types here: the tests drive it
-//! directly.
+//! events. Events keep the helper's numbers: the snapshot carries the
+//! number of the last helper event it includes, so the UI checks one stream
+//! for gaps, not a second numbering of it. A window that reloads, or opens
+//! while a snapshot is still arriving in parts, starts from a whole state
+//! and never sees a gap. No Tauri types here: the tests drive it directly.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,8 +31,6 @@ struct Subscriber {
     /// sends would otherwise keep succeeding into nothing.
     window: String,
     sink: Box<dyn UiSink>,
-    /// The seq of the next event it gets.
-    next_seq: u64,
     /// It has had a snapshot of the current helper subscription.
     synced: bool,
 }
@@ -41,9 +40,7 @@ impl Subscriber {
         self.sink.send(event)
     }
 
-    fn send_stream(&mut self, event: Event) -> bool {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+    fn send_stream(&mut self, seq: u64, event: Event) -> bool {
         self.send(UiEvent::Stream {
             seq,
             event: Box::new(event),
@@ -118,7 +115,6 @@ impl Hub {
         let mut sub = Subscriber {
             window: window.to_string(),
             sink: Box::new(sink),
-            next_seq: 0,
             synced: false,
         };
         let ok = sub.send(UiEvent::Helper {
@@ -201,7 +197,7 @@ impl Hub {
             if sub.synced {
                 // A State part of a snapshot in progress can't reach a
                 // synced subscriber (part 0 unsynced everyone).
-                sub.send_stream(event.clone())
+                sub.send_stream(seq, event.clone())
             } else {
                 sync(mirror, link, sub)
             }
@@ -267,19 +263,21 @@ fn sync(mirror: &StateMirror, link: &HelperLink, sub: &mut Subscriber) -> bool {
     if sub.synced || link.state != HelperLinkState::Connected || !mirror.is_complete() {
         return true;
     }
-    let Some(session) = mirror.session.clone() else {
+    let (Some(session), Some(seq)) = (mirror.session.clone(), mirror.last_seq()) else {
         return true;
     };
-    sub.next_seq = 0;
     sub.synced = true;
-    sub.send_stream(Event::State {
-        part: 0,
-        last: true,
-        session,
-        workspaces: mirror.workspaces.values().cloned().collect(),
-        agents: mirror.agents.values().cloned().collect(),
-        stats: mirror.stats.values().cloned().collect(),
-    })
+    sub.send_stream(
+        seq,
+        Event::State {
+            part: 0,
+            last: true,
+            session,
+            workspaces: mirror.workspaces.values().cloned().collect(),
+            agents: mirror.agents.values().cloned().collect(),
+            stats: mirror.stats.values().cloned().collect(),
+        },
+    )
 }
 
 #[cfg(test)]
@@ -377,7 +375,7 @@ mod tests {
     }
 
     #[test]
-    fn subscriber_gets_link_account_then_one_whole_snapshot_then_renumbered_diffs() {
+    fn subscriber_gets_link_account_then_one_whole_snapshot_then_the_helpers_diffs() {
         let hub = Hub::new("/run/warren.sock".into(), None);
         hub.set_link(connected());
         hub.apply(0, part(0, false, vec![ws("w1")], vec![agent("a1", "w1")]))
@@ -395,7 +393,7 @@ mod tests {
         let got = rec.take();
         let s = stream(&got);
         assert_eq!(s.len(), 1);
-        assert_eq!(s[0].0, 0);
+        assert_eq!(s[0].0, 1, "the snapshot is as of the helper's event 1");
         assert_eq!(agent_count(s[0].1), 2, "both parts in one snapshot");
 
         let stats = Event::PeerStats {
@@ -410,16 +408,16 @@ mod tests {
         };
         hub.apply(2, stats.clone()).unwrap();
         let got = rec.take();
-        assert_eq!(stream(&got), vec![(1, &stats)]);
+        assert_eq!(stream(&got), vec![(2, &stats)], "the helper's number");
 
-        // A late subscriber gets its own snapshot, numbered from 0, with
-        // the stats already in it.
+        // A late subscriber gets its own snapshot, as of the helper's
+        // latest event, with the stats already in it.
         let late = Recorder::default();
         hub.subscribe("late", late.clone());
         let got = late.take();
         let s = stream(&got);
         assert_eq!(s.len(), 1);
-        assert_eq!(s[0].0, 0);
+        assert_eq!(s[0].0, 2);
         match s[0].1 {
             Event::State { stats, last, .. } => {
                 assert!(last);

@@ -5,7 +5,8 @@
  * tests drive it deterministically.
  *
  * The app sends the helper's state as one whole snapshot (a `State`; see
- * `UiEvent::Stream` in `crates/warren-proto/src/app.rs`), numbered from 0,
+ * `UiEvent::Stream` in `crates/warren-proto/src/app.rs`) numbered as of the
+ * helper event it includes,
  * then diffs: a snapshot replaces everything, and diffs only count on top
  * of one, in sequence. Every
  * update returns new objects for what changed and keeps the rest, so memoized

@@ -169,6 +169,12 @@ impl StateMirror {
         }
     }
 
+    /// The helper's number of the last event applied (the mirror is the
+    /// helper's state as of that event), once a `State` started the stream.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.seq.last()
+    }
+
     /// Whether the last `State` part has arrived (the mirror is worth showing).
     pub fn is_complete(&self) -> bool {
         self.complete

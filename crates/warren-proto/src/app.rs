@@ -30,10 +30,11 @@ pub enum UiEvent {
     Helper { link: HelperLink },
     /// Who is signed in changed; `null` means signed out.
     Account { account: Option<Account> },
-    /// An event from the helper. A `State` is always one whole snapshot
-    /// (`part` 0, `last` true; the app joins the helper's parts before
-    /// sending it) and replaces everything; the stream is numbered from 0
-    /// at each snapshot.
+    /// An event from the helper, with the helper's own number. A `State`
+    /// is always one whole snapshot (`part` 0, `last` true; the app joins
+    /// the helper's parts before sending it), replaces everything and
+    /// carries the number of the last helper event it includes; the events
+    /// after it follow that number one by one.
     Stream { seq: u64, event: Box<Event> },
 }
 

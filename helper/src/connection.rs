@@ -19,8 +19,8 @@ use warren_proto::frame::encode;
 use warren_proto::ipc::{ClientMessage, ErrorCode, HelperMessage, IpcError};
 
 /// A write that makes no progress for this long means the client stopped
-/// reading: it is disconnected. A client cut off for falling behind gets this
-/// long again to read the frame in flight and the reason.
+/// reading: it is cut off. A client cut off (for this or for overflowing its
+/// queue) gets this long again to read the frame in flight and the reason.
 pub const WRITE_STALL_LIMIT: Duration = Duration::from_secs(30);
 
 pub async fn serve(accepted: Accepted, engine: EngineHandle, limits: QueueLimits) {
@@ -117,7 +117,7 @@ fn push_error(queue: &SubscriberQueue, code: ErrorCode, message: impl Into<Strin
 }
 
 /// Writes what `queue` yields; a write that makes no progress for
-/// `stall_limit` ends the connection.
+/// `stall_limit` cuts the client off.
 async fn write_loop(mut writer: BoxedWriter, queue: Arc<SubscriberQueue>, stall_limit: Duration) {
     let mut seq: u64 = 0;
     loop {
@@ -161,7 +161,26 @@ async fn write_loop(mut writer: BoxedWriter, queue: Arc<SubscriberQueue>, stall_
             tokio::pin!(write);
             tokio::select! {
                 result = &mut write => Outcome::Written(result),
-                _ = tokio::time::sleep(stall_limit) => Outcome::Stalled,
+                _ = tokio::time::sleep(stall_limit) => {
+                    // No progress for the stall limit: the client stopped
+                    // reading. It is cut off like one whose queue overflowed
+                    // (the reader stops), and told why if it ever reads on.
+                    tracing::warn!(
+                        "a client stopped reading for {} s; disconnecting it",
+                        stall_limit.as_secs_f32()
+                    );
+                    queue.abort(None);
+                    let error = IpcError::new(
+                        ErrorCode::SlowSubscriber,
+                        format!(
+                            "this client stopped reading the helper's updates for {} s and was disconnected; reconnect and subscribe again",
+                            stall_limit.as_secs()
+                        ),
+                    );
+                    let deadline = Instant::now() + stall_limit;
+                    let finished = matches!(timeout_at(deadline, write).await, Ok(Ok(())));
+                    Outcome::CutOff { error, finished, deadline }
+                }
                 _ = queue.wait_aborted() => {
                     // Cut off while blocked on a client that is not reading.
                     // With a reason to give, the frame in flight is finished
@@ -184,14 +203,6 @@ async fn write_loop(mut writer: BoxedWriter, queue: Arc<SubscriberQueue>, stall_
         };
         let result = match outcome {
             Outcome::Written(result) => result,
-            Outcome::Stalled => {
-                tracing::warn!(
-                    "a client stopped reading for {} s; disconnecting it",
-                    stall_limit.as_secs()
-                );
-                queue.abort(None);
-                return;
-            }
             Outcome::Gone => return,
             Outcome::CutOff {
                 error,
@@ -222,12 +233,11 @@ async fn write_loop(mut writer: BoxedWriter, queue: Arc<SubscriberQueue>, stall_
 /// How one frame's write ended.
 enum Outcome {
     Written(Result<(), WriteError>),
-    /// No progress for the stall limit: the client stopped reading.
-    Stalled,
     /// The queue was aborted without a reason (the client went away).
     Gone,
-    /// The queue cut the client off with `error` while the frame was in
-    /// flight; `finished` says whether the frame still went out whole
+    /// The client was cut off with `error` while the frame was in flight
+    /// (its queue overflowed, or the write made no progress for the stall
+    /// limit); `finished` says whether the frame still went out whole
     /// before `deadline`, so the reason can follow it.
     CutOff {
         error: IpcError,
@@ -290,6 +300,54 @@ mod tests {
         assert!(events > 0 && events < pushed, "{events} of {pushed}");
         match serde_json::from_value::<HelperMessage>(last.clone()) {
             Ok(HelperMessage::Error(e)) => assert_eq!(e.code, ErrorCode::SlowSubscriber, "{e:?}"),
+            other => panic!("expected the SlowSubscriber reason, got {other:?} from {last}"),
+        }
+        let after =
+            tokio::time::timeout(Duration::from_secs(5), reader.read::<serde_json::Value>())
+                .await
+                .expect("the connection closes after the reason");
+        assert!(matches!(after, Ok(None)), "{after:?}");
+        writer_task.await.expect("the writer ends");
+    }
+
+    /// A client that stops reading while little is happening (its queue
+    /// never overflows) is cut off after the stall limit, and still told
+    /// why when it reads again.
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_told_why_after_the_stall_limit() {
+        let (client, server) = tokio::io::duplex(4096);
+        let writer: BoxedWriter = warren_ipc::framed::FramedWriter::new(Box::new(server));
+        let queue = Arc::new(SubscriberQueue::new(QueueLimits::default()));
+        let limit = Duration::from_millis(200);
+        let writer_task = tokio::spawn(write_loop(writer, queue.clone(), limit));
+        for i in 0..10 {
+            assert!(queue.push_event(&padded_event(i)));
+        }
+        // What is under test is the stall limit itself, so this waits it out.
+        tokio::time::sleep(limit * 2).await;
+        assert!(queue.is_closed(), "the stalled client was not cut off");
+
+        let mut reader = FramedReader::new(client);
+        let mut events = 0;
+        let last = loop {
+            let frame: serde_json::Value =
+                tokio::time::timeout(Duration::from_secs(5), reader.read())
+                    .await
+                    .expect("the helper neither sent the reason nor closed")
+                    .expect("every frame arrives whole")
+                    .expect("the reason comes before the close");
+            if frame["type"] == "event" {
+                events += 1;
+            } else {
+                break frame;
+            }
+        };
+        assert!(events > 0 && events < 10, "{events}");
+        match serde_json::from_value::<HelperMessage>(last.clone()) {
+            Ok(HelperMessage::Error(e)) => {
+                assert_eq!(e.code, ErrorCode::SlowSubscriber, "{e:?}");
+                assert!(e.message.contains("stopped reading"), "{e:?}");
+            }
             other => panic!("expected the SlowSubscriber reason, got {other:?} from {last}"),
         }
         let after =

@@ -259,9 +259,14 @@ async fn end_to_end(dir: &Path) -> Result<()> {
 
 /// A snapshot shaped like the coordinator's.
 fn synthetic_snapshot() -> WorkspaceUpdate {
-    let mut workspaces = Vec::with_capacity(WORKSPACES);
-    let mut agents = Vec::with_capacity(AGENTS);
-    for w in 0..WORKSPACES {
+    synthetic_snapshot_of(WORKSPACES)
+}
+
+/// [`synthetic_snapshot`] with `count` workspaces.
+fn synthetic_snapshot_of(count: usize) -> WorkspaceUpdate {
+    let mut workspaces = Vec::with_capacity(count);
+    let mut agents = Vec::with_capacity(count * AGENTS_PER_WORKSPACE);
+    for w in 0..count {
         let ws_name = format!("ws-{w:05}");
         let ws_id = format!("w_{w:016x}");
         for a in 0..AGENTS_PER_WORKSPACE {
@@ -389,9 +394,9 @@ fn in_process() -> Result<()> {
     Ok(())
 }
 
-/// A connected client state with a running tunnel over the whole synthetic
-/// directory, and the session's control generation.
-fn connected_client() -> Result<(ClientState, u64, u64)> {
+/// A connected client state with a running tunnel over a synthetic
+/// directory of `workspaces` × 2 agents, and the session's control generation.
+fn connected_client(workspaces: usize) -> Result<(ClientState, u64, u64)> {
     let now = Instant::now();
     let mut client = ClientState::new(ClientConfig {
         tunnel: Some(TunnelFacts {
@@ -435,7 +440,7 @@ fn connected_client() -> Result<(ClientState, u64, u64)> {
             addresses: vec!["100.64.0.1".parse()?, "fd12:3456:789a::1".parse()?],
         },
     );
-    client.handle_control_update(now, generation, synthetic_snapshot());
+    client.handle_control_update(now, generation, synthetic_snapshot_of(workspaces));
     let mut up = None;
     while let Some(c) = client.poll_command() {
         if let CoreCommand::TunnelUp(u) = c {
@@ -445,7 +450,7 @@ fn connected_client() -> Result<(ClientState, u64, u64)> {
     let up = up.context("the tunnel was never started")?;
     client.handle_tunnel_report(now, up, warren_proto::ipc::TunnelState::Up, None);
     while client.poll_event().is_some() {}
-    if client.peer_count() != AGENTS {
+    if client.peer_count() != workspaces * AGENTS_PER_WORKSPACE {
         bail!("the client has {} peers", client.peer_count());
     }
     Ok((client, generation, up))
@@ -480,16 +485,6 @@ fn full_rebuild(dir: &Directory, tunnel: &mut Tunnel, now: Instant) -> usize {
 /// plane's peer table edit, against the full rebuild it replaced.
 fn agent_diff() -> Result<()> {
     const SAMPLES: usize = 200;
-    let (mut client, generation, _) = connected_client()?;
-    let now = Instant::now();
-    let mut tunnel = Tunnel::new(StaticSecret::from([5; 32]));
-    let all: Vec<_> = client
-        .agents()
-        .filter_map(warren_client_core::peers::peer_config)
-        .collect();
-    tunnel
-        .set_peers(now, all)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let moved = |i: usize| {
         let mut a = synthetic_agent("w_0000000000000000", "ws-00000", i % 1000, 0);
         a.endpoints = vec![SocketAddr::new(
@@ -507,33 +502,79 @@ fn agent_diff() -> Result<()> {
         deleted_workspaces: vec![],
         deleted_agents: vec![],
     };
-    let mut ours = Vec::with_capacity(SAMPLES);
-    for i in 0..SAMPLES {
-        let update = diff(i as u64 + 1, moved(i));
-        let t = Instant::now();
-        client.handle_control_update(now, generation, update);
-        let mut changes = 0;
-        while let Some(c) = client.poll_command() {
-            if let CoreCommand::TunnelChanges { peers, .. } = c {
-                for change in peers {
-                    changes += 1;
-                    match change {
-                        PeerChange::Upsert(cfg) => {
-                            let _ = tunnel.upsert_peer(now, cfg);
-                        }
-                        PeerChange::Remove(key) => {
-                            tunnel.remove_peer(&key);
+    let now = Instant::now();
+    // The same path at a tenth of the size: O(1) means the same figure.
+    let mut medians = Vec::new();
+    let mut tunnel = Tunnel::new(StaticSecret::from([5; 32]));
+    for workspaces in [WORKSPACES / 10, WORKSPACES] {
+        let (mut client, generation, _) = connected_client(workspaces)?;
+        tunnel = Tunnel::new(StaticSecret::from([5; 32]));
+        let all: Vec<_> = client
+            .agents()
+            .filter_map(warren_client_core::peers::peer_config)
+            .collect();
+        tunnel
+            .set_peers(now, all)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut ours = Vec::with_capacity(SAMPLES);
+        let mut core = Vec::with_capacity(SAMPLES);
+        for i in 0..SAMPLES {
+            let update = diff(i as u64 + 1, moved(i));
+            let t = Instant::now();
+            client.handle_control_update(now, generation, update);
+            let mut changes = 0;
+            let mut commands = Vec::new();
+            while let Some(c) = client.poll_command() {
+                commands.push(c);
+            }
+            while client.poll_event().is_some() {}
+            core.push(t.elapsed().as_secs_f64() * 1e6);
+            for c in commands {
+                if let CoreCommand::TunnelChanges { peers, .. } = c {
+                    for change in peers {
+                        changes += 1;
+                        match change {
+                            PeerChange::Upsert(cfg) => {
+                                let _ = tunnel.upsert_peer(now, cfg);
+                            }
+                            PeerChange::Remove(key) => {
+                                tunnel.remove_peer(&key);
+                            }
                         }
                     }
                 }
             }
+            ours.push(t.elapsed().as_secs_f64() * 1e6);
+            if changes != 1 {
+                bail!("one agent's new endpoint made {changes} peer changes");
+            }
         }
-        while client.poll_event().is_some() {}
-        ours.push(t.elapsed().as_secs_f64() * 1e6);
-        if changes != 1 {
-            bail!("one agent's new endpoint made {changes} peer changes");
-        }
+        medians.push((
+            workspaces * AGENTS_PER_WORKSPACE,
+            median(&ours),
+            median(&core),
+        ));
     }
+    let (small, small_us, small_core) = medians[0];
+    let (_, ours_us, ours_core) = medians[1];
+    report::emit(
+        BENCH,
+        Metric {
+            note: Some(format!(
+                "in-process, median of {SAMPLES}: the client state alone (directory, peer and name diffs, events) for one agent diff; {small} agents: {small_core:.1} us"
+            )),
+            ..Metric::new("helper_agent_diff_core_us", ours_core, "us", Better::Lower)
+        },
+    );
+    report::emit(
+        BENCH,
+        Metric {
+            note: Some(format!(
+                "in-process, median of {SAMPLES}: the same diff on a {small}-agent directory ({AGENTS} agents: {ours_us:.1} us); no step walks the directory, so what remains of the growth is lookups in larger maps and tables"
+            )),
+            ..Metric::new("helper_agent_diff_small_us", small_us, "us", Better::Lower)
+        },
+    );
     // Before: the same diffs, each followed by the full rebuild.
     let mut dir = Directory::new();
     dir.apply(synthetic_snapshot())?;
@@ -547,7 +588,7 @@ fn agent_diff() -> Result<()> {
             bail!("the rebuild saw {n} entries");
         }
     }
-    let (ours_us, before_us) = (median(&ours), median(&before));
+    let before_us = median(&before);
     report::emit(
         BENCH,
         Metric {

@@ -117,6 +117,31 @@ impl Coord {
         format!("{}/api/v1/connect", self.base.replacen("http", "ws", 1))
     }
 
+    /// Stops the server with SIGTERM, waits for its graceful shutdown (it
+    /// finishes with the connections it has, then logs "stopped") and
+    /// returns everything it logged: a barrier, so a check of the log sees
+    /// all the server did.
+    fn stop_gracefully(&mut self) -> String {
+        if let Some(c) = &mut self.server {
+            let term = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(term.success(), "kill -TERM failed");
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while c.try_wait().unwrap().is_none() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the coordinator did not stop within 15 s of SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let log = self.stop();
+        assert!(log.contains("stopped"), "no graceful stop in the log");
+        log
+    }
+
     /// Stops the server and returns everything it logged.
     fn stop(&mut self) -> String {
         if let Some(mut c) = self.server.take() {
@@ -688,8 +713,7 @@ async fn secrets_never_reach_the_log_even_at_trace() {
     let (mut agent, _) = connect(&c.ws_url(), &agent_token, &random_key()).await;
     let _ = peer_update(&mut agent).await;
     drop((user, agent));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let log = c.stop();
+    let log = c.stop_gracefully();
     assert!(
         log.contains("TRACE") || log.contains("DEBUG"),
         "trace logging is on"

@@ -195,12 +195,7 @@ pub async fn start(
     let udp = match cloned {
         Ok(s) => s,
         Err(e) => {
-            if let Some(dns) = dns {
-                dns.stop().await;
-            }
-            if let Err(t) = net.teardown() {
-                tracing::warn!(error = %t, "couldn't undo the tunnel configuration");
-            }
+            abandon(dns, &mut net).await;
             return Err(DriverError::Udp(e));
         }
     };
@@ -231,12 +226,7 @@ pub async fn start(
     let ended = match loop_thread.spawn(dp) {
         Ok(ended) => ended,
         Err(e) => {
-            if let Some(dns) = dns {
-                dns.stop().await;
-            }
-            if let Err(t) = net.teardown() {
-                tracing::warn!(error = %t, "couldn't undo the tunnel configuration");
-            }
+            abandon(dns, &mut net).await;
             return Err(DriverError::Thread(e));
         }
     };
@@ -277,6 +267,16 @@ pub async fn start(
         },
         dns_problem,
     ))
+}
+
+/// Undoes a start that failed half-way: the DNS stub, then the OS changes.
+async fn abandon(dns: Option<dns_driver::DnsHandle>, net: &mut impl NetConfig) {
+    if let Some(dns) = dns {
+        dns.stop().await;
+    }
+    if let Err(t) = net.teardown() {
+        tracing::warn!(error = %t, "couldn't undo the tunnel configuration");
+    }
 }
 
 /// What the engine asks of the data plane. Carried out in order by one

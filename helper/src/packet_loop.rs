@@ -62,21 +62,6 @@ async fn flush(tunnel: &mut Tunnel, observer: &mut Observer, udp: &mut UdpBatch)
     observer.flush(Instant::now(), wall_clock_ms(), tunnel);
 }
 
-/// Sends every queued datagram, one system call per GSO group, and empties
-/// the batch.
-async fn send_batch(udp: &mut UdpBatch, tx: &mut TxBatch) {
-    let max = udp.max_segments();
-    for group in tx.groups(max) {
-        if let Err(e) = udp
-            .send(group.dst, group.contents, group.segment_size)
-            .await
-        {
-            tracing::debug!(dst = %group.dst, segments = group.segments, error = %e, "UDP send failed");
-        }
-    }
-    tx.clear();
-}
-
 /// Encrypts every packet of the last TUN read into the batch, then sends.
 async fn outbound(
     now: Instant,
@@ -89,7 +74,7 @@ async fn outbound(
         if tx.space(packet.len()).is_none() {
             // Sized for a whole read, so only a batch that somehow
             // overflowed gets here; send what we have and go on.
-            send_batch(udp, tx).await;
+            udp.send_batch(tx).await;
         }
         let Some(space) = tx.space(packet.len()) else {
             tracing::debug!(
@@ -111,7 +96,7 @@ async fn outbound(
             Err(reason) => tracing::trace!(%reason, "outbound packet dropped"),
         }
     }
-    send_batch(udp, tx).await;
+    udp.send_batch(tx).await;
 }
 
 /// Decrypts every datagram of the last UDP receive into the TUN batch

@@ -66,6 +66,22 @@ impl UdpBatch {
         self.sock.local_addr()
     }
 
+    /// Sends every datagram queued in `tx`, one system call per GSO group
+    /// (a run to one peer), and empties it. A failed send is logged and the
+    /// rest still go: datagrams are allowed to be lost.
+    pub async fn send_batch(&mut self, tx: &mut crate::TxBatch) {
+        let max = self.max_segments();
+        for group in tx.groups(max) {
+            if let Err(e) = self
+                .send(group.dst, group.contents, group.segment_size)
+                .await
+            {
+                tracing::debug!(dst = %group.dst, segments = group.segments, error = %e, "UDP send failed");
+            }
+        }
+        tx.clear();
+    }
+
     /// Sends `contents` to `dst` as datagrams of `segment_size` bytes (the
     /// last may be shorter). `contents` must hold at most
     /// [`UdpBatch::max_segments`] segments. Waits while the socket buffer is

@@ -189,7 +189,7 @@ impl Dataplane {
                 if tx.push(t.dst, &t.payload) {
                     continue;
                 }
-                send_batch(&mut udp, &mut tx).await;
+                udp.send_batch(&mut tx).await;
                 if !tx.push(t.dst, &t.payload) {
                     // Larger than the whole batch: on its own.
                     if let Err(e) = udp.send(t.dst, &t.payload, t.payload.len()).await {
@@ -197,7 +197,7 @@ impl Dataplane {
                     }
                 }
             }
-            send_batch(&mut udp, &mut tx).await;
+            udp.send_batch(&mut tx).await;
         }
     }
 }
@@ -208,21 +208,6 @@ fn queue_datagrams(stack: &mut WorkspaceStack, rx: &RecvBatch) {
     for (from, datagram) in rx.datagrams() {
         stack.queue_datagram(now, from, datagram);
     }
-}
-
-/// Sends every queued datagram, one system call per GSO group (a run to
-/// one peer), and empties the batch.
-async fn send_batch(udp: &mut UdpBatch, tx: &mut TxBatch) {
-    let max = udp.max_segments();
-    for group in tx.groups(max) {
-        if let Err(e) = udp
-            .send(group.dst, group.contents, group.segment_size)
-            .await
-        {
-            debug!(dst = %group.dst, segments = group.segments, error = %e, "UDP send failed");
-        }
-    }
-    tx.clear();
 }
 
 fn apply_peers(stack: &mut WorkspaceStack, list: &[ClientPeer]) {

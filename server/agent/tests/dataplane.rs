@@ -708,55 +708,11 @@ async fn local_service_closing_closes_the_tunnel_side() {
     agent.abort();
 }
 
-/// Records the `peers` count of every "client devices updated" event the
-/// data plane logs, so a test can wait until a new peer list has been
-/// applied (a barrier) instead of sleeping and hoping it was.
-#[derive(Clone, Default)]
-struct PeerListsApplied(std::sync::Arc<std::sync::Mutex<Vec<u64>>>);
-
-impl PeerListsApplied {
-    fn seen(&self, count: u64) -> bool {
-        self.0.lock().unwrap().contains(&count)
-    }
-}
-
-impl tracing::Subscriber for PeerListsApplied {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Peers(Option<u64>);
-        impl tracing::field::Visit for Peers {
-            fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-                if field.name() == "peers" {
-                    self.0 = Some(value);
-                }
-            }
-            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
-        }
-        let mut peers = Peers(None);
-        event.record(&mut peers);
-        if let Some(n) = peers.0 {
-            self.0.lock().unwrap().push(n);
-        }
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 #[tokio::test]
 async fn a_device_dropped_from_the_peer_list_is_cut_off() {
-    // The driver runs on this test's (current-thread) runtime, so a
-    // thread-local subscriber sees its events.
-    let applied = PeerListsApplied::default();
-    let _log = tracing::subscriber::set_default(applied.clone());
     let (port, server) = echo_server().await;
     let (dp, config, agent_key, agent_addr) = start_agent(vec![port]).await;
+    let mut applied = dp.peer_lists_applied();
     let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut laptop = Laptop::new(Instant::now(), agent_key, agent_addr);
     let (peers_tx, peers_rx) =
@@ -769,21 +725,16 @@ async fn a_device_dropped_from_the_peer_list_is_cut_off() {
     })
     .await;
 
-    assert!(
-        applied.seen(1),
-        "the data plane did not log its first peer list"
-    );
+    assert_eq!(*applied.borrow(), 1, "the first peer list is in force");
     peers_tx.send_replace(Vec::new());
     // Barrier: the driver has applied the empty list before the laptop
     // tries again (otherwise the attempt could race the update).
-    let start = Instant::now();
-    while !applied.seen(0) {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the data plane never applied the empty peer list"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let second_list =
+        tokio::time::timeout(Duration::from_secs(5), applied.wait_for(|n| *n >= 2)).await;
+    assert!(
+        matches!(second_list, Ok(Ok(_))),
+        "the data plane never applied the empty peer list"
+    );
     // The negative check spans a window on purpose: the removed device
     // must not get through at any point, including its retransmissions.
     let second = laptop.connect(AGENT_V4.into(), port, 44_001);

@@ -48,6 +48,9 @@ const TX_BATCH: usize = 64;
 /// run it once the `Welcome` has named the tunnel addresses.
 pub struct Dataplane {
     udp: UdpBatch,
+    /// How many peer lists the running stack has applied (the first one
+    /// included), for whoever must know a new list is in force.
+    applied: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -84,7 +87,16 @@ impl Dataplane {
         let socket =
             UdpSocket::from_std(bind_udp(port).map_err(bind_error)?).map_err(bind_error)?;
         let udp = UdpBatch::new(socket).map_err(bind_error)?;
-        Ok(Self { udp })
+        Ok(Self {
+            udp,
+            applied: watch::channel(0).0,
+        })
+    }
+
+    /// Counts the peer lists the data plane has applied: once it reads `n`,
+    /// the `n`th list sent to [`Dataplane::run`] is in force.
+    pub fn peer_lists_applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     /// Where the WireGuard socket listens (to announce as an endpoint).
@@ -101,7 +113,7 @@ impl Dataplane {
         config: StackConfig,
         mut peers: watch::Receiver<Vec<ClientPeer>>,
     ) -> Result<(), DataplaneError> {
-        let Self { mut udp } = self;
+        let Self { mut udp, applied } = self;
         let mut stack = WorkspaceStack::new(Instant::now(), config)?;
         info!(
             addresses = ?stack.addresses(),
@@ -117,6 +129,7 @@ impl Dataplane {
         let mut tx = TxBatch::new(TX_BATCH, TUNNEL_MTU);
         let initial = peers.borrow_and_update().clone();
         apply_peers(&mut stack, &initial);
+        applied.send_modify(|n| *n += 1);
         loop {
             let deadline = stack.poll_timeout();
             let sleep = tokio::time::sleep_until(
@@ -150,6 +163,7 @@ impl Dataplane {
                     }
                     let list = peers.borrow_and_update().clone();
                     apply_peers(&mut stack, &list);
+                    applied.send_modify(|n| *n += 1);
                 }
                 _ = notify.notified() => {}
             }

@@ -1,6 +1,7 @@
-//! What the unix family shares: the shutdown signals and the socket's group.
+//! What the unix family shares: the shutdown signals, the socket's group
+//! and (where the system follows the FHS) the helper's directories.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// SIGTERM (the service manager) or SIGINT (Ctrl-C in a terminal).
@@ -34,4 +35,23 @@ pub fn endpoint_group(path: &Path) -> Option<String> {
         .ok()
         .flatten()
         .map(|g| g.name)
+}
+
+/// The FHS places of the helper's files (Linux and the BSDs; macOS has its
+/// own).
+#[cfg_attr(target_os = "macos", allow(dead_code))]
+pub mod fhs {
+    use super::PathBuf;
+
+    pub fn helper_log_dir() -> PathBuf {
+        PathBuf::from("/var/log/warren")
+    }
+
+    pub fn helper_state_dir() -> PathBuf {
+        PathBuf::from("/var/lib/warren")
+    }
+
+    pub fn default_endpoint() -> PathBuf {
+        PathBuf::from(crate::DEFAULT_SOCKET)
+    }
 }

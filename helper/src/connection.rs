@@ -259,6 +259,40 @@ mod tests {
         }
     }
 
+    /// Reads what a cut-off client gets: whole events in order, then the
+    /// `SlowSubscriber` reason, then the close. Returns the number of events
+    /// and the reason.
+    async fn read_until_closed<R: tokio::io::AsyncRead + Unpin>(
+        reader: &mut FramedReader<R>,
+    ) -> (usize, IpcError) {
+        let mut events = 0;
+        let last = loop {
+            let frame: serde_json::Value =
+                tokio::time::timeout(Duration::from_secs(5), reader.read::<serde_json::Value>())
+                    .await
+                    .expect("the helper neither sent the reason nor closed")
+                    .expect("every frame arrives whole")
+                    .expect("the reason comes before the close");
+            if frame["type"] == "event" {
+                assert_eq!(frame["event"]["n"], events, "frames arrive in order");
+                events += 1;
+            } else {
+                break frame;
+            }
+        };
+        let reason = match serde_json::from_value::<HelperMessage>(last.clone()) {
+            Ok(HelperMessage::Error(e)) => e,
+            other => panic!("expected the SlowSubscriber reason, got {other:?} from {last}"),
+        };
+        assert_eq!(reason.code, ErrorCode::SlowSubscriber, "{reason:?}");
+        let after =
+            tokio::time::timeout(Duration::from_secs(5), reader.read::<serde_json::Value>())
+                .await
+                .expect("the connection closes after the reason");
+        assert!(matches!(after, Ok(None)), "{after:?}");
+        (events, reason)
+    }
+
     /// A client that stops reading until the helper has cut it off, then
     /// reads again: it gets every frame whole and then the reason, then EOF.
     #[tokio::test]
@@ -282,31 +316,8 @@ mod tests {
         assert!(queue.is_closed());
 
         let mut reader = FramedReader::new(client);
-        let mut events = 0;
-        let last = loop {
-            let frame: serde_json::Value =
-                tokio::time::timeout(Duration::from_secs(5), reader.read::<serde_json::Value>())
-                    .await
-                    .expect("the helper neither sent the reason nor closed")
-                    .expect("every frame arrives whole")
-                    .expect("the reason comes before the close");
-            if frame["type"] == "event" {
-                assert_eq!(frame["event"]["n"], events, "frames arrive in order");
-                events += 1;
-            } else {
-                break frame;
-            }
-        };
+        let (events, _) = read_until_closed(&mut reader).await;
         assert!(events > 0 && events < pushed, "{events} of {pushed}");
-        match serde_json::from_value::<HelperMessage>(last.clone()) {
-            Ok(HelperMessage::Error(e)) => assert_eq!(e.code, ErrorCode::SlowSubscriber, "{e:?}"),
-            other => panic!("expected the SlowSubscriber reason, got {other:?} from {last}"),
-        }
-        let after =
-            tokio::time::timeout(Duration::from_secs(5), reader.read::<serde_json::Value>())
-                .await
-                .expect("the connection closes after the reason");
-        assert!(matches!(after, Ok(None)), "{after:?}");
         writer_task.await.expect("the writer ends");
     }
 
@@ -328,33 +339,9 @@ mod tests {
         assert!(queue.is_closed(), "the stalled client was not cut off");
 
         let mut reader = FramedReader::new(client);
-        let mut events = 0;
-        let last = loop {
-            let frame: serde_json::Value =
-                tokio::time::timeout(Duration::from_secs(5), reader.read())
-                    .await
-                    .expect("the helper neither sent the reason nor closed")
-                    .expect("every frame arrives whole")
-                    .expect("the reason comes before the close");
-            if frame["type"] == "event" {
-                events += 1;
-            } else {
-                break frame;
-            }
-        };
+        let (events, reason) = read_until_closed(&mut reader).await;
         assert!(events > 0 && events < 10, "{events}");
-        match serde_json::from_value::<HelperMessage>(last.clone()) {
-            Ok(HelperMessage::Error(e)) => {
-                assert_eq!(e.code, ErrorCode::SlowSubscriber, "{e:?}");
-                assert!(e.message.contains("stopped reading"), "{e:?}");
-            }
-            other => panic!("expected the SlowSubscriber reason, got {other:?} from {last}"),
-        }
-        let after =
-            tokio::time::timeout(Duration::from_secs(5), reader.read::<serde_json::Value>())
-                .await
-                .expect("the connection closes after the reason");
-        assert!(matches!(after, Ok(None)), "{after:?}");
+        assert!(reason.message.contains("stopped reading"), "{reason:?}");
         writer_task.await.expect("the writer ends");
     }
 

@@ -590,6 +590,12 @@ impl ClientState {
         if delta.is_empty() {
             return;
         }
+        if self.facts.is_none() {
+            // No data plane (`--no-tunnel`): nobody needs peers or names,
+            // so a large directory costs no second copy of them.
+            self.events.push_back(Event::Directory(delta));
+            return;
+        }
         let mut peers = Vec::new();
         let mut names = Vec::new();
         for id in &delta.deleted_agents {

@@ -575,3 +575,37 @@ fn bad_start_requests_get_a_clear_error_and_change_nothing() {
     assert_eq!(s.state(), SessionState::Disconnected);
     assert!(s.c.handle_reconnect(s.now).is_err());
 }
+
+#[test]
+fn without_a_data_plane_the_directory_is_kept_but_no_peers_or_names() {
+    let mut c = ClientState::new(ClientConfig::default());
+    let now = Instant::now();
+    c.handle_start(
+        now,
+        "https://coord.example",
+        Secret::new("wut_id_secret"),
+        None,
+        SessionKeys::from_secret([9; 32]),
+    )
+    .unwrap();
+    let g = std::iter::from_fn(|| c.poll_command())
+        .find_map(|cmd| match cmd {
+            Command::ConnectControl(cc) => Some(cc.generation),
+            _ => None,
+        })
+        .unwrap();
+    c.handle_control_connected(now, g, welcome());
+    c.handle_control_update(
+        now,
+        g,
+        snapshot(0, false, vec![ws("api")], vec![agent("a1", "api", 1)]),
+    );
+    assert_eq!(c.session_info(now).state, SessionState::Connected);
+    assert_eq!(c.agent_count(), 1);
+    assert_eq!((c.peer_count(), c.name_count()), (0, 0));
+    assert!(c.session_info(now).tunnel.is_none());
+    let cmds: Vec<_> = std::iter::from_fn(|| c.poll_command()).collect();
+    assert!(cmds.is_empty(), "{cmds:?}");
+    let events: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert!(events.iter().any(|e| matches!(e, Event::Directory(_))));
+}

@@ -24,6 +24,20 @@ step() {
     printf '\n==== [%4ss] %s ====\n' "$((now - START))" "$*"
 }
 
+# One target directory for every cargo invocation here (the simulated-time
+# workspace included) and no incremental caches: a CI machine's disk may be
+# small, and incremental data only pays off across edits, never in one run.
+export CARGO_INCREMENTAL=0
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+# Needed free space, roughly: the build with its tests, the cross lints and
+# the fuzz builds. Say so at once rather than failing mid-build on ENOSPC.
+NEED_MB=12000
+free_mb=$(df -Pm "$ROOT" | awk 'NR == 2 { print $4 }')
+echo "free disk at $ROOT: ${free_mb} MiB (the run needs about ${NEED_MB} MiB)"
+if [ "${free_mb:-0}" -lt "$NEED_MB" ]; then
+    echo "warning: less free disk than a full run needs; free some space (cargo clean in other checkouts) if it fails with 'No space left on device'" >&2
+fi
+
 step "system packages"
 # Commands the end-to-end tests use: ip (iproute2), useradd/groupadd
 # (passwd), ps/pgrep (procps), setpriv/runuser (util-linux); wireguard-go and
@@ -98,7 +112,7 @@ rustup target add $CROSS_TARGETS
 
 if ! command -v tauri-driver >/dev/null 2>&1; then
     step "cargo install tauri-driver (WebDriver for the real-app test)"
-    cargo install tauri-driver --version "^2" --locked
+    env -u CARGO_TARGET_DIR cargo install tauri-driver --version "^2" --locked
 fi
 
 # The app embeds the built UI, so the UI comes before any cargo build.
@@ -140,7 +154,7 @@ step "warren-tunnel simulated-time tests (own workspace: boringtun with its mock
 cargo test --manifest-path crates/warren-tunnel/simtests/Cargo.toml
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
-    cargo install cargo-fuzz --locked
+    env -u CARGO_TARGET_DIR cargo install cargo-fuzz --locked
 fi
 # fuzz CRATE_DIR TARGET: a bounded run of one cargo-fuzz target with its
 # dictionary. Only the stable toolchain is available; cargo-fuzz needs -Z
@@ -148,6 +162,8 @@ fi
 fuzz() {
     step "fuzz: $2 for ${FUZZ_SECONDS}s"
     cd "$ROOT/$1/fuzz"
+    # Sanitizer builds have a target directory of their own (fuzz/target).
+    unset CARGO_TARGET_DIR
     RUSTC_BOOTSTRAP=1 cargo fuzz build "$2"
     mkdir -p "corpus/$2"
     RUSTC_BOOTSTRAP=1 cargo fuzz run "$2" -- \
@@ -156,5 +172,9 @@ fuzz() {
 }
 fuzz crates/warren-proto decode_frame
 fuzz crates/warren-dns handle_query
+
+step "disk used by the build"
+du -sh "$ROOT/target" "$ROOT"/crates/*/fuzz/target 2>/dev/null || true
+df -h "$ROOT" | tail -1
 
 step "all passed in $(($(date +%s) - START))s"

@@ -240,6 +240,44 @@ pub struct SessionInfo {
     /// (`--no-tunnel`).
     #[serde(default)]
     pub tunnel: Option<TunnelInfo>,
+    /// What the helper refused or cut from what the coordinator sent while
+    /// the session still runs (an agent outside the deployment's range, a
+    /// reused key, unusable endpoints, too many agents), newest last, at
+    /// most [`MAX_NOTICES`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<Notice>,
+}
+
+/// Most notices a session keeps; older ones are summed up in the first.
+pub const MAX_NOTICES: usize = 32;
+
+/// Something the helper refused or cut from a running session's data, in
+/// words a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct Notice {
+    pub kind: NoticeKind,
+    /// The agent it is about, if one (its id).
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    pub message: String,
+}
+
+/// What a [`Notice`] is about, for programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    /// An agent was left out of the directory (address outside the
+    /// deployment's range, a key another agent holds, a malformed field).
+    AgentRefused,
+    /// Some of an agent's endpoints or names were ignored; the agent stays.
+    AgentTrimmed,
+    /// The deployment has more agents than this helper keeps.
+    AgentsCapped,
+    /// A kind from a newer helper that this program does not know.
+    #[serde(other)]
+    Other,
 }
 
 impl SessionInfo {
@@ -255,6 +293,7 @@ impl SessionInfo {
             device: None,
             deployment: None,
             tunnel: None,
+            notices: Vec::new(),
         }
     }
 }
@@ -277,6 +316,13 @@ pub enum ReasonCode {
     ConnectionLost,
     /// The update stream skipped ahead; the helper resubscribes.
     Resynchronizing,
+    /// The deployment asked for a network this helper does not allow (a
+    /// range outside the private ranges, one that overlaps this machine's
+    /// networks, a public DNS suffix): only its administrator can fix it.
+    DeploymentRefused,
+    /// The deployment's ranges or suffix differ from those accepted at
+    /// sign-in: signing in again accepts the new ones.
+    DeploymentChanged,
     /// A code from a newer helper that this program does not know.
     #[serde(other)]
     Other,

@@ -10,6 +10,7 @@ pub mod app;
 pub mod control;
 pub mod frame;
 pub mod ipc;
+pub mod limits;
 pub mod model;
 pub mod secret;
 

@@ -93,7 +93,7 @@ fn session() -> impl Strategy<Value = SessionInfo> {
             |(state, url, reason, retry_in_ms, attempt, device, deployment)| SessionInfo {
                 state,
                 url: url.clone(),
-                user: url,
+                user: url.clone(),
                 reason: reason.clone(),
                 reason_code: reason.as_ref().map(|_| {
                     [
@@ -102,7 +102,9 @@ fn session() -> impl Strategy<Value = SessionInfo> {
                         ReasonCode::Unreachable,
                         ReasonCode::ConnectionLost,
                         ReasonCode::Resynchronizing,
-                    ][(attempt % 5) as usize]
+                        ReasonCode::DeploymentRefused,
+                        ReasonCode::DeploymentChanged,
+                    ][(attempt % 7) as usize]
                 }),
                 retry_in_ms,
                 attempt,
@@ -120,6 +122,18 @@ fn session() -> impl Strategy<Value = SessionInfo> {
                     listen_port: port as u16,
                     generation: port,
                 }),
+                notices: reason
+                    .iter()
+                    .map(|message| Notice {
+                        kind: [
+                            NoticeKind::AgentRefused,
+                            NoticeKind::AgentTrimmed,
+                            NoticeKind::AgentsCapped,
+                        ][(attempt % 3) as usize],
+                        agent_id: url.clone(),
+                        message: message.clone(),
+                    })
+                    .collect(),
             },
         )
 }

@@ -38,6 +38,12 @@ pub enum ConnectFailure {
     Lost(String),
     /// The update stream skipped a sequence number; resubscribe.
     Resync(String),
+    /// The deployment asked for a network this client does not allow; the
+    /// message names what and why. Retrying cannot fix it.
+    DeploymentRefused(String),
+    /// The deployment's ranges or suffix differ from those accepted when
+    /// the session started; the message says what changed.
+    DeploymentChanged(String),
 }
 
 /// What the driver must do.
@@ -207,6 +213,12 @@ impl Session {
                     format!("The coordinator at {url} refused this client: {message}"),
                 );
             }
+            ConnectFailure::DeploymentRefused(message) => {
+                self.fail(ReasonCode::DeploymentRefused, message);
+            }
+            ConnectFailure::DeploymentChanged(message) => {
+                self.fail(ReasonCode::DeploymentChanged, message);
+            }
             ConnectFailure::Unreachable(detail) => {
                 self.schedule_retry(
                     now,
@@ -268,8 +280,10 @@ impl Session {
             attempt: self.attempt,
             device: self.device.clone(),
             deployment: self.deployment.clone(),
-            // The helper's engine, which owns the data plane, fills this in.
+            // The client state, which owns the data plane and the
+            // directory's checks, fills these in.
             tunnel: None,
+            notices: Vec::new(),
         }
     }
 

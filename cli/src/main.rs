@@ -112,11 +112,16 @@ async fn login(
             url: url.clone(),
             ca_pem,
             user: Some(me.user.clone()),
+            deployment: Some(me.deployment.clone()),
         },
     )?;
     println!(
         "Signed in to {url} as {}. Run `warren up` to connect.",
         me.user
+    );
+    println!(
+        "This deployment routes {} and {} into the tunnel and answers names under .{}.",
+        me.deployment.ipv4_prefix, me.deployment.ipv6_prefix, me.deployment.suffix
     );
     Ok(())
 }

@@ -47,6 +47,7 @@ pub async fn up(socket: &Path) -> Result<()> {
             url: cfg.url.clone(),
             token: tok,
             ca: cfg.ca_pem.clone(),
+            deployment: cfg.deployment.clone(),
         })
         .await?;
     wait_connected(socket).await

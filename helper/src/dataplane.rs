@@ -485,25 +485,16 @@ pub fn local_endpoints(port: u16, tun_name: &str) -> Vec<SocketAddr> {
     };
     let mut out: Vec<SocketAddr> = interfaces
         .iter()
-        .filter(|ifa| ifa.name != tun_name && ifa.is_oper_up() && usable_endpoint(ifa.ip()))
+        .filter(|ifa| ifa.name != tun_name && ifa.is_oper_up())
         .map(|ifa| SocketAddr::new(ifa.ip(), port))
+        .filter(|endpoint| warren_proto::limits::check_endpoint(*endpoint, false).is_ok())
         .collect();
     out.sort();
     out.dedup();
+    // The coordinator refuses more; a machine with many bridges keeps the
+    // first few (IPv4 sorts first, which most networks reach).
+    out.truncate(warren_proto::limits::MAX_ENDPOINTS);
     out
-}
-
-/// Whether an agent elsewhere could send to `ip`.
-fn usable_endpoint(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            !(v4.is_loopback() || v4.is_link_local() || v4.is_multicast() || v4.is_unspecified())
-        }
-        IpAddr::V6(v6) => {
-            let link_local = (v6.segments()[0] & 0xffc0) == 0xfe80;
-            !(v6.is_loopback() || link_local || v6.is_multicast() || v6.is_unspecified())
-        }
-    }
 }
 
 #[cfg(test)]
@@ -511,25 +502,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoints_skip_loopback_link_local_and_multicast() {
-        for ok in ["10.1.0.2", "192.168.1.4", "2001:db8::1", "fd00::5"] {
-            assert!(usable_endpoint(ok.parse().unwrap()), "{ok}");
-        }
-        for bad in [
-            "127.0.0.1",
-            "169.254.1.1",
-            "224.0.0.1",
-            "0.0.0.0",
-            "::1",
-            "fe80::1",
-            "ff02::1",
-            "::",
-        ] {
-            assert!(!usable_endpoint(bad.parse().unwrap()), "{bad}");
-        }
-        // Whatever this machine has, none of it is loopback or the TUN.
-        for ep in local_endpoints(51820, "lo") {
-            assert!(usable_endpoint(ep.ip()), "{ep}");
+    fn local_endpoints_are_ones_the_coordinator_accepts() {
+        // The rule itself is tested in warren-proto; here: whatever this
+        // machine has, what the helper registers passes it, with the port.
+        let endpoints = local_endpoints(51820, "lo");
+        assert!(endpoints.len() <= warren_proto::limits::MAX_ENDPOINTS);
+        for ep in endpoints {
+            assert_eq!(
+                warren_proto::limits::check_endpoint(ep, false),
+                Ok(()),
+                "{ep}"
+            );
             assert_eq!(ep.port(), 51820);
         }
     }

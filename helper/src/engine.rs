@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
+use warren_client_core::confine::Policy;
 use warren_client_core::{
     ClientConfig, ClientState, Command as CoreCommand, ConnectControl, Event as CoreEvent,
     SessionKeys, TunnelFacts,
@@ -40,6 +41,8 @@ pub struct EngineConfig {
     /// The data plane, unless `warrend` runs with `--no-tunnel`, and its
     /// reports.
     pub tunnel: Option<(TunnelManager, ReportReceiver)>,
+    /// What any deployment may do to this machine.
+    pub policy: Policy,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +53,7 @@ impl Default for EngineConfig {
             app_version: crate::VERSION.to_string(),
             hostname: None,
             tunnel: None,
+            policy: Policy::default(),
         }
     }
 }
@@ -116,6 +120,7 @@ pub fn spawn(
         backoff_cap: config.backoff_cap,
         seed: rand::random(),
         tunnel: facts,
+        policy: config.policy,
     });
     let engine = Engine {
         app_version: config.app_version,
@@ -187,11 +192,20 @@ impl Engine {
     fn handle_command(&mut self, Command { id, request, queue }: Command) {
         let now = Instant::now();
         let reply = match request {
-            Request::Start { url, token, ca } => {
-                match self
-                    .client
-                    .handle_start(now, &url, token, ca, SessionKeys::generate())
-                {
+            Request::Start {
+                url,
+                token,
+                ca,
+                deployment,
+            } => {
+                match self.client.handle_start(
+                    now,
+                    &url,
+                    token,
+                    ca,
+                    SessionKeys::generate(),
+                    deployment,
+                ) {
                     Ok(()) => reply_frame(id, Reply::Ok),
                     Err(e) => error_reply(id, e),
                 }
@@ -278,9 +292,15 @@ impl Engine {
             ControlEvent::Connected {
                 generation,
                 welcome,
-            } => self
-                .client
-                .handle_control_connected(now, generation, welcome),
+            } => {
+                // Read now, not at start: the machine may have joined a
+                // network (or another VPN) since.
+                let tun = self.tunnel.as_ref().map_or("", |m| m.tun_name());
+                self.client
+                    .handle_host_networks(warren_netcfg::host_networks(tun));
+                self.client
+                    .handle_control_connected(now, generation, welcome)
+            }
             ControlEvent::Update {
                 generation,
                 update,

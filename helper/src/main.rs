@@ -48,6 +48,37 @@ struct Args {
     /// The resolver configuration the resolv-conf mode manages.
     #[arg(long, default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
+    /// The machine's Warren policy (TOML): extra address ranges and DNS
+    /// suffixes deployments may use, and the cap on agents. Must be
+    /// writable only by root; a missing file means the defaults.
+    #[arg(long, default_value_os_t = platform::helper_policy_path())]
+    policy: PathBuf,
+}
+
+/// The policy at `path`, or the defaults if there is no file. A file that
+/// others could change, or that does not parse, stops the helper: running
+/// with a policy other than the one the administrator meant is worse.
+fn load_policy(path: &std::path::Path) -> Result<warren_client_core::confine::Policy> {
+    use warren_client_core::confine::Policy;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(path = %path.display(), "no policy file; deployments get the default limits");
+            return Ok(Policy::default());
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("can't read the policy file {}", path.display()))
+        }
+    };
+    platform::admin_only_file(path).map_err(anyhow::Error::msg)?;
+    let policy = Policy::from_toml(&text).with_context(|| {
+        format!(
+            "the policy file {} is not valid; fix it or remove it",
+            path.display()
+        )
+    })?;
+    tracing::info!(path = %path.display(), ?policy, "loaded the policy");
+    Ok(policy)
 }
 
 #[tokio::main]
@@ -77,6 +108,7 @@ async fn run() -> Result<()> {
     };
 
     let cap = warren_session::backoff_cap_from_env()?;
+    let policy = load_policy(&args.policy)?;
     let tunnel = if !args.no_tunnel {
         let manager = warrend::dataplane::TunnelManager::spawn(
             warrend::dataplane::DriverConfig {
@@ -101,6 +133,7 @@ async fn run() -> Result<()> {
         backoff_base: warren_session::Backoff::DEFAULT_BASE.min(cap),
         hostname: platform::hostname(),
         tunnel,
+        policy,
         ..EngineConfig::default()
     };
     let mut listener = Listener::bind(ListenerOptions {

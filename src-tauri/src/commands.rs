@@ -112,6 +112,7 @@ pub async fn connect_session(state: &AppState) -> Result<()> {
             url: cfg.url,
             token: tok,
             ca: cfg.ca_pem,
+            deployment: cfg.deployment,
         },
     )
     .await
@@ -185,6 +186,7 @@ pub async fn sign_in(state: State<'_, AppState>, request: SignInRequest) -> Resu
             url: url.clone(),
             ca_pem,
             user: Some(me.user.clone()),
+            deployment: Some(me.deployment.clone()),
         },
     )
     .map_err(from_store)?;

@@ -141,6 +141,7 @@ fn wrong_token_is_refused_with_what_to_do() {
             url: coord.url.clone(),
             token: Secret::new(wrong.clone()),
             ca: None,
+            deployment: None,
         },
     )
     .expect("Start is answered");

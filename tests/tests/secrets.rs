@@ -64,6 +64,7 @@ fn no_token_in_any_log_at_trace_level() {
             url: coord.url.clone(),
             token: Secret::new(wrong_token.clone()),
             ca: None,
+            deployment: None,
         },
     )
     .expect("Start is answered");

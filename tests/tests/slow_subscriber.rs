@@ -132,6 +132,7 @@ fn stalled_subscriber_is_cut_off_and_others_keep_up() {
                     url: coord.url.clone(),
                     token: Secret::new(token.clone()),
                     ca: None,
+                    deployment: None,
                 },
             )
             .expect("Start"),

@@ -139,6 +139,7 @@ async fn end_to_end(dir: &Path) -> Result<()> {
             url: coord.url.clone(),
             token: Secret::new(token),
             ca: None,
+            deployment: None,
         })
         .await
         .context("send Start")?;
@@ -414,6 +415,7 @@ fn connected_client(workspaces: usize) -> Result<(ClientState, u64, u64)> {
             Secret::new("wut_bench_secret"),
             None,
             SessionKeys::from_secret([5; 32]),
+            None,
         )
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let mut generation = None;

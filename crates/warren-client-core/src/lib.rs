@@ -17,12 +17,14 @@
 //! - [`plan`]: the OS network plan for a connected session.
 //! - [`keys`]: the per-session WireGuard key pair.
 
+pub mod confine;
 pub mod keys;
 pub mod lifecycle;
 pub mod names;
 pub mod peers;
 pub mod ping;
 pub mod plan;
+pub mod screen;
 pub mod state;
 pub mod stats;
 

@@ -29,17 +29,20 @@ use warren_proto::ipc::{
     ErrorCode, IpcError, PeerStats, SessionInfo, SessionState, StatusReport, TunnelInfo,
     TunnelState, PING_TIMEOUT_MS,
 };
-use warren_proto::model::{Agent, AgentId, Workspace};
+use warren_proto::limits::url_host_is_loopback;
+use warren_proto::model::{Agent, AgentId, DeploymentInfo, Workspace};
 use warren_proto::Secret;
 use warren_session::{Backoff, ConnectFailure, Delta, Directory, Session, SessionConfig};
 use warren_tunnel::{PeerConfig, StaticSecret};
 
+use crate::confine::{check_device_addresses, confine, same_network, Policy};
 use crate::keys::SessionKeys;
 use crate::lifecycle::{Lifecycle, Order, Wanted};
 use crate::names::{NameChange, NameTable};
 use crate::peers::{PeerChange, PeerTable};
 use crate::ping::{best_name, resolve_target};
 use crate::plan::net_plan;
+use crate::screen::{Rules, Screen};
 use crate::stats::{PeerReport, StatsBook};
 
 /// Facts about this helper's data plane that never change while it runs.
@@ -64,6 +67,8 @@ pub struct ClientConfig {
     /// Seeds the jitter of every backoff (replayable in tests).
     pub seed: u64,
     pub tunnel: Option<TunnelFacts>,
+    /// What any deployment may do to this machine (the local policy file).
+    pub policy: Policy,
 }
 
 impl Default for ClientConfig {
@@ -73,6 +78,7 @@ impl Default for ClientConfig {
             backoff_cap: Backoff::DEFAULT_CAP,
             seed: 0,
             tunnel: None,
+            policy: Policy::default(),
         }
     }
 }
@@ -166,6 +172,15 @@ pub struct ClientState {
     peers: PeerTable,
     names: NameTable,
     stats: StatsBook,
+    policy: Policy,
+    /// Checks every workspace update before the directory sees it.
+    screen: Screen,
+    /// The networks this machine has (the driver reads them before each
+    /// registration), which a deployment's ranges must not overlap.
+    host_networks: Vec<warren_netcfg::HostNetwork>,
+    /// The deployment this session accepted: given at sign-in, or the first
+    /// one the coordinator announced. A different one ends the session.
+    pinned: Option<DeploymentInfo>,
     tunnel: Lifecycle,
     commands: VecDeque<Command>,
     events: VecDeque<Event>,
@@ -183,6 +198,10 @@ impl ClientState {
             peers: PeerTable::new(),
             names: NameTable::new(),
             stats: StatsBook::default(),
+            policy: config.policy,
+            screen: Screen::new(),
+            host_networks: Vec::new(),
+            pinned: None,
             tunnel: Lifecycle::new(config.seed.rotate_left(17) ^ 0x5752),
             commands: VecDeque::new(),
             events: VecDeque::new(),
@@ -192,7 +211,9 @@ impl ClientState {
     // ----- inputs -----
 
     /// A person signed in and asked to connect. `keys` is a fresh pair for
-    /// this session (used only if a new session starts).
+    /// this session (used only if a new session starts). `accepted` is the
+    /// deployment the person accepted at sign-in, if the sign-in recorded
+    /// it: the coordinator must announce the same ranges and suffix.
     pub fn handle_start(
         &mut self,
         now: Instant,
@@ -200,6 +221,7 @@ impl ClientState {
         token: Secret,
         ca: Option<String>,
         keys: SessionKeys,
+        accepted: Option<DeploymentInfo>,
     ) -> Result<(), IpcError> {
         let url = url.trim().trim_end_matches('/').to_string();
         if !(url.starts_with("https://") || url.starts_with("http://")) {
@@ -215,7 +237,12 @@ impl ClientState {
             ));
         }
         let config = SessionConfig { url, token, ca };
-        if self.session.is_running_with(&config) {
+        let same_deployment = match (&accepted, &self.pinned) {
+            (Some(a), Some(p)) => same_network(a, p),
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        if self.session.is_running_with(&config) && same_deployment {
             tracing::info!("start requested for the running session; nothing to do");
             return Ok(());
         }
@@ -223,6 +250,8 @@ impl ClientState {
         self.session.start(now, config, keys.public_base64());
         self.keys = Some(keys);
         self.pending_welcome = None;
+        self.pinned = accepted;
+        self.screen.reset();
         self.after_input(now);
         let delta = self.directory.clear();
         self.apply_delta(delta);
@@ -235,6 +264,8 @@ impl ClientState {
         self.session.stop(now);
         self.keys = None;
         self.pending_welcome = None;
+        self.pinned = None;
+        self.screen.reset();
         // The tunnel goes down first, so the directory's removal below is
         // not sent to it peer by peer.
         self.after_input(now);
@@ -261,13 +292,66 @@ impl ClientState {
         self.session.set_endpoints(endpoints);
     }
 
+    /// The networks this machine has now; the driver reads them just
+    /// before passing on a registration ([`Self::handle_control_connected`]).
+    pub fn handle_host_networks(&mut self, networks: Vec<warren_netcfg::HostNetwork>) {
+        let own = self.facts.as_ref().map(|f| f.tun_name.as_str());
+        self.host_networks = networks
+            .into_iter()
+            .filter(|n| Some(n.interface.as_str()) != own)
+            .collect();
+    }
+
     /// The coordinator accepted generation `generation`'s registration.
+    /// Its deployment is checked first: one that asks for ranges or a
+    /// suffix this machine does not allow, or that differs from the one
+    /// this session accepted, ends the session with the reason.
     pub fn handle_control_connected(&mut self, now: Instant, generation: u64, welcome: Welcome) {
         if generation == self.session.generation() {
-            self.directory.begin_stream();
-            self.pending_welcome = Some((generation, welcome));
+            match self.accept_deployment(&welcome) {
+                Ok(rules) => {
+                    self.screen.set_rules(rules);
+                    self.directory.begin_stream();
+                    self.pending_welcome = Some((generation, welcome));
+                }
+                Err(failure) => {
+                    tracing::error!(?failure, "refusing the deployment");
+                    self.commands
+                        .push_back(Command::DisconnectControl { generation });
+                    self.session.on_failure(now, generation, failure);
+                }
+            }
         }
         self.after_input(now);
+    }
+
+    /// The rules this deployment's updates are screened by, or why the
+    /// deployment is refused.
+    fn accept_deployment(&mut self, welcome: &Welcome) -> Result<Rules, ConnectFailure> {
+        let deployment = &welcome.deployment;
+        if let Some(pinned) = &self.pinned {
+            if !same_network(pinned, deployment) {
+                return Err(ConnectFailure::DeploymentChanged(format!(
+                    "the deployment changed its network from {} to {}; sign in again to accept",
+                    describe(pinned),
+                    describe(deployment)
+                )));
+            }
+        }
+        let refused =
+            |e: crate::confine::ConfineError| ConnectFailure::DeploymentRefused(e.to_string());
+        let confined = confine(deployment, &self.policy, &self.host_networks).map_err(refused)?;
+        check_device_addresses(&welcome.addresses, &confined).map_err(refused)?;
+        let allow_local_endpoints = self
+            .session
+            .config()
+            .is_some_and(|c| url_host_is_loopback(&c.url));
+        self.pinned = Some(deployment.clone());
+        Ok(Rules {
+            confined,
+            allow_local_endpoints,
+            max_agents: self.policy.max_agents,
+        })
     }
 
     /// A workspace update on generation `generation`'s stream.
@@ -281,6 +365,7 @@ impl ClientState {
             return;
         }
         let (kind, seq) = (update.kind, update.seq);
+        let update = self.screen.screen(update, &self.directory);
         match self.directory.apply(update) {
             Ok(delta) => {
                 tracing::debug!(
@@ -396,6 +481,7 @@ impl ClientState {
 
     pub fn session_info(&self, now: Instant) -> SessionInfo {
         let mut info = self.session.info(now);
+        info.notices = self.screen.notices();
         info.tunnel = self.facts.as_ref().map(|f| TunnelInfo {
             state: self.tunnel.state(),
             error: self.tunnel.error().map(str::to_string),
@@ -520,7 +606,7 @@ impl ClientState {
                 self.carry_out(order);
             }
         }
-        if session_changed | self.tunnel.take_changed() {
+        if session_changed | self.tunnel.take_changed() | self.screen.take_changed() {
             let info = self.session_info(now);
             tracing::info!(
                 state = %info.state,
@@ -629,4 +715,9 @@ impl ClientState {
         let cleared = self.stats.clear();
         self.events.push_back(Event::Stats(cleared));
     }
+}
+
+/// "100.64.0.0/10, fd12::/48 and .warren", for messages.
+fn describe(d: &DeploymentInfo) -> String {
+    format!("{}, {} and .{}", d.ipv4_prefix, d.ipv6_prefix, d.suffix)
 }

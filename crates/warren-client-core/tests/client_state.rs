@@ -144,6 +144,7 @@ impl Sim {
                 Secret::new("wut_id_secret"),
                 None,
                 SessionKeys::from_secret([9; 32]),
+                None,
             )
             .unwrap();
         let cmds = self.commands();
@@ -558,6 +559,7 @@ fn bad_start_requests_get_a_clear_error_and_change_nothing() {
             Secret::new("t"),
             None,
             SessionKeys::from_secret([1; 32]),
+            None,
         )
         .unwrap_err();
     assert!(e.message.contains("https://"), "{e:?}");
@@ -568,6 +570,7 @@ fn bad_start_requests_get_a_clear_error_and_change_nothing() {
             Secret::new(""),
             None,
             SessionKeys::from_secret([1; 32]),
+            None,
         )
         .unwrap_err();
     assert!(e.message.contains("warren login"), "{e:?}");
@@ -586,6 +589,7 @@ fn without_a_data_plane_the_directory_is_kept_but_no_peers_or_names() {
         Secret::new("wut_id_secret"),
         None,
         SessionKeys::from_secret([9; 32]),
+        None,
     )
     .unwrap();
     let g = std::iter::from_fn(|| c.poll_command())

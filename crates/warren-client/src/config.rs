@@ -22,6 +22,10 @@ pub struct Config {
     /// The user the token belongs to, as the coordinator said at sign-in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The deployment's ranges and suffix as accepted at sign-in: the
+    /// helper refuses a coordinator that later announces others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<warren_proto::model::DeploymentInfo>,
 }
 
 const CONFIG_FILE: &str = "config.json";
@@ -121,6 +125,11 @@ mod tests {
             url: "https://c.example".into(),
             ca_pem: Some("-----BEGIN CERTIFICATE-----\n".into()),
             user: Some("alice".into()),
+            deployment: Some(warren_proto::model::DeploymentInfo {
+                suffix: "warren".into(),
+                ipv4_prefix: "100.64.0.0/10".into(),
+                ipv6_prefix: "fd12::/48".into(),
+            }),
         };
         save(&dir, &cfg).unwrap();
         assert_eq!(load(&dir).unwrap(), Some(cfg));

@@ -255,6 +255,7 @@ mod tests {
                 url: "https://c.example".into(),
                 token: Secret::new("wut_x.y"),
                 ca: None,
+                deployment: None,
             },
         }
     }

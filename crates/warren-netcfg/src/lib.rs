@@ -47,6 +47,7 @@
 mod cmd;
 pub mod dns;
 mod error;
+mod host;
 mod journal;
 mod plan;
 
@@ -58,6 +59,7 @@ mod macos;
 mod windows;
 
 pub use error::{NetError, Result};
+pub use host::{host_networks, HostNetwork};
 pub use journal::{default_journal_path, Change, Journal};
 pub use plan::{NetPlan, DEFAULT_MTU, DEFAULT_TUN_NAME};
 

@@ -152,6 +152,7 @@ mod tests {
                 url: "https://c.example".into(),
                 token: Secret::new("t"),
                 ca: None,
+                deployment: None,
             },
         };
         let bytes = encode(&msg).unwrap();

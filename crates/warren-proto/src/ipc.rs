@@ -91,6 +91,11 @@ pub enum Request {
         /// Extra trusted CA certificate (PEM) for a self-hosted coordinator.
         #[serde(default)]
         ca: Option<String>,
+        /// The deployment (ranges and suffix) the person accepted when
+        /// signing in: the helper refuses a coordinator that announces
+        /// another ("sign in again to accept").
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment: Option<DeploymentInfo>,
     },
     /// Disconnect and forget the token.
     Stop,

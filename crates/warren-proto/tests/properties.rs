@@ -170,6 +170,7 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
                 url,
                 token: Secret::new(token),
                 ca,
+                deployment: None,
             }
         }),
         Just(Request::Stop),

@@ -193,6 +193,16 @@ impl Directory {
         self.workspaces.len()
     }
 
+    /// Whether an agent with this id is in the view.
+    pub fn has_agent(&self, id: &str) -> bool {
+        self.agents.contains_key(id)
+    }
+
+    /// Whether a workspace with this id is in the view.
+    pub fn has_workspace(&self, id: &str) -> bool {
+        self.workspaces.contains_key(id)
+    }
+
     pub fn agent_count(&self) -> usize {
         self.agents.len()
     }

@@ -1,7 +1,9 @@
 //! Linux: a systemd service (`warrend.service`) with the FHS directories.
 
-pub use super::unix::fhs::{default_endpoint, helper_log_dir, helper_state_dir};
-pub use super::unix::{endpoint_group, Shutdown};
+pub use super::unix::fhs::{
+    default_endpoint, helper_log_dir, helper_policy_path, helper_state_dir,
+};
+pub use super::unix::{admin_only_file, endpoint_group, Shutdown};
 
 pub const START_HINT: &str = "Start it with `sudo systemctl start warrend`.";
 pub const STOP_HINT: &str = "stop it first with `sudo systemctl stop warrend`";

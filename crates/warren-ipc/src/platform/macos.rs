@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-pub use super::unix::{endpoint_group, Shutdown};
+pub use super::unix::{admin_only_file, endpoint_group, Shutdown};
 
 pub const START_HINT: &str =
     "Start it with `sudo launchctl kickstart -k system/warrend` (or reinstall Warren).";
@@ -16,6 +16,10 @@ pub fn helper_log_dir() -> PathBuf {
 
 pub fn helper_state_dir() -> PathBuf {
     PathBuf::from("/Library/Application Support/Warren")
+}
+
+pub fn helper_policy_path() -> PathBuf {
+    PathBuf::from("/Library/Application Support/Warren/policy.toml")
 }
 
 pub fn default_endpoint() -> PathBuf {

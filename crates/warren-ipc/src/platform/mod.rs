@@ -41,6 +41,20 @@ pub fn helper_state_dir() -> PathBuf {
     imp::helper_state_dir()
 }
 
+/// The machine owner's Warren policy (the helper's `--policy` default):
+/// which ranges and DNS suffixes any deployment may use. Only an
+/// administrator can write it.
+pub fn helper_policy_path() -> PathBuf {
+    imp::helper_policy_path()
+}
+
+/// Whether only an administrator can change the file at `path` (the policy
+/// file: a user who could edit it could widen what deployments may do to
+/// the machine). The error says what is wrong and how to fix it.
+pub fn admin_only_file(path: &Path) -> Result<(), String> {
+    imp::admin_only_file(path)
+}
+
 /// Where the helper listens: a unix socket, or a named pipe on Windows.
 pub fn default_endpoint() -> PathBuf {
     imp::default_endpoint()

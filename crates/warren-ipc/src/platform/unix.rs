@@ -37,6 +37,30 @@ pub fn endpoint_group(path: &Path) -> Option<String> {
         .map(|g| g.name)
 }
 
+pub fn admin_only_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("can't read {}: {e}", path.display()))?;
+    let fix = format!(
+        "only root may be able to change it: `sudo chown root {0} && sudo chmod go-w {0}`",
+        path.display()
+    );
+    if meta.uid() != 0 {
+        return Err(format!(
+            "{} is owned by uid {}; {fix}",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by its group or others; {fix}",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 /// The FHS places of the helper's files (Linux and the BSDs; macOS has its
 /// own).
 #[cfg_attr(target_os = "macos", allow(dead_code))]
@@ -49,6 +73,10 @@ pub mod fhs {
 
     pub fn helper_state_dir() -> PathBuf {
         PathBuf::from("/var/lib/warren")
+    }
+
+    pub fn helper_policy_path() -> PathBuf {
+        PathBuf::from("/etc/warren/policy.toml")
     }
 
     pub fn default_endpoint() -> PathBuf {

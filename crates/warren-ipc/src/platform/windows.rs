@@ -25,8 +25,20 @@ pub fn helper_state_dir() -> PathBuf {
     program_data().join("Warren").join("state")
 }
 
+pub fn helper_policy_path() -> PathBuf {
+    program_data().join("Warren").join("policy.toml")
+}
+
 pub fn default_endpoint() -> PathBuf {
     PathBuf::from(crate::DEFAULT_PIPE)
+}
+
+/// `%ProgramData%\Warren` is created by the installer with an access list
+/// that lets only administrators write; the file inherits it.
+pub fn admin_only_file(path: &Path) -> Result<(), String> {
+    std::fs::metadata(path)
+        .map(|_| ())
+        .map_err(|e| format!("can't read {}: {e}", path.display()))
 }
 
 pub fn endpoint_group(_path: &Path) -> Option<String> {

@@ -2,8 +2,11 @@
 //! WebSocket, with every error answered as a JSON `ApiError`.
 
 use crate::addr;
-use crate::db::{validate_public_key, Db, Principal};
+use crate::checks::{self, Sender};
+use crate::db::{Db, DbError, Principal};
+use crate::guard::{source_of, AuthThrottle};
 use crate::hub::{ConnId, Hub, Registered, Role, Subscription};
+use crate::listener::PeerAddr;
 use crate::world::{self, OwnerView, PeerView};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -11,6 +14,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::{Json, Router};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +26,10 @@ use warren_proto::control::{
 };
 use warren_proto::model::DeploymentInfo;
 
-/// Largest WebSocket message either side may send: a snapshot of 20,000
-/// agents is several MB.
-pub const MAX_WS_MESSAGE: usize = 64 * 1024 * 1024;
+/// Largest WebSocket message an agent or device may send (a `register` with
+/// the most endpoints is a few KB). Only incoming messages: the snapshots
+/// the coordinator sends are larger and limited by the client.
+pub const MAX_WS_MESSAGE: usize = warren_proto::limits::MAX_CLIENT_MESSAGE_BYTES;
 /// How long a new connection has to send `Register`.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the server pings.
@@ -46,11 +51,58 @@ pub struct AppState {
     /// How often to ping; a connection silent for three intervals is
     /// dropped. [`PING_INTERVAL`] except in tests.
     pub ping_interval: Duration,
+    /// Whether agents and devices may announce loopback and link-local
+    /// endpoints: only when the coordinator itself listens on loopback,
+    /// where every peer shares its machine.
+    pub allow_local_endpoints: bool,
+    /// Failed authentications per source address.
+    pub throttle: AuthThrottle,
 }
 
 /// An error answer: status plus JSON body.
 #[derive(Debug)]
 pub struct HttpError(pub StatusCode, pub ApiError);
+
+/// Too many failed authentications: 429 with `Retry-After`.
+struct TooMany(Duration);
+
+impl IntoResponse for TooMany {
+    fn into_response(self) -> Response {
+        let secs = self.0.as_secs().max(1);
+        let mut resp = HttpError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!(
+                "Too many failed sign-ins from this address; wait {secs} s and try again with a valid token."
+            ),
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        resp
+    }
+}
+
+/// Why a request was not authenticated.
+enum AuthError {
+    Http(HttpError),
+    Throttled(Duration),
+}
+
+impl From<HttpError> for AuthError {
+    fn from(e: HttpError) -> Self {
+        AuthError::Http(e)
+    }
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        match self {
+            AuthError::Http(e) => e.into_response(),
+            AuthError::Throttled(wait) => TooMany(wait).into_response(),
+        }
+    }
+}
 
 impl HttpError {
     pub fn new(status: StatusCode, error: &str, message: impl Into<String>) -> Self {
@@ -137,12 +189,32 @@ async fn method_not_allowed() -> HttpError {
     )
 }
 
-/// Checks the bearer token. Never logs or echoes it.
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, HttpError> {
+/// Checks the bearer token. Never logs or echoes it. A source address with
+/// too many recent failures gets 429 before its token is looked at; the
+/// token's owner elsewhere is unaffected (see [`AuthThrottle`]).
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<Extension<PeerAddr>>,
+) -> Result<Principal, AuthError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(HttpError::unauthorized(
             "No token was sent; send `Authorization: Bearer <token>` (sign in with `warren login`).",
-        ));
+        )
+        .into());
+    };
+    let source = peer.map(|Extension(PeerAddr(a))| source_of(a.ip()));
+    if let Some(source) = source {
+        if let Some(wait) = state.throttle.check(source, std::time::Instant::now()) {
+            return Err(AuthError::Throttled(wait));
+        }
+    }
+    let failed = || {
+        if let Some(source) = source {
+            if state.throttle.failed(source, std::time::Instant::now()) {
+                tracing::warn!(%source, "too many failed authentications from this address; answering 429 until it waits");
+            }
+        }
     };
     let bearer = value
         .to_str()
@@ -156,23 +228,29 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal
         )
     };
     let Some(bearer) = bearer else {
-        return Err(invalid());
+        failed();
+        return Err(invalid().into());
     };
     match state.db.authenticate(bearer).await {
         Ok(Some(p)) => Ok(p),
         Ok(None) => {
             tracing::info!("refused a request with an invalid token");
-            Err(invalid())
+            failed();
+            Err(invalid().into())
         }
         Err(e) => {
             tracing::error!("token lookup failed: {e}");
-            Err(HttpError::internal())
+            Err(HttpError::internal().into())
         }
     }
 }
 
-async fn me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Me>, HttpError> {
-    let p = authenticate(&state, &headers).await?;
+async fn me(
+    State(state): State<Arc<AppState>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+) -> Result<Json<Me>, AuthError> {
+    let p = authenticate(&state, &headers, peer).await?;
     Ok(Json(Me {
         kind: p.kind,
         user: p.user,
@@ -184,11 +262,12 @@ async fn me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Js
 
 async fn connect(
     State(state): State<Arc<AppState>>,
+    peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<Response, HttpError> {
+) -> Result<Response, AuthError> {
     // The token is checked before the upgrade so a bad one gets a plain 401.
-    let principal = authenticate(&state, &headers).await?;
+    let principal = authenticate(&state, &headers, peer).await?;
     let ws = ws.map_err(|e| {
         HttpError::new(
             StatusCode::BAD_REQUEST,
@@ -286,7 +365,13 @@ async fn first_register(socket: &mut WebSocket) -> Result<Register, Stop> {
     let wait = async {
         loop {
             match socket.recv().await {
-                None | Some(Err(_)) => return Err(Stop::Gone),
+                None => return Err(Stop::Gone),
+                Some(Err(e)) => {
+                    return Err(Stop::Tell(bad(format!(
+                        "The coordinator could not read the `register` message ({e}); messages are limited to {} KiB.",
+                        MAX_WS_MESSAGE / 1024
+                    ))))
+                }
                 Some(Ok(Message::Text(text))) => {
                     return match serde_json::from_str::<ClientMessage>(&text) {
                         Ok(ClientMessage::Register(r)) => Ok(r),
@@ -310,6 +395,21 @@ async fn first_register(socket: &mut WebSocket) -> Result<Register, Stop> {
         Err(_) => Err(Stop::Tell(bad(
             "No `register` message arrived within 10 seconds; send it right after connecting.",
         ))),
+    }
+}
+
+/// A registration with a key another agent or device holds. Peers are keyed
+/// by WireGuard key, so it would shadow that one.
+fn key_in_use(sender: Sender) -> ApiError {
+    ApiError {
+        error: "key_in_use".into(),
+        message: format!(
+            "This WireGuard public key is already registered by another agent or device in this deployment, and each needs a key of its own; {}",
+            match sender {
+                Sender::Agent => "give this agent its own key (a --key-file of its own, or none for a fresh key) and restart it.",
+                Sender::Device => "reconnect so that Warren makes a new key.",
+            }
+        ),
     }
 }
 
@@ -341,17 +441,21 @@ async fn serve_connection(
             ),
         }));
     }
-    if validate_public_key(&reg.public_key).is_err() {
-        return Err(Stop::Tell(bad(
-            "The public key is not a WireGuard key (32 bytes in base64).",
-        )));
-    }
-    let db_failed = |e| {
-        tracing::error!("database write failed: {e}");
-        Stop::Tell(ApiError {
-            error: "internal".into(),
-            message: "The coordinator could not write to its database; connect again later.".into(),
-        })
+    let sender = match principal.kind {
+        TokenKind::Agent => Sender::Agent,
+        TokenKind::User => Sender::Device,
+    };
+    checks::check_register(&reg, sender, state.allow_local_endpoints).map_err(Stop::Tell)?;
+    let db_failed = |e| match e {
+        DbError::KeyInUse => Stop::Tell(key_in_use(sender)),
+        e => {
+            tracing::error!("database write failed: {e}");
+            Stop::Tell(ApiError {
+                error: "internal".into(),
+                message: "The coordinator could not write to its database; connect again later."
+                    .into(),
+            })
+        }
     };
     let (role, revision, id) = match principal.kind {
         TokenKind::User => {
@@ -397,7 +501,7 @@ async fn serve_connection(
                 .await
             {
                 Ok(r) => r,
-                Err(crate::db::DbError::NotFound(m)) => {
+                Err(DbError::NotFound(m)) => {
                     return Err(Stop::Tell(ApiError {
                         error: "unauthorized".into(),
                         message: m,
@@ -558,13 +662,22 @@ async fn stream<V: Streamed>(
             }
             msg = socket.recv() => {
                 let msg = match msg {
-                    None | Some(Err(_)) => return Ok(()),
+                    None => return Ok(()),
+                    // Over the size limit, or the transport failed; in the
+                    // second case telling fails quietly.
+                    Some(Err(e)) => return Err(Stop::Tell(bad(format!(
+                        "The coordinator could not read a message ({e}); messages are limited to {} KiB.",
+                        MAX_WS_MESSAGE / 1024
+                    )))),
                     Some(Ok(m)) => m,
                 };
                 heard = Instant::now();
                 match msg {
                     Message::Text(text) => match serde_json::from_str::<ClientMessage>(&text) {
                         Ok(ClientMessage::Endpoints { endpoints }) => {
+                            let sender = if is_agent { Sender::Agent } else { Sender::Device };
+                            checks::check_endpoints(&endpoints, sender, state.allow_local_endpoints)
+                                .map_err(Stop::Tell)?;
                             let written = if is_agent {
                                 state.db.register_agent(&role_id, None, &endpoints).await
                             } else {

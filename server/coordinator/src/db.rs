@@ -38,6 +38,9 @@ pub enum DbError {
     Exists(String),
     #[error("{0}")]
     Invalid(String),
+    /// The WireGuard key is registered by another agent or device.
+    #[error("this WireGuard public key is already registered by another agent or device in this deployment; every agent and device needs a key of its own (generate a new one)")]
+    KeyInUse,
 }
 
 /// Deployment facts stored in the single `meta` row.
@@ -507,6 +510,9 @@ impl Db {
                 "workspace {workspace:?} of {owner:?} already has an agent named {name:?}; remove it first with `warren-coord agent rm --owner {owner} --workspace {workspace} {name}` to get a new token"
             )));
         }
+        if let Some((key, _)) = peer {
+            key_unused(&mut tx, key, Holder::Agent("")).await?;
+        }
         let index = Self::allocate(&mut tx, 1).await?;
         let id = new_id();
         sqlx::query(
@@ -644,6 +650,7 @@ impl Db {
         hostname: Option<&str>,
     ) -> Result<(Device, i64), DbError> {
         let (mut tx, revision) = self.write().await?;
+        key_unused(&mut tx, public_key, Holder::Device { user_id }).await?;
         let existing: Option<(String, i64)> = sqlx::query_as(
             "SELECT id, address_index FROM devices WHERE user_id = ? AND public_key = ?",
         )
@@ -713,6 +720,9 @@ impl Db {
         endpoints: &[SocketAddr],
     ) -> Result<i64, DbError> {
         let (mut tx, revision) = self.write().await?;
+        if let Some(key) = public_key {
+            key_unused(&mut tx, key, Holder::Agent(agent_id)).await?;
+        }
         let done = sqlx::query(
             "UPDATE agents SET public_key = COALESCE(?, public_key), endpoints = ? WHERE id = ?",
         )
@@ -728,6 +738,44 @@ impl Db {
         }
         tx.commit().await?;
         Ok(revision)
+    }
+}
+
+/// Who is registering a key, so that its own earlier registration of the
+/// same key does not count as a conflict.
+#[derive(Clone, Copy)]
+enum Holder<'a> {
+    /// An agent by id (`""` for one being added).
+    Agent(&'a str),
+    /// A device of this user: a user's device is keyed by (user, key), so the
+    /// same user registering the same key is the same device.
+    Device { user_id: &'a str },
+}
+
+/// `KeyInUse` if another agent or device holds `key`. Peers are keyed by
+/// WireGuard key, so a second holder would shadow the first.
+async fn key_unused(
+    tx: &mut Transaction<'static, Sqlite>,
+    key: &str,
+    holder: Holder<'_>,
+) -> Result<(), DbError> {
+    let (agent_id, user_id) = match holder {
+        Holder::Agent(id) => (id, None),
+        Holder::Device { user_id } => ("", Some(user_id)),
+    };
+    let taken: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM agents WHERE public_key = ?1 AND id <> ?2 \
+         UNION ALL SELECT 1 FROM devices WHERE public_key = ?1 AND (?3 IS NULL OR user_id <> ?3) \
+         LIMIT 1",
+    )
+    .bind(key)
+    .bind(agent_id)
+    .bind(user_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match taken {
+        Some(_) => Err(DbError::KeyInUse),
+        None => Ok(()),
     }
 }
 
@@ -771,6 +819,11 @@ fn meta_from_row(row: MetaRow) -> Result<Meta, DbError> {
 pub fn validate_public_key(key: &str) -> Result<(), DbError> {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine;
+    if key.len() != warren_proto::limits::PUBLIC_KEY_BASE64_LEN {
+        return Err(DbError::Invalid(
+            "the public key is not a WireGuard key (32 bytes in base64, like the output of `wg pubkey`)".into(),
+        ));
+    }
     match STANDARD.decode(key) {
         Ok(bytes) if bytes.len() == 32 => Ok(()),
         _ => Err(DbError::Invalid(
@@ -931,6 +984,62 @@ mod tests {
             .add_agent("alice", "db", "bad", Some(("short", &ep)))
             .await
             .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_key_belongs_to_one_agent_or_device() {
+        let (_d, db) = db().await;
+        db.add_user("alice").await.unwrap();
+        db.add_user("bob").await.unwrap();
+        db.add_workspace("alice", "api").await.unwrap();
+        let (a1, _) = db.add_agent("alice", "api", "main", None).await.unwrap();
+        let (a2, _) = db.add_agent("alice", "api", "aux", None).await.unwrap();
+        let alice = db.load().await.unwrap().users;
+        let uid = |n: &str| alice.iter().find(|u| u.name == n).unwrap().id.clone();
+        let (alice_id, bob_id) = (uid("alice"), uid("bob"));
+
+        // The same agent re-registering its own key is fine, again and again.
+        db.register_agent(&a1, Some("key-a1"), &[]).await.unwrap();
+        db.register_agent(&a1, Some("key-a1"), &[]).await.unwrap();
+        // A sibling taking it is refused, and nothing of its write is kept.
+        let before = db.revision().await.unwrap();
+        assert!(matches!(
+            db.register_agent(&a2, Some("key-a1"), &[]).await,
+            Err(DbError::KeyInUse)
+        ));
+        assert_eq!(db.revision().await.unwrap(), before);
+        // Devices can't take an agent's key, nor another user's device key.
+        assert!(matches!(
+            db.register_device(&bob_id, "key-a1", &[], None).await,
+            Err(DbError::KeyInUse)
+        ));
+        let (dev, _) = db
+            .register_device(&alice_id, "key-d", &[], None)
+            .await
+            .unwrap();
+        let (again, _) = db
+            .register_device(&alice_id, "key-d", &[], None)
+            .await
+            .unwrap();
+        assert_eq!(dev, again, "the same device re-registering keeps working");
+        assert!(matches!(
+            db.register_device(&bob_id, "key-d", &[], None).await,
+            Err(DbError::KeyInUse)
+        ));
+        assert!(matches!(
+            db.register_agent(&a2, Some("key-d"), &[]).await,
+            Err(DbError::KeyInUse)
+        ));
+        // An agent that moves to a new key frees the old one.
+        db.register_agent(&a1, Some("key-a1b"), &[]).await.unwrap();
+        db.register_agent(&a2, Some("key-a1"), &[]).await.unwrap();
+        // Static peers are checked too.
+        let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        db.register_agent(&a1, Some(key), &[]).await.unwrap();
+        assert!(matches!(
+            db.add_agent("alice", "api", "wg", Some((key, &[]))).await,
+            Err(DbError::KeyInUse)
+        ));
     }
 
     #[tokio::test]

@@ -5,12 +5,17 @@
 //! - [`world`]: per-owner views and the diffs between them (pure)
 //! - [`hub`]: the task that keeps the world current and publishes views
 //! - [`api`]: the HTTP API and the control WebSocket
+//! - [`checks`]: what agents and devices may register (keys, endpoints, sizes)
+//! - [`listener`]: the accept loop, with the limits and timers of [`guard`]
 //! - [`token`], [`names`], [`addr`]: tokens, name rules, address allocation
 
 pub mod addr;
 pub mod api;
+pub mod checks;
 pub mod db;
+pub mod guard;
 pub mod hub;
+pub mod listener;
 pub mod names;
 pub mod token;
 pub mod world;

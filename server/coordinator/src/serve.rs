@@ -1,17 +1,19 @@
 //! `warren-coord serve`: binds the listener (TLS, or plain HTTP on loopback
-//! only), starts the world task and serves the API until SIGINT/SIGTERM.
+//! only), raises the descriptor limit and derives the connection limits from
+//! it, starts the world task and serves the API until SIGINT/SIGTERM.
 
 use anyhow::{bail, Context, Result};
-use axum_server::tls_rustls::RustlsConfig;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use warren_coord::addr::IPV4_PREFIX;
 use warren_coord::api::{self, AppState};
 use warren_coord::db::Db;
+use warren_coord::guard::{AuthThrottle, ConnLimits};
 use warren_coord::hub::Hub;
+use warren_coord::listener::{self, ListenConfig};
 use warren_coord::names;
 use warren_proto::model::DeploymentInfo;
 
@@ -29,6 +31,146 @@ pub struct ServeArgs {
     /// DNS suffix of workspace names (stored on first serve; default `warren`).
     #[arg(long)]
     suffix: Option<String>,
+    /// Most open connections, WebSockets included (default: the descriptor
+    /// limit, raised to its hard limit at start, less a reserve).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Most connections from one address (an IPv6 /64) that are not yet
+    /// WebSockets; raise it for many clients behind one NAT address.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    max_connections_per_address: usize,
+    /// Seconds a connection that is not a WebSocket may wait for a request
+    /// to begin (new, or kept alive after a response) before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+    /// Seconds a request head may take from its first byte to its end.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout: u64,
+    /// Failed authentications one address may make at once before it gets
+    /// 429 (0 turns the throttle off).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    auth_failures_burst: u32,
+    /// Failed authentications one address may make per minute after that.
+    #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+    auth_failures_per_minute: u32,
+}
+
+/// Descriptors kept for everything but client sockets: the database (each
+/// pooled connection holds the file, its WAL and shared memory), the
+/// listener, stdio, the runtime's own; plus a share of the limit for
+/// sockets evicted but not yet closed.
+fn descriptor_reserve(limit: u64) -> u64 {
+    64 + limit / 16
+}
+
+/// The global connection cap: the asked one, or what the descriptor limit
+/// allows; never more than that.
+fn global_cap(asked: Option<usize>, descriptors: Option<u64>) -> Result<usize> {
+    let Some(limit) = descriptors else {
+        return Ok(asked.unwrap_or(10_000));
+    };
+    let allowed = limit.saturating_sub(descriptor_reserve(limit)) as usize;
+    if allowed == 0 {
+        bail!(
+            "the file descriptor limit is {limit}, too low to serve; raise it (ulimit -n, or LimitNOFILE= in the service unit) to at least 1024"
+        );
+    }
+    match asked {
+        Some(n) if n > allowed => {
+            tracing::warn!(
+                "--max-connections {n} is above what the descriptor limit {limit} allows; using {allowed} (raise the limit to allow more)"
+            );
+            Ok(allowed)
+        }
+        Some(0) => bail!("--max-connections must be at least 1"),
+        Some(n) => Ok(n),
+        None => Ok(allowed),
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one and returns the soft
+/// limit in force.
+#[cfg(unix)]
+// `rlim_t` is u64 on Linux and macOS but signed on some BSDs.
+#[allow(clippy::unnecessary_cast)]
+fn raise_descriptor_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write or read only the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        tracing::warn!(
+            "cannot read the file descriptor limit: {}",
+            std::io::Error::last_os_error()
+        );
+        return None;
+    }
+    let (soft, hard) = (lim.rlim_cur, lim.rlim_max);
+    if soft < hard {
+        let raised = libc::rlimit {
+            rlim_cur: hard,
+            rlim_max: hard,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = hard;
+        } else {
+            tracing::warn!(
+                soft,
+                hard,
+                "cannot raise the file descriptor limit to the hard limit: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    // `RLIM_INFINITY` and other huge values: far more than will be used.
+    let in_force = (lim.rlim_cur as u64).min(1 << 24);
+    tracing::info!(
+        soft_was = soft as u64,
+        hard = hard as u64,
+        soft = in_force,
+        "file descriptor limit"
+    );
+    Some(in_force)
+}
+
+#[cfg(not(unix))]
+fn raise_descriptor_limit() -> Option<u64> {
+    None
+}
+
+/// A TLS acceptor from PEM files, speaking HTTP/1.1 (the control WebSocket
+/// is HTTP/1.1).
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
+    let help = || {
+        format!(
+            "cannot load the TLS certificate {} and key {}; both must be PEM files",
+            cert.display(),
+            key.display()
+        )
+    };
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(cert).with_context(help)?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .with_context(help)?;
+    if certs.is_empty() {
+        bail!("{}: no certificate in {}", help(), cert.display());
+    }
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(key).with_context(help)?,
+    ))
+    .with_context(help)?
+    .with_context(|| format!("{}: no private key in {}", help(), key.display()))?;
+    // Installing twice fails harmlessly; only the first call counts.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .with_context(help)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 pub async fn serve(db: Db, args: ServeArgs) -> Result<()> {
@@ -65,6 +207,23 @@ pub async fn serve(db: Db, args: ServeArgs) -> Result<()> {
         ipv4_prefix: IPV4_PREFIX.into(),
         ipv6_prefix: meta.ipv6_prefix.to_string(),
     };
+    let descriptors = raise_descriptor_limit();
+    let limits = ConnLimits {
+        global: global_cap(args.max_connections, descriptors)?,
+        per_source: args.max_connections_per_address.max(1),
+    };
+    let listen_config = ListenConfig {
+        limits,
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        header_timeout: Duration::from_secs(args.header_timeout),
+    };
+    tracing::info!(
+        max_connections = limits.global,
+        max_connections_per_address = limits.per_source,
+        idle_timeout_s = args.idle_timeout,
+        header_timeout_s = args.header_timeout,
+        "connection limits"
+    );
     let hub = Hub::start(db.clone(), suffix)
         .await
         .context("cannot load the world from the database")?;
@@ -74,25 +233,13 @@ pub async fn serve(db: Db, args: ServeArgs) -> Result<()> {
         deployment,
         prefix: meta.ipv6_prefix,
         ping_interval: ping_interval(),
+        allow_local_endpoints: args.listen.ip().is_loopback(),
+        throttle: AuthThrottle::new(args.auth_failures_burst, args.auth_failures_per_minute),
     });
     let app = api::router(state);
 
     let tls = match tls {
-        Some((cert, key)) => {
-            // Installing twice fails harmlessly; only the first call counts.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            Some(
-                RustlsConfig::from_pem_file(&cert, &key)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "cannot load the TLS certificate {} and key {}; both must be PEM files",
-                            cert.display(),
-                            key.display()
-                        )
-                    })?,
-            )
-        }
+        Some((cert, key)) => Some(tls_acceptor(&cert, &key)?),
         None => None,
     };
     let listener = std::net::TcpListener::bind(args.listen).with_context(|| {
@@ -104,11 +251,11 @@ pub async fn serve(db: Db, args: ServeArgs) -> Result<()> {
     listener
         .set_nonblocking(true)
         .context("cannot make the listener non-blocking")?;
+    let listener =
+        tokio::net::TcpListener::from_std(listener).context("cannot use the listener")?;
     let local = listener
         .local_addr()
         .context("cannot read the listening address")?;
-    let handle = axum_server::Handle::new();
-    tokio::spawn(shutdown_on_signal(handle.clone()));
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{local}");
     tracing::info!("listening on {url}");
@@ -117,23 +264,7 @@ pub async fn serve(db: Db, args: ServeArgs) -> Result<()> {
         writeln!(out, "listening on {url}").context("cannot write to stdout")?;
         out.flush().context("cannot write to stdout")?;
     }
-    let service = app.into_make_service();
-    match tls {
-        Some(config) => {
-            axum_server::from_tcp_rustls(listener, config)
-                .handle(handle)
-                .serve(service)
-                .await
-                .context("the server stopped with an error")?;
-        }
-        None => {
-            axum_server::from_tcp(listener)
-                .handle(handle)
-                .serve(service)
-                .await
-                .context("the server stopped with an error")?;
-        }
-    }
+    listener::run(listener, tls, app, listen_config, shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -149,7 +280,8 @@ fn ping_interval() -> Duration {
         .unwrap_or(api::PING_INTERVAL)
 }
 
-async fn shutdown_on_signal(handle: axum_server::Handle) {
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -159,7 +291,7 @@ async fn shutdown_on_signal(handle: axum_server::Handle) {
                 Err(e) => {
                     tracing::warn!("cannot listen for SIGTERM: {e}");
                     let _ = ctrl_c.await;
-                    handle.graceful_shutdown(Some(Duration::from_secs(5)));
+                    tracing::info!("shutting down");
                     return;
                 }
             };
@@ -171,5 +303,18 @@ async fn shutdown_on_signal(handle: axum_server::Handle) {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutting down");
-    handle.graceful_shutdown(Some(Duration::from_secs(5)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_global_cap_stays_below_the_descriptor_limit() {
+        assert_eq!(global_cap(None, Some(1024)).unwrap(), 1024 - 64 - 64);
+        assert_eq!(global_cap(Some(100), Some(1024)).unwrap(), 100);
+        assert_eq!(global_cap(Some(5000), Some(1024)).unwrap(), 896);
+        assert!(global_cap(None, Some(64)).is_err());
+        assert_eq!(global_cap(None, None).unwrap(), 10_000);
+    }
 }

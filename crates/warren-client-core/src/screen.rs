@@ -84,10 +84,14 @@ struct SnapshotPass {
     left_out: usize,
 }
 
+/// Which notice: about which agent (or the deployment), and what kind.
+type NoticeKey = (Option<AgentId>, NoticeKind);
+
 /// The notices of the running session, each kept once per agent and kind.
 #[derive(Debug, Default)]
 struct Notices {
-    by_key: HashMap<(Option<AgentId>, NoticeKind), (u64, String)>,
+    /// Each with the order it arrived in and its words.
+    by_key: HashMap<NoticeKey, (u64, String)>,
     next: u64,
     /// Notices that did not fit in [`STORED_NOTICES`].
     overflow: u64,
@@ -113,7 +117,7 @@ impl Notices {
         self.changed = true;
     }
 
-    fn log_once(&mut self, key: &(Option<AgentId>, NoticeKind), message: &str) {
+    fn log_once(&mut self, key: &NoticeKey, message: &str) {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (key, message).hash(&mut hasher);
         if self.logged.len() >= LOGGED_MEMORY {
@@ -146,8 +150,7 @@ impl Notices {
     /// Newest last; when there are more than [`MAX_NOTICES`], the first says
     /// how many more there are.
     fn list(&self) -> Vec<Notice> {
-        let mut all: Vec<(&(Option<AgentId>, NoticeKind), &(u64, String))> =
-            self.by_key.iter().collect();
+        let mut all: Vec<(&NoticeKey, &(u64, String))> = self.by_key.iter().collect();
         all.sort_by_key(|(_, (seq, _))| *seq);
         let hidden = all.len().saturating_sub(MAX_NOTICES - 1) as u64 + self.overflow;
         let shown = if hidden > 0 {
@@ -275,7 +278,17 @@ impl Screen {
         }
 
         let agents = std::mem::take(&mut update.upserted_agents);
-        let mut added_in_diff = 0usize;
+        // The directory's size once this diff's own deletions are applied.
+        let mut diff_count = if snapshot {
+            0
+        } else {
+            let leaving = update
+                .deleted_agents
+                .iter()
+                .filter(|id| directory.has_agent(id))
+                .count();
+            directory.agent_count().saturating_sub(leaving)
+        };
         for agent in agents {
             let id = agent.id.clone();
             let known = !snapshot && directory.has_agent(&id);
@@ -316,7 +329,7 @@ impl Screen {
                         (Some(pass), true) => {
                             pass.agents.contains(&id) || pass.agents.len() < rules.max_agents
                         }
-                        _ => known || directory.agent_count() + added_in_diff < rules.max_agents,
+                        _ => known || diff_count < rules.max_agents,
                     };
                     if !room {
                         let book = match (&mut self.pass, snapshot) {
@@ -335,7 +348,7 @@ impl Screen {
                         (Some(pass), true) => {
                             pass.agents.insert(id.clone());
                         }
-                        _ if !known => added_in_diff += 1,
+                        _ if !known => diff_count += 1,
                         _ => {}
                     }
                     self.notices.clear(NoticeKind::AgentRefused, Some(&id));

@@ -29,7 +29,7 @@ use warren_proto::Secret;
 
 /// Largest control message accepted: a snapshot of tens of thousands of
 /// agents is several MiB.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_MESSAGE_BYTES: usize = warren_proto::limits::MAX_SERVER_MESSAGE_BYTES;
 /// How long connecting (TCP + TLS + upgrade + Welcome) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 

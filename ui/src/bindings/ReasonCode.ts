@@ -4,4 +4,4 @@
  * Why a session is reconnecting or failed, as a code (the words are in
  * [`SessionInfo::reason`]).
  */
-export type ReasonCode = "sign_in_required" | "refused" | "unreachable" | "connection_lost" | "resynchronizing" | "other";
+export type ReasonCode = "sign_in_required" | "refused" | "unreachable" | "connection_lost" | "resynchronizing" | "deployment_refused" | "deployment_changed" | "other";

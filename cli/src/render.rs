@@ -140,6 +140,15 @@ pub fn tunnel_line(s: &SessionInfo) -> Option<String> {
     }
 }
 
+/// "Warning: …" for each thing the helper refused or cut from what the
+/// coordinator sent (an agent left out, endpoints ignored, the cap).
+pub fn notice_lines(s: &SessionInfo) -> Vec<String> {
+    s.notices
+        .iter()
+        .map(|n| format!("Warning: {}", n.message))
+        .collect()
+}
+
 fn human_ms(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms} ms")
@@ -159,6 +168,10 @@ pub fn render_table(mirror: &StateMirror, now_ms: u64) -> String {
     let mut out = session_line(&session);
     out.push('\n');
     if let Some(line) = tunnel_line(&session) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    for line in notice_lines(&session) {
         out.push_str(&line);
         out.push('\n');
     }
@@ -468,6 +481,26 @@ web        main   main.web.alice.warren  offline
             session_line(&reconnecting),
             "Session: reconnecting (https://c.example) — can't reach the coordinator (retrying in 3 s)"
         );
+    }
+
+    #[test]
+    fn notices_are_warnings_under_the_session_and_in_json() {
+        use warren_proto::ipc::{Notice, NoticeKind};
+        let mut session = connected();
+        session.notices = vec![Notice {
+            kind: NoticeKind::AgentRefused,
+            agent_id: Some("a9".into()),
+            message: "agent db (a9) was left out: its address 10.1.2.3 is outside the deployment's ranges; ask the deployment's administrator".into(),
+        }];
+        let m = mirror(session, vec![], vec![]);
+        let table = render_table(&m, NOW);
+        assert!(
+            table.contains("\nWarning: agent db (a9) was left out: its address 10.1.2.3"),
+            "{table}"
+        );
+        let v = status_json("0.1.0", &m, NOW);
+        assert_eq!(v["session"]["notices"][0]["kind"], "agent_refused");
+        assert_eq!(v["session"]["notices"][0]["agent_id"], "a9");
     }
 
     #[test]

@@ -212,3 +212,62 @@ impl Coordinator {
         self.admin(&["agent", "rm", "--owner", owner, "--workspace", ws, agent]);
     }
 }
+
+impl Coordinator {
+    /// Starts a coordinator like [`Coordinator::start_with_log`], with extra
+    /// `serve` flags and, if `nofile` is given, that descriptor limit (soft
+    /// and hard) set in the child before it runs. [`Coordinator::restart`]
+    /// starts it again without them.
+    pub fn start_with_args(
+        dir: &Path,
+        rust_log: &str,
+        extra: &[&str],
+        nofile: Option<u64>,
+    ) -> Self {
+        let mut c = Coordinator {
+            dir: dir.to_path_buf(),
+            db: dir.join("coord.db"),
+            url: String::new(),
+            addr: "127.0.0.1:0".parse().expect("literal address"),
+            rust_log: rust_log.to_string(),
+            starts: 1,
+            proc: None,
+        };
+        let mut cmd = Command::new(crate::bin("warren-coord"));
+        cmd.arg("serve")
+            .arg("--db")
+            .arg(&c.db)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::piped());
+        if let Some(limit) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut proc = Proc::spawn("coord1", dir, cmd, true);
+        let url = listening_url(&mut proc, &dir.join("coord1.stdout"));
+        let hostport = url
+            .split_once("://")
+            .map_or(url.as_str(), |(_, rest)| rest)
+            .to_string();
+        c.addr = hostport.parse().unwrap_or_else(|e| {
+            panic!("coordinator printed a URL without host:port: {url:?}: {e}")
+        });
+        c.url = url;
+        c.proc = Some(proc);
+        c
+    }
+}

@@ -999,3 +999,189 @@ async fn silent_connections_are_pinged_then_dropped() {
         "no ping was sent"
     );
 }
+
+fn register_with(key: &str, endpoints: &[&str]) -> ClientMessage {
+    ClientMessage::Register(Register {
+        protocol_version: CONTROL_VERSION,
+        public_key: key.into(),
+        endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
+        hostname: Some("laptop".into()),
+        app_version: "test".into(),
+    })
+}
+
+/// The error a registration gets, after which the connection closes.
+async fn refused(url: &str, token: &str, msg: &ClientMessage) -> warren_proto::control::ApiError {
+    let mut ws = open(url, token).await.unwrap();
+    send(&mut ws, msg).await;
+    let err = match next(&mut ws).await {
+        ServerMessage::Error(e) => e,
+        other => panic!("expected an error, got {other:?}"),
+    };
+    assert_eq!(next_within(&mut ws, Duration::from_secs(2)).await, None);
+    err
+}
+
+#[tokio::test]
+async fn unusable_endpoints_taken_keys_and_oversized_messages_are_refused() {
+    let mut c = Coord::new();
+    let token = c.user_with_token("alice");
+    c.admin(&["workspace", "add", "--owner", "alice", "api"]);
+    let agent = |name: &str| {
+        c.admin(&[
+            "agent",
+            "add",
+            "--owner",
+            "alice",
+            "--workspace",
+            "api",
+            name,
+        ])
+        .trim()
+        .to_string()
+    };
+    let (main_token, aux_token) = (agent("main"), agent("aux"));
+    c.serve(&[], "info");
+    let url = c.ws_url();
+
+    // Endpoints no peer can use, or too many of them.
+    let e = refused(
+        &url,
+        &token,
+        &register_with(&random_key(), &["224.0.0.1:51820"]),
+    )
+    .await;
+    assert_eq!(e.error, "invalid_endpoint");
+    assert!(
+        e.message
+            .starts_with("endpoint 224.0.0.1:51820 is a multicast address"),
+        "{}",
+        e.message
+    );
+    let e = refused(
+        &url,
+        &main_token,
+        &register_with(&random_key(), &["0.0.0.0:51820"]),
+    )
+    .await;
+    assert_eq!(e.error, "invalid_endpoint");
+    assert!(e.message.contains("--endpoint"), "{}", e.message);
+    let many: Vec<String> = (1..=17).map(|p| format!("192.0.2.1:{p}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let e = refused(&url, &main_token, &register_with(&random_key(), &many)).await;
+    assert_eq!(e.error, "too_many_endpoints");
+    // Loopback endpoints are fine beside a loopback coordinator (the demo).
+    let main_key = random_key();
+    let (mut main, _) = connect(&url, &main_token, &main_key).await;
+    let _ = peer_update(&mut main).await;
+
+    // A sibling agent, or any device, can't take main's key; main itself
+    // can come back with it.
+    let e = refused(&url, &aux_token, &register(&main_key)).await;
+    assert_eq!(e.error, "key_in_use");
+    assert!(e.message.contains("--key-file"), "{}", e.message);
+    let e = refused(&url, &token, &register(&main_key)).await;
+    assert_eq!(e.error, "key_in_use");
+    drop(main);
+    let (mut main, _) = connect(&url, &main_token, &main_key).await;
+    let _ = peer_update(&mut main).await;
+
+    // A message over 1 MiB is refused with the limit named.
+    let mut ws = open(&url, &token).await.unwrap();
+    let mut big = register_with(&random_key(), &[]);
+    if let ClientMessage::Register(r) = &mut big {
+        r.hostname = Some("h".repeat(2 * 1024 * 1024));
+    }
+    let _ = ws
+        .send(Message::text(serde_json::to_string(&big).unwrap()))
+        .await;
+    match next_within(&mut ws, Duration::from_secs(5)).await {
+        Some(ServerMessage::Error(e)) => assert!(e.message.contains("1024 KiB"), "{}", e.message),
+        other => panic!("expected an error, got {other:?}"),
+    }
+
+    // New endpoints mid-session are checked like the registered ones: a bad
+    // list ends the connection with the reason.
+    send(
+        &mut main,
+        &ClientMessage::Endpoints {
+            endpoints: vec!["255.255.255.255:51820".parse().unwrap()],
+        },
+    )
+    .await;
+    match next_within(&mut main, Duration::from_secs(5)).await {
+        Some(ServerMessage::Error(e)) => {
+            assert_eq!(e.error, "invalid_endpoint");
+            assert!(e.message.contains("broadcast"), "{}", e.message);
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert_eq!(next_within(&mut main, Duration::from_secs(2)).await, None);
+}
+
+#[tokio::test]
+async fn loopback_endpoints_are_refused_unless_the_coordinator_is_on_loopback() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let c = Coord::new();
+    let token = c.user_with_token("alice");
+    let (cert, key, pem) = write_cert(c.dir.path());
+    // TLS on every interface: not a loopback coordinator.
+    let mut child = Command::new(BIN)
+        .args(["serve", "--db"])
+        .arg(c.db())
+        .args(["--listen", "0.0.0.0:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().rsplit(':').next().unwrap().to_string();
+    let url = format!("wss://127.0.0.1:{port}/api/v1/connect");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pemfile_free_der(&pem).into()).unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let attempt = |endpoints: &'static [&'static str]| {
+        let (url, token, config) = (url.clone(), token.clone(), config.clone());
+        async move {
+            let mut req = url.into_client_request().unwrap();
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+                req,
+                None,
+                false,
+                Some(tokio_tungstenite::Connector::Rustls(config)),
+            )
+            .await
+            .unwrap();
+            send(&mut ws, &register_with(&random_key(), endpoints)).await;
+            next(&mut ws).await
+        }
+    };
+    for local in [&["127.0.0.1:22"][..], &["[fe80::1]:51820"][..]] {
+        match attempt(local).await {
+            ServerMessage::Error(e) => {
+                assert_eq!(e.error, "invalid_endpoint");
+                assert!(e.message.contains(local[0]), "{}", e.message);
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        attempt(&["192.0.2.1:51820"]).await,
+        ServerMessage::Welcome(_)
+    ));
+    let _ = child.kill();
+    let _ = child.wait();
+}

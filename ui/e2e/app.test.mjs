@@ -1,7 +1,8 @@
 /**
  * The web UI in headless Chromium with Tauri's IPC mocked (e2e/harness.tsx):
- * sign-in, connect, big lists and the filter, copying a name, helper
- * trouble, settings, about, logs — and a screenshot of each screen.
+ * sign-in, connect, big lists and the filter, copying a name, what the
+ * helper refused of a deployment, helper trouble, settings, about, logs —
+ * and a screenshot of each screen.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -285,6 +286,115 @@ describe('warren ui', () => {
     await page.getByTestId('signin-url').waitFor();
     assert.equal(await page.getByTestId('signin-url').inputValue(), 'https://warren.example.com');
     assert.deepEqual((await calls(page, 'sign_out')).length, 1);
+    await done(page);
+  });
+
+  test('what the helper refused of the deployment: a warnings disclosure, and the marked agent', async () => {
+    const page = await open('seed=demo&session=connected');
+    await page.getByTestId('agent-row').first().waitFor();
+    assert.equal(await page.getByTestId('notices').count(), 0);
+    await page.evaluate(() => window.warrenMock.takeRowRenders());
+    await page.evaluate(() =>
+      window.warrenMock.setSession('connected', {
+        tunnel: { state: 'up', error: null, interface: 'warren0', listen_port: 51820, generation: 1 },
+        notices: [
+          { kind: 'agent_refused', agent_id: 'a-rogue', message: "agent rogue (a-rogue) was left out: its address 10.9.0.7 is outside the deployment's ranges 100.64.0.0/16, fd7a:115c:a1e0::/48; ask the deployment's administrator" },
+          { kind: 'agent_refused', agent_id: 'a-shadow', message: "agent shadow (a-shadow) was left out: it announced the WireGuard key of agent a-api-main, and a key belongs to one agent; ask the deployment's administrator" },
+          { kind: 'agent_trimmed', agent_id: 'a-api-gpu', message: 'agent gpu-worker (a-api-gpu): ignored 2 of its endpoints (127.0.0.1:22 is a loopback address); ignored DNS names that are not under .warren or over the limit of 8 (www.example.com)' },
+          { kind: 'agents_capped', agent_id: null, message: "the deployment has more agents than the 50000 this helper keeps (3 left out so far); the rest are not shown or reachable — ask its administrator, or raise max_agents in this machine's Warren policy" },
+        ],
+      }),
+    );
+    const box = page.getByTestId('notices');
+    await box.waitFor();
+    assert.equal((await text(page, 'notices-summary')).replace(/\s+/g, ' '), '4 warnings about this deployment — Some agents were left out and are not reachable');
+    // Closed at first: the list doesn't push the workspaces away.
+    assert.equal(await box.evaluate((el) => el.open), false);
+    assert.equal(await page.getByTestId('notice').first().isVisible(), false);
+    // Only the row of the agent it is about re-rendered, and only it is marked.
+    assert.equal(await page.evaluate(() => window.warrenMock.takeRowRenders()), 1);
+    const gpu = page.locator('[data-agent-id=a-api-gpu]');
+    assert.equal(await gpu.getAttribute('data-warning'), '');
+    assert.match(await gpu.getByTestId('agent-warning').getAttribute('aria-label'), /^Warning: Agent gpu-worker \(a-api-gpu\): ignored 2 of its endpoints/);
+    assert.equal(await page.locator('[data-testid=agent-row][data-warning]').count(), 1);
+    // The session line stays as it was; the warnings are beside it, not instead of it.
+    assert.equal(await text(page, 'session-state'), 'Connected');
+
+    // Opens by keyboard as well as by click, listing every notice as a sentence, newest last.
+    await page.getByTestId('notices-summary').focus();
+    await page.keyboard.press('Enter');
+    await until(() => box.evaluate((el) => el.open), { what: 'open by keyboard' });
+    const items = await page.getByTestId('notice').evaluateAll((els) => els.map((el) => [el.dataset.kind, el.dataset.aboutAgent ?? null, el.innerText]));
+    assert.equal(items.length, 4);
+    assert.deepEqual(items.map(([k, a]) => [k, a]), [
+      ['agent_refused', 'a-rogue'], ['agent_refused', 'a-shadow'], ['agent_trimmed', 'a-api-gpu'], ['agents_capped', null],
+    ]);
+    assert.equal(items[0][2], "Agent rogue (a-rogue) was left out: its address 10.9.0.7 is outside the deployment's ranges 100.64.0.0/16, fd7a:115c:a1e0::/48; ask the deployment's administrator.");
+    assert.match(items[3][2], /^The deployment has more agents than the 50000 this helper keeps/);
+    assert.equal(await page.getByTestId('notice').last().isVisible(), true);
+    await screenshot(page, 'notices.png');
+    await page.getByTestId('notices-summary').click();
+    await until(async () => !(await box.evaluate((el) => el.open)), { what: 'closed by click' });
+
+    // The helper cleared them: the area and the mark go.
+    await page.evaluate(() => window.warrenMock.setSession('connected', { notices: [] }));
+    await until(async () => (await box.count()) === 0, { what: 'notices to go' });
+    assert.equal(await page.locator('[data-testid=agent-row][data-warning]').count(), 0);
+    await done(page);
+  });
+
+  test('a refused deployment says why and offers no retry, only signing out', async () => {
+    const page = await open('seed=demo&session=connected');
+    await page.getByTestId('agent-row').first().waitFor();
+    await page.evaluate(() =>
+      window.warrenMock.setSession('failed', {
+        reason: "the deployment asked to route 0.0.0.0/1, which is outside the ranges Warren allows (100.64.0.0/10); ask its administrator to use a range inside them, or allow it in this machine's Warren policy",
+        reason_code: 'deployment_refused',
+      }),
+    );
+    const banner = page.getByTestId('deployment-refused');
+    await banner.waitFor();
+    assert.equal(await text(page, 'session-state'), "Failed — Warren refused the deployment's network");
+    assert.equal(await banner.getAttribute('role'), 'alert');
+    assert.match(await banner.innerText(), /^Warren refused this deployment\. The deployment asked to route 0\.0\.0\.0\/1, which is outside the ranges Warren allows \(100\.64\.0\.0\/10\); ask its administrator/);
+    // Nothing that would only be refused again.
+    assert.equal(await page.getByTestId('sign-in-again').count(), 0);
+    assert.equal(await page.getByTestId('reconnect').count(), 0);
+    assert.equal(await page.getByTestId('sign-in-required').count(), 0);
+    await screenshot(page, 'deployment-refused.png');
+
+    // Signing out asks first; Cancel keeps the account.
+    await page.getByTestId('refused-sign-out').click();
+    await page.getByTestId('refused-sign-out-box').getByText('Cancel').click();
+    await page.getByTestId('refused-sign-out').waitFor();
+    assert.equal((await calls(page, 'sign_out')).length, 0);
+    await page.getByTestId('refused-sign-out').click();
+    await page.getByTestId('refused-sign-out-confirm').click();
+    await page.getByTestId('signin-url').waitFor();
+    assert.equal(await page.getByTestId('signin-url').inputValue(), 'https://warren.example.com');
+    assert.equal((await calls(page, 'sign_out')).length, 1);
+    await done(page);
+  });
+
+  test('a changed deployment offers to sign in again to accept it', async () => {
+    const page = await open('seed=demo&session=connected');
+    await page.getByTestId('agent-row').first().waitFor();
+    await page.evaluate(() =>
+      window.warrenMock.setSession('failed', {
+        reason: 'the deployment changed its network from 100.64.0.0/16, fd7a:115c:a1e0::/48, suffix warren to 100.64.0.0/16, fd7a:115c:a1e0::/48, suffix corp; sign in again to accept',
+        reason_code: 'deployment_changed',
+      }),
+    );
+    const banner = page.getByTestId('sign-in-required');
+    await banner.waitFor();
+    assert.equal(await banner.getAttribute('data-reason'), 'deployment_changed');
+    assert.equal(await text(page, 'session-state'), 'Failed — the deployment changed its network');
+    assert.match(await banner.innerText(), /Sign in again to accept the new network\. The deployment changed its network from .* suffix corp; sign in again to accept\./);
+    assert.equal(await page.getByTestId('deployment-refused').count(), 0);
+    await page.getByTestId('sign-in-again').click();
+    await page.getByTestId('signin-url').waitFor();
+    assert.equal(await page.getByTestId('signin-url').inputValue(), 'https://warren.example.com');
+    assert.equal((await calls(page, 'sign_out')).length, 1);
     await done(page);
   });
 

@@ -4,6 +4,8 @@
  */
 import type { Agent } from './bindings/Agent';
 import type { Event } from './bindings/Event';
+import type { Notice } from './bindings/Notice';
+import type { NoticeKind } from './bindings/NoticeKind';
 import type { PeerStats } from './bindings/PeerStats';
 import type { SessionInfo } from './bindings/SessionInfo';
 import type { SessionState } from './bindings/SessionState';
@@ -43,6 +45,10 @@ export function session(state: SessionState, extra: Partial<SessionInfo> = {}): 
     tunnel: null,
     ...extra,
   };
+}
+
+export function notice(kind: NoticeKind, agentId: string | null, message: string): Notice {
+  return { kind, agent_id: agentId, message };
 }
 
 export function stats(agentId: string, lastHandshakeMs: number | null, extra: Partial<PeerStats> = {}): PeerStats {

@@ -1,13 +1,21 @@
 /** Tests of the status dots and texts with a fixed clock, and the number formats. */
 import { describe, expect, it } from 'vitest';
-import { agent, session, stats } from './fixtures';
+import type { ReasonCode } from './bindings/ReasonCode';
+import { agent, notice, session, stats } from './fixtures';
 import {
   agentDot,
+  agentWarnings,
+  failureText,
   formatBytes,
   formatRtt,
   handshakeText,
+  MAX_NOTICES,
   needsSignIn,
+  noticesHint,
+  noticesTitle,
   retryText,
+  sentence,
+  sessionFix,
   sessionIsOn,
   sessionText,
   STALE_AFTER_MS,
@@ -90,6 +98,105 @@ describe('sign-in required', () => {
     // Words that look like it without the code (an older helper, or another failure) do not.
     expect(needsSignIn(session('failed', { reason: 'The coordinator rejected your token', reason_code: null }))).toBe(false);
     expect(needsSignIn(session('failed', { reason: 'sign in again', reason_code: 'other' }))).toBe(false);
+  });
+});
+
+describe('what a failed session offers', () => {
+  const REFUSED =
+    "the deployment asked to route 0.0.0.0/1, which is outside the ranges Warren allows (100.64.0.0/10); ask its administrator to use a range inside them, or allow it in this machine's Warren policy";
+  const CHANGED =
+    'the deployment changed its network from 100.64.0.0/16, fd7a::/48, suffix warren to 100.65.0.0/16, fd7a::/48, suffix warren; sign in again to accept';
+
+  it('goes by the reason code', () => {
+    const fix = (reason_code: ReasonCode | null) => sessionFix(session('failed', { reason: 'x', reason_code }));
+    expect(fix('sign_in_required')).toBe('sign_in_again');
+    expect(fix('deployment_changed')).toBe('sign_in_again');
+    expect(fix('deployment_refused')).toBe('ask_administrator');
+    for (const other of ['refused', 'unreachable', 'connection_lost', 'resynchronizing', 'other', null] as const) {
+      expect(fix(other)).toBeNull();
+    }
+    // Words alone never decide.
+    expect(sessionFix(session('failed', { reason: REFUSED, reason_code: null }))).toBeNull();
+    expect(sessionFix(session('failed', { reason: CHANGED, reason_code: 'other' }))).toBeNull();
+  });
+
+  it('only for a failed session', () => {
+    for (const state of ['connecting', 'connected', 'reconnecting', 'disconnected'] as const) {
+      expect(sessionFix(session(state, { reason: REFUSED, reason_code: 'deployment_refused' }))).toBeNull();
+      expect(failureText(session(state, { reason: CHANGED, reason_code: 'deployment_changed' }))).toBeNull();
+    }
+    expect(sessionFix(null)).toBeNull();
+    expect(failureText(undefined)).toBeNull();
+  });
+
+  it('a changed deployment asks to sign in again, a refused one does not', () => {
+    expect(needsSignIn(session('failed', { reason: CHANGED, reason_code: 'deployment_changed' }))).toBe(true);
+    expect(needsSignIn(session('failed', { reason: REFUSED, reason_code: 'deployment_refused' }))).toBe(false);
+  });
+
+  it('keeps the session line short and puts the whole reason in the banner', () => {
+    const refused = session('failed', { reason: REFUSED, reason_code: 'deployment_refused' });
+    expect(sessionText(refused, 0, 0)).toBe("Failed — Warren refused the deployment's network");
+    expect(failureText(refused)).toEqual({
+      title: 'Warren refused this deployment.',
+      detail:
+        "The deployment asked to route 0.0.0.0/1, which is outside the ranges Warren allows (100.64.0.0/10); ask its administrator to use a range inside them, or allow it in this machine's Warren policy.",
+    });
+    const changed = session('failed', { reason: CHANGED, reason_code: 'deployment_changed' });
+    expect(sessionText(changed, 0, 0)).toBe('Failed — the deployment changed its network');
+    expect(failureText(changed)?.title).toBe('Sign in again to accept the new network.');
+    expect(failureText(changed)?.detail).toMatch(/^The deployment changed its network from 100\.64\.0\.0\/16.*; sign in again to accept\.$/);
+    // The token case keeps its own words, not the helper's `warren login` hint.
+    const token = session('failed', { reason: 'The coordinator rejected your token — sign in again with `warren login`.', reason_code: 'sign_in_required' });
+    expect(failureText(token)).toEqual({ title: 'Sign in again.', detail: 'The coordinator no longer accepts the saved token.' });
+    // Without words from the helper, the banner still says what happened.
+    expect(failureText(session('failed', { reason_code: 'deployment_refused' }))?.detail).toMatch(/ask its administrator/);
+    expect(failureText(session('failed', { reason_code: 'deployment_changed' }))?.detail).toMatch(/since you signed in/);
+  });
+
+  it('makes a sentence of a clause', () => {
+    expect(sentence('ask its administrator')).toBe('Ask its administrator.');
+    expect(sentence('agent main (a1): ignored it')).toBe('Agent main (a1): ignored it.');
+    expect(sentence('a workspace was left out')).toBe('A workspace was left out.');
+    // A name keeps its case; a number stays as it is.
+    expect(sentence('main.api.alice.warren: ignored')).toBe('main.api.alice.warren: ignored.');
+    expect(sentence('7 more notices are in the log')).toBe('7 more notices are in the log.');
+    expect(sentence('  Done.  ')).toBe('Done.');
+    expect(sentence('why?')).toBe('Why?');
+    expect(sentence('')).toBe('');
+  });
+});
+
+describe('notices', () => {
+  const left = notice('agent_refused', 'a9', "agent spark (a9) was left out: its address 10.0.0.9 is outside the deployment's ranges 100.64.0.0/16, fd7a::/48; ask the deployment's administrator");
+  const trimmed = notice('agent_trimmed', 'a1', 'agent main (a1): ignored 1 of its endpoints (127.0.0.1:22 is a loopback address)');
+  const trimmed2 = notice('agent_trimmed', 'a1', 'main.api.alice.warren: ignored DNS names that are not under .warren (www.example.com)');
+  const capped = notice('agents_capped', null, 'the deployment has more agents than the 50000 this helper keeps');
+
+  it('counts them, and says when the list is full', () => {
+    expect(noticesTitle([left])).toBe('1 warning about this deployment');
+    expect(noticesTitle([left, trimmed, capped])).toBe('3 warnings about this deployment');
+    expect(noticesTitle(Array.from({ length: MAX_NOTICES - 1 }, () => trimmed))).toBe('31 warnings about this deployment');
+    const full = [notice('other', null, '7 more notices about this deployment\'s agents are in the helper\'s log'), ...Array.from({ length: MAX_NOTICES - 1 }, () => trimmed)];
+    expect(noticesTitle(full)).toBe('32 or more warnings about this deployment');
+  });
+
+  it('says what they mean for the list', () => {
+    expect(noticesHint([trimmed, left])).toBe('Some agents were left out and are not reachable');
+    expect(noticesHint([capped])).toBe('Some agents were left out and are not reachable');
+    expect(noticesHint([trimmed])).toBe("Some agents' endpoints or names were ignored");
+    expect(noticesHint([notice('other', null, 'something else')])).toBeNull();
+  });
+
+  it("marks each agent with its own notices, as sentences", () => {
+    const w = agentWarnings([left, trimmed, capped, trimmed2]);
+    expect([...w.keys()]).toEqual(['a9', 'a1']);
+    expect(w.get('a1')).toBe(
+      'Agent main (a1): ignored 1 of its endpoints (127.0.0.1:22 is a loopback address).\nmain.api.alice.warren: ignored DNS names that are not under .warren (www.example.com).',
+    );
+    expect(w.get('a9')).toMatch(/^Agent spark \(a9\) was left out: .*administrator\.$/);
+    expect(agentWarnings(undefined).size).toBe(0);
+    expect(agentWarnings([]).size).toBe(0);
   });
 });
 

@@ -7,6 +7,7 @@
 import type { Agent } from './bindings/Agent';
 import type { HelperLink } from './bindings/HelperLink';
 import type { HelperLinkState } from './bindings/HelperLinkState';
+import type { Notice } from './bindings/Notice';
 import type { PeerStats } from './bindings/PeerStats';
 import type { SessionInfo } from './bindings/SessionInfo';
 import type { SessionState } from './bindings/SessionState';
@@ -110,18 +111,114 @@ export function sessionText(session: SessionInfo | null, since: number, now: num
     case 'disconnected':
       return 'Disconnected';
     case 'failed':
-      // The helper's reason points terminal users at `warren login`; the
-      // window has its own way back (the banner under this line).
-      return needsSignIn(session) ? 'Failed — the coordinator rejected the token' : `Failed${reason}`;
+      // These reasons are long or point terminal users at `warren login`;
+      // the banner under this line has them whole, with the window's own
+      // way out, so the line stays short.
+      switch (session?.reason_code) {
+        case 'sign_in_required':
+          return 'Failed — the coordinator rejected the token';
+        case 'deployment_changed':
+          return 'Failed — the deployment changed its network';
+        case 'deployment_refused':
+          return "Failed — Warren refused the deployment's network";
+        default:
+          return `Failed${reason}`;
+      }
+  }
+}
+
+/** What the window offers for a failed session: "Sign in again…", or words to take to an administrator. */
+export type SessionFix = 'sign_in_again' | 'ask_administrator';
+
+/**
+ * What a person can do about a failed session, by the helper's reason code
+ * (never its words): sign in again (the token was rejected, or the
+ * deployment's network changed since sign-in and must be accepted anew), or
+ * ask the deployment's administrator (it asked for a network this machine
+ * doesn't allow; retrying or signing in again would fail the same way).
+ * `null` when the session didn't fail, or failed for another reason.
+ */
+export function sessionFix(session: SessionInfo | null | undefined): SessionFix | null {
+  if (session?.state !== 'failed') return null;
+  switch (session.reason_code) {
+    case 'sign_in_required':
+    case 'deployment_changed':
+      return 'sign_in_again';
+    case 'deployment_refused':
+      return 'ask_administrator';
+    default:
+      return null;
+  }
+}
+
+/** Only signing in again helps (the window offers "Sign in again…"). */
+export function needsSignIn(session: SessionInfo | null | undefined): boolean {
+  return sessionFix(session) === 'sign_in_again';
+}
+
+/** The failed-session banner's words: a bold lead and the helper's reason. */
+export function failureText(session: SessionInfo | null | undefined): { title: string; detail: string } | null {
+  if (!session || sessionFix(session) === null) return null;
+  switch (session.reason_code) {
+    case 'sign_in_required':
+      return { title: 'Sign in again.', detail: 'The coordinator no longer accepts the saved token.' };
+    case 'deployment_changed':
+      return {
+        title: 'Sign in again to accept the new network.',
+        detail: session.reason ? sentence(session.reason) : 'The deployment changed its address ranges or DNS suffix since you signed in.',
+      };
+    case 'deployment_refused':
+      return {
+        title: 'Warren refused this deployment.',
+        detail: session.reason
+          ? sentence(session.reason)
+          : "The deployment asked for a network this machine doesn't allow; ask its administrator.",
+      };
+    default:
+      return null;
   }
 }
 
 /**
- * The coordinator no longer takes the saved token (the helper's reason code
- * for a failed session says so, not its words): only signing in again helps.
+ * The helper's clause as a sentence: a capital first letter and a full
+ * stop. Only a plain word is capitalized ("the deployment…"), never a name
+ * the clause may start with ("main.api.alice.warren: …").
  */
-export function needsSignIn(session: SessionInfo | null | undefined): boolean {
-  return session?.state === 'failed' && session.reason_code === 'sign_in_required';
+export function sentence(text: string): string {
+  const t = text.trim();
+  if (t === '') return t;
+  const first = /^[a-z]+(?=[\s,;:!?]|\.?$)/.test(t) ? t.charAt(0).toUpperCase() + t.slice(1) : t;
+  return /[.!?…]$/.test(first) ? first : `${first}.`;
+}
+
+/** The most notices the helper lists; a full list starts with a summary of the rest (`MAX_NOTICES`). */
+export const MAX_NOTICES = 32;
+
+/** "1 warning about this deployment", "32 or more warnings …" (a full list hides some). */
+export function noticesTitle(notices: readonly Notice[]): string {
+  const n = notices.length;
+  if (n >= MAX_NOTICES) return `${MAX_NOTICES} or more warnings about this deployment`;
+  return `${n} warning${n === 1 ? '' : 's'} about this deployment`;
+}
+
+/** What the notices mean for the list below, in a few words, or `null` when they don't say. */
+export function noticesHint(notices: readonly Notice[]): string | null {
+  if (notices.some((n) => n.kind === 'agent_refused' || n.kind === 'agents_capped')) {
+    return 'Some agents were left out and are not reachable';
+  }
+  if (notices.some((n) => n.kind === 'agent_trimmed')) return "Some agents' endpoints or names were ignored";
+  return null;
+}
+
+/** Each agent's notices as one text (sentences on lines), by agent id, for marking its row. */
+export function agentWarnings(notices: readonly Notice[] | undefined): ReadonlyMap<string, string> {
+  const out = new Map<string, string>();
+  for (const n of notices ?? []) {
+    if (n.agent_id == null) continue;
+    const prev = out.get(n.agent_id);
+    out.set(n.agent_id, prev ? `${prev}\n${sentence(n.message)}` : sentence(n.message));
+  }
+  return out;
 }
 
 /** The dot next to the session line. */

@@ -1,6 +1,7 @@
 /**
- * One agent: status dot, name, primary DNS name with a copy button,
- * handshake age, traffic and round-trip time (a button: ping it now).
+ * One agent: status dot, name (marked when the helper ignored some of what
+ * it announced), primary DNS name with a copy button, handshake age,
+ * traffic and round-trip time (a button: ping it now).
  *
  * Memoized by (agent, stats) object identity, so a stats update
  * re-renders only the rows whose figures changed. The handshake age and the
@@ -15,6 +16,7 @@ import type { PeerStats } from '../bindings/PeerStats';
 import { onTick } from '../clock';
 import { agentRowName } from '../names';
 import { agentDot, formatRtt, handshakeText, trafficText } from '../status';
+import { IconAlert } from './icons';
 
 const COPIED_FOR_MS = 1500;
 /** How long a fresh ping result stays before the reported RTT returns. */
@@ -23,9 +25,11 @@ const PING_SHOWN_MS = 4000;
 export interface AgentRowProps {
   agent: Agent;
   stats: PeerStats | undefined;
+  /** What the helper ignored of this agent (its notices), if anything. */
+  warning?: string;
 }
 
-function AgentRowImpl({ agent, stats }: AgentRowProps) {
+function AgentRowImpl({ agent, stats, warning }: AgentRowProps) {
   const rowRef = useRef<HTMLDivElement>(null);
   const hsRef = useRef<HTMLSpanElement>(null);
 
@@ -47,10 +51,17 @@ function AgentRowImpl({ agent, stats }: AgentRowProps) {
 
   const name = agentRowName(agent);
   return (
-    <div class="agent" ref={rowRef} data-testid="agent-row" data-agent-id={agent.id}>
+    <div class="agent" ref={rowRef} data-testid="agent-row" data-agent-id={agent.id} data-warning={warning ? '' : undefined}>
       <span class="dot" />
       <span class="agent-id">
-        <span class="agent-name">{agent.name}</span>
+        <span class="agent-name">
+          {agent.name}
+          {warning && (
+            <span class="agent-warning" data-testid="agent-warning" role="img" aria-label={`Warning: ${warning}`} title={warning}>
+              <IconAlert size={13} />
+            </span>
+          )}
+        </span>
         <span class="agent-dns">
           {name ? (
             <>

@@ -1,13 +1,16 @@
 /**
  * The header over every section: who is signed in where, how the session
- * stands (with a live reconnect countdown), Reconnect, and the Connect switch.
+ * stands (with a live reconnect countdown), Reconnect, the Connect switch,
+ * and under them what needs a person (a failure only they can fix, what
+ * the helper refused of the deployment).
  */
 import { useEffect, useState } from 'preact/hooks';
 import * as api from '../api';
 import { useNow } from '../clock';
 import type { AppState } from '../store';
-import { needsSignIn, sessionDot, sessionIsOn, sessionText } from '../status';
+import { sessionDot, sessionFix, sessionIsOn, sessionText } from '../status';
 import { IconAlert, IconRefresh } from './icons';
+import { SessionFailure, SessionNotices } from './Notices';
 import { hostOf } from './Shell';
 import { Switch } from './Switch';
 
@@ -48,6 +51,9 @@ export function Header({ state, onSignedOut }: { state: AppState; onSignedOut: (
     }
   };
 
+  // Both ways out of a failed session go through the sign-in form, which
+  // the deployment's URL is filled in on.
+  const signOut = () => void run('sign-in', api.signOut).then((ok) => ok && onSignedOut());
   const tunnel = session?.tunnel;
   return (
     <header class="header">
@@ -84,15 +90,9 @@ export function Header({ state, onSignedOut }: { state: AppState; onSignedOut: (
           {state.link?.message ?? 'Lost the Warren helper — looking for it…'}
         </div>
       )}
-      {needsSignIn(session) && (
-        <div class="banner error" role="alert" data-testid="sign-in-required">
-          <IconAlert />
-          <span><strong>Sign in again.</strong> The coordinator no longer accepts the saved token.</span>
-          <button type="button" class="btn" data-testid="sign-in-again" disabled={busy !== null}
-            onClick={() => void run('sign-in', api.signOut).then((ok) => ok && onSignedOut())}>
-            Sign in again…
-          </button>
-        </div>
+      {sessionFix(session) && (
+        <SessionFailure session={session} host={hostOf(account.url)} busy={busy !== null}
+          onSignIn={signOut} onSignOut={signOut} />
       )}
       {tunnel?.state === 'failed' && (
         <div class="banner warn" role="alert" data-testid="tunnel-warning">
@@ -106,6 +106,7 @@ export function Header({ state, onSignedOut }: { state: AppState; onSignedOut: (
           <span>{error}</span>
         </div>
       )}
+      <SessionNotices notices={session?.notices} />
     </header>
   );
 }

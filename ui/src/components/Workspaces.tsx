@@ -12,7 +12,7 @@ import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'preact/ho
 import * as api from '../api';
 import type { PeerStats } from '../bindings/PeerStats';
 import { deriveGroups, filterGroups, type AppState, type Group } from '../store';
-import { sessionIsOn } from '../status';
+import { agentWarnings, sessionIsOn } from '../status';
 import { AgentRow } from './AgentRow';
 import { IconSearch, IconWorkspaces, IconX } from './icons';
 
@@ -28,6 +28,8 @@ export function Workspaces({ state }: { state: AppState }) {
   cache.current = derived;
   const groups = derived.groups;
   const result = useMemo(() => filterGroups(groups, query), [groups, query]);
+  const notices = state.session?.notices;
+  const warnings = useMemo(() => agentWarnings(notices), [notices]);
   const on = sessionIsOn(state.session?.state);
   const inputRef = useRef<HTMLInputElement>(null);
   const listRef = useRef<HTMLDivElement>(null);
@@ -99,7 +101,7 @@ export function Workspaces({ state }: { state: AppState }) {
       <div class={`list${on ? '' : ' dimmed'}`} data-testid="workspace-list" ref={listRef}>
         {chunked(mounted < groups.length ? groups.slice(0, mounted) : groups).map((c, i) => (
           <div class="chunk" key={i}>
-            {c.map((g) => <WorkspaceBlock key={g.workspace.id} group={g} stats={state.stats} />)}
+            {c.map((g) => <WorkspaceBlock key={g.workspace.id} group={g} stats={state.stats} warnings={warnings} />)}
           </div>
         ))}
       </div>
@@ -130,18 +132,23 @@ export function EmptyState(props: { title: string; hint?: string; spinner?: bool
 interface BlockProps {
   group: Group;
   stats: ReadonlyMap<string, PeerStats>;
+  /** Agents' notices by agent id (`agentWarnings`). */
+  warnings: ReadonlyMap<string, string>;
 }
 
-/** Re-render a block only when its group or its own agents' stats changed. */
+/** Re-render a block only when its group or its own agents' stats or notices changed. */
 function sameBlock(prev: BlockProps, next: BlockProps): boolean {
   if (prev.group !== next.group) return false;
+  if (prev.warnings !== next.warnings) {
+    for (const a of next.group.agents) if (prev.warnings.get(a.id) !== next.warnings.get(a.id)) return false;
+  }
   if (prev.stats === next.stats) return true;
   for (const a of next.group.agents) if (prev.stats.get(a.id) !== next.stats.get(a.id)) return false;
   return true;
 }
 
 /** One workspace and its agents. Which of them show is `applyFilter`'s business, not a prop. */
-const WorkspaceBlock = memo(function WorkspaceBlock({ group, stats }: BlockProps) {
+const WorkspaceBlock = memo(function WorkspaceBlock({ group, stats, warnings }: BlockProps) {
   const { workspace, agents } = group;
   return (
     <section class="workspace" data-testid="workspace" data-workspace-id={workspace.id}>
@@ -152,7 +159,7 @@ const WorkspaceBlock = memo(function WorkspaceBlock({ group, stats }: BlockProps
       </h3>
       <div class="agents">
         {agents.length === 0 && <div class="agent-none muted">No agents in this workspace yet.</div>}
-        {agents.map((a) => <AgentRow key={a.id} agent={a} stats={stats.get(a.id)} />)}
+        {agents.map((a) => <AgentRow key={a.id} agent={a} stats={stats.get(a.id)} warning={warnings.get(a.id)} />)}
       </div>
     </section>
   );

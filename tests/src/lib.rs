@@ -9,6 +9,7 @@
 
 pub mod coord;
 pub mod desktop;
+pub mod fake_coordinator;
 pub mod helper;
 pub mod ipc;
 pub mod netns;

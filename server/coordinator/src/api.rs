@@ -407,7 +407,7 @@ fn key_in_use(sender: Sender) -> ApiError {
             "This WireGuard public key is already registered by another agent or device in this deployment, and each needs a key of its own; {}",
             match sender {
                 Sender::Agent => "give this agent its own key (a --key-file of its own, or none for a fresh key) and restart it.",
-                Sender::Device => "reconnect so that Warren makes a new key.",
+                Sender::Device | Sender::Admin => "reconnect so that Warren makes a new key.",
             }
         ),
     }

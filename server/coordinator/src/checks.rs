@@ -9,11 +9,13 @@ use warren_proto::control::{ApiError, Register};
 use warren_proto::limits::{check_endpoint, MAX_ENDPOINTS, MAX_TEXT_BYTES, PUBLIC_KEY_BASE64_LEN};
 
 /// Who sent the message, for advice that fits: an agent's endpoints come
-/// from its `--endpoint` flags, a device's from the Warren client itself.
+/// from its `--endpoint` flags, a device's from the Warren client itself,
+/// a static peer's from `warren-coord agent add --endpoint`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sender {
     Agent,
     Device,
+    Admin,
 }
 
 impl Sender {
@@ -25,6 +27,7 @@ impl Sender {
             Sender::Device => {
                 "this Warren client announced an address peers can't use; update Warren, and report it if it persists"
             }
+            Sender::Admin => "give the peer's address as clients can reach it",
         }
     }
 }
@@ -53,6 +56,7 @@ pub fn check_endpoints(
                 match sender {
                     Sender::Agent => "pass fewer `--endpoint` flags to the agent",
                     Sender::Device => "update Warren, and report it if it persists",
+                    Sender::Admin => "give at most that many `--endpoint` flags",
                 }
             ),
         ));

@@ -246,6 +246,14 @@ async fn run(db: &Db, command: Command) -> Result<()> {
                 .iter()
                 .map(|e| resolve_endpoint(e))
                 .collect::<Result<Vec<_>>>()?;
+            // Loopback and link-local stay allowed: this command can't know
+            // where `serve` listens, and the operator typing it does.
+            warren_coord::checks::check_endpoints(
+                &endpoints,
+                warren_coord::checks::Sender::Admin,
+                true,
+            )
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             let peer = public_key.as_deref().map(|k| (k, endpoints.as_slice()));
             let (_, token) = db.add_agent(&owner, &workspace, &name, peer).await?;
             match token {

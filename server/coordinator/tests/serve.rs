@@ -1041,6 +1041,24 @@ async fn unusable_endpoints_taken_keys_and_oversized_messages_are_refused() {
         .to_string()
     };
     let (main_token, aux_token) = (agent("main"), agent("aux"));
+    // Static peers too (loopback allowed: the operator knows where it runs).
+    let err = c.admin_fails(&[
+        "agent",
+        "add",
+        "--owner",
+        "alice",
+        "--workspace",
+        "api",
+        "wg",
+        "--public-key",
+        &random_key(),
+        "--endpoint",
+        "224.0.0.1:51820",
+    ]);
+    assert!(
+        err.contains("224.0.0.1:51820 is a multicast address"),
+        "{err}"
+    );
     c.serve(&[], "info");
     let url = c.ws_url();
 

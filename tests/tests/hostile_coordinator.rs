@@ -29,7 +29,7 @@ use warren_e2e::{ipc_request, poll_until, unique, TestDir};
 use warren_proto::ipc::{
     NoticeKind, ReasonCode, Reply, Request, SessionInfo, SessionState, StatusReport, TunnelState,
 };
-use warren_proto::model::Agent;
+use warren_proto::model::{Agent, DeploymentInfo};
 use warren_proto::Secret;
 
 /// The laptop's LAN: its own address, the gateway (also the LAN's DNS
@@ -443,6 +443,14 @@ impl Lab {
 
     /// Starts a session against the fake with `script`.
     fn start_session(&self, script: Script) {
+        // Pinned at the first Welcome, as for a helper started without a
+        // sign-in record.
+        self.start_session_signed_in(script, None);
+    }
+
+    /// Starts a session as `warren up` does after `warren login` recorded
+    /// the deployment the person accepted (`accepted`).
+    fn start_session_signed_in(&self, script: Script, accepted: Option<DeploymentInfo>) {
         self.fake.set_script(script);
         let reply = ipc_request(
             &self.socket,
@@ -450,9 +458,7 @@ impl Lab {
                 url: self.fake.url(),
                 token: Secret::new(TOKEN),
                 ca: None,
-                // Pinned at the first Welcome, as for a helper started
-                // without a sign-in record.
-                deployment: None,
+                deployment: accepted,
             },
         )
         .unwrap_or_else(|e| panic!("Start: {e}"));
@@ -1328,6 +1334,51 @@ fn a_hostile_coordinator_cannot_take_routes_addresses_or_names_outside_its_range
             );
         }
         lab.assert_untouched(case);
+        lab.stop_session();
+        passed.push(case);
+    }
+
+    // Signed in to one network, welcomed with another: refused before
+    // anything is applied; welcomed with the one accepted: connected.
+    {
+        let case = "deployment differs from the one accepted at sign-in";
+        let accepted = good().deployment;
+        let mut other = good_with(vec![lab_agent(1, "api")]);
+        other.deployment.ipv4_prefix = "100.72.0.0/16".into();
+        let welcomed = lab.fake.welcomed();
+        lab.start_session_signed_in(other, Some(accepted.clone()));
+        let s = lab.wait_status(case, CASE_WAIT, |s| s.session.state == SessionState::Failed);
+        let json = session_json(&s.session);
+        eprintln!("[{case}] session: {json}");
+        assert!(
+            lab.fake.welcomed() > welcomed,
+            "[{case}] no Welcome: {json}"
+        );
+        assert_eq!(
+            s.session.reason_code,
+            Some(ReasonCode::DeploymentChanged),
+            "[{case}] {json}"
+        );
+        assert!(
+            mentions(
+                s.session.reason.as_deref().unwrap_or_default(),
+                "100.72.0.0/16"
+            ),
+            "[{case}] the reason does not name what the coordinator asked: {json}"
+        );
+        lab.assert_untouched(case);
+        lab.stop_session();
+        lab.start_session_signed_in(good_with(vec![lab_agent(1, "api")]), Some(accepted));
+        lab.wait_status(case, CASE_WAIT, |s| {
+            s.session.state == SessionState::Connected
+                && s.session
+                    .tunnel
+                    .as_ref()
+                    .is_some_and(|t| t.state == TunnelState::Up)
+        });
+        lab.wait_resolv_ours(case);
+        lab.assert_confined(case);
+        lab.wait_stub_answers(case, &name_of("api"), v4_of(1));
         lab.stop_session();
         passed.push(case);
     }

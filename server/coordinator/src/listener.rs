@@ -8,7 +8,7 @@
 //! timers, and a listener that runs out of descriptors stops answering.
 
 use crate::guard::{
-    source_of, ConnLimiter, ConnLimits, ConnWatch, Expiry, FdSlot, HttpSlot, LogEvery,
+    source_of, Admitted, ConnLimiter, ConnLimits, ConnWatch, Expiry, FdSlot, HttpSlot, LogEvery,
 };
 use axum::Router;
 use hyper::body::Incoming;
@@ -28,6 +28,8 @@ use tower_service::Service;
 
 /// How long connections get to finish when the server stops.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Largest request head (and response buffer) per connection.
+const MAX_REQUEST_BUFFER: usize = 64 * 1024;
 /// At most one line per this long about refused connections or a full
 /// descriptor table: a flood must not flood the log too.
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -59,6 +61,7 @@ pub async fn run(
     let limiter = ConnLimiter::new(config.limits);
     let refused_log = LogEvery::new(LOG_EVERY);
     let accept_log = LogEvery::new(LOG_EVERY);
+    let evicted_log = LogEvery::new(LOG_EVERY);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -73,8 +76,13 @@ pub async fn run(
             }
         };
         let now = Instant::now();
-        let (fd, http, watch) = match limiter.admit(source_of(peer.ip()), now) {
-            Ok(slots) => slots,
+        let Admitted {
+            fd,
+            http,
+            watch,
+            evicted_another,
+        } = match limiter.admit(source_of(peer.ip()), now) {
+            Ok(admitted) => admitted,
             Err(why) => {
                 // Closed at once: a refused socket must not hold a descriptor.
                 drop(stream);
@@ -96,6 +104,19 @@ pub async fn run(
                 continue;
             }
         };
+        if evicted_another {
+            if let Some(n) = evicted_log.tick(now) {
+                let (open, http) = limiter.counts();
+                tracing::info!(
+                    evicted = n,
+                    last_source = %source_of(peer.ip()),
+                    open,
+                    http,
+                    "connection limits reached: closing the oldest connections still waiting for a request to make room (one line per {} s)",
+                    LOG_EVERY.as_secs()
+                );
+            }
+        }
         let _ = stream.set_nodelay(true);
         let io = Watched {
             inner: stream,
@@ -199,7 +220,11 @@ async fn serve_http<I>(
         let done = on_request.clone();
         async move {
             let resp = router.call(req).await;
-            done.request_done(Instant::now());
+            // A 101 hands the socket to the WebSocket: it never waits for
+            // another request, so it must not look evictable meanwhile.
+            if !matches!(&resp, Ok(r) if r.status() == hyper::StatusCode::SWITCHING_PROTOCOLS) {
+                done.request_done(Instant::now());
+            }
             resp
         }
     });
@@ -208,6 +233,9 @@ async fn serve_http<I>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(config.idle_timeout + config.header_timeout)
+        // Requests here are a few hundred bytes; hyper's default (~400 KB)
+        // would let a flood pin that much memory per connection.
+        .max_buf_size(MAX_REQUEST_BUFFER)
         .keep_alive(true);
     let conn = builder
         .serve_connection(TokioIo::new(io), service)

@@ -1383,17 +1383,6 @@ fn a_hostile_coordinator_cannot_take_routes_addresses_or_names_outside_its_range
         passed.push(case);
     }
 
-    // "Once in the helper's log": the agent cap is one fact, not one line
-    // per agent left out. (Checked last, so every case above has run.)
-    let log = lab.helper.stderr();
-    let cap_lines = log
-        .lines()
-        .filter(|l| l.contains("more agents than"))
-        .count();
-    assert!(
-        cap_lines <= 5,
-        "the helper logged the agent cap {cap_lines} times for one session (passed before this: {passed:?})"
-    );
     lab.assert_alive("end");
     let errors = lab.fake.errors();
     assert!(
@@ -1406,5 +1395,16 @@ fn a_hostile_coordinator_cannot_take_routes_addresses_or_names_outside_its_range
         passed.len(),
         started.elapsed(),
         lab.dir.path().display()
+    );
+    // "Once in the helper's log": the agent cap is one fact, not one line
+    // per agent left out. Checked last, so every case above has run.
+    let log = lab.helper.stderr();
+    let cap_lines = log
+        .lines()
+        .filter(|l| l.contains("more agents than"))
+        .count();
+    assert!(
+        cap_lines <= 5,
+        "the helper logged the agent cap {cap_lines} times for one session"
     );
 }

@@ -112,6 +112,23 @@ pub fn notice(
                 .into(),
         });
     }
+    let deployment = |code| next.state == SessionState::Failed && next.reason_code == Some(code);
+    if deployment(ReasonCode::DeploymentChanged) && prev_state != Some(SessionState::Failed) {
+        return Some(Notice {
+            title: "Sign in required".into(),
+            body: "The deployment changed its network. Open Warren and sign in again to accept it."
+                .into(),
+        });
+    }
+    if deployment(ReasonCode::DeploymentRefused) && prev_state != Some(SessionState::Failed) {
+        return Some(Notice {
+            title: "Deployment refused".into(),
+            body: next.reason.clone().unwrap_or_else(|| {
+                "The deployment asked for a network Warren doesn't allow; ask its administrator."
+                    .into()
+            }),
+        });
+    }
     match (prev_state, next.state) {
         (Some(SessionState::Connected), SessionState::Connected) => None,
         (_, SessionState::Connected) => Some(Notice {
@@ -121,9 +138,16 @@ pub fn notice(
                 None => "Your workspaces are reachable.".into(),
             },
         }),
+        (Some(SessionState::Connected), SessionState::Failed) if !stop_expected => Some(Notice {
+            title: "Disconnected".into(),
+            body: match &next.reason {
+                Some(reason) => format!("{reason}."),
+                None => "The connection ended. Open Warren to see why.".into(),
+            },
+        }),
         (
             Some(SessionState::Connected),
-            SessionState::Reconnecting | SessionState::Failed | SessionState::Disconnected,
+            SessionState::Reconnecting | SessionState::Disconnected,
         ) if !stop_expected => Some(Notice {
             title: "Disconnected".into(),
             body: match &next.reason {
@@ -360,6 +384,32 @@ mod tests {
         assert_eq!(n.title, "Sign in required");
         assert!(notice(Some(&rejected), Some(&rejected), false).is_none());
         assert!(notice(Some(&connected), None, false).is_none());
+
+        // A refused or changed deployment is not retried: say so, once.
+        let refused = SessionInfo {
+            reason_code: Some(ReasonCode::DeploymentRefused),
+            ..session(
+                SessionState::Failed,
+                Some("the deployment asked to route 0.0.0.0/1, which is outside the ranges Warren allows (100.64.0.0/10); ask its administrator"),
+            )
+        };
+        let n = notice(Some(&connecting), Some(&refused), false).unwrap();
+        assert_eq!(n.title, "Deployment refused");
+        assert!(n.body.contains("0.0.0.0/1"), "{}", n.body);
+        assert!(notice(Some(&refused), Some(&refused), false).is_none());
+        let changed = SessionInfo {
+            reason_code: Some(ReasonCode::DeploymentChanged),
+            ..session(
+                SessionState::Failed,
+                Some("the deployment changed its network"),
+            )
+        };
+        let n = notice(Some(&connected), Some(&changed), false).unwrap();
+        assert_eq!(n.title, "Sign in required");
+        assert!(n.body.contains("sign in again"), "{}", n.body);
+        let failed = session(SessionState::Failed, Some("incompatible version"));
+        let n = notice(Some(&connected), Some(&failed), false).unwrap();
+        assert!(!n.body.contains("keeps trying"), "{}", n.body);
     }
 
     #[test]

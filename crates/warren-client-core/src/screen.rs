@@ -341,7 +341,7 @@ impl Screen {
                         };
                         book.release(&id);
                         self.notices.clear_agent(&id);
-                        self.note_capped(&rules, self.pass.as_ref().map_or(0, |p| p.left_out));
+                        self.note_capped(&rules);
                         continue;
                     }
                     match (&mut self.pass, snapshot) {
@@ -377,17 +377,15 @@ impl Screen {
         update
     }
 
-    fn note_capped(&mut self, rules: &Rules, left_out: usize) {
-        let count = if left_out > 0 {
-            format!(" ({left_out} left out so far)")
-        } else {
-            String::new()
-        };
+    /// One notice (and one log line) however many agents are left out:
+    /// the words carry no running count, so a snapshot of 100,000 agents
+    /// does not log 50,000 times.
+    fn note_capped(&mut self, rules: &Rules) {
         self.notices.set(
             NoticeKind::AgentsCapped,
             None,
             format!(
-                "the deployment has more agents than the {} this helper keeps{count}; the rest are not shown or reachable — ask its administrator, or raise max_agents in this machine's Warren policy",
+                "the deployment has more agents than the {} this helper keeps; the rest are not shown or reachable — ask its administrator, or raise max_agents in this machine's Warren policy",
                 rules.max_agents
             ),
         );

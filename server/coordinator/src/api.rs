@@ -3,10 +3,11 @@
 
 use crate::addr;
 use crate::checks::{self, Sender};
-use crate::db::{Db, DbError, Principal};
+use crate::db::{Db, DbError, Principal, TokenCheck};
 use crate::guard::{source_of, AuthThrottle};
 use crate::hub::{ConnId, Hub, Registered, Role, Subscription};
 use crate::listener::PeerAddr;
+use crate::token;
 use crate::world::{self, OwnerView, PeerView};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -204,45 +205,60 @@ async fn authenticate(
         .into());
     };
     let source = peer.map(|Extension(PeerAddr(a))| source_of(a.ip()));
-    if let Some(source) = source {
-        if let Some(wait) = state.throttle.check(source, std::time::Instant::now()) {
-            return Err(AuthError::Throttled(wait));
-        }
-    }
-    let failed = || {
-        if let Some(source) = source {
-            if state.throttle.failed(source, std::time::Instant::now()) {
-                tracing::warn!(%source, "too many failed authentications from this address; answering 429 until it waits");
-            }
-        }
-    };
     let bearer = value
         .to_str()
         .ok()
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
+        .map(|(_, token)| token.trim())
+        .unwrap_or("");
+    // Failures count against the source and the token id tried, so that
+    // guessing one token's secret holds up only that token from that
+    // address; made-up and malformed tokens share the address's `None`.
+    let tried = token::parse(bearer).map(|t| t.id);
+    let throttled = |id: &Option<String>| {
+        let key = (source?, id.clone());
+        state.throttle.check(&key, std::time::Instant::now())
+    };
+    let failed = |id: Option<String>| {
+        if let Some(source) = source {
+            if state
+                .throttle
+                .failed((source, id), std::time::Instant::now())
+            {
+                tracing::warn!(%source, "too many failed authentications from this address; answering 429 until it waits");
+            }
+        }
+    };
+    if let Some(wait) = throttled(&tried) {
+        return Err(AuthError::Throttled(wait));
+    }
     let invalid = || {
         HttpError::unauthorized(
             "The coordinator rejected this token; sign in again with a valid token (an admin creates one with `warren-coord token create USER`).",
         )
+        .into()
     };
-    let Some(bearer) = bearer else {
-        failed();
-        return Err(invalid().into());
-    };
-    match state.db.authenticate(bearer).await {
-        Ok(Some(p)) => Ok(p),
-        Ok(None) => {
-            tracing::info!("refused a request with an invalid token");
-            failed();
-            Err(invalid().into())
-        }
+    let outcome = match state.db.check_token(bearer).await {
+        Ok(o) => o,
         Err(e) => {
             tracing::error!("token lookup failed: {e}");
-            Err(HttpError::internal().into())
+            return Err(HttpError::internal().into());
+        }
+    };
+    match outcome {
+        TokenCheck::Valid(p) => return Ok(p),
+        TokenCheck::WrongSecret => failed(tried),
+        TokenCheck::Malformed => failed(None),
+        TokenCheck::UnknownId => {
+            if let Some(wait) = throttled(&None) {
+                return Err(AuthError::Throttled(wait));
+            }
+            failed(None);
         }
     }
+    tracing::info!("refused a request with an invalid token");
+    Err(invalid())
 }
 
 async fn me(

@@ -105,6 +105,18 @@ pub struct Principal {
     pub agent_id: Option<String>,
 }
 
+/// How a bearer token fared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenCheck {
+    Valid(Principal),
+    /// Not shaped like a Warren token.
+    Malformed,
+    /// Well-formed, but no token has its id.
+    UnknownId,
+    /// The id exists but the secret (or the kind) is wrong.
+    WrongSecret,
+}
+
 /// A registered client device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
@@ -278,8 +290,18 @@ impl Db {
     /// Checks a bearer token. Malformed tokens, unknown ids and wrong secrets
     /// all give `None`, after the same amount of hashing.
     pub async fn authenticate(&self, bearer: &str) -> Result<Option<Principal>, DbError> {
+        Ok(match self.check_token(bearer).await? {
+            TokenCheck::Valid(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    /// Checks a bearer token and says how it failed, for the throttle on
+    /// failed authentications (never for the answer, which is the same
+    /// for every failure).
+    pub async fn check_token(&self, bearer: &str) -> Result<TokenCheck, DbError> {
         let Some(parsed) = token::parse(bearer) else {
-            return Ok(None);
+            return Ok(TokenCheck::Malformed);
         };
         let row: Option<TokenAuthRow> = sqlx::query_as(
             "SELECT t.kind, t.user_id, u.name AS user, t.agent_id, t.salt, t.hash \
@@ -290,16 +312,16 @@ impl Db {
         .await?;
         let Some(row) = row else {
             parsed.verify_against_nothing();
-            return Ok(None);
+            return Ok(TokenCheck::UnknownId);
         };
         let kind_matches = matches!(
             (parsed.kind, row.kind.as_str()),
             (TokenKind::User, "user") | (TokenKind::Agent, "agent")
         );
         if !parsed.verify(&row.salt, &row.hash) || !kind_matches {
-            return Ok(None);
+            return Ok(TokenCheck::WrongSecret);
         }
-        Ok(Some(Principal {
+        Ok(TokenCheck::Valid(Principal {
             kind: parsed.kind,
             token_id: parsed.id,
             user_id: row.user_id,

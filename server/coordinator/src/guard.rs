@@ -14,14 +14,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// Most sources the throttle tracks; beyond it, addresses whose buckets have
+/// Most keys the throttle tracks; beyond it, those whose buckets have
 /// refilled are forgotten first.
 const MAX_TRACKED_SOURCES: usize = 100_000;
 
 /// How many evicted connections may still be closing before a new one is
 /// refused instead of evicting yet another: bounds how far the descriptor
 /// count can overshoot the global cap while evicted tasks wind down.
-const EVICTION_SLACK: usize = 32;
+const EVICTION_SLACK: usize = 64;
 
 /// The source a peer address counts against.
 pub fn source_of(ip: IpAddr) -> IpAddr {
@@ -46,15 +46,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // ---------------------------------------------------------------------------
 // Failed authentications
 
-/// A token bucket per source: every failed authentication takes a token,
-/// tokens come back at a steady rate, and a source with no token left gets
-/// 429 before its token is even looked at. Successes cost nothing, and a
-/// token's owner elsewhere has a bucket of their own, so guessing a token's
-/// secret never locks the token itself.
+/// What failed authentications are counted against: a source, and the id
+/// of the token tried (`None` for malformed tokens and ids that don't
+/// exist, so that spraying made-up ids shares one bucket).
+pub type ThrottleKey = (IpAddr, Option<String>);
+
+/// A token bucket per [`ThrottleKey`]: every failed authentication takes a
+/// token, tokens come back at a steady rate, and a key with no token left
+/// gets 429 before its token is even looked at. Successes cost nothing. A
+/// token's owner elsewhere has buckets of their own, and so does every other
+/// token used from the guessing address, so guessing one token's secret
+/// locks out neither the token nor the address's other users; only that
+/// token from that address waits.
 pub struct AuthThrottle {
     burst: f64,
     per_second: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<ThrottleKey, Bucket>>,
 }
 
 #[derive(Clone, Copy)]
@@ -79,13 +86,13 @@ impl AuthThrottle {
         (b.tokens + secs * self.per_second).min(self.burst)
     }
 
-    /// `Some(wait)` when `source` must wait before trying another token.
-    pub fn check(&self, source: IpAddr, now: Instant) -> Option<Duration> {
+    /// `Some(wait)` when `key` must wait before another try.
+    pub fn check(&self, key: &ThrottleKey, now: Instant) -> Option<Duration> {
         if self.burst == 0.0 {
             return None;
         }
         let buckets = lock(&self.buckets);
-        let b = buckets.get(&source)?;
+        let b = buckets.get(key)?;
         let tokens = self.refill(b, now);
         if tokens >= 1.0 {
             return None;
@@ -95,14 +102,14 @@ impl AuthThrottle {
         Some(Duration::from_secs(wait as u64))
     }
 
-    /// Records a failed authentication from `source`. True when this one
-    /// used up the source's last token (worth one log line).
-    pub fn failed(&self, source: IpAddr, now: Instant) -> bool {
+    /// Records a failed authentication. True when this one used up the
+    /// key's last token (worth one log line).
+    pub fn failed(&self, key: ThrottleKey, now: Instant) -> bool {
         if self.burst == 0.0 {
             return false;
         }
         let mut buckets = lock(&self.buckets);
-        if !buckets.contains_key(&source) && buckets.len() >= MAX_TRACKED_SOURCES {
+        if !buckets.contains_key(&key) && buckets.len() >= MAX_TRACKED_SOURCES {
             buckets.retain(|_, b| self.refill(b, now) < self.burst);
             if buckets.len() >= MAX_TRACKED_SOURCES {
                 // Every tracked source is still throttled: keep them rather
@@ -110,7 +117,7 @@ impl AuthThrottle {
                 return false;
             }
         }
-        let b = buckets.entry(source).or_insert(Bucket {
+        let b = buckets.entry(key).or_insert(Bucket {
             tokens: self.burst,
             at: now,
         });
@@ -138,6 +145,15 @@ pub struct ConnLimits {
     /// WebSocket needed a valid token, so it no longer counts here: a large
     /// office behind one NAT address is fine.
     pub per_source: usize,
+}
+
+/// A connection let in: its slots, its timers, and whether an older
+/// waiting connection was told to make room for it.
+pub struct Admitted {
+    pub fd: FdSlot,
+    pub http: HttpSlot,
+    pub watch: Arc<ConnWatch>,
+    pub evicted_another: bool,
 }
 
 /// Why a new connection was turned away.
@@ -222,21 +238,21 @@ impl ConnLimiter {
 
     /// Admits a new connection from `source` at `now`, evicting a waiting
     /// one if a limit is reached, or says why not.
-    pub fn admit(
-        self: &Arc<Self>,
-        source: IpAddr,
-        now: Instant,
-    ) -> Result<(FdSlot, HttpSlot, Arc<ConnWatch>), Refusal> {
+    pub fn admit(self: &Arc<Self>, source: IpAddr, now: Instant) -> Result<Admitted, Refusal> {
         let mut inner = lock(&self.inner);
+        let mut evicted_another = false;
         let from_source = inner.per_source.get(&source).copied().unwrap_or(0);
-        if from_source >= self.limits.per_source && !Self::evict(&mut inner, |w| w.source == source)
-        {
-            return Err(Refusal::PerSource);
+        if from_source >= self.limits.per_source {
+            if !Self::evict(&mut inner, |w| w.source == source) {
+                return Err(Refusal::PerSource);
+            }
+            evicted_another = true;
         }
-        if inner.total - inner.evicting.min(inner.total) >= self.limits.global
-            && !Self::evict(&mut inner, |_| true)
-        {
-            return Err(Refusal::Global);
+        if inner.total - inner.evicting.min(inner.total) >= self.limits.global {
+            if !Self::evict(&mut inner, |_| true) {
+                return Err(Refusal::Global);
+            }
+            evicted_another = true;
         }
         inner.total += 1;
         *inner.per_source.entry(source).or_insert(0) += 1;
@@ -245,17 +261,18 @@ impl ConnLimiter {
         let watch = Arc::new(ConnWatch::new(id, source, now));
         inner.http.insert(id, watch.clone());
         drop(inner);
-        Ok((
-            FdSlot {
+        Ok(Admitted {
+            fd: FdSlot {
                 limiter: self.clone(),
                 watch: watch.clone(),
             },
-            HttpSlot {
+            http: HttpSlot {
                 limiter: self.clone(),
                 watch: watch.clone(),
             },
             watch,
-        ))
+            evicted_another,
+        })
     }
 
     /// Tells the oldest waiting connection that matches to close. Its slots
@@ -487,49 +504,62 @@ mod tests {
         assert_eq!(source_of(ip("192.0.2.1")), ip("192.0.2.1"));
     }
 
+    fn key(a: &str, id: Option<&str>) -> ThrottleKey {
+        (ip(a), id.map(str::to_string))
+    }
+
     #[test]
     fn throttle_lets_a_burst_through_then_refills_at_its_rate() {
         let t0 = Instant::now();
         let th = AuthThrottle::new(3, 6); // one token every 10 s
-        let a = ip("192.0.2.1");
+        let a = key("192.0.2.1", Some("0123456789abcdef"));
         for i in 0..3 {
-            assert_eq!(th.check(a, t0), None, "attempt {i}");
-            assert_eq!(th.failed(a, t0), i == 2);
+            assert_eq!(th.check(&a, t0), None, "attempt {i}");
+            assert_eq!(th.failed(a.clone(), t0), i == 2);
         }
-        assert_eq!(th.check(a, t0), Some(Duration::from_secs(10)));
+        assert_eq!(th.check(&a, t0), Some(Duration::from_secs(10)));
         assert_eq!(
-            th.check(a, t0 + Duration::from_secs(4)),
+            th.check(&a, t0 + Duration::from_secs(4)),
             Some(Duration::from_secs(6))
         );
-        assert_eq!(th.check(a, t0 + Duration::from_secs(10)), None);
+        assert_eq!(th.check(&a, t0 + Duration::from_secs(10)), None);
         // One more failure after the refill spends that one token again.
-        assert!(th.failed(a, t0 + Duration::from_secs(10)));
-        assert!(th.check(a, t0 + Duration::from_secs(11)).is_some());
+        assert!(th.failed(a.clone(), t0 + Duration::from_secs(10)));
+        assert!(th.check(&a, t0 + Duration::from_secs(11)).is_some());
         // Full again after burst × interval.
         let later = t0 + Duration::from_secs(40);
         for _ in 0..2 {
-            assert!(!th.failed(a, later));
+            assert!(!th.failed(a.clone(), later));
         }
     }
 
     #[test]
-    fn throttle_is_per_source_and_successes_cost_nothing() {
+    fn guessing_one_token_locks_out_neither_its_owner_nor_the_address() {
         let t0 = Instant::now();
         let th = AuthThrottle::new(2, 1);
-        let attacker = ip("192.0.2.1");
-        let owner = ip("198.51.100.7");
-        th.failed(attacker, t0);
-        th.failed(attacker, t0);
-        assert!(th.check(attacker, t0).is_some());
+        let id = Some("0123456789abcdef");
+        let guessed = key("192.0.2.1", id);
+        th.failed(guessed.clone(), t0);
+        th.failed(guessed.clone(), t0);
+        assert!(th.check(&guessed, t0).is_some());
         // The owner elsewhere never failed: not throttled, not even tracked.
-        assert_eq!(th.check(owner, t0), None);
+        assert_eq!(th.check(&key("198.51.100.7", id), t0), None);
         assert_eq!(th.tracked(), 1);
-        // IPv6 neighbours in one /64 share a bucket (after source_of).
-        let v6a = source_of(ip("2001:db8::1"));
-        let v6b = source_of(ip("2001:db8::2"));
+        // Another token from the guessing address is unaffected too.
+        assert_eq!(
+            th.check(&key("192.0.2.1", Some("fedcba9876543210")), t0),
+            None
+        );
+        // Made-up ids share one bucket per address.
+        th.failed(key("192.0.2.1", None), t0);
+        th.failed(key("192.0.2.1", None), t0);
+        assert!(th.check(&key("192.0.2.1", None), t0).is_some());
+        // IPv6 neighbours in one /64 share their buckets (after source_of).
+        let v6a = (source_of(ip("2001:db8::1")), None);
+        let v6b = (source_of(ip("2001:db8::2")), None);
+        th.failed(v6a.clone(), t0);
         th.failed(v6a, t0);
-        th.failed(v6a, t0);
-        assert!(th.check(v6b, t0).is_some());
+        assert!(th.check(&v6b, t0).is_some());
     }
 
     #[test]
@@ -537,9 +567,9 @@ mod tests {
         let th = AuthThrottle::new(0, 1);
         let t0 = Instant::now();
         for _ in 0..100 {
-            assert!(!th.failed(ip("192.0.2.1"), t0));
+            assert!(!th.failed(key("192.0.2.1", None), t0));
         }
-        assert_eq!(th.check(ip("192.0.2.1"), t0), None);
+        assert_eq!(th.check(&key("192.0.2.1", None), t0), None);
     }
 
     #[test]
@@ -550,11 +580,15 @@ mod tests {
             per_source: 2,
         });
         let a = ip("192.0.2.1");
-        let (_f1, _h1, w1) = lim.admit(a, now).unwrap();
-        let (_f2, _h2, w2) = lim.admit(a, now).unwrap();
+        let c1 = lim.admit(a, now).unwrap();
+        let c2 = lim.admit(a, now).unwrap();
+        assert!(!c2.evicted_another);
+        let (w1, w2) = (&c1.watch, &c2.watch);
         // The first is busy with a request: the second gives way.
         w1.request_started();
-        let (_f3, _h3, w3) = lim.admit(a, now).unwrap();
+        let c3 = lim.admit(a, now).unwrap();
+        assert!(c3.evicted_another);
+        let w3 = &c3.watch;
         assert!(w2.evicted.load(Ordering::Relaxed));
         assert!(!w1.evicted.load(Ordering::Relaxed));
         // Nobody left to evict from this source: refused. Others are fine.
@@ -570,20 +604,21 @@ mod tests {
             global: 2,
             per_source: 10,
         });
-        let (f1, h1, w1) = lim.admit(ip("192.0.2.1"), now).unwrap();
-        let (_f2, h2, w2) = lim.admit(ip("192.0.2.2"), now).unwrap();
-        w2.request_started();
-        let (_f3, _h3, w3) = lim.admit(ip("192.0.2.3"), now).unwrap();
+        let c1 = lim.admit(ip("192.0.2.1"), now).unwrap();
+        let c2 = lim.admit(ip("192.0.2.2"), now).unwrap();
+        c2.watch.request_started();
+        let c3 = lim.admit(ip("192.0.2.3"), now).unwrap();
         assert_eq!(
-            w1.deadline(now, Duration::ZERO, Duration::ZERO),
+            c1.watch.deadline(now, Duration::ZERO, Duration::ZERO),
             Err(Expiry::Evicted)
         );
         // The evicted connection closes: its descriptor slot is given back.
-        drop((h1, f1));
+        drop(c1);
         assert_eq!(lim.counts(), (2, 2));
         // A WebSocket leaves the HTTP phase but keeps its descriptor.
-        drop(h2);
-        w3.request_started();
+        let Admitted { fd: _fd2, http, .. } = c2;
+        drop(http);
+        c3.watch.request_started();
         assert_eq!(lim.counts(), (2, 1));
         assert_eq!(lim.admit(ip("192.0.2.4"), now).err(), Some(Refusal::Global));
     }

@@ -1203,3 +1203,84 @@ async fn loopback_endpoints_are_refused_unless_the_coordinator_is_on_loopback() 
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn failed_authentications_are_throttled_per_address_and_token() {
+    let mut c = Coord::new();
+    let alice = c.user_with_token("alice");
+    let bob = c.user_with_token("bob");
+    c.serve(
+        &[
+            "--auth-failures-burst",
+            "3",
+            "--auth-failures-per-minute",
+            "1",
+        ],
+        "info",
+    );
+    let me = format!("{}/api/v1/me", c.base);
+    let from = |a: &str| {
+        reqwest::Client::builder()
+            .local_address(a.parse::<std::net::IpAddr>().unwrap())
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    let (guesser, owner) = (from("127.0.0.7"), from("127.0.0.8"));
+    let wrong = |t: &str| {
+        let other = warren_coord::token::generate(TokenKind::User);
+        format!("{}{}", &t[..21], &other.token.expose()[21..])
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = guesser
+            .get(&me)
+            .bearer_auth(wrong(&alice))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            let wait: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=60).contains(&wait), "{wait}");
+            let body: warren_proto::control::ApiError = r.json().await.unwrap();
+            assert_eq!(body.error, "too_many_attempts");
+            assert!(body.message.contains("wait"), "{}", body.message);
+        }
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429]);
+    // That token from that address waits, even with the right secret...
+    let r = guesser.get(&me).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    // ...but its owner elsewhere and another token there are served.
+    let r = owner.get(&me).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = guesser.get(&me).bearer_auth(&bob).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Made-up ids and malformed tokens share one bucket per address.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let made_up = warren_coord::token::generate(TokenKind::User);
+        let r = guesser
+            .get(&me)
+            .bearer_auth(made_up.token.expose())
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429]);
+    let r = guesser
+        .get(&me)
+        .bearer_auth("nonsense")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let r = guesser.get(&me).bearer_auth(&bob).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

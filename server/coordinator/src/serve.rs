@@ -46,11 +46,11 @@ pub struct ServeArgs {
     /// Seconds a request head may take from its first byte to its end.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     header_timeout: u64,
-    /// Failed authentications one address may make at once before it gets
-    /// 429 (0 turns the throttle off).
+    /// Failed authentications one address may make with one token id (or
+    /// with made-up ones) before that gets 429 (0 turns the throttle off).
     #[arg(long, value_name = "N", default_value_t = 10)]
     auth_failures_burst: u32,
-    /// Failed authentications one address may make per minute after that.
+    /// Failed authentications per minute after that, per address and token id.
     #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
     auth_failures_per_minute: u32,
 }

@@ -271,19 +271,20 @@ async fn coordinator_survives_floods_under_1024_descriptors() {
                             .await;
                     let took = started.elapsed();
                     let fds = open_fds(pid);
-                    let mut p = probes.lock().expect("probe lock");
-                    p.count += 1;
-                    p.slowest = p.slowest.max(took);
-                    p.max_fds = p.max_fds.max(fds);
-                    match r {
-                        Ok(Ok((200, _))) => {}
-                        Ok(Ok((status, head))) => {
-                            p.failures.push(format!("status {status}: {head}"))
+                    {
+                        let mut p = probes.lock().expect("probe lock");
+                        p.count += 1;
+                        p.slowest = p.slowest.max(took);
+                        p.max_fds = p.max_fds.max(fds);
+                        match r {
+                            Ok(Ok((200, _))) => {}
+                            Ok(Ok((status, head))) => {
+                                p.failures.push(format!("status {status}: {head}"))
+                            }
+                            Ok(Err(e)) => p.failures.push(format!("error after {took:?}: {e}")),
+                            Err(_) => p.failures.push("no answer within 1 s".into()),
                         }
-                        Ok(Err(e)) => p.failures.push(format!("error after {took:?}: {e}")),
-                        Err(_) => p.failures.push("no answer within 1 s".into()),
                     }
-                    drop(p);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             });
@@ -379,7 +380,7 @@ async fn coordinator_survives_floods_under_1024_descriptors() {
     prober.join().expect("prober thread");
     let flood_took = flood_started.elapsed();
 
-    let p = probes.lock().expect("probe lock");
+    let p = std::mem::take(&mut *probes.lock().expect("probe lock"));
     eprintln!(
         "flood over in {flood_took:?}: idle connections all closed within {idle_closed_after:?}; {} probes, slowest {:?}; at most {} descriptors open in the coordinator",
         p.count, p.slowest, p.max_fds
@@ -395,7 +396,6 @@ async fn coordinator_survives_floods_under_1024_descriptors() {
         "descriptors ran out: {}",
         p.max_fds
     );
-    drop(p);
     // Each slowloris request kept trickling past the idle timeout, and the
     // header timeout (from its first byte) closed it.
     for (after, sent) in &slow_closed {

@@ -38,6 +38,9 @@ const DIFF_SAMPLES: usize = 5;
 
 const BENCH: &str = "control";
 
+/// The helper's peak RSS in the 20,000-agent run, the cap run's peer.
+static RSS_AT_20K_KIB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Prints one metric in the shared JSON-line format. Control has no
 /// baseline, and every figure here is a time or a size: lower is better.
 fn emit(metric: &str, value: f64, unit: &str, target: Option<f64>, note: Option<&str>) {
@@ -238,6 +241,7 @@ async fn end_to_end(dir: &Path) -> Result<()> {
     let rss = helper
         .peak_rss_kib()
         .context("read the helper's VmHWM from /proc")?;
+    RSS_AT_20K_KIB.store(rss, std::sync::atomic::Ordering::Relaxed);
     emit(
         "helper_peak_rss_mib",
         rss as f64 / 1024.0,
@@ -255,6 +259,101 @@ async fn end_to_end(dir: &Path) -> Result<()> {
         );
     }
     reader.abort();
+    Ok(())
+}
+
+/// Agents a deployment offers in the cap run: twice what the helper keeps.
+const CAP_OFFERED: usize = 2 * warren_client_core::confine::DEFAULT_MAX_AGENTS;
+
+/// A deployment with twice as many agents as the helper keeps: the helper
+/// must hold 50,000, say so in `status`, and use memory in proportion to
+/// what it keeps (the 20,000-agent run above is the peer of the ratio).
+async fn at_the_cap(dir: &Path, rss_at_20k_kib: u64) -> Result<()> {
+    let workspaces = CAP_OFFERED / AGENTS_PER_WORKSPACE;
+    eprintln!("cap run: seeding {workspaces} workspaces × {AGENTS_PER_WORKSPACE} agents…");
+    let coord = Coordinator::start(dir);
+    let token = coord.user_with_token("alice");
+    coord.admin(&[
+        "seed",
+        "--owner",
+        "alice",
+        "--workspaces",
+        &workspaces.to_string(),
+        "--agents-per-workspace",
+        &AGENTS_PER_WORKSPACE.to_string(),
+    ]);
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let helper = Helper::start(dir, "root");
+    let mut control = Client::connect(&helper.socket, "warren-bench")
+        .await
+        .context("connect the control client")?;
+    let reply = control
+        .request(Request::Start {
+            url: coord.url.clone(),
+            token: Secret::new(token),
+            ca: None,
+            deployment: None,
+        })
+        .await
+        .context("send Start")?;
+    if reply != Reply::Ok {
+        bail!("Start was answered {reply:?}");
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(180);
+    let report = loop {
+        if Instant::now() > deadline {
+            bail!("the helper did not connect within 180 s with {CAP_OFFERED} agents offered");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match control.request(Request::Status).await? {
+            Reply::Status(report) if report.session.state == SessionState::Connected => {
+                break report
+            }
+            Reply::Status(_) => continue,
+            other => bail!("Status was answered {other:?}"),
+        }
+    };
+    let kept = report.agent_count;
+    let capped = report
+        .session
+        .notices
+        .iter()
+        .any(|n| n.kind == warren_proto::ipc::NoticeKind::AgentsCapped);
+    if kept != warren_client_core::confine::DEFAULT_MAX_AGENTS || !capped {
+        bail!("with {CAP_OFFERED} agents offered the helper kept {kept} (capped notice: {capped})");
+    }
+    emit(
+        "cap_snapshot_ms",
+        ms(started.elapsed()),
+        "ms",
+        None,
+        Some("100,000 agents offered: Start reply → connected with 50,000 kept and the cap notice in status (polled every 200 ms)"),
+    );
+    let rss = helper
+        .peak_rss_kib()
+        .context("read the helper's VmHWM from /proc")?;
+    emit(
+        "helper_peak_rss_at_cap_mib",
+        rss as f64 / 1024.0,
+        "MiB",
+        None,
+        Some("VmHWM of warrend (no tunnel) keeping 50,000 of 100,000 offered agents"),
+    );
+    report::emit(
+        BENCH,
+        Metric {
+            baseline: Some((
+                "helper at 20,000 agents, same run",
+                rss_at_20k_kib as f64 / 1024.0,
+            )),
+            note: Some(
+                "peak RSS keeping 50,000 (of 100,000 offered) against 20,000: proportional to the agents kept would be 2.5x the 20,000 figure"
+                    .into(),
+            ),
+            ..Metric::new("helper_rss_cap_vs_20k", rss as f64 / 1024.0, "MiB", Better::Lower)
+        },
+    );
     Ok(())
 }
 
@@ -317,7 +416,12 @@ fn synthetic_agent(ws_id: &str, ws_name: &str, n: usize, index: usize) -> Agent 
         workspace_id: ws_id.to_string(),
         public_key: Some(synthetic_key(n)),
         addresses: vec![IpAddr::V6(v6), IpAddr::V4(v4)],
-        endpoints: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 51820)],
+        // A documentation address: the client state drops loopback
+        // endpoints from a coordinator that is not on loopback.
+        endpoints: vec![SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
+            51820,
+        )],
         dns_names,
         online: n % 3 == 1,
     }
@@ -490,7 +594,7 @@ fn agent_diff() -> Result<()> {
     let moved = |i: usize| {
         let mut a = synthetic_agent("w_0000000000000000", "ws-00000", i % 1000, 0);
         a.endpoints = vec![SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
             40000 + i as u16,
         )];
         a
@@ -616,6 +720,11 @@ fn main() -> Result<()> {
         .build()
         .context("build the tokio runtime")?;
     rt.block_on(end_to_end(dir.path()))?;
+    let cap_dir = TestDir::new("bench-control-cap");
+    rt.block_on(at_the_cap(
+        cap_dir.path(),
+        RSS_AT_20K_KIB.load(std::sync::atomic::Ordering::Relaxed),
+    ))?;
     in_process()?;
     agent_diff()
 }

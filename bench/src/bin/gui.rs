@@ -302,6 +302,7 @@ fn save_sign_in(config: &Path) -> Result<()> {
             url: "https://bench.invalid".into(),
             ca_pem: None,
             user: Some("alice".into()),
+            deployment: None,
         },
     )
     .map_err(|e| anyhow!("save the sign-in: {e}"))

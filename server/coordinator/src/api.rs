@@ -382,12 +382,7 @@ async fn first_register(socket: &mut WebSocket) -> Result<Register, Stop> {
         loop {
             match socket.recv().await {
                 None => return Err(Stop::Gone),
-                Some(Err(e)) => {
-                    return Err(Stop::Tell(bad(format!(
-                        "The coordinator could not read the `register` message ({e}); messages are limited to {} KiB.",
-                        MAX_WS_MESSAGE / 1024
-                    ))))
-                }
+                Some(Err(e)) => return Err(read_failed(&e)),
                 Some(Ok(Message::Text(text))) => {
                     return match serde_json::from_str::<ClientMessage>(&text) {
                         Ok(ClientMessage::Register(r)) => Ok(r),
@@ -411,6 +406,22 @@ async fn first_register(socket: &mut WebSocket) -> Result<Register, Stop> {
         Err(_) => Err(Stop::Tell(bad(
             "No `register` message arrived within 10 seconds; send it right after connecting.",
         ))),
+    }
+}
+
+/// A failed read: a message over [`MAX_WS_MESSAGE`] is worth telling the
+/// peer about; anything else means the transport is gone.
+fn read_failed(e: &axum::Error) -> Stop {
+    // tungstenite's capacity error, seen through axum's opaque error; the
+    // test of an oversized message keeps this match honest.
+    let text = e.to_string();
+    if text.contains("Space limit exceeded") || text.contains("too long") {
+        Stop::Tell(bad(format!(
+            "A message was over the size limit ({text}); messages to the coordinator are limited to {} KiB.",
+            MAX_WS_MESSAGE / 1024
+        )))
+    } else {
+        Stop::Gone
     }
 }
 
@@ -679,12 +690,7 @@ async fn stream<V: Streamed>(
             msg = socket.recv() => {
                 let msg = match msg {
                     None => return Ok(()),
-                    // Over the size limit, or the transport failed; in the
-                    // second case telling fails quietly.
-                    Some(Err(e)) => return Err(Stop::Tell(bad(format!(
-                        "The coordinator could not read a message ({e}); messages are limited to {} KiB.",
-                        MAX_WS_MESSAGE / 1024
-                    )))),
+                    Some(Err(e)) => return Err(read_failed(&e)),
                     Some(Ok(m)) => m,
                 };
                 heard = Instant::now();

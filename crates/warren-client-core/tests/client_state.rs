@@ -91,17 +91,7 @@ fn a_snapshot_that_replaces_every_agent_is_reconciled_as_diffs() {
     );
     // Backoff, then a new connection whose snapshot has only new agents.
     s.now += Duration::from_secs(1);
-    let at = s.c.poll_timeout().expect("a retry is scheduled");
-    s.now = s.now.max(at);
-    s.c.handle_timeout(s.now);
-    let g2 = s
-        .commands()
-        .into_iter()
-        .find_map(|c| match c {
-            Command::ConnectControl(cc) => Some(cc.generation),
-            _ => None,
-        })
-        .expect("reconnects");
+    let g2 = s.retry();
     assert!(g2 > g);
     s.c.handle_control_connected(s.now, g2, welcome());
     s.c.handle_control_update(

@@ -9,12 +9,11 @@ mod common;
 use common::*;
 
 use warren_client_core::confine::Policy;
-use warren_client_core::{ClientConfig, ClientState, Command, PeerChange, SessionKeys};
+use warren_client_core::{ClientConfig, ClientState, Command, PeerChange};
 use warren_netcfg::HostNetwork;
 use warren_proto::control::Welcome;
 use warren_proto::ipc::{NoticeKind, ReasonCode, SessionState};
 use warren_proto::model::DeploymentInfo;
-use warren_proto::Secret;
 use warren_session::ConnectFailure;
 
 fn with_deployment(v4: &str, v6: &str, suffix: &str) -> Welcome {
@@ -134,16 +133,7 @@ fn a_deployment_that_changes_its_network_ends_the_session() {
     s.c.handle_control_failed(s.now, g, ConnectFailure::Lost("reset".into()));
     assert_eq!(s.state(), SessionState::Reconnecting);
     s.commands();
-    s.now = s.c.poll_timeout().expect("a retry is scheduled");
-    s.c.handle_timeout(s.now);
-    let g2 = s
-        .commands()
-        .into_iter()
-        .find_map(|c| match c {
-            Command::ConnectControl(cc) => Some(cc.generation),
-            _ => None,
-        })
-        .expect("reconnects");
+    let g2 = s.retry();
     s.c.handle_control_connected(
         s.now,
         g2,
@@ -165,27 +155,14 @@ fn a_deployment_that_changes_its_network_ends_the_session() {
 #[test]
 fn the_deployment_accepted_at_sign_in_is_the_one_allowed() {
     let mut s = Sim::new();
-    s.c.handle_start(
-        s.now,
+    let g = s.start_with(
         "https://coord.example",
-        Secret::new("wut_id_secret"),
-        None,
-        SessionKeys::from_secret([9; 32]),
         Some(DeploymentInfo {
             suffix: "warren".into(),
             ipv4_prefix: "100.64.0.0/16".into(),
             ipv6_prefix: "fd00::/48".into(),
         }),
-    )
-    .unwrap();
-    let g = s
-        .commands()
-        .into_iter()
-        .find_map(|c| match c {
-            Command::ConnectControl(cc) => Some(cc.generation),
-            _ => None,
-        })
-        .unwrap();
+    );
     s.c.handle_control_connected(s.now, g, welcome());
     let commands = s.commands();
     assert_refused(
@@ -289,23 +266,7 @@ fn unusable_endpoints_and_foreign_names_are_cut_and_the_agent_kept() {
 #[test]
 fn a_coordinator_on_loopback_may_announce_loopback_endpoints() {
     let mut s = Sim::new();
-    s.c.handle_start(
-        s.now,
-        "http://127.0.0.1:8080",
-        Secret::new("wut_id_secret"),
-        None,
-        SessionKeys::from_secret([9; 32]),
-        None,
-    )
-    .unwrap();
-    let g = s
-        .commands()
-        .into_iter()
-        .find_map(|c| match c {
-            Command::ConnectControl(cc) => Some(cc.generation),
-            _ => None,
-        })
-        .unwrap();
+    let g = s.start_with("http://127.0.0.1:8080", None);
     s.c.handle_control_connected(s.now, g, welcome());
     let mut local = agent("a1", "api", 1);
     local.endpoints = vec!["127.0.0.1:51820".parse().unwrap()];
@@ -358,16 +319,7 @@ fn a_key_may_move_to_a_re_added_agent_in_a_new_snapshot() {
     let (g, _) = s.connect(vec![agent("old", "api", 1)]);
     s.c.handle_control_failed(s.now, g, ConnectFailure::Lost("sleep".into()));
     s.commands();
-    s.now = s.c.poll_timeout().unwrap();
-    s.c.handle_timeout(s.now);
-    let g2 = s
-        .commands()
-        .into_iter()
-        .find_map(|c| match c {
-            Command::ConnectControl(cc) => Some(cc.generation),
-            _ => None,
-        })
-        .unwrap();
+    let g2 = s.retry();
     s.c.handle_control_connected(s.now, g2, welcome());
     // The agent was removed and added again: a new id, the same key.
     s.c.handle_control_update(

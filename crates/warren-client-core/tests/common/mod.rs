@@ -132,25 +132,39 @@ impl Sim {
 
     /// Starts a session and returns the control generation to answer.
     pub fn start(&mut self) -> u64 {
+        self.start_with("https://coord.example/", None)
+    }
+
+    /// Starts a session against `url`, with the deployment accepted at
+    /// sign-in, and returns the control generation to answer.
+    pub fn start_with(&mut self, url: &str, accepted: Option<DeploymentInfo>) -> u64 {
         self.c
             .handle_start(
                 self.now,
-                "https://coord.example/",
+                url,
                 Secret::new("wut_id_secret"),
                 None,
                 SessionKeys::from_secret([9; 32]),
-                None,
+                accepted,
             )
             .unwrap();
-        let cmds = self.commands();
-        let generation = cmds
-            .iter()
-            .find_map(|c| match c {
-                Command::ConnectControl(cc) => Some(cc.generation),
-                _ => None,
-            })
-            .expect("a connection is opened");
-        generation
+        self.next_connection().expect("a connection is opened")
+    }
+
+    /// The generation of the next `ConnectControl` among the commands.
+    pub fn next_connection(&mut self) -> Option<u64> {
+        self.commands().into_iter().find_map(|c| match c {
+            Command::ConnectControl(cc) => Some(cc.generation),
+            _ => None,
+        })
+    }
+
+    /// Waits out the reconnect backoff; the new connection's generation.
+    pub fn retry(&mut self) -> u64 {
+        let at = self.c.poll_timeout().expect("a retry is scheduled");
+        self.now = self.now.max(at);
+        self.c.handle_timeout(self.now);
+        self.next_connection().expect("reconnects")
     }
 
     /// Connects with `agents` in one snapshot; returns the tunnel's `Up`.

@@ -281,11 +281,20 @@ async fn login_up_status_down_logout() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout).trim(),
-        format!("Signed in to {url} as alice. Run `warren up` to connect.")
+        format!(
+            "Signed in to {url} as alice. Run `warren up` to connect.\n\
+             This deployment routes 100.64.0.0/10 and fd00:1::/48 into the tunnel and answers names under .warren."
+        )
     );
     assert_eq!(
         std::fs::read_to_string(config.join("token")).unwrap(),
         GOOD_TOKEN
+    );
+    // The deployment accepted at sign-in is kept, for `up` to pin.
+    let saved = std::fs::read_to_string(config.join("config.json")).unwrap();
+    assert!(
+        saved.contains("\"ipv6_prefix\": \"fd00:1::/48\""),
+        "{saved}"
     );
 
     let out = warren(&socket, &config, &["up"], "").await;

@@ -172,6 +172,7 @@ fuzz() {
 }
 fuzz crates/warren-proto decode_frame
 fuzz crates/warren-dns handle_query
+fuzz crates/warren-path demux
 
 step "disk used by the build"
 du -sh "$ROOT/target" "$ROOT"/crates/*/fuzz/target 2>/dev/null || true

@@ -74,6 +74,9 @@ declare -A PKG_FOR=(
     [chromium]=chromium
     [xclip]=xclip
     [import]=imagemagick
+    # A real TURN relay (and its test client) for the path layer's tests.
+    [turnserver]=coturn
+    [turnutils_uclient]=coturn
     # A real Secret Service for the keyring test.
     [gnome-keyring-daemon]=gnome-keyring
     [secret-tool]=libsecret-tools

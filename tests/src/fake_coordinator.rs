@@ -506,6 +506,7 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) -> Result<(), String
             kind: TokenKind::User,
             id: script.device_id.clone(),
             addresses: script.addresses.clone(),
+            relays: vec![],
         });
         let sent = send_message(&mut w.0, &welcome).and_then(|()| {
             shared.welcomed.fetch_add(1, Ordering::SeqCst);

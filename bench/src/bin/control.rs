@@ -544,6 +544,7 @@ fn connected_client(workspaces: usize) -> Result<(ClientState, u64, u64)> {
             kind: TokenKind::User,
             id: "device".into(),
             addresses: vec!["100.64.0.1".parse()?, "fd12:3456:789a::1".parse()?],
+            relays: vec![],
         },
     );
     client.handle_control_update(now, generation, synthetic_snapshot_of(workspaces));

@@ -283,6 +283,7 @@ fn placeholder_welcome() -> Welcome {
         kind: warren_proto::control::TokenKind::User,
         id: String::new(),
         addresses: Vec::new(),
+        relays: Vec::new(),
     }
 }
 
@@ -292,6 +293,8 @@ fn kind_of(msg: &ServerMessage) -> &'static str {
         ServerMessage::WorkspaceUpdate(_) => "workspace update",
         ServerMessage::PeerUpdate(_) => "peer update",
         ServerMessage::Error(_) => "error",
+        ServerMessage::Relays { .. } => "relays",
+        ServerMessage::Unknown => "a message type this version does not know",
     }
 }
 

@@ -114,12 +114,18 @@ impl Link {
 
     /// The next message from the coordinator, pinging while it waits; `Err`
     /// once the link has ended (an error message from the coordinator ends
-    /// it too, and is never yielded). Safe to cancel between messages: the
-    /// only work lost is a ping being sent.
+    /// it too, and is never yielded). Message types this build does not know
+    /// (a newer coordinator's) are skipped, so they never end a link.
+    /// Safe to cancel between messages: the only work lost is a ping being
+    /// sent.
     pub async fn next(&mut self) -> Result<ServerMessage, LinkError> {
         loop {
             tokio::select! {
                 msg = self.conn.next() => return match msg {
+                    Ok(Some(ServerMessage::Unknown)) => {
+                        tracing::debug!("skipping a message type this version does not know");
+                        continue;
+                    }
                     Ok(Some(ServerMessage::Error(e))) => {
                         tracing::warn!(code = %e.error, message = %e.message, "the coordinator reported an error");
                         Err(if e.error == UNAUTHORIZED {
@@ -188,6 +194,7 @@ mod tests {
             kind: TokenKind::User,
             id: "dev1".into(),
             addresses: vec![],
+            relays: vec![],
         }
     }
 
@@ -322,6 +329,54 @@ mod tests {
             link.next().await.unwrap_err(),
             LinkError::Lost("fell behind".into())
         );
+    }
+
+    #[tokio::test]
+    async fn relays_pass_through_and_unknown_types_are_skipped() {
+        let relays = ServerMessage::Relays {
+            relays: vec![warren_proto::control::Relay {
+                addr: "turn.example.com:3478".into(),
+                username: "1700000000:dev1".into(),
+                password: Secret::new("c2VjcmV0"),
+                expires_at: 1_700_000_000,
+            }],
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sent = relays.clone();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let _register = ws.next().await;
+            ws.send(text(&ServerMessage::Welcome(welcome())))
+                .await
+                .unwrap();
+            // What a newer coordinator might send; it must not end the link.
+            ws.send(Message::text(r#"{"type":"from_the_future","x":[1,2]}"#))
+                .await
+                .unwrap();
+            ws.send(text(&sent)).await.unwrap();
+            ws.send(text(&update(1))).await.unwrap();
+            while let Some(Ok(_)) = ws.next().await {}
+        });
+        let config = ControlConfig {
+            url: format!("http://127.0.0.1:{port}"),
+            token: Secret::new("wut_test_secret"),
+            ca_pem: None,
+            register: Register {
+                protocol_version: CONTROL_VERSION,
+                public_key: "k".into(),
+                endpoints: vec![],
+                hostname: None,
+                app_version: "test".into(),
+            },
+        };
+        let mut link = Link::connect_with(&config, QUICK).await.unwrap();
+        assert_eq!(link.next().await.unwrap(), relays);
+        assert!(matches!(
+            link.next().await.unwrap(),
+            ServerMessage::WorkspaceUpdate(_)
+        ));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! Every error body is an [`ApiError`].
 
 use crate::model::{Agent, AgentId, DeploymentInfo, Workspace, WorkspaceId};
+use crate::Secret;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 
@@ -83,6 +84,32 @@ pub enum ServerMessage {
     WorkspaceUpdate(WorkspaceUpdate),
     PeerUpdate(PeerUpdate),
     Error(ApiError),
+    /// Fresh TURN credentials, sent on a live connection before the ones in
+    /// [`Welcome::relays`] (or the previous `relays`) expire. Replaces the
+    /// receiver's list whole.
+    Relays {
+        #[serde(default)]
+        relays: Vec<Relay>,
+    },
+    /// A message type this build does not know (a newer coordinator's).
+    /// Decoding it instead of failing keeps old clients connected; receivers
+    /// ignore it. Never sent.
+    #[serde(other)]
+    Unknown,
+}
+
+/// A TURN server a client may allocate relayed addresses on, with
+/// credentials in coturn's `use-auth-secret` scheme (the username is
+/// `EXPIRY:ID`, the password `base64(HMAC-SHA1(secret, username))`), valid
+/// until `expires_at`. At most [`crate::limits::MAX_RELAYS`] per message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relay {
+    /// `HOST:PORT` (UDP), a host name or an IP address.
+    pub addr: String,
+    pub username: String,
+    pub password: Secret,
+    /// Unix seconds after which the TURN server refuses these credentials.
+    pub expires_at: u64,
 }
 
 /// The coordinator's answer to [`Register`].
@@ -97,6 +124,11 @@ pub struct Welcome {
     pub id: String,
     /// Tunnel addresses of this device or agent.
     pub addresses: Vec<IpAddr>,
+    /// TURN relays with credentials for this connection; empty when the
+    /// coordinator has none configured. Refreshed by
+    /// [`ServerMessage::Relays`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<Relay>,
 }
 
 /// Whether an update replaces the receiver's state or changes it.
@@ -152,4 +184,81 @@ pub struct PeerUpdate {
     pub upserted: Vec<ClientPeer>,
     #[serde(default)]
     pub deleted: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay() -> Relay {
+        Relay {
+            addr: "turn1.example.com:3478".into(),
+            username: "1700003600:dev1".into(),
+            password: Secret::new("hunter2-base64"),
+            expires_at: 1_700_003_600,
+        }
+    }
+
+    #[test]
+    fn relays_round_trip_and_the_password_never_prints() {
+        let msg = ServerMessage::Relays {
+            relays: vec![relay()],
+        };
+        let json = serde_json::to_string(&msg).unwrap();
+        assert!(json.contains(r#""type":"relays""#), "{json}");
+        assert!(json.contains(r#""password":"hunter2-base64""#), "{json}");
+        assert_eq!(serde_json::from_str::<ServerMessage>(&json).unwrap(), msg);
+        assert!(!format!("{msg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_welcome_without_relays_is_the_old_wire_format() {
+        let welcome = Welcome {
+            protocol_version: CONTROL_VERSION,
+            coordinator_version: "1".into(),
+            deployment: DeploymentInfo {
+                suffix: "warren".into(),
+                ipv4_prefix: "100.64.0.0/10".into(),
+                ipv6_prefix: "fd00::/48".into(),
+            },
+            user: "alice".into(),
+            kind: TokenKind::User,
+            id: "dev1".into(),
+            addresses: vec![],
+            relays: vec![],
+        };
+        let json = serde_json::to_string(&ServerMessage::Welcome(welcome.clone())).unwrap();
+        assert!(!json.contains("relays"), "{json}");
+        // An old coordinator's welcome (no `relays`) still decodes.
+        assert_eq!(
+            serde_json::from_str::<ServerMessage>(&json).unwrap(),
+            ServerMessage::Welcome(welcome.clone())
+        );
+        let with = Welcome {
+            relays: vec![relay()],
+            ..welcome
+        };
+        let json = serde_json::to_string(&ServerMessage::Welcome(with.clone())).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ServerMessage>(&json).unwrap(),
+            ServerMessage::Welcome(with)
+        );
+    }
+
+    #[test]
+    fn an_unknown_message_type_decodes_as_unknown() {
+        for json in [
+            r#"{"type":"from_the_future"}"#,
+            r#"{"type":"from_the_future","candidates":[{"a":1}],"n":2}"#,
+        ] {
+            assert_eq!(
+                serde_json::from_str::<ServerMessage>(json).unwrap(),
+                ServerMessage::Unknown,
+                "{json}"
+            );
+        }
+        // A known type with a broken body is still an error, not Unknown.
+        assert!(serde_json::from_str::<ServerMessage>(r#"{"type":"relays","relays":5}"#).is_err());
+        assert!(serde_json::from_str::<ServerMessage>(r#"{"no_type":1}"#).is_err());
+    }
 }

@@ -23,6 +23,9 @@ pub const MAX_DNS_NAME_BYTES: usize = 253;
 pub const MAX_ID_BYTES: usize = 128;
 /// Longest free-text field (host name, app version).
 pub const MAX_TEXT_BYTES: usize = 256;
+/// Most TURN relays a coordinator hands out in one `Welcome` or `relays`
+/// message (a client keeps allocations on two; the rest are spares).
+pub const MAX_RELAYS: usize = 8;
 /// A WireGuard public key in base64: 32 bytes → 44 characters.
 pub const PUBLIC_KEY_BASE64_LEN: usize = 44;
 

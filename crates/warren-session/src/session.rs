@@ -361,6 +361,7 @@ mod tests {
             kind: TokenKind::User,
             id: "dev-1".into(),
             addresses: vec!["100.64.0.1".parse().unwrap()],
+            relays: vec![],
         }
     }
 

@@ -94,6 +94,7 @@ async fn a_token_revoked_on_a_live_link_stops_the_agent() {
             kind: TokenKind::Agent,
             id: "agent-1".into(),
             addresses: vec![],
+            relays: vec![],
         });
         let revoked = ServerMessage::Error(ApiError {
             error: "unauthorized".into(),

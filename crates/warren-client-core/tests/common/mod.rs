@@ -84,6 +84,7 @@ pub fn welcome() -> Welcome {
         kind: TokenKind::User,
         id: "device-1".into(),
         addresses: vec!["100.64.0.7".parse().unwrap(), "fd00::7".parse().unwrap()],
+        relays: vec![],
     }
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use warren_ipc::StateMirror;
-use warren_proto::ipc::{Handshake, PeerStats, SessionInfo, SessionState, TunnelState};
+use warren_proto::ipc::{Handshake, PathKind, PeerStats, SessionInfo, SessionState, TunnelState};
 
 /// The `tunnel` object of one agent in `--json` output.
 fn tunnel_json(stats: &PeerStats, now_ms: u64) -> serde_json::Value {
@@ -20,6 +20,9 @@ fn tunnel_json(stats: &PeerStats, now_ms: u64) -> serde_json::Value {
         "tx_bytes": stats.tx_bytes,
         "rtt_ms": stats.rtt_us.map(|us| us as f64 / 1000.0),
         "endpoint": stats.endpoint,
+        "path": stats.path(now_ms).as_str(),
+        "relay": stats.relay,
+        "remote": stats.endpoint,
     })
 }
 
@@ -78,6 +81,23 @@ pub fn human_rtt(us: u64) -> String {
         format!("{:.2} ms", us as f64 / 1000.0)
     } else {
         format!("{} ms", us / 1000)
+    }
+}
+
+/// The PATH cell: "direct", "relayed via HOST" or "none".
+pub fn path_cell(stats: &PeerStats, now_ms: u64) -> String {
+    match stats.path(now_ms) {
+        PathKind::Relayed => {
+            let relay = stats.relay.as_deref().unwrap_or("?");
+            // The host, without the port: that is how people name a relay.
+            let host = relay
+                .rsplit_once(':')
+                .map_or(relay, |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            format!("relayed via {host}")
+        }
+        kind => kind.as_str().to_string(),
     }
 }
 
@@ -205,6 +225,7 @@ pub fn render_table(mirror: &StateMirror, now_ms: u64) -> String {
             match mirror.stats.get(&agent.id) {
                 Some(s) => row.extend([
                     s.handshake(now_ms).to_string(),
+                    path_cell(s, now_ms),
                     human_bytes(s.rx_bytes),
                     human_bytes(s.tx_bytes),
                     s.rtt_us.map(human_rtt).unwrap_or_else(|| "-".into()),
@@ -214,6 +235,7 @@ pub fn render_table(mirror: &StateMirror, now_ms: u64) -> String {
                 ]),
                 None => row.extend([
                     "never".into(),
+                    "none".into(),
                     "-".into(),
                     "-".into(),
                     "-".into(),
@@ -238,7 +260,7 @@ pub fn render_table(mirror: &StateMirror, now_ms: u64) -> String {
 
     let mut header = vec!["WORKSPACE", "AGENT", "DNS NAME", "STATUS"];
     if with_tunnel {
-        header.extend(["HANDSHAKE", "RX", "TX", "RTT", "ENDPOINT"]);
+        header.extend(["HANDSHAKE", "PATH", "RX", "TX", "RTT", "ENDPOINT"]);
     }
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
@@ -355,6 +377,7 @@ mod tests {
             tx_bytes: 2048,
             rtt_us: rtt,
             endpoint: Some("10.0.0.2:51820".parse().unwrap()),
+            relay: None,
         };
         let stats = vec![
             stat("a1", Some(4_200), 1_572_864, Some(420)),
@@ -371,12 +394,12 @@ mod tests {
         let expected = "\
 Session: connected as alice to https://c.example
 
-WORKSPACE  AGENT  DNS NAME               STATUS     HANDSHAKE         RX       TX       RTT      ENDPOINT
-api        gpu    gpu.api.alice.warren   online     stale             10 B     2.0 KiB  12 ms    10.0.0.2:51820
-api        main   api.warren             online     handshake 4s ago  1.5 MiB  2.0 KiB  0.42 ms  10.0.0.2:51820
-bob/db     main   -                      online     never             0 B      2.0 KiB  -        10.0.0.2:51820
+WORKSPACE  AGENT  DNS NAME               STATUS     HANDSHAKE         PATH    RX       TX       RTT      ENDPOINT
+api        gpu    gpu.api.alice.warren   online     stale             none    10 B     2.0 KiB  12 ms    10.0.0.2:51820
+api        main   api.warren             online     handshake 4s ago  direct  1.5 MiB  2.0 KiB  0.42 ms  10.0.0.2:51820
+bob/db     main   -                      online     never             none    0 B      2.0 KiB  -        10.0.0.2:51820
 empty      -      -                      no agents
-web        main   main.web.alice.warren  offline    never             -        -        -        -
+web        main   main.web.alice.warren  offline    never             none    -        -        -        -
 ";
         assert_eq!(table, expected);
     }
@@ -399,10 +422,34 @@ web        main   main.web.alice.warren  offline    never             -        -
         assert_eq!(a1["rx_bytes"], 1_572_864);
         assert_eq!(a1["rtt_ms"], 0.42);
         assert_eq!(a1["endpoint"], "10.0.0.2:51820");
+        assert_eq!(a1["path"], "direct");
+        assert_eq!(a1["relay"], serde_json::Value::Null);
+        assert_eq!(a1["remote"], "10.0.0.2:51820");
         assert_eq!(by_id("a2")["handshake"], "stale");
+        assert_eq!(by_id("a2")["path"], "none", "a stale handshake is no path");
         assert_eq!(by_id("a4")["handshake"], "never");
         assert_eq!(by_id("a4")["last_handshake_ms"], serde_json::Value::Null);
         assert_eq!(by_id("a3"), serde_json::Value::Null);
+    }
+
+    #[test]
+    fn the_path_cell_names_the_relay_host() {
+        let mut s = PeerStats {
+            agent_id: "a".into(),
+            last_handshake_ms: Some(NOW - 1_000),
+            rx_bytes: 0,
+            tx_bytes: 0,
+            rtt_us: None,
+            endpoint: Some("203.0.113.9:3478".parse().unwrap()),
+            relay: None,
+        };
+        assert_eq!(path_cell(&s, NOW), "direct");
+        s.relay = Some("turn1.example.com:3478".into());
+        assert_eq!(path_cell(&s, NOW), "relayed via turn1.example.com");
+        s.relay = Some("[2001:db8::1]:3478".into());
+        assert_eq!(path_cell(&s, NOW), "relayed via 2001:db8::1");
+        s.last_handshake_ms = None;
+        assert_eq!(path_cell(&s, NOW), "none");
     }
 
     #[test]

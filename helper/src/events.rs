@@ -323,6 +323,7 @@ mod tests {
             tx_bytes: 7,
             rtt_us: Some(420),
             endpoint: Some("10.0.0.2:51820".parse().unwrap()),
+            relay: None,
         }
     }
 

@@ -404,6 +404,7 @@ mod tests {
                 tx_bytes: 2,
                 rtt_us: None,
                 endpoint: None,
+                relay: None,
             }],
         };
         hub.apply(2, stats.clone()).unwrap();

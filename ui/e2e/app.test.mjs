@@ -133,6 +133,9 @@ describe('warren ui', () => {
     assert.equal(await row.getByTestId('rtt').innerText(), '0.5 ms');
     assert.equal(await page.locator('[data-agent-id=a-api-gpu]').getByTestId('handshake').innerText(), 'handshake stale (4 min ago)');
     assert.equal(await page.locator('[data-agent-id=a-ml-trainer]').getByTestId('handshake').innerText(), 'agent offline');
+    // The path, as `warren status` says it: direct while the handshake is fresh, none once stale.
+    assert.equal(await row.getByTestId('path').innerText(), 'direct');
+    assert.equal(await page.locator('[data-agent-id=a-api-gpu]').getByTestId('path').innerText(), '');
     await screenshot(page, 'main-connected.png');
 
     // Switching off calls disconnect.

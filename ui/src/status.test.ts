@@ -11,6 +11,8 @@ import {
   handshakeText,
   MAX_NOTICES,
   needsSignIn,
+  pathText,
+  pathTitle,
   noticesHint,
   noticesTitle,
   retryText,
@@ -230,5 +232,19 @@ describe('session line', () => {
     expect(retryText(link, NOW, NOW + 2_500)).toBe('Looking again in 1 s…');
     expect(retryText(link, NOW, NOW + 3_000)).toBe('Looking again…');
     expect(retryText({ ...link, retry_in_ms: null }, NOW, NOW)).toBeNull();
+  });
+});
+
+describe('path', () => {
+  it('says direct or which relay while the handshake is fresh, nothing after', () => {
+    const fresh = stats('a1', NOW - 4_000);
+    expect(pathText(fresh, NOW)).toBe('direct');
+    expect(pathText({ ...fresh, relay: 'turn1.example.com:3478' }, NOW)).toBe('relayed via turn1.example.com');
+    expect(pathText({ ...fresh, relay: '[2001:db8::1]:3478' }, NOW)).toBe('relayed via 2001:db8::1');
+    expect(pathText(stats('a1', NOW - STALE_AFTER_MS), NOW)).toBe('');
+    expect(pathText(undefined, NOW)).toBe('');
+    expect(pathTitle({ ...fresh, endpoint: '10.0.0.2:51820' }, NOW)).toBe('Direct to 10.0.0.2:51820');
+    expect(pathTitle({ ...fresh, relay: 'turn1:3478' }, NOW)).toBe('Relayed through the TURN server turn1:3478');
+    expect(pathTitle(undefined, NOW)).toBe('No working path to this agent yet');
   });
 });

@@ -41,6 +41,32 @@ export function handshakeText(agent: Agent, stats: PeerStats | undefined, now: n
   return `handshake stale (${roughAge(age)} ago)`;
 }
 
+/** The relay's host without its port ("turn1.example.com:3478" → "turn1.example.com"). */
+function relayHost(relay: string): string {
+  const cut = relay.lastIndexOf(':');
+  const host = cut > 0 ? relay.slice(0, cut) : relay;
+  return host.replace(/^\[/, '').replace(/\]$/, '');
+}
+
+/**
+ * How datagrams reach the agent, as `warren status`'s PATH column says it:
+ * "direct", "relayed via HOST", or "" when there is no path (no handshake
+ * yet, or a stale one).
+ */
+export function pathText(stats: PeerStats | undefined, now: number): string {
+  if (!stats || stats.last_handshake_ms == null) return '';
+  if (ageMs(stats.last_handshake_ms, now) >= STALE_AFTER_MS) return '';
+  return stats.relay ? `relayed via ${relayHost(stats.relay)}` : 'direct';
+}
+
+/** The path's tooltip: where datagrams go. */
+export function pathTitle(stats: PeerStats | undefined, now: number): string {
+  const path = pathText(stats, now);
+  if (!path) return 'No working path to this agent yet';
+  if (stats?.relay) return `Relayed through the TURN server ${stats.relay}`;
+  return stats?.endpoint ? `Direct to ${stats.endpoint}` : 'Direct';
+}
+
 /** "4 min", "3 h", "2 d": an age too old to count in seconds. */
 export function roughAge(ms: number): string {
   const min = Math.floor(ms / 60_000);

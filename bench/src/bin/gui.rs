@@ -101,6 +101,7 @@ fn target_stats(handshake: Option<u64>) -> PeerStats {
         tx_bytes: 0,
         rtt_us: None,
         endpoint: None,
+        relay: None,
     }
 }
 

@@ -46,6 +46,9 @@ impl StatsBook {
                 tx_bytes: r.tx_bytes,
                 rtt_us: r.rtt_us,
                 endpoint: r.endpoint,
+                // Every path is direct until the path layer relays (issue
+                // 12's ICE and TURN): the data plane sends to `endpoint`.
+                relay: None,
             };
             self.by_agent
                 .insert(agent_id.clone(), (r.key, stats.clone()));
@@ -76,6 +79,7 @@ impl StatsBook {
                 tx_bytes: 0,
                 rtt_us: None,
                 endpoint: None,
+                relay: None,
             })
             .collect()
     }

@@ -456,6 +456,7 @@ mod tests {
             tx_bytes: 0,
             rtt_us: Some(400),
             endpoint: None,
+            relay: None,
         }
     }
 

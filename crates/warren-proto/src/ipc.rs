@@ -483,6 +483,33 @@ pub struct PeerStats {
     /// Where datagrams to the agent go now (it can roam).
     #[serde(default)]
     pub endpoint: Option<SocketAddr>,
+    /// The TURN relay (`HOST:PORT`) the agent is reached through, when the
+    /// path is relayed; `None` on a direct path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
+}
+
+/// How datagrams reach an agent: `warren status`'s PATH column and the
+/// `path` of its `--json` tunnel object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    /// Straight to the agent's endpoint.
+    Direct,
+    /// Through a TURN relay.
+    Relayed,
+    /// No working path: no handshake yet, or the last one is stale.
+    None,
+}
+
+impl PathKind {
+    /// `"direct"`, `"relayed"` or `"none"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathKind::Direct => "direct",
+            PathKind::Relayed => "relayed",
+            PathKind::None => "none",
+        }
+    }
 }
 
 /// How fresh a peer's handshake is, as the CLI and the app show it.
@@ -497,6 +524,16 @@ pub enum Handshake {
 }
 
 impl PeerStats {
+    /// The path at wall-clock `now_ms`: none without a fresh handshake,
+    /// else relayed or direct.
+    pub fn path(&self, now_ms: u64) -> PathKind {
+        match self.handshake(now_ms) {
+            Handshake::Recent { .. } if self.relay.is_some() => PathKind::Relayed,
+            Handshake::Recent { .. } => PathKind::Direct,
+            _ => PathKind::None,
+        }
+    }
+
     /// The handshake's freshness at wall-clock `now_ms`. A handshake time
     /// slightly in the future (clocks of two processes) counts as now.
     pub fn handshake(&self, now_ms: u64) -> Handshake {
@@ -559,6 +596,7 @@ mod tests {
             tx_bytes: 0,
             rtt_us: None,
             endpoint: None,
+            relay: None,
         }
     }
 

@@ -202,6 +202,7 @@ fn peer_stats() -> impl Strategy<Value = PeerStats> {
             tx_bytes: tx,
             rtt_us: rtt,
             endpoint: ep.map(|(a, p)| std::net::SocketAddr::new(a, p)),
+            relay: (rx % 2 == 1).then(|| "turn1.example:3478".to_string()),
         })
 }
 
@@ -323,6 +324,7 @@ fn server_message() -> impl Strategy<Value = control::ServerMessage> {
                     kind: control::TokenKind::User,
                     id,
                     addresses,
+                    relays: vec![],
                 })
             }),
         (text(), text()).prop_map(|(error, message)| control::ServerMessage::Error(

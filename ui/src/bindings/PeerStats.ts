@@ -23,4 +23,9 @@ rtt_us: number | null,
 /**
  * Where datagrams to the agent go now (it can roam).
  */
-endpoint: string | null, };
+endpoint: string | null, 
+/**
+ * The TURN relay (`HOST:PORT`) the agent is reached through, when the
+ * path is relayed; `None` on a direct path.
+ */
+relay?: string | null, };

@@ -15,7 +15,7 @@ import type { Agent } from '../bindings/Agent';
 import type { PeerStats } from '../bindings/PeerStats';
 import { onTick } from '../clock';
 import { agentRowName } from '../names';
-import { agentDot, formatRtt, handshakeText, trafficText } from '../status';
+import { agentDot, formatRtt, handshakeText, pathText, pathTitle, trafficText } from '../status';
 import { IconAlert } from './icons';
 
 const COPIED_FOR_MS = 1500;
@@ -32,16 +32,23 @@ export interface AgentRowProps {
 function AgentRowImpl({ agent, stats, warning }: AgentRowProps) {
   const rowRef = useRef<HTMLDivElement>(null);
   const hsRef = useRef<HTMLSpanElement>(null);
+  const pathRef = useRef<HTMLSpanElement>(null);
 
   // Runs before paint, so a new handshake is on screen in the same frame.
   useLayoutEffect(() => {
     const row = rowRef.current!;
     const hs = hsRef.current!;
+    const path = pathRef.current!;
     const paint = (now: number) => {
       const dot = agentDot(agent, stats, now);
       if (row.dataset.dot !== dot) row.dataset.dot = dot;
       const text = handshakeText(agent, stats, now);
       if (hs.textContent !== text) hs.textContent = text;
+      // The path lapses with the handshake, so it is painted with it.
+      const via = pathText(stats, now);
+      if (path.textContent !== via) path.textContent = via;
+      const title = pathTitle(stats, now);
+      if (path.title !== title) path.title = title;
     };
     paint(Date.now());
     // Only a handshake ages; other texts stay as they are until new data.
@@ -71,6 +78,7 @@ function AgentRowImpl({ agent, stats, warning }: AgentRowProps) {
           ) : (
             <span class="muted">no name yet</span>
           )}
+          <span class="path" ref={pathRef} data-testid="path" />
         </span>
       </span>
       <span class="handshake" ref={hsRef} data-testid="handshake" />

@@ -60,10 +60,16 @@ async fn run(
         }
     };
     let welcome = link.welcome().clone();
+    // The TURN relays and credentials the coordinator handed out, replaced
+    // whole by each `relays` message. Only kept and logged for now: the
+    // path layer that allocates on them is wired in later, and will take
+    // them from here (the welcome's go to the engine with `Connected`).
+    let mut relays = welcome.relays.clone();
     tracing::info!(
         generation,
         user = %welcome.user,
         device = %welcome.id,
+        relays = relays.len(),
         "connected to the coordinator"
     );
     if events
@@ -87,6 +93,15 @@ async fn run(
                 if events.send(event).await.is_err() {
                     return ConnectFailure::Lost("helper shutting down".into());
                 }
+            }
+            Ok(ServerMessage::Relays { relays: fresh }) => {
+                relays = fresh;
+                tracing::debug!(
+                    generation,
+                    relays = relays.len(),
+                    expires_at = relays.iter().map(|r| r.expires_at).min(),
+                    "fresh TURN credentials"
+                );
             }
             Ok(other) => {
                 tracing::debug!(generation, ?other, "ignoring a message meant for agents");

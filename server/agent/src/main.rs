@@ -211,10 +211,16 @@ async fn session(
     let welcome = link.welcome().clone();
     *attempt = 0;
     peers.begin_stream();
+    // The TURN relays and credentials the coordinator handed out, replaced
+    // whole by each `relays` message. Only kept and logged for now: the
+    // path layer that allocates on them comes later and will take them
+    // from here.
+    let mut relays = welcome.relays.clone();
     tracing::info!(
         agent = %welcome.id,
         user = %welcome.user,
         addresses = ?welcome.addresses,
+        relays = relays.len(),
         "registered with the coordinator"
     );
     slot.on_welcome(&welcome.addresses);
@@ -226,6 +232,14 @@ async fn session(
                 }
                 tracing::info!(clients = peers.len(), "client devices updated");
                 slot.peers.send_replace(peers.peers().cloned().collect());
+            }
+            Ok(ServerMessage::Relays { relays: fresh }) => {
+                relays = fresh;
+                tracing::debug!(
+                    relays = relays.len(),
+                    expires_at = relays.iter().map(|r| r.expires_at).min(),
+                    "fresh TURN credentials"
+                );
             }
             Ok(_) => {}
             Err(LinkError::Unauthorized(m)) => bail!(

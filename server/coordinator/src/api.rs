@@ -8,6 +8,7 @@ use crate::guard::{source_of, AuthThrottle};
 use crate::hub::{ConnId, Hub, Registered, Role, Subscription};
 use crate::listener::PeerAddr;
 use crate::token;
+use crate::turn::TurnConfig;
 use crate::world::{self, OwnerView, PeerView};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -58,6 +59,18 @@ pub struct AppState {
     pub allow_local_endpoints: bool,
     /// Failed authentications per source address.
     pub throttle: AuthThrottle,
+    /// TURN relays whose credentials every connection gets, if configured.
+    pub turn: Option<TurnConfig>,
+}
+
+/// Seconds since the Unix epoch: TURN credential expiries are absolute
+/// times that coturn compares with its own clock.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        // A clock before 1970 is broken; credentials from it expire at once.
+        .unwrap_or(0)
 }
 
 /// An error answer: status plus JSON body.
@@ -557,6 +570,11 @@ async fn serve_connection(
         .map_err(Stop::Tell)?;
     tracing::info!(kind = ?kind, id = %id, "registered");
     let role_id = id.clone();
+    let relays = state
+        .turn
+        .as_ref()
+        .map(|t| t.relays_for(&id, unix_now()))
+        .unwrap_or_default();
     send(
         socket,
         &ServerMessage::Welcome(Welcome {
@@ -567,6 +585,7 @@ async fn serve_connection(
             kind,
             id,
             addresses,
+            relays,
         }),
     )
     .await?;
@@ -661,9 +680,30 @@ async fn stream<V: Streamed>(
     let ping_every = state.ping_interval;
     let silence_limit = ping_every * (SILENCE_LIMIT.as_millis() / PING_INTERVAL.as_millis()) as u32;
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    // New TURN credentials before the ones sent last expire (the first went
+    // out with the welcome), so a long session always holds valid ones.
+    let mut refresh = state.turn.as_ref().map(|t| {
+        let every = t.refresh_interval();
+        let mut i = tokio::time::interval_at(Instant::now() + every, every);
+        // After a stall one refresh is enough.
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     let mut heard = Instant::now();
     loop {
         tokio::select! {
+            _ = async {
+                match refresh.as_mut() {
+                    Some(i) => i.tick().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some(turn) = &state.turn {
+                    let relays = turn.relays_for(&role_id, unix_now());
+                    tracing::debug!(relays = relays.len(), "sending fresh TURN credentials");
+                    send(socket, &ServerMessage::Relays { relays }).await?;
+                }
+            }
             changed = rx.changed() => {
                 if changed.is_err() {
                     return Err(Stop::Tell(ApiError {

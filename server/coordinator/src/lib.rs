@@ -8,6 +8,7 @@
 //! - [`checks`]: what agents and devices may register (keys, endpoints, sizes)
 //! - [`listener`]: the accept loop, with the limits and timers of [`guard`]
 //! - [`token`], [`names`], [`addr`]: tokens, name rules, address allocation
+//! - [`turn`]: TURN relays and the short-lived credentials handed out
 
 pub mod addr;
 pub mod api;
@@ -18,4 +19,5 @@ pub mod hub;
 pub mod listener;
 pub mod names;
 pub mod token;
+pub mod turn;
 pub mod world;

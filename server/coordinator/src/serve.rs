@@ -15,6 +15,7 @@ use warren_coord::guard::{AuthThrottle, ConnLimits};
 use warren_coord::hub::Hub;
 use warren_coord::listener::{self, ListenConfig};
 use warren_coord::names;
+use warren_coord::turn::{self, TurnConfig};
 use warren_proto::model::DeploymentInfo;
 
 #[derive(clap::Args)]
@@ -53,6 +54,22 @@ pub struct ServeArgs {
     /// Failed authentications per minute after that, per address and token id.
     #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
     auth_failures_per_minute: u32,
+    /// A TURN server (coturn with `use-auth-secret`) clients may relay
+    /// through, as HOST:PORT (repeatable, at most 8). Each client gets
+    /// short-lived credentials for every one.
+    #[arg(long = "turn", value_name = "HOST:PORT", requires = "turn_secret_file")]
+    turn: Vec<String>,
+    /// File holding the TURN servers' `static-auth-secret` (readable by
+    /// its owner only). Required with --turn.
+    #[arg(long, value_name = "FILE", requires = "turn")]
+    turn_secret_file: Option<PathBuf>,
+    /// The TURN servers' realm (default: the DNS suffix).
+    #[arg(long, value_name = "REALM", requires = "turn")]
+    turn_realm: Option<String>,
+    /// Seconds TURN credentials stay valid (60-86400); clients get new ones
+    /// after two thirds of that.
+    #[arg(long, value_name = "SECS", default_value_t = turn::DEFAULT_TTL.as_secs(), requires = "turn")]
+    turn_credential_ttl: u64,
 }
 
 /// Descriptors kept for everything but client sockets: the database (each
@@ -185,7 +202,7 @@ pub async fn serve(db: Db, args: ServeArgs) -> Result<()> {
         );
     }
     let meta = db.meta().await?;
-    let suffix = match (args.suffix, meta.suffix) {
+    let suffix = match (args.suffix.clone(), meta.suffix) {
         (Some(s), stored) => {
             names::validate_suffix(&s).context("the --suffix is not a valid DNS suffix")?;
             if stored.as_deref() != Some(s.as_str()) {
@@ -207,6 +224,7 @@ pub async fn serve(db: Db, args: ServeArgs) -> Result<()> {
         ipv4_prefix: IPV4_PREFIX.into(),
         ipv6_prefix: meta.ipv6_prefix.to_string(),
     };
+    let turn = turn_config(&args, &suffix)?;
     let descriptors = raise_descriptor_limit();
     let limits = ConnLimits {
         global: global_cap(args.max_connections, descriptors)?,
@@ -235,6 +253,7 @@ pub async fn serve(db: Db, args: ServeArgs) -> Result<()> {
         ping_interval: ping_interval(),
         allow_local_endpoints: args.listen.ip().is_loopback(),
         throttle: AuthThrottle::new(args.auth_failures_burst, args.auth_failures_per_minute),
+        turn,
     });
     let app = api::router(state);
 
@@ -267,6 +286,51 @@ pub async fn serve(db: Db, args: ServeArgs) -> Result<()> {
     listener::run(listener, tls, app, listen_config, shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The TURN relays from the flags, or `None` without `--turn`. The secret
+/// is read here, once; it is never logged.
+fn turn_config(args: &ServeArgs, suffix: &str) -> Result<Option<TurnConfig>> {
+    if args.turn.is_empty() {
+        return Ok(None);
+    }
+    let Some(path) = &args.turn_secret_file else {
+        bail!("--turn needs --turn-secret-file FILE, a file holding coturn's static-auth-secret");
+    };
+    let secret = turn::read_secret_file(path)?;
+    let ttl = match test_turn_ttl() {
+        Some(ttl) => {
+            tracing::warn!(
+                ttl_s = ttl.as_secs(),
+                "WARREN_COORD_TURN_TTL_SECS is set: TURN credentials use a lifetime meant for tests"
+            );
+            ttl
+        }
+        None => turn::check_ttl(args.turn_credential_ttl)?,
+    };
+    let realm = args
+        .turn_realm
+        .clone()
+        .unwrap_or_else(|| suffix.to_string());
+    let config = TurnConfig::new(&args.turn, secret, realm, ttl)?;
+    tracing::info!(
+        servers = ?config.servers(),
+        realm = config.realm(),
+        credential_ttl_s = config.ttl().as_secs(),
+        "TURN relays configured"
+    );
+    Ok(Some(config))
+}
+
+/// A TURN credential lifetime below the operator's minimum, for tests that
+/// watch credentials being refreshed and expiring: `WARREN_COORD_TURN_TTL_SECS`
+/// (at least 2).
+fn test_turn_ttl() -> Option<Duration> {
+    std::env::var("WARREN_COORD_TURN_TTL_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .filter(|ttl| (turn::MIN_TEST_TTL..=turn::MAX_TTL).contains(ttl))
 }
 
 /// The WebSocket ping interval: 15 s, or `WARREN_COORD_PING_MS` (for tests

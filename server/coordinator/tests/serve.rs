@@ -1284,3 +1284,189 @@ async fn failed_authentications_are_throttled_per_address_and_token() {
     let r = guesser.get(&me).bearer_auth(&bob).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// A TURN secret file readable by its owner only.
+fn turn_secret_file(dir: &Path, secret: &str) -> PathBuf {
+    let path = dir.join("turn-secret");
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    path
+}
+
+#[test]
+fn turn_flags_are_validated_with_a_way_out() {
+    let c = Coord::new();
+    let secret = turn_secret_file(c.dir.path(), "s3cret-turn");
+    let secret = secret.to_str().unwrap();
+    let serve = |extra: &[&str]| {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        c.admin_fails(&args)
+    };
+    let err = serve(&["--turn", "127.0.0.1:3478"]);
+    assert!(err.contains("--turn-secret-file"), "{err}");
+    let err = serve(&["--turn-secret-file", secret]);
+    assert!(err.contains("--turn"), "{err}");
+    let err = serve(&["--turn", "turn1.example.com", "--turn-secret-file", secret]);
+    assert!(err.contains("is not HOST:PORT"), "{err}");
+    let err = serve(&["--turn", "0.0.0.0:3478", "--turn-secret-file", secret]);
+    assert!(err.contains("unspecified"), "{err}");
+    let err = serve(&[
+        "--turn",
+        "t:1",
+        "--turn-secret-file",
+        secret,
+        "--turn-credential-ttl",
+        "30",
+    ]);
+    assert!(err.contains("60-86400"), "{err}");
+    let err = serve(&[
+        "--turn",
+        "t:1",
+        "--turn",
+        "t:1",
+        "--turn-secret-file",
+        secret,
+    ]);
+    assert!(err.contains("twice"), "{err}");
+    let missing = c.dir.path().join("nope");
+    let err = serve(&[
+        "--turn",
+        "t:1",
+        "--turn-secret-file",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(err.contains("cannot read the TURN secret file"), "{err}");
+    let empty = c.dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let open = c.dir.path().join("open");
+        std::fs::write(&open, "s3cret-turn\n").unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = serve(&[
+            "--turn",
+            "t:1",
+            "--turn-secret-file",
+            open.to_str().unwrap(),
+        ]);
+        assert!(err.contains("chmod 600"), "{err}");
+        assert!(!err.contains("s3cret-turn"), "{err}");
+    }
+    let err = serve(&[
+        "--turn",
+        "t:1",
+        "--turn-secret-file",
+        empty.to_str().unwrap(),
+    ]);
+    assert!(err.contains("is empty"), "{err}");
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn turn_credentials_come_with_the_welcome_are_refreshed_and_never_logged() {
+    const SECRET: &str = "shared-with-coturn-7f3a9";
+    let mut c = Coord::new();
+    let token = c.user_with_token("alice");
+    c.admin(&["workspace", "add", "--owner", "alice", "api"]);
+    let agent_token = c
+        .admin(&[
+            "agent",
+            "add",
+            "--owner",
+            "alice",
+            "--workspace",
+            "api",
+            "main",
+        ])
+        .trim()
+        .to_string();
+    let secret = turn_secret_file(c.dir.path(), SECRET);
+    c.serve_env(
+        &[
+            "--turn",
+            "127.0.0.1:3478",
+            "--turn",
+            "turn2.example.com:3479",
+            "--turn-secret-file",
+            secret.to_str().unwrap(),
+        ],
+        "trace",
+        &[("WARREN_COORD_TURN_TTL_SECS", "3")],
+    );
+    let before = unix_now();
+    let (mut user, welcome) = connect(&c.ws_url(), &token, &random_key()).await;
+    let addrs: Vec<&str> = welcome.relays.iter().map(|r| r.addr.as_str()).collect();
+    assert_eq!(addrs, ["127.0.0.1:3478", "turn2.example.com:3479"]);
+    let mut passwords = Vec::new();
+    for r in &welcome.relays {
+        assert!(
+            (before + 3..=unix_now() + 3).contains(&r.expires_at),
+            "{r:?}"
+        );
+        assert_eq!(r.username, format!("{}:{}", r.expires_at, welcome.id));
+        let (_, want) =
+            warren_coord::turn::credentials(SECRET.as_bytes(), &welcome.id, r.expires_at);
+        assert_eq!(r.password, want);
+        passwords.push(r.password.expose().to_string());
+    }
+    // Agents get credentials for their own id.
+    let (mut agent, agent_welcome) = connect(&c.ws_url(), &agent_token, &random_key()).await;
+    assert_eq!(agent_welcome.relays.len(), 2);
+    assert!(agent_welcome.relays[0]
+        .username
+        .ends_with(&format!(":{}", agent_welcome.id)));
+    passwords.push(agent_welcome.relays[0].password.expose().to_string());
+
+    // With a 3 s lifetime, fresh credentials come after 2 s, on the live
+    // connection, between the workspace updates.
+    let started = std::time::Instant::now();
+    let fresh = loop {
+        match next_within(&mut user, Duration::from_secs(5)).await {
+            Some(ServerMessage::Relays { relays }) => break relays,
+            Some(ServerMessage::WorkspaceUpdate(_)) => continue,
+            other => panic!("expected relays within 5 s, got {other:?}"),
+        }
+    };
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(4),
+        "refreshed after {waited:?}"
+    );
+    assert_eq!(fresh.len(), 2);
+    assert!(fresh[0].expires_at > welcome.relays[0].expires_at);
+    let (_, want) =
+        warren_coord::turn::credentials(SECRET.as_bytes(), &welcome.id, fresh[0].expires_at);
+    assert_eq!(fresh[0].password, want);
+    passwords.push(fresh[0].password.expose().to_string());
+    let agent_fresh = loop {
+        match next_within(&mut agent, Duration::from_secs(5)).await {
+            Some(ServerMessage::Relays { relays }) => break relays,
+            Some(ServerMessage::PeerUpdate(_)) => continue,
+            other => panic!("expected relays within 5 s, got {other:?}"),
+        }
+    };
+    assert!(agent_fresh[0].expires_at > agent_welcome.relays[0].expires_at);
+
+    drop((user, agent));
+    let log = c.stop_gracefully();
+    assert!(log.contains("TURN relays configured"), "{log}");
+    for secret in std::iter::once(SECRET.to_string()).chain(passwords) {
+        assert!(
+            !log.contains(&secret),
+            "a TURN secret or password appeared in the log"
+        );
+    }
+}

@@ -74,6 +74,10 @@ declare -A PKG_FOR=(
     [chromium]=chromium
     [xclip]=xclip
     [import]=imagemagick
+    # The NAT lab's routers: nftables for masquerade, conntrack to forget
+    # mappings when a test changes a router's behaviour.
+    [nft]=nftables
+    [conntrack]=conntrack
     # A real TURN relay (and its test client) for the path layer's tests.
     [turnserver]=coturn
     [turnutils_uclient]=coturn

@@ -12,6 +12,7 @@ pub mod desktop;
 pub mod fake_coordinator;
 pub mod helper;
 pub mod ipc;
+pub mod nat_lab;
 pub mod netns;
 pub mod proc;
 pub mod users;

@@ -294,10 +294,11 @@ impl Engine {
                 welcome,
             } => {
                 // Read now, not at start: the machine may have joined a
-                // network (or another VPN) since.
-                let tun = self.tunnel.as_ref().map_or("", |m| m.tun_name());
-                self.client
-                    .handle_host_networks(warren_netcfg::host_networks(tun));
+                // network (or another VPN) since. Only a data plane routes.
+                if let Some(manager) = &self.tunnel {
+                    self.client
+                        .handle_host_networks(warren_netcfg::host_networks(manager.tun_name()));
+                }
                 self.client
                     .handle_control_connected(now, generation, welcome)
             }

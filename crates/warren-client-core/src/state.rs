@@ -294,11 +294,16 @@ impl ClientState {
 
     /// The networks this machine has now; the driver reads them just
     /// before passing on a registration ([`Self::handle_control_connected`]).
+    /// Without a data plane (`--no-tunnel`) nothing is routed, so nothing
+    /// can clash: they are not kept.
     pub fn handle_host_networks(&mut self, networks: Vec<warren_netcfg::HostNetwork>) {
-        let own = self.facts.as_ref().map(|f| f.tun_name.as_str());
+        let Some(facts) = &self.facts else {
+            self.host_networks.clear();
+            return;
+        };
         self.host_networks = networks
             .into_iter()
-            .filter(|n| Some(n.interface.as_str()) != own)
+            .filter(|n| n.interface != facts.tun_name)
             .collect();
     }
 

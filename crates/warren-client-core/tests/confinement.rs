@@ -101,6 +101,20 @@ fn a_range_over_this_machines_lan_is_refused_naming_it() {
     }]);
     s.connect(vec![agent("a1", "api", 1)]);
     assert_eq!(s.state(), SessionState::Connected);
+
+    // Without a data plane nothing is routed, so a clash doesn't matter.
+    let mut s = Sim {
+        c: ClientState::new(ClientConfig::default()),
+        now: std::time::Instant::now(),
+    };
+    s.c.handle_host_networks(vec![HostNetwork {
+        network: "100.100.7.0/24".parse().unwrap(),
+        interface: "wlan0".into(),
+    }]);
+    let g = s.start();
+    s.c.handle_control_connected(s.now, g, welcome());
+    s.c.handle_control_update(s.now, g, snapshot(0, false, vec![ws("api")], vec![]));
+    assert_eq!(s.state(), SessionState::Connected);
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! the throwaway network namespaces of [`netns`], which are deleted on drop.
 
 pub mod coord;
+pub mod coturn;
 pub mod desktop;
 pub mod fake_coordinator;
 pub mod helper;

@@ -5,5 +5,8 @@
 //! WireGuard. Sans-IO like the rest of the client core.
 
 pub mod demux;
+pub mod select;
+pub mod turn;
 
 pub use demux::{classify, Datagram, DemuxError};
+pub use select::{Path, PathSelector};

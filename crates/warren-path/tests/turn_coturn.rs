@@ -1,0 +1,415 @@
+//! The sans-IO TURN client against a real coturn (`turnserver`, Debian
+//! package `coturn`) on 127.0.0.1, driven over real UDP sockets: allocate
+//! with `use-auth-secret` credentials, relay to a plain UDP "peer" by Send
+//! indication and by ChannelData and back, refuse expired credentials.
+//!
+//! Each test runs its own coturn on a free port with its config, database,
+//! pid file and log in a temp dir, killed on drop even when the test fails.
+//! Without `turnserver` installed the tests fail, unless
+//! `WARREN_ALLOW_SKIP=1` allows skipping them on purpose.
+
+#![cfg(target_os = "linux")]
+
+use std::io::{ErrorKind, Read};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use warren_path::turn::{Allocation, Credentials, Failure, TurnEvent};
+
+const ALLOW_SKIP_VAR: &str = "WARREN_ALLOW_SKIP";
+const SECRET: &str = "coturn-test-secret";
+const REALM: &str = "warren.test";
+
+/// `true` if the test can run; panics when it can't unless skipping is
+/// allowed (then it says why and returns `false`).
+fn run_or_skip(cannot_run: Option<String>) -> bool {
+    let Some(reason) = cannot_run else {
+        return true;
+    };
+    if std::env::var_os(ALLOW_SKIP_VAR).is_some_and(|v| v == "1") {
+        eprintln!("skipping ({ALLOW_SKIP_VAR}=1): {reason}");
+        return false;
+    }
+    panic!("{reason}. Install coturn (Debian: apt-get install -y coturn; scripts/test.sh does), or set {ALLOW_SKIP_VAR}=1 to skip these tests on purpose");
+}
+
+/// A coturn of our own, killed on drop.
+struct Coturn {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Coturn {
+    fn log(&self) -> String {
+        let mut s = String::new();
+        for name in ["turn.log", "stdout", "stderr"] {
+            if let Ok(mut f) = std::fs::File::open(self.dir.path().join(name)) {
+                let _ = f.read_to_string(&mut s);
+            }
+        }
+        let tail: Vec<&str> = s.lines().rev().take(40).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_coturn() -> Option<Coturn> {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let config = format!(
+        "listening-ip=127.0.0.1\n\
+         listening-port={port}\n\
+         relay-ip=127.0.0.1\n\
+         min-port=40000\n\
+         max-port=49999\n\
+         use-auth-secret\n\
+         static-auth-secret={SECRET}\n\
+         realm={REALM}\n\
+         no-tls\n\
+         no-dtls\n\
+         no-tcp\n\
+         no-tcp-relay\n\
+         no-cli\n\
+         fingerprint\n\
+         allow-loopback-peers\n\
+         userdb={db}\n\
+         pidfile={pid}\n\
+         log-file={log}\n\
+         simple-log\n",
+        db = dir.path().join("turndb").display(),
+        pid = dir.path().join("turnserver.pid").display(),
+        log = dir.path().join("turn.log").display(),
+    );
+    let conf = dir.path().join("turnserver.conf");
+    std::fs::write(&conf, config).unwrap();
+    let out = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+    let child = match Command::new("turnserver")
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(out("stdout"))
+        .stderr(out("stderr"))
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            run_or_skip(Some("coturn's `turnserver` is not installed".into()));
+            return None;
+        }
+        Err(e) => panic!("could not start turnserver: {e}"),
+    };
+    let mut coturn = Coturn {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        dir,
+    };
+    wait_ready(&mut coturn);
+    Some(coturn)
+}
+
+/// Until coturn answers a STUN Binding request (bounded).
+fn wait_ready(coturn: &mut Coturn) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut binding = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    binding.extend_from_slice(&[0x42; 12]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 1500];
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = coturn.child.try_wait() {
+            panic!("turnserver exited ({status}) at start:\n{}", coturn.log());
+        }
+        sock.send_to(&binding, coturn.addr).unwrap();
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            if n >= 20 && buf[0..2] == [0x01, 0x01] {
+                return;
+            }
+        }
+    }
+    panic!(
+        "turnserver did not answer STUN within 10 s:\n{}",
+        coturn.log()
+    );
+}
+
+/// coturn's `use-auth-secret` credentials valid until `expiry` (Unix s).
+fn credentials(expiry: u64, id: &str) -> Credentials {
+    let username = format!("{expiry}:{id}");
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(username.as_bytes());
+    let password = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    Credentials::new(username, password).unwrap()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The client side: the allocation and its real socket.
+struct Client {
+    allocation: Allocation,
+    sock: UdpSocket,
+    relayed: Vec<(SocketAddr, Vec<u8>)>,
+    seen: Vec<TurnEvent>,
+}
+
+impl Client {
+    fn new(server: SocketAddr, credentials: Credentials) -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Self {
+            allocation: Allocation::new(Instant::now(), server, credentials),
+            sock,
+            relayed: Vec::new(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Runs the allocation over the socket until `done` says so (for an
+    /// event or relayed data), for at most `limit`.
+    fn drive(&mut self, limit: Duration, mut done: impl FnMut(&Self) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            while let Some(t) = self.allocation.poll_transmit() {
+                self.sock.send_to(&t.payload, t.dst).unwrap();
+            }
+            while let Some(e) = self.allocation.poll_event() {
+                self.seen.push(e);
+            }
+            if done(self) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let wait = self
+                .allocation
+                .poll_timeout()
+                .map(|t| t.saturating_duration_since(now))
+                .unwrap_or(Duration::from_millis(50))
+                .clamp(Duration::from_millis(1), Duration::from_millis(50));
+            self.sock.set_read_timeout(Some(wait)).unwrap();
+            match self.sock.recv_from(&mut buf) {
+                Ok((n, from)) => match self
+                    .allocation
+                    .handle_input(Instant::now(), from, &buf[..n])
+                {
+                    Ok(Some(r)) => self.relayed.push((r.peer, r.payload.into_owned())),
+                    Ok(None) => {}
+                    Err(e) => eprintln!("dropped a datagram: {e}"),
+                },
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => panic!("recv: {e}"),
+            }
+            let now = Instant::now();
+            if self.allocation.poll_timeout().is_some_and(|t| t <= now) {
+                self.allocation.handle_timeout(now);
+            }
+        }
+    }
+
+    fn wait_event(
+        &mut self,
+        what: &str,
+        coturn: &Coturn,
+        pred: impl Fn(&TurnEvent) -> bool,
+    ) -> TurnEvent {
+        let found = self.drive(Duration::from_secs(10), |c| c.seen.iter().any(&pred));
+        assert!(
+            found,
+            "no {what} within 10 s; events {:?}; coturn log:\n{}",
+            self.seen,
+            coturn.log()
+        );
+        let i = self.seen.iter().position(&pred).unwrap();
+        self.seen.remove(i)
+    }
+}
+
+fn recv_on(peer: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = peer
+        .recv_from(&mut buf)
+        .expect("the peer received nothing from the relay within 5 s");
+    (buf[..n].to_vec(), from)
+}
+
+#[test]
+fn relays_both_ways_through_coturn() {
+    let Some(coturn) = start_coturn() else {
+        return;
+    };
+    let mut client = Client::new(coturn.addr, credentials(unix_now() + 3600, "device-1"));
+    let TurnEvent::Allocated {
+        relayed, mapped, ..
+    } = client.wait_event("allocation", &coturn, |e| {
+        matches!(e, TurnEvent::Allocated { .. })
+    })
+    else {
+        unreachable!()
+    };
+    assert_eq!(relayed.ip(), coturn.addr.ip());
+    assert_ne!(relayed.port(), coturn.addr.port());
+    assert_eq!(
+        mapped,
+        client.sock.local_addr().unwrap(),
+        "XOR-MAPPED-ADDRESS is our socket"
+    );
+
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+
+    // Permission only: a Send indication out, a Data indication back.
+    client
+        .allocation
+        .create_permission(Instant::now(), peer_addr.ip())
+        .unwrap();
+    client.wait_event("permission", &coturn, |e| {
+        matches!(e, TurnEvent::PermissionCreated { .. })
+    });
+    let t = client
+        .allocation
+        .encapsulate(peer_addr, b"via send")
+        .unwrap();
+    assert_eq!(t.payload[0] & 0xC0, 0, "a STUN Send indication");
+    client.sock.send_to(&t.payload, t.dst).unwrap();
+    assert_eq!(recv_on(&peer), (b"via send".to_vec(), relayed));
+    peer.send_to(b"back via data", relayed).unwrap();
+    assert!(
+        client.drive(Duration::from_secs(5), |c| !c.relayed.is_empty()),
+        "no Data indication came back"
+    );
+    assert_eq!(
+        client.relayed.remove(0),
+        (peer_addr, b"back via data".to_vec())
+    );
+
+    // A channel: ChannelData both ways.
+    let channel = client
+        .allocation
+        .bind_channel(Instant::now(), peer_addr)
+        .unwrap();
+    client.wait_event("channel binding", &coturn, |e| {
+        matches!(e, TurnEvent::ChannelBound { .. })
+    });
+    let t = client
+        .allocation
+        .encapsulate(peer_addr, b"via channel")
+        .unwrap();
+    assert_eq!(u16::from_be_bytes([t.payload[0], t.payload[1]]), channel);
+    client.sock.send_to(&t.payload, t.dst).unwrap();
+    assert_eq!(recv_on(&peer), (b"via channel".to_vec(), relayed));
+    // An odd length: coturn pads ChannelData over UDP or not; both parse.
+    peer.send_to(b"back via channel", relayed).unwrap();
+    peer.send_to(b"odd", relayed).unwrap();
+    assert!(
+        client.drive(Duration::from_secs(5), |c| c.relayed.len() >= 2),
+        "no ChannelData came back"
+    );
+    assert_eq!(
+        client.relayed,
+        vec![
+            (peer_addr, b"back via channel".to_vec()),
+            (peer_addr, b"odd".to_vec())
+        ]
+    );
+
+    // Deallocate: the relayed port stops relaying.
+    client.allocation.close(Instant::now());
+    client.wait_event("close", &coturn, |e| *e == TurnEvent::Closed);
+    assert!(client.allocation.is_finished());
+    assert!(!has_any_error(&coturn.dir.path().join("turn.log")));
+}
+
+/// Whether coturn logged an internal error (not a refused client).
+fn has_any_error(log: &Path) -> bool {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains("ERROR") && !l.contains("401") && !l.contains("438"))
+}
+
+#[test]
+fn expired_credentials_are_refused() {
+    let Some(coturn) = start_coturn() else {
+        return;
+    };
+    let mut client = Client::new(coturn.addr, credentials(unix_now() - 60, "device-2"));
+    client.wait_event("credentials request", &coturn, |e| {
+        *e == TurnEvent::CredentialsNeeded
+    });
+    assert!(!client.allocation.is_allocated());
+    // coturn ties this 5-tuple to the expired username: fresh credentials
+    // from the same socket are refused (437), and say so.
+    client
+        .allocation
+        .update_credentials(Instant::now(), credentials(unix_now() + 3600, "device-2"));
+    let e = client.wait_event("the answer to fresh credentials", &coturn, |e| {
+        matches!(
+            e,
+            TurnEvent::Allocated { .. } | TurnEvent::AllocationFailed(_)
+        )
+    });
+    assert!(
+        matches!(&e, TurnEvent::AllocationFailed(Failure::Rejected { code: 437, reason, .. }) if reason.contains("wrong credentials")),
+        "{e:?}"
+    );
+    // From a new socket they work.
+    let mut client = Client::new(coturn.addr, credentials(unix_now() + 3600, "device-2"));
+    client.wait_event("allocation", &coturn, |e| {
+        matches!(e, TurnEvent::Allocated { .. })
+    });
+    client.allocation.close(Instant::now());
+    client.wait_event("close", &coturn, |e| *e == TurnEvent::Closed);
+}
+
+#[test]
+fn new_credentials_do_not_disturb_a_live_allocation() {
+    let Some(coturn) = start_coturn() else {
+        return;
+    };
+    let mut client = Client::new(coturn.addr, credentials(unix_now() + 3600, "device-3"));
+    client.wait_event("allocation", &coturn, |e| {
+        matches!(e, TurnEvent::Allocated { .. })
+    });
+    // coturn answers a new username on this allocation with 441; the
+    // client keeps signing with the one the allocation was made with.
+    client
+        .allocation
+        .update_credentials(Instant::now(), credentials(unix_now() + 7200, "device-3"));
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .allocation
+        .create_permission(Instant::now(), peer.local_addr().unwrap().ip())
+        .unwrap();
+    client.wait_event("permission", &coturn, |e| {
+        matches!(e, TurnEvent::PermissionCreated { .. })
+    });
+    client.allocation.close(Instant::now());
+    client.wait_event("close", &coturn, |e| *e == TurnEvent::Closed);
+}

@@ -30,6 +30,9 @@
 //!   signed request with no newer credentials parks the request and emits
 //!   [`TurnEvent::CredentialsNeeded`]; [`Allocation::update_credentials`]
 //!   sends it again. [`Allocation::close`] deallocates (Refresh, lifetime 0).
+//! * A 437 to the Allocate (this 5-tuple still has an allocation, e.g. the
+//!   helper restarted on the same port) deallocates the old one once and
+//!   allocates again a second later (coturn needs that moment).
 //!
 //! # What it trusts
 //!
@@ -93,6 +96,8 @@ const CHANNEL_QUARANTINE: Duration = Duration::from_secs(600 + 300);
 /// 438 answers in a row to one request before it counts as refused: a
 /// server that hands out stale nonces forever must not keep us busy.
 const MAX_STALE_NONCE: u8 = 3;
+/// The pause between deallocating an old allocation and allocating anew.
+const RECLAIM_PAUSE: Duration = Duration::from_secs(1);
 /// REQUESTED-TRANSPORT's value for UDP.
 const UDP: u8 = 17;
 /// The largest payload a ChannelData message or a DATA attribute carries.
@@ -275,6 +280,9 @@ enum Kind {
     Allocate,
     Refresh,
     Deallocate,
+    /// Deallocating what an earlier run left on this 5-tuple (a 437 to our
+    /// Allocate, e.g. after a restart on the same port), then allocating.
+    Reclaim,
     Permission(IpAddr),
     Channel(SocketAddr),
 }
@@ -283,7 +291,7 @@ impl Kind {
     fn method(self) -> Method {
         match self {
             Kind::Allocate => ALLOCATE,
-            Kind::Refresh | Kind::Deallocate => REFRESH,
+            Kind::Refresh | Kind::Deallocate | Kind::Reclaim => REFRESH,
             Kind::Permission(_) => CREATE_PERMISSION,
             Kind::Channel(_) => CHANNEL_BIND,
         }
@@ -294,6 +302,7 @@ impl Kind {
             Kind::Allocate => "Allocate",
             Kind::Refresh => "Refresh",
             Kind::Deallocate => "Refresh (deallocate)",
+            Kind::Reclaim => "Refresh (reclaim)",
             Kind::Permission(_) => "CreatePermission",
             Kind::Channel(_) => "ChannelBind",
         }
@@ -374,6 +383,10 @@ pub struct Allocation {
     /// Channel numbers of removed peers, free again at the instant given.
     quarantine: Vec<(u16, Instant)>,
     close_requested: bool,
+    /// Whether an old allocation on this 5-tuple was already deallocated.
+    reclaimed: bool,
+    /// When to send the Allocate after reclaiming.
+    allocate_at: Option<Instant>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<TurnEvent>,
 }
@@ -409,6 +422,8 @@ impl Allocation {
             channel_peers: HashMap::new(),
             quarantine: Vec::new(),
             close_requested: false,
+            reclaimed: false,
+            allocate_at: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -739,8 +754,13 @@ impl Allocation {
                 return;
             }
         }
+        if self.allocate_at.is_some_and(|at| at <= now) {
+            self.allocate_at = None;
+            self.start(now, Kind::Allocate, 0);
+        }
         if let Some(since) = self.parked_since {
-            if self.parked.contains(&Kind::Allocate) && now >= since + CREDENTIAL_WAIT {
+            let allocating = matches!(self.phase, Phase::Allocating);
+            if allocating && now >= since + CREDENTIAL_WAIT {
                 self.end(Failure::Unauthorized);
                 return;
             }
@@ -806,17 +826,28 @@ impl Allocation {
             Phase::Allocated(relay) => [Some(relay.expires), relay.refresh_at],
             _ => [None, None],
         };
-        let permissions = self.permissions.values().filter_map(|p| p.refresh_at);
-        let channels = self.channels.values().filter_map(|c| c.refresh_at);
+        // Permission and channel refreshes run only while allocated.
+        let allocated = self.is_allocated();
+        let permissions = self
+            .permissions
+            .values()
+            .filter_map(|p| p.refresh_at)
+            .filter(|_| allocated);
+        let channels = self
+            .channels
+            .values()
+            .filter_map(|c| c.refresh_at)
+            .filter(|_| allocated);
         let parked = self
             .parked_since
-            .filter(|_| self.parked.contains(&Kind::Allocate))
+            .filter(|_| matches!(self.phase, Phase::Allocating))
             .map(|since| since + CREDENTIAL_WAIT);
         transactions
             .chain(relay.into_iter().flatten())
             .chain(permissions)
             .chain(channels)
             .chain(parked)
+            .chain(self.allocate_at)
             .min()
     }
 
@@ -868,7 +899,7 @@ impl Allocation {
         match kind {
             Kind::Allocate => message.add_attribute(RequestedTransport::new(UDP)),
             Kind::Refresh => message.add_attribute(Lifetime::from_u32(REQUESTED_LIFETIME)),
-            Kind::Deallocate => message.add_attribute(Lifetime::from_u32(0)),
+            Kind::Deallocate | Kind::Reclaim => message.add_attribute(Lifetime::from_u32(0)),
             Kind::Permission(ip) => {
                 message.add_attribute(XorPeerAddress::new(SocketAddr::new(ip, 0)))
             }
@@ -1055,6 +1086,9 @@ impl Allocation {
                 self.events.push_back(TurnEvent::Refreshed { lifetime });
             }
             Kind::Deallocate => self.finish(TurnEvent::Closed),
+            // coturn keeps the old session a moment after deallocating;
+            // an Allocate at once meets the same 437.
+            Kind::Reclaim => self.allocate_at = Some(now + RECLAIM_PAUSE),
             Kind::Permission(ip) => {
                 if let Some(p) = self.permissions.get_mut(&ip) {
                     p.refresh_at = Some(t.first_sent + PERMISSION_REFRESH);
@@ -1127,6 +1161,13 @@ impl Allocation {
                 self.update_challenge(realm, nonce);
                 self.start(now, t.kind, t.stale + 1);
             }
+            437 if t.kind == Kind::Allocate && !self.reclaimed => {
+                // Our 5-tuple still has an allocation (a restart on the same
+                // port): deallocate it once, then allocate afresh.
+                tracing::debug!(server = %self.server, "TURN server has an old allocation for this address; deallocating it");
+                self.reclaimed = true;
+                self.start(now, Kind::Reclaim, 0);
+            }
             code => {
                 let failure = Failure::Rejected {
                     method: t.kind.name(),
@@ -1172,7 +1213,7 @@ impl Allocation {
 
     fn request_failed(&mut self, _now: Instant, kind: Kind, failure: Failure) {
         match kind {
-            Kind::Allocate | Kind::Refresh => self.end(failure),
+            Kind::Allocate | Kind::Refresh | Kind::Reclaim => self.end(failure),
             Kind::Deallocate => self.finish(TurnEvent::Closed),
             Kind::Permission(ip) => {
                 if matches!(

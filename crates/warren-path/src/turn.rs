@@ -77,8 +77,6 @@ use msg::{Key, Msg};
 pub const RTO: Duration = Duration::from_millis(500);
 /// How many times a request is sent before it is given up (Rc).
 pub const MAX_SENDS: u32 = 7;
-/// How long to wait for an answer after the last send (Rm × RTO).
-pub const FINAL_WAIT: Duration = Duration::from_secs(8);
 /// A permission's lifetime on the server, and when we refresh it.
 pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 pub const PERMISSION_REFRESH: Duration = Duration::from_secs(240);
@@ -385,6 +383,7 @@ pub struct Allocation {
     close_requested: bool,
     /// Whether an old allocation on this 5-tuple was already deallocated.
     reclaimed: bool,
+    retransmission: Retransmission,
     /// When to send the Allocate after reclaiming.
     allocate_at: Option<Instant>,
     transmits: VecDeque<Transmit>,
@@ -407,6 +406,21 @@ impl Allocation {
     /// Starts allocating on `server`: the first Allocate is queued for
     /// [`Allocation::poll_transmit`].
     pub fn new(now: Instant, server: SocketAddr, credentials: Credentials) -> Self {
+        Self::with_retransmission(now, server, credentials, Retransmission::default())
+    }
+
+    /// [`Allocation::new`] with another retransmission budget (at least one
+    /// send).
+    pub fn with_retransmission(
+        now: Instant,
+        server: SocketAddr,
+        credentials: Credentials,
+        retransmission: Retransmission,
+    ) -> Self {
+        let retransmission = Retransmission {
+            rto: retransmission.rto.max(Duration::from_millis(10)),
+            max_sends: retransmission.max_sends.max(1),
+        };
         let mut allocation = Self {
             server,
             credentials,
@@ -423,6 +437,7 @@ impl Allocation {
             quarantine: Vec::new(),
             close_requested: false,
             reclaimed: false,
+            retransmission,
             allocate_at: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -637,6 +652,19 @@ impl Allocation {
         Ok(())
     }
 
+    /// Sends a Refresh now, e.g. when the relayed path seems dead: a server
+    /// that is gone then shows as [`TurnEvent::AllocationLost`] within the
+    /// retransmission budget instead of at the next scheduled refresh.
+    pub fn refresh(&mut self, now: Instant) {
+        if !self.is_allocated() || self.pending(Kind::Refresh) {
+            return;
+        }
+        if let Phase::Allocated(relay) = &mut self.phase {
+            relay.refresh_at = None;
+        }
+        self.start(now, Kind::Refresh, 0);
+    }
+
     /// Deallocates: a Refresh with LIFETIME 0, then [`TurnEvent::Closed`].
     /// An Allocate still in flight is deallocated once it succeeds.
     pub fn close(&mut self, now: Instant) {
@@ -723,12 +751,12 @@ impl Allocation {
             if t.next > now {
                 continue;
             }
-            if t.sends >= MAX_SENDS {
+            if t.sends >= self.retransmission.max_sends {
                 given_up.push(t.id);
                 continue;
             }
             t.sends += 1;
-            t.next = now + retransmit_wait(t.sends);
+            t.next = now + self.retransmission.wait(t.sends);
             self.transmits.push_back(Transmit {
                 dst: self.server,
                 payload: t.bytes.clone(),
@@ -938,7 +966,7 @@ impl Allocation {
             kind,
             bytes,
             sends: 1,
-            next: now + retransmit_wait(1),
+            next: now + self.retransmission.wait(1),
             first_sent: now,
             key,
             generation: self.generation,
@@ -1275,11 +1303,40 @@ impl Allocation {
 }
 
 /// The wait after the `sends`-th send of a request.
-fn retransmit_wait(sends: u32) -> Duration {
-    if sends >= MAX_SENDS {
-        FINAL_WAIT
-    } else {
-        RTO * (1 << (sends - 1))
+/// How requests are retransmitted: the first timeout, doubling after each
+/// send, `max_sends` sends, then 16 × `rto` for the last answer. The
+/// default is RFC 8489's (500 ms, 7 sends: given up after 39.5 s); a caller
+/// that keeps a second relay can choose a tighter budget to fail over
+/// sooner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retransmission {
+    pub rto: Duration,
+    pub max_sends: u32,
+}
+
+impl Default for Retransmission {
+    fn default() -> Self {
+        Self {
+            rto: RTO,
+            max_sends: MAX_SENDS,
+        }
+    }
+}
+
+impl Retransmission {
+    /// The wait after the `sends`-th send of a request.
+    fn wait(self, sends: u32) -> Duration {
+        if sends >= self.max_sends {
+            self.rto * 16
+        } else {
+            // Capped so a silly max_sends can't overflow the shift.
+            self.rto * (1 << (sends - 1).min(16))
+        }
+    }
+
+    /// How long a request lives without an answer before it is given up.
+    pub fn budget(self) -> Duration {
+        (1..=self.max_sends.max(1)).map(|n| self.wait(n)).sum()
     }
 }
 

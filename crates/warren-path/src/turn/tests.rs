@@ -975,3 +975,48 @@ proptest! {
         prop_assert!(a.is_channel_bound(peer()));
     }
 }
+
+#[test]
+fn a_tighter_budget_and_an_early_refresh_find_a_dead_server_sooner() {
+    assert_eq!(
+        Retransmission::default().budget(),
+        Duration::from_millis(39_500)
+    );
+    let tight = Retransmission {
+        rto: Duration::from_millis(250),
+        max_sends: 4,
+    };
+    // Sends at 0, 0.25, 0.75, 1.75 s, then 4 s for the last answer.
+    assert_eq!(tight.budget(), Duration::from_millis(5_750));
+
+    let t0 = Instant::now();
+    let fake = Fake::new();
+    let mut a = Allocation::with_retransmission(t0, server(), creds(USER, PASSWORD), tight);
+    let first = fake.request(&one(&mut a));
+    input(&mut a, t0, &fake.challenge(&first)).unwrap();
+    let second = fake.request(&one(&mut a));
+    input(&mut a, t0, &fake.allocated(&second, relayed(), 600)).unwrap();
+    events(&mut a);
+    // The relayed path went quiet at 10 s: probe instead of waiting for
+    // the refresh at 480 s.
+    let t1 = t0 + Duration::from_secs(10);
+    a.refresh(t1);
+    let probe = fake.request(&one(&mut a));
+    assert_eq!(probe.method(), REFRESH);
+    a.refresh(t1);
+    assert!(transmits(&mut a).is_empty(), "one probe at a time");
+    let mut now = t1;
+    while let Some(at) = a.poll_timeout() {
+        now = at;
+        a.handle_timeout(now);
+        transmits(&mut a);
+    }
+    assert_eq!(now - t1, tight.budget());
+    assert!(matches!(
+        events(&mut a)[..],
+        [TurnEvent::AllocationLost(Failure::NoResponse {
+            tries: 4,
+            ..
+        })]
+    ));
+}

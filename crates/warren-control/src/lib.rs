@@ -353,6 +353,23 @@ fn classify_handshake_error(err: tungstenite::Error) -> LinkError {
 mod tests {
     use super::*;
 
+    /// What a test client registers with, against plain HTTP on loopback
+    /// `port` with `token`.
+    pub(crate) fn plain_config(port: u16, token: &str) -> ControlConfig {
+        ControlConfig {
+            url: format!("http://127.0.0.1:{port}"),
+            token: Secret::new(token),
+            ca_pem: None,
+            register: Register {
+                protocol_version: CONTROL_VERSION,
+                public_key: "k".into(),
+                endpoints: vec![],
+                hostname: None,
+                app_version: "test".into(),
+            },
+        }
+    }
+
     #[test]
     fn connect_url_maps_schemes() {
         assert_eq!(
@@ -382,18 +399,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let config = ControlConfig {
-            url: format!("http://127.0.0.1:{port}"),
-            token: Secret::new("wut_x_y"),
-            ca_pem: None,
-            register: Register {
-                protocol_version: CONTROL_VERSION,
-                public_key: "k".into(),
-                endpoints: vec![],
-                hostname: None,
-                app_version: "test".into(),
-            },
-        };
+        let config = plain_config(port, "wut_x_y");
         let err = ControlConnection::connect(&config).await.unwrap_err();
         assert!(matches!(err, LinkError::Unreachable(_)), "{err:?}");
         assert!(!err.to_string().contains("wut_x_y"));

@@ -172,11 +172,12 @@ fn describe(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::plain_config;
     use futures_util::{SinkExt, StreamExt};
     use tokio::net::TcpListener;
     use tokio_tungstenite::tungstenite::Message;
     use warren_proto::control::{
-        ApiError, ClientMessage, Register, TokenKind, UpdateKind, WorkspaceUpdate, CONTROL_VERSION,
+        ApiError, ClientMessage, TokenKind, UpdateKind, WorkspaceUpdate, CONTROL_VERSION,
     };
     use warren_proto::model::DeploymentInfo;
     use warren_proto::Secret;
@@ -252,18 +253,7 @@ mod tests {
                 }
             }
         });
-        ControlConfig {
-            url: format!("http://127.0.0.1:{port}"),
-            token: Secret::new("wut_test_secret"),
-            ca_pem: None,
-            register: Register {
-                protocol_version: CONTROL_VERSION,
-                public_key: "k".into(),
-                endpoints: vec![],
-                hostname: None,
-                app_version: "test".into(),
-            },
-        }
+        plain_config(port, "wut_test_secret")
     }
 
     const QUICK: KeepAlive = KeepAlive {
@@ -359,18 +349,7 @@ mod tests {
             ws.send(text(&update(1))).await.unwrap();
             while let Some(Ok(_)) = ws.next().await {}
         });
-        let config = ControlConfig {
-            url: format!("http://127.0.0.1:{port}"),
-            token: Secret::new("wut_test_secret"),
-            ca_pem: None,
-            register: Register {
-                protocol_version: CONTROL_VERSION,
-                public_key: "k".into(),
-                endpoints: vec![],
-                hostname: None,
-                app_version: "test".into(),
-            },
-        };
+        let config = plain_config(port, "wut_test_secret");
         let mut link = Link::connect_with(&config, QUICK).await.unwrap();
         assert_eq!(link.next().await.unwrap(), relays);
         assert!(matches!(

@@ -5,154 +5,35 @@
 //! keep a live allocation on its username, take back an allocation left on
 //! the same port by an earlier run.
 //!
-//! Each test runs its own coturn on a free port with its config, database,
-//! pid file and log in a temp dir, killed on drop even when the test fails.
-//! Without `turnserver` installed the tests fail, unless
-//! `WARREN_ALLOW_SKIP=1` allows skipping them on purpose. `TURN_TRACE=1`
-//! prints the first bytes of every datagram each way.
+//! Each test runs its own coturn (`warren_e2e::coturn`) on a free port with
+//! its config, database, pid file and log in the test's directory, killed on
+//! drop even when the test fails. Without coturn installed the tests fail,
+//! unless `WARREN_ALLOW_SKIP=1` allows skipping them on purpose.
+//! `TURN_TRACE=1` prints the first bytes of every datagram each way.
 
 #![cfg(target_os = "linux")]
 
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use warren_e2e::coturn::{self, Coturn};
+use warren_e2e::TestDir;
 use warren_path::turn::{Allocation, Credentials, Failure, TurnEvent};
 
-const ALLOW_SKIP_VAR: &str = "WARREN_ALLOW_SKIP";
 const SECRET: &str = "coturn-test-secret";
 const REALM: &str = "warren.test";
 
-/// `true` if the test can run; panics when it can't unless skipping is
-/// allowed (then it says why and returns `false`).
-fn run_or_skip(cannot_run: Option<String>) -> bool {
-    let Some(reason) = cannot_run else {
-        return true;
-    };
-    if std::env::var_os(ALLOW_SKIP_VAR).is_some_and(|v| v == "1") {
-        eprintln!("skipping ({ALLOW_SKIP_VAR}=1): {reason}");
-        return false;
+/// A coturn of this test's own in `dir` (see `warren_e2e::coturn`), or
+/// `None` when coturn is missing and skipping is allowed.
+fn start_coturn(dir: &TestDir, test: &str) -> Option<Coturn> {
+    if !warren_e2e::run_or_skip(test, coturn::missing().as_deref()) {
+        return None;
     }
-    panic!("{reason}. Install coturn (Debian: apt-get install -y coturn; scripts/test.sh does), or set {ALLOW_SKIP_VAR}=1 to skip these tests on purpose");
-}
-
-/// A coturn of our own, killed on drop.
-struct Coturn {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Coturn {
-    fn log(&self) -> String {
-        let mut s = String::new();
-        for name in ["stdout", "stderr", "turn.log"] {
-            if let Ok(mut f) = std::fs::File::open(self.dir.path().join(name)) {
-                let _ = f.read_to_string(&mut s);
-            }
-        }
-        let tail: Vec<&str> = s.lines().rev().take(40).collect();
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    }
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_coturn() -> Option<Coturn> {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_udp_port();
-    let config = format!(
-        "listening-ip=127.0.0.1\n\
-         listening-port={port}\n\
-         relay-ip=127.0.0.1\n\
-         min-port=40000\n\
-         max-port=49999\n\
-         use-auth-secret\n\
-         static-auth-secret={SECRET}\n\
-         realm={REALM}\n\
-         no-tls\n\
-         no-dtls\n\
-         no-tcp\n\
-         no-tcp-relay\n\
-         no-cli\n\
-         fingerprint\n\
-         allow-loopback-peers\n\
-         userdb={db}\n\
-         pidfile={pid}\n\
-         log-file={log}\n\
-         simple-log\n",
-        db = dir.path().join("turndb").display(),
-        pid = dir.path().join("turnserver.pid").display(),
-        log = dir.path().join("turn.log").display(),
-    );
-    let conf = dir.path().join("turnserver.conf");
-    std::fs::write(&conf, config).unwrap();
-    let out = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
-    let child = match Command::new("turnserver")
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(out("stdout"))
-        .stderr(out("stderr"))
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            run_or_skip(Some("coturn's `turnserver` is not installed".into()));
-            return None;
-        }
-        Err(e) => panic!("could not start turnserver: {e}"),
-    };
-    let mut coturn = Coturn {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        dir,
-    };
-    wait_ready(&mut coturn);
-    Some(coturn)
-}
-
-/// Until coturn answers a STUN Binding request (bounded).
-fn wait_ready(coturn: &mut Coturn) {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let mut binding = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
-    binding.extend_from_slice(&[0x42; 12]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut buf = [0u8; 1500];
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = coturn.child.try_wait() {
-            panic!("turnserver exited ({status}) at start:\n{}", coturn.log());
-        }
-        sock.send_to(&binding, coturn.addr).unwrap();
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            if n >= 20 && buf[0..2] == [0x01, 0x01] {
-                return;
-            }
-        }
-    }
-    panic!(
-        "turnserver did not answer STUN within 10 s:\n{}",
-        coturn.log()
-    );
+    Some(Coturn::start(dir.path(), "coturn", SECRET, REALM))
 }
 
 /// coturn's `use-auth-secret` credentials valid until `expiry` (Unix s).
@@ -254,7 +135,7 @@ impl Client {
             found,
             "no {what} within 10 s; events {:?}; coturn log:\n{}",
             self.seen,
-            coturn.log()
+            coturn.log_text()
         );
         let i = self.seen.iter().position(&pred).unwrap();
         self.seen.remove(i)
@@ -272,7 +153,8 @@ fn recv_on(peer: &UdpSocket) -> (Vec<u8>, SocketAddr) {
 
 #[test]
 fn relays_both_ways_through_coturn() {
-    let Some(coturn) = start_coturn() else {
+    let dir = TestDir::new("relays_both_ways_through_coturn");
+    let Some(coturn) = start_coturn(&dir, "relays_both_ways_through_coturn") else {
         return;
     };
     let mut client = Client::new(coturn.addr, credentials(unix_now() + 3600, "device-1"));
@@ -354,7 +236,7 @@ fn relays_both_ways_through_coturn() {
     client.allocation.close(Instant::now());
     client.wait_event("close", &coturn, |e| *e == TurnEvent::Closed);
     assert!(client.allocation.is_finished());
-    assert!(!has_any_error(&coturn.dir.path().join("turn.log")));
+    assert!(!has_any_error(&coturn.log));
 }
 
 /// Whether coturn logged an internal error (not a refused client).
@@ -367,7 +249,8 @@ fn has_any_error(log: &Path) -> bool {
 
 #[test]
 fn expired_credentials_are_refused() {
-    let Some(coturn) = start_coturn() else {
+    let dir = TestDir::new("expired_credentials_are_refused");
+    let Some(coturn) = start_coturn(&dir, "expired_credentials_are_refused") else {
         return;
     };
     let mut client = Client::new(coturn.addr, credentials(unix_now() - 60, "device-2"));
@@ -407,7 +290,9 @@ fn expired_credentials_are_refused() {
 
 #[test]
 fn a_restart_on_the_same_port_takes_the_allocation_back() {
-    let Some(coturn) = start_coturn() else {
+    let dir = TestDir::new("a_restart_on_the_same_port_takes_the_allocation_back");
+    let Some(coturn) = start_coturn(&dir, "a_restart_on_the_same_port_takes_the_allocation_back")
+    else {
         return;
     };
     let mut client = Client::new(coturn.addr, credentials(unix_now() + 3600, "device-4"));
@@ -431,7 +316,9 @@ fn a_restart_on_the_same_port_takes_the_allocation_back() {
 
 #[test]
 fn new_credentials_do_not_disturb_a_live_allocation() {
-    let Some(coturn) = start_coturn() else {
+    let dir = TestDir::new("new_credentials_do_not_disturb_a_live_allocation");
+    let Some(coturn) = start_coturn(&dir, "new_credentials_do_not_disturb_a_live_allocation")
+    else {
         return;
     };
     let mut client = Client::new(coturn.addr, credentials(unix_now() + 3600, "device-3"));

@@ -60,16 +60,14 @@ async fn run(
         }
     };
     let welcome = link.welcome().clone();
-    // The TURN relays and credentials the coordinator handed out, replaced
-    // whole by each `relays` message. Only kept and logged for now: the
-    // path layer that allocates on them is wired in later, and will take
-    // them from here (the welcome's go to the engine with `Connected`).
-    let mut relays = welcome.relays.clone();
+    // TURN relays and their credentials (the welcome's, then each `relays`
+    // message's) are only logged for now: the path layer that allocates on
+    // them is not wired in yet.
     tracing::info!(
         generation,
         user = %welcome.user,
         device = %welcome.id,
-        relays = relays.len(),
+        relays = welcome.relays.len(),
         "connected to the coordinator"
     );
     if events
@@ -94,8 +92,7 @@ async fn run(
                     return ConnectFailure::Lost("helper shutting down".into());
                 }
             }
-            Ok(ServerMessage::Relays { relays: fresh }) => {
-                relays = fresh;
+            Ok(ServerMessage::Relays { relays }) => {
                 tracing::debug!(
                     generation,
                     relays = relays.len(),

@@ -79,22 +79,7 @@ fn upserted_names(event: &Event) -> Vec<String> {
 }
 
 async fn end_to_end(dir: &Path) -> Result<()> {
-    eprintln!("seeding {WORKSPACES} workspaces × {AGENTS_PER_WORKSPACE} agents…");
-    let coord = Coordinator::start(dir);
-    let token = coord.user_with_token("alice");
-    coord.admin(&[
-        "seed",
-        "--owner",
-        "alice",
-        "--workspaces",
-        &WORKSPACES.to_string(),
-        "--agents-per-workspace",
-        &AGENTS_PER_WORKSPACE.to_string(),
-    ]);
-    // The coordinator picks the seeded rows up at its next database poll and
-    // reloads (hundreds of ms at this size); measure the snapshot, not a
-    // registration queued behind that reload (diff_e2e_ms covers reloads).
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (coord, token) = seeded_coordinator(dir, WORKSPACES, Duration::from_millis(1500)).await;
     let helper = Helper::start(dir, "root");
 
     // Subscribe first, as the GUI would be before the user presses Connect.
@@ -134,22 +119,9 @@ async fn end_to_end(dir: &Path) -> Result<()> {
         }
     });
 
-    let mut control = Client::connect(&helper.socket, "warren-bench")
-        .await
-        .context("connect the control client")?;
-    let reply = control
-        .request(Request::Start {
-            url: coord.url.clone(),
-            token: Secret::new(token),
-            ca: None,
-            deployment: None,
-        })
-        .await
-        .context("send Start")?;
+    // Held to the end, as before: the control connection stays open.
+    let _control = start_session(&helper, &coord, token).await?;
     let started = Instant::now();
-    if reply != Reply::Ok {
-        bail!("Start was answered {reply:?}");
-    }
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let mut connected_at = None;
@@ -262,15 +234,17 @@ async fn end_to_end(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Agents a deployment offers in the cap run: twice what the helper keeps.
-const CAP_OFFERED: usize = 2 * warren_client_core::confine::DEFAULT_MAX_AGENTS;
-
-/// A deployment with twice as many agents as the helper keeps: the helper
-/// must hold 50,000, say so in `status`, and use memory in proportion to
-/// what it keeps (the 20,000-agent run above is the peer of the ratio).
-async fn at_the_cap(dir: &Path, rss_at_20k_kib: u64) -> Result<()> {
-    let workspaces = CAP_OFFERED / AGENTS_PER_WORKSPACE;
-    eprintln!("cap run: seeding {workspaces} workspaces × {AGENTS_PER_WORKSPACE} agents…");
+/// A coordinator in `dir` with alice's token and `workspaces` ×
+/// [`AGENTS_PER_WORKSPACE`] seeded agents, after waiting `settle`: the
+/// coordinator picks seeded rows up at its next database poll and reloads
+/// (hundreds of ms for 20,000 agents), and a benchmark should measure the
+/// snapshot, not a registration queued behind that reload.
+async fn seeded_coordinator(
+    dir: &Path,
+    workspaces: usize,
+    settle: Duration,
+) -> (Coordinator, String) {
+    eprintln!("seeding {workspaces} workspaces × {AGENTS_PER_WORKSPACE} agents…");
     let coord = Coordinator::start(dir);
     let token = coord.user_with_token("alice");
     coord.admin(&[
@@ -282,8 +256,12 @@ async fn at_the_cap(dir: &Path, rss_at_20k_kib: u64) -> Result<()> {
         "--agents-per-workspace",
         &AGENTS_PER_WORKSPACE.to_string(),
     ]);
-    tokio::time::sleep(Duration::from_millis(3000)).await;
-    let helper = Helper::start(dir, "root");
+    tokio::time::sleep(settle).await;
+    (coord, token)
+}
+
+/// Asks the helper to start alice's session; the client it asked on.
+async fn start_session(helper: &Helper, coord: &Coordinator, token: String) -> Result<Client> {
     let mut control = Client::connect(&helper.socket, "warren-bench")
         .await
         .context("connect the control client")?;
@@ -299,6 +277,20 @@ async fn at_the_cap(dir: &Path, rss_at_20k_kib: u64) -> Result<()> {
     if reply != Reply::Ok {
         bail!("Start was answered {reply:?}");
     }
+    Ok(control)
+}
+
+/// Agents a deployment offers in the cap run: twice what the helper keeps.
+const CAP_OFFERED: usize = 2 * warren_client_core::confine::DEFAULT_MAX_AGENTS;
+
+/// A deployment with twice as many agents as the helper keeps: the helper
+/// must hold 50,000, say so in `status`, and use memory in proportion to
+/// what it keeps (the 20,000-agent run above is the peer of the ratio).
+async fn at_the_cap(dir: &Path, rss_at_20k_kib: u64) -> Result<()> {
+    let workspaces = CAP_OFFERED / AGENTS_PER_WORKSPACE;
+    let (coord, token) = seeded_coordinator(dir, workspaces, Duration::from_millis(3000)).await;
+    let helper = Helper::start(dir, "root");
+    let mut control = start_session(&helper, &coord, token).await?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(180);
     let report = loop {

@@ -188,11 +188,6 @@ impl Confined {
     pub fn ranges_text(&self) -> String {
         format!("{} and {}", self.ipv4, self.ipv6)
     }
-
-    /// "100.64.0.0/10, fd12:3456:789a::/48 and .warren", for messages.
-    pub fn describe(&self) -> String {
-        format!("{}, {} and .{}", self.ipv4, self.ipv6, self.suffix)
-    }
 }
 
 /// Whether two deployment descriptions name the same ranges and suffix
@@ -442,12 +437,33 @@ mod tests {
                 min: 48
             }
         );
-        for bad in ["", "100.64.0.0", "fd12::/48"] {
-            assert!(matches!(
-                confine(&deployment(bad, "fd12::/48", "warren"), &policy, &[]),
-                Err(ConfineError::Unparsable(..))
-            ));
+        // What the tunnel plan once parsed for itself is refused here.
+        for bad in ["", "100.64.0.0", "fd12::/48", "100.64.0.0/33", "x/8"] {
+            assert!(
+                matches!(
+                    confine(&deployment(bad, "fd12::/48", "warren"), &policy, &[]),
+                    Err(ConfineError::Unparsable(..))
+                ),
+                "{bad} accepted"
+            );
         }
+        for bad in ["fd00::/129", "100.64.0.0/10", "fd00::"] {
+            assert!(
+                matches!(
+                    confine(&deployment("100.64.0.0/10", bad, "warren"), &policy, &[]),
+                    Err(ConfineError::Unparsable(..))
+                ),
+                "{bad} accepted"
+            );
+        }
+        assert!(matches!(
+            confine(
+                &deployment("0.0.0.0/0", "fd12::/48", "warren"),
+                &policy,
+                &[]
+            ),
+            Err(ConfineError::OutsideRanges { .. })
+        ));
     }
 
     #[test]

@@ -631,12 +631,13 @@ impl ClientState {
         match info.state {
             SessionState::Reconnecting => self.tunnel.wanted().cloned(),
             SessionState::Connected => {
-                let (keys, device, deployment) =
-                    (self.keys.as_ref()?, info.device?, info.deployment?);
+                // The deployment as it was checked, not as it was sent.
+                let (keys, device, rules) =
+                    (self.keys.as_ref()?, info.device?, self.screen.rules()?);
                 match net_plan(
                     &facts.tun_name,
                     &device,
-                    &deployment,
+                    &rules.confined,
                     Some((facts.dns_mode, facts.resolv_conf.clone())),
                 ) {
                     Ok(plan) => Some((keys.public_base64(), plan)),

@@ -211,16 +211,14 @@ async fn session(
     let welcome = link.welcome().clone();
     *attempt = 0;
     peers.begin_stream();
-    // The TURN relays and credentials the coordinator handed out, replaced
-    // whole by each `relays` message. Only kept and logged for now: the
-    // path layer that allocates on them comes later and will take them
-    // from here.
-    let mut relays = welcome.relays.clone();
+    // TURN relays and their credentials (the welcome's, then each `relays`
+    // message's) are only logged for now: the path layer that allocates on
+    // them is not wired in yet.
     tracing::info!(
         agent = %welcome.id,
         user = %welcome.user,
         addresses = ?welcome.addresses,
-        relays = relays.len(),
+        relays = welcome.relays.len(),
         "registered with the coordinator"
     );
     slot.on_welcome(&welcome.addresses);
@@ -233,8 +231,7 @@ async fn session(
                 tracing::info!(clients = peers.len(), "client devices updated");
                 slot.peers.send_replace(peers.peers().cloned().collect());
             }
-            Ok(ServerMessage::Relays { relays: fresh }) => {
-                relays = fresh;
+            Ok(ServerMessage::Relays { relays }) => {
                 tracing::debug!(
                     relays = relays.len(),
                     expires_at = relays.iter().map(|r| r.expires_at).min(),

@@ -77,6 +77,21 @@ impl Coord {
         out.trim().to_string()
     }
 
+    /// Adds agent `name` to `owner`'s `workspace`; returns its token.
+    fn agent_token(&self, owner: &str, workspace: &str, name: &str) -> String {
+        self.admin(&[
+            "agent",
+            "add",
+            "--owner",
+            owner,
+            "--workspace",
+            workspace,
+            name,
+        ])
+        .trim()
+        .to_string()
+    }
+
     fn serve(&mut self, extra: &[&str], rust_log: &str) {
         self.serve_env(extra, rust_log, &[]);
     }
@@ -248,16 +263,8 @@ async fn user_gets_snapshot_then_diffs_from_admin_commands() {
     let mut c = Coord::new();
     let token = c.user_with_token("alice");
     c.admin(&["workspace", "add", "--owner", "alice", "api"]);
-    let agent_token = c.admin(&[
-        "agent",
-        "add",
-        "--owner",
-        "alice",
-        "--workspace",
-        "api",
-        "main",
-    ]);
-    assert!(agent_token.trim().starts_with("wat_"));
+    let agent_token = c.agent_token("alice", "api", "main");
+    assert!(agent_token.starts_with("wat_"));
     c.serve(&[], "info");
 
     let (mut ws, welcome) = connect(&c.ws_url(), &token, &random_key()).await;
@@ -481,18 +488,7 @@ async fn agents_go_online_see_devices_and_are_closed_when_removed() {
     let mut c = Coord::new();
     let token = c.user_with_token("alice");
     c.admin(&["workspace", "add", "--owner", "alice", "api"]);
-    let agent_token = c
-        .admin(&[
-            "agent",
-            "add",
-            "--owner",
-            "alice",
-            "--workspace",
-            "api",
-            "main",
-        ])
-        .trim()
-        .to_string();
+    let agent_token = c.agent_token("alice", "api", "main");
     c.serve(&[], "info");
 
     let user_key = random_key();
@@ -571,18 +567,7 @@ async fn newer_agent_connection_wins_and_disconnect_goes_offline() {
     let mut c = Coord::new();
     let token = c.user_with_token("alice");
     c.admin(&["workspace", "add", "--owner", "alice", "api"]);
-    let agent_token = c
-        .admin(&[
-            "agent",
-            "add",
-            "--owner",
-            "alice",
-            "--workspace",
-            "api",
-            "main",
-        ])
-        .trim()
-        .to_string();
+    let agent_token = c.agent_token("alice", "api", "main");
     c.serve(&[], "info");
     let (mut user, _) = connect(&c.ws_url(), &token, &random_key()).await;
     let _ = workspace_update(&mut user, Duration::from_secs(5)).await;
@@ -680,18 +665,7 @@ async fn secrets_never_reach_the_log_even_at_trace() {
     let mut c = Coord::new();
     let token = c.user_with_token("alice");
     c.admin(&["workspace", "add", "--owner", "alice", "api"]);
-    let agent_token = c
-        .admin(&[
-            "agent",
-            "add",
-            "--owner",
-            "alice",
-            "--workspace",
-            "api",
-            "main",
-        ])
-        .trim()
-        .to_string();
+    let agent_token = c.agent_token("alice", "api", "main");
     c.serve(&[], "trace");
     let r = http()
         .get(format!("{}/api/v1/me", c.base))
@@ -1381,18 +1355,7 @@ async fn turn_credentials_come_with_the_welcome_are_refreshed_and_never_logged()
     let mut c = Coord::new();
     let token = c.user_with_token("alice");
     c.admin(&["workspace", "add", "--owner", "alice", "api"]);
-    let agent_token = c
-        .admin(&[
-            "agent",
-            "add",
-            "--owner",
-            "alice",
-            "--workspace",
-            "api",
-            "main",
-        ])
-        .trim()
-        .to_string();
+    let agent_token = c.agent_token("alice", "api", "main");
     let secret = turn_secret_file(c.dir.path(), SECRET);
     c.serve_env(
         &[

@@ -10,7 +10,8 @@
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use warren_control::{ControlConfig, Link};
-use warren_proto::control::{ServerMessage, Welcome, WorkspaceUpdate};
+use warren_path::RelayServer;
+use warren_proto::control::{ClientMessage, ServerMessage, Welcome, WorkspaceUpdate};
 use warren_session::ConnectFailure;
 
 #[derive(Debug)]
@@ -24,6 +25,12 @@ pub enum ControlEvent {
         update: WorkspaceUpdate,
         received: std::time::Instant,
     },
+    /// The coordinator's TURN relays, resolved and checked (from the
+    /// welcome, then each refresh of the credentials).
+    Relays {
+        generation: u64,
+        relays: Vec<RelayServer>,
+    },
     Failed {
         generation: u64,
         failure: ConnectFailure,
@@ -34,9 +41,10 @@ pub fn spawn(
     generation: u64,
     config: ControlConfig,
     events: mpsc::Sender<ControlEvent>,
+    outgoing: mpsc::UnboundedReceiver<ClientMessage>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let failure = run(generation, &config, &events).await;
+        let failure = run(generation, &config, &events, outgoing).await;
         let _ = events
             .send(ControlEvent::Failed {
                 generation,
@@ -50,6 +58,7 @@ async fn run(
     generation: u64,
     config: &ControlConfig,
     events: &mpsc::Sender<ControlEvent>,
+    mut outgoing: mpsc::UnboundedReceiver<ClientMessage>,
 ) -> ConnectFailure {
     tracing::info!(generation, url = %config.url, "connecting to the coordinator");
     let mut link = match Link::connect(config).await {
@@ -60,9 +69,7 @@ async fn run(
         }
     };
     let welcome = link.welcome().clone();
-    // TURN relays and their credentials (the welcome's, then each `relays`
-    // message's) are only logged for now: the path layer that allocates on
-    // them is not wired in yet.
+    let relays = welcome.relays.clone();
     tracing::info!(
         generation,
         user = %welcome.user,
@@ -80,8 +87,24 @@ async fn run(
     {
         return ConnectFailure::Lost("helper shutting down".into());
     }
+    if !relays.is_empty() && !send_relays(generation, &relays, events).await {
+        return ConnectFailure::Lost("helper shutting down".into());
+    }
     loop {
-        match link.next().await {
+        let next = tokio::select! {
+            next = link.next() => next,
+            Some(msg) = outgoing.recv() => {
+                if let ClientMessage::Endpoints { endpoints } = &msg {
+                    tracing::info!(generation, ?endpoints, "announcing new endpoints");
+                }
+                if let Err(e) = link.send(&msg).await {
+                    tracing::info!(generation, error = %e, "the coordinator connection ended");
+                    return e.into();
+                }
+                continue;
+            }
+        };
+        match next {
             Ok(ServerMessage::WorkspaceUpdate(update)) => {
                 let event = ControlEvent::Update {
                     generation,
@@ -99,6 +122,9 @@ async fn run(
                     expires_at = relays.iter().map(|r| r.expires_at).min(),
                     "fresh TURN credentials"
                 );
+                if !send_relays(generation, &relays, events).await {
+                    return ConnectFailure::Lost("helper shutting down".into());
+                }
             }
             Ok(other) => {
                 tracing::debug!(generation, ?other, "ignoring a message meant for agents");
@@ -109,4 +135,17 @@ async fn run(
             }
         }
     }
+}
+
+/// Resolves the relays and hands them to the engine; `false` if it is gone.
+async fn send_relays(
+    generation: u64,
+    relays: &[warren_proto::control::Relay],
+    events: &mpsc::Sender<ControlEvent>,
+) -> bool {
+    let relays = warren_control::resolve_relays(relays).await;
+    events
+        .send(ControlEvent::Relays { generation, relays })
+        .await
+        .is_ok()
 }

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use warren_client_core::{NameChange, PeerChange, TunnelUp};
 use warren_netcfg::dns::DnsMode;
 use warren_netcfg::{Change, NetConfig};
+use warren_path::{Paths, RelayServer, Role};
 use warren_proto::ipc::TunnelState;
 use warren_tunnel::Tunnel;
 
@@ -68,11 +69,17 @@ pub struct TunnelHandle {
     /// `None` when the tunnel runs without its DNS stub.
     names: Option<mpsc::UnboundedSender<Vec<NameChange>>>,
     pings: mpsc::Sender<LoopRequest>,
+    relays: mpsc::UnboundedSender<Vec<RelayServer>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TunnelHandle {
+    /// New relays or credentials for the path layer.
+    pub fn set_relays(&self, relays: Vec<RelayServer>) {
+        let _ = self.relays.send(relays);
+    }
+
     /// Edits the peer table and the DNS names (one directory change).
     pub fn apply(&self, peers: Vec<PeerChange>, names: Vec<NameChange>) {
         if !peers.is_empty() {
@@ -138,6 +145,7 @@ pub async fn start(
     config: &DriverConfig,
     udp: &std::net::UdpSocket,
     up: TunnelUp,
+    relays: Vec<RelayServer>,
     reports: ReportSender,
 ) -> Result<(TunnelHandle, Option<String>), DriverError> {
     let TunnelUp {
@@ -200,6 +208,13 @@ pub async fn start(
         }
     };
     let now = Instant::now();
+    let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
+    let mut paths = Paths::new(Role::Device, secret.to_bytes());
+    for peer in &peers {
+        paths.upsert_peer(now, peer.public_key, &peer.candidates);
+    }
+    paths.set_host_candidates(now, local_endpoints(port, &plan.tun_name));
+    paths.set_relays(now, relays);
     let mut tunnel = Tunnel::new(secret);
     if let Err(e) = tunnel.set_peers(now, peers) {
         tracing::warn!(error = %e, "some agents could not be added to the tunnel");
@@ -209,6 +224,7 @@ pub async fn start(
     let (peers_tx, peers_rx) = mpsc::unbounded_channel();
     let (pings_tx, pings_rx) = mpsc::channel(MAX_PENDING_PINGS);
     let (stop_tx, stop_rx) = oneshot::channel();
+    let (relays_tx, relays_rx) = mpsc::unbounded_channel();
     tracing::info!(
         generation,
         peers = tunnel.peer_count(),
@@ -221,6 +237,11 @@ pub async fn start(
         peers: peers_rx,
         pings: pings_rx,
         observer,
+        paths,
+        relays: relays_rx,
+        reports: reports.clone(),
+        port,
+        tun_name: plan.tun_name.clone(),
         stop: stop_rx,
     };
     let ended = match loop_thread.spawn(dp) {
@@ -262,6 +283,7 @@ pub async fn start(
             peers: peers_tx,
             names: names_tx,
             pings: pings_tx,
+            relays: relays_tx,
             stop: Some(stop_tx),
             task: Some(task),
         },
@@ -291,6 +313,9 @@ pub enum TunnelCommand {
         peers: Vec<PeerChange>,
         names: Vec<NameChange>,
     },
+    /// The coordinator's TURN relays (with fresh credentials) for the path
+    /// layer of this and later tunnels of the session.
+    Relays(Vec<RelayServer>),
     /// Ping through the running tunnel.
     Ping(PingRequest),
     /// Report current per-peer figures of this generation now.
@@ -319,6 +344,7 @@ impl std::fmt::Debug for TunnelCommand {
                 .field("names", &names.len())
                 .finish(),
             TunnelCommand::Ping(req) => f.debug_tuple("Ping").field(&req.dst).finish(),
+            TunnelCommand::Relays(relays) => write!(f, "Relays({})", relays.len()),
             TunnelCommand::ReportStats { generation } => {
                 write!(f, "ReportStats({generation})")
             }
@@ -357,6 +383,7 @@ impl TunnelManager {
         let (tx, mut rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut running: Option<TunnelHandle> = None;
+            let mut relays: Vec<RelayServer> = Vec::new();
             while let Some(command) = rx.recv().await {
                 match command {
                     TunnelCommand::Up(up) => {
@@ -364,7 +391,8 @@ impl TunnelManager {
                             old.stop().await;
                         }
                         let generation = up.generation;
-                        let started = start(&config, &udp, up, reports_tx.clone()).await;
+                        let started =
+                            start(&config, &udp, up, relays.clone(), reports_tx.clone()).await;
                         let (state, error) = match started {
                             Ok((handle, note)) => {
                                 running = Some(handle);
@@ -392,6 +420,12 @@ impl TunnelManager {
                             handle.apply(peers, names);
                         }
                     }
+                    TunnelCommand::Relays(list) => {
+                        relays = list;
+                        if let Some(handle) = &running {
+                            handle.set_relays(relays.clone());
+                        }
+                    }
                     TunnelCommand::ReportStats { generation } => {
                         if let Some(handle) =
                             running.as_ref().filter(|h| h.generation == generation)
@@ -409,6 +443,8 @@ impl TunnelManager {
                         if let Some(old) = running.take() {
                             old.stop().await;
                         }
+                        // The next session's coordinator hands out its own.
+                        relays.clear();
                         let _ = reports_tx.send(Report::Tunnel {
                             generation,
                             state: TunnelState::Down,
@@ -472,29 +508,10 @@ impl TunnelManager {
     }
 }
 
-/// Where agents can reach this device's WireGuard socket: every address of
-/// an interface that is up, except loopback, link-local, multicast and the
-/// tunnel's own.
+/// Where agents can reach this device's WireGuard socket (the shared
+/// rule of `warren_io::local_endpoints`, skipping the tunnel's own device).
 pub fn local_endpoints(port: u16, tun_name: &str) -> Vec<SocketAddr> {
-    let interfaces = match if_addrs::get_if_addrs() {
-        Ok(interfaces) => interfaces,
-        Err(e) => {
-            tracing::warn!(error = %e, "couldn't list this device's addresses");
-            return Vec::new();
-        }
-    };
-    let mut out: Vec<SocketAddr> = interfaces
-        .iter()
-        .filter(|ifa| ifa.name != tun_name && ifa.is_oper_up())
-        .map(|ifa| SocketAddr::new(ifa.ip(), port))
-        .filter(|endpoint| warren_proto::limits::check_endpoint(*endpoint, false).is_ok())
-        .collect();
-    out.sort();
-    out.dedup();
-    // The coordinator refuses more; a machine with many bridges keeps the
-    // first few (IPv4 sorts first, which most networks reach).
-    out.truncate(warren_proto::limits::MAX_ENDPOINTS);
-    out
+    warren_io::local_endpoints(port, Some(tun_name))
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use warren_client_core::{
     SessionKeys, TunnelFacts,
 };
 use warren_control::ControlConfig;
-use warren_proto::control::{Register, CONTROL_VERSION};
+use warren_proto::control::{ClientMessage, Register, CONTROL_VERSION};
 use warren_proto::frame::encode;
 use warren_proto::ipc::{ErrorCode, HelperMessage, IpcError, LogLine, PingReport, Reply, Request};
 use warren_session::Backoff;
@@ -87,6 +87,11 @@ pub struct Engine {
     subscribers: Vec<Arc<SubscriberQueue>>,
     /// Coordinator connection per session generation.
     tasks: HashMap<u64, JoinHandle<()>>,
+    /// Messages for the coordinator, per session generation.
+    outgoing: HashMap<u64, mpsc::UnboundedSender<ClientMessage>>,
+    /// The path layer's latest candidates: announced on every registration
+    /// and whenever they change.
+    candidates: Vec<std::net::SocketAddr>,
     control_tx: mpsc::Sender<ControlEvent>,
     control_rx: mpsc::Receiver<ControlEvent>,
     commands: mpsc::Receiver<Command>,
@@ -128,6 +133,8 @@ pub fn spawn(
         client,
         subscribers: Vec::new(),
         tasks: HashMap::new(),
+        outgoing: HashMap::new(),
+        candidates: Vec::new(),
         control_tx,
         control_rx,
         commands,
@@ -178,6 +185,7 @@ impl Engine {
                     Some(Report::Tunnel { generation, state, error }) => {
                         self.client.handle_tunnel_report(Instant::now(), generation, state, error);
                     }
+                    Some(Report::Candidates(candidates)) => self.announce(candidates),
                     None => {}
                 },
                 _ = sleep_until(deadline) => self.client.handle_timeout(Instant::now()),
@@ -313,11 +321,19 @@ impl Engine {
                     "workspace update handled"
                 );
             }
+            ControlEvent::Relays { generation, relays } => {
+                // Only the live connection's: an older generation's relays
+                // may be another deployment's.
+                if self.tasks.contains_key(&generation) && self.tunnel.is_some() {
+                    self.to_tunnel(TunnelCommand::Relays(relays));
+                }
+            }
             ControlEvent::Failed {
                 generation,
                 failure,
             } => {
                 self.tasks.remove(&generation);
+                self.outgoing.remove(&generation);
                 self.client.handle_control_failed(now, generation, failure);
             }
         }
@@ -333,6 +349,7 @@ impl Engine {
                     if let Some(task) = self.tasks.remove(&generation) {
                         task.abort();
                     }
+                    self.outgoing.remove(&generation);
                 }
                 CoreCommand::TunnelUp(up) => self.to_tunnel(TunnelCommand::Up(up)),
                 CoreCommand::TunnelChanges {
@@ -386,8 +403,25 @@ impl Engine {
         }
     }
 
+    /// The path layer found new candidates: every live connection
+    /// announces them.
+    fn announce(&mut self, candidates: Vec<std::net::SocketAddr>) {
+        if candidates == self.candidates {
+            return;
+        }
+        self.candidates = candidates.clone();
+        self.client.handle_local_endpoints(candidates.clone());
+        self.outgoing.retain(|_, tx| {
+            tx.send(ClientMessage::Endpoints {
+                endpoints: candidates.clone(),
+            })
+            .is_ok()
+        });
+    }
+
     fn start_task(&mut self, connect: ConnectControl) {
         let endpoints = match &self.tunnel {
+            Some(_) if !self.candidates.is_empty() => self.candidates.clone(),
             Some(t) => dataplane::local_endpoints(t.port(), t.tun_name()),
             None => Vec::new(),
         };
@@ -411,8 +445,10 @@ impl Engine {
                 app_version: self.app_version.clone(),
             },
         };
-        let task = control_task::spawn(generation, control, self.control_tx.clone());
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let task = control_task::spawn(generation, control, self.control_tx.clone(), out_rx);
         self.tasks.insert(generation, task);
+        self.outgoing.insert(generation, out_tx);
     }
 
     fn broadcast_log(&mut self, line: &LogLine) {

@@ -42,6 +42,9 @@ pub enum Report {
         state: warren_proto::ipc::TunnelState,
         error: Option<String>,
     },
+    /// The path layer's candidates changed (server-reflexive and relayed
+    /// addresses first): announce them to the coordinator.
+    Candidates(Vec<SocketAddr>),
 }
 
 /// The data plane's reports to the engine.
@@ -111,6 +114,7 @@ struct Reported {
     tx_bytes: u64,
     rtt: Option<Duration>,
     endpoint: Option<SocketAddr>,
+    relay: Option<SocketAddr>,
 }
 
 impl From<&PeerStats> for Reported {
@@ -122,6 +126,7 @@ impl From<&PeerStats> for Reported {
             tx_bytes: s.tx_bytes,
             rtt: s.rtt,
             endpoint: s.endpoint,
+            relay: None,
         }
     }
 }
@@ -146,6 +151,9 @@ pub struct Observer {
     ping_rtt: HashMap<PeerKey, Duration>,
     next_report: Instant,
     report_now: bool,
+    /// The TURN server carrying each relayed peer's path (from the path
+    /// layer); peers on a direct path are absent.
+    relays: HashMap<PeerKey, SocketAddr>,
 }
 
 /// Milliseconds since the Unix epoch of `at`, given the wall clock `wall_ms`
@@ -191,6 +199,7 @@ impl Observer {
             ping_rtt: HashMap::new(),
             next_report: now + STATS_INTERVAL,
             report_now: false,
+            relays: HashMap::new(),
         }
     }
 
@@ -240,6 +249,17 @@ impl Observer {
         }
     }
 
+    /// The path layer moved `peer` onto (or off) a relay.
+    pub fn set_relay(&mut self, peer: PeerKey, relay: Option<SocketAddr>) {
+        let old = match relay {
+            Some(r) => self.relays.insert(peer, r),
+            None => self.relays.remove(&peer),
+        };
+        if old != relay {
+            self.report_now = true;
+        }
+    }
+
     /// Sends the report an event asked for, if any.
     pub fn flush(&mut self, now: Instant, wall_ms: u64, tunnel: &Tunnel) {
         if self.report_now {
@@ -261,6 +281,7 @@ impl Observer {
             if let Some(rtt) = self.ping_rtt.get(key) {
                 figures.rtt = Some(*rtt);
             }
+            figures.relay = self.relays.get(key).copied();
             let previous = self.reported.get(key);
             figures.last_handshake_ms = match previous {
                 Some(p) if p.last_handshake == figures.last_handshake => p.last_handshake_ms,
@@ -278,6 +299,7 @@ impl Observer {
                 tx_bytes: stats.tx_bytes,
                 rtt_us: figures.rtt.map(|d| d.as_micros() as u64),
                 endpoint: stats.endpoint,
+                relay: figures.relay,
             });
             self.reported.insert(*key, figures);
         }
@@ -574,6 +596,7 @@ mod tests {
                     addresses: vec![AGENT.parse().unwrap(), AGENT6.parse().unwrap()],
                     endpoint: Some(AGENT_UDP.parse().unwrap()),
                     persistent_keepalive: None,
+                    candidates: Vec::new(),
                 },
             )
             .unwrap();
@@ -585,6 +608,7 @@ mod tests {
                     addresses: vec![LAPTOP.parse().unwrap(), LAPTOP6.parse().unwrap()],
                     endpoint: None,
                     persistent_keepalive: None,
+                    candidates: Vec::new(),
                 },
             )
             .unwrap();

@@ -20,9 +20,10 @@ use warren_io::{
     max_packet, Offloads, RecvBatch, TunReader, TunWriter, TxBatch, UdpBatch, TUN_BATCH,
 };
 use warren_netcfg::TunDevice;
+use warren_path::{Incoming, Path, PathEvent, Paths, RelayServer, Route};
 use warren_tunnel::{min_out_len, Tunnel, MIN_BUFFER};
 
-use crate::observe::{wall_clock_ms, LoopRequest, Observer};
+use crate::observe::{wall_clock_ms, LoopRequest, Observer, Report, ReportSender};
 
 /// The WireGuard socket: one for both families, kept by the manager for
 /// the helper's lifetime, so the port registered with the coordinator stays
@@ -39,6 +40,16 @@ pub struct LoopParts {
     pub peers: mpsc::UnboundedReceiver<Vec<PeerChange>>,
     pub pings: mpsc::Receiver<LoopRequest>,
     pub observer: Observer,
+    /// The path layer: which way each agent's datagrams go.
+    pub paths: Paths,
+    /// New TURN relays or credentials from the coordinator.
+    pub relays: mpsc::UnboundedReceiver<Vec<RelayServer>>,
+    /// Where new candidates are reported (to be announced).
+    pub reports: ReportSender,
+    /// The socket's port and the TUN's name, to read the host candidates
+    /// again when the network seems to have changed.
+    pub port: u16,
+    pub tun_name: String,
     /// Fires (or drops) when the loop should end.
     pub stop: oneshot::Receiver<()>,
 }
@@ -50,22 +61,81 @@ async fn send(udp: &mut UdpBatch, dst: SocketAddr, payload: &[u8]) {
     }
 }
 
-/// Sends what the tunnel queued (handshakes, keepalives, packets that
-/// waited for a handshake) and lets the observer see its events.
-async fn flush(tunnel: &mut Tunnel, observer: &mut Observer, udp: &mut UdpBatch) {
-    while let Some(t) = tunnel.poll_transmit() {
-        send(udp, t.dst, &t.payload).await;
+/// The path layer and what it needs from the loop.
+struct PathIo {
+    paths: Paths,
+    /// A relayed datagram, wrapped for its TURN server.
+    wrapped: Vec<u8>,
+    reports: ReportSender,
+    port: u16,
+    tun_name: String,
+}
+
+/// Sends one WireGuard datagram along the path the path layer chose.
+async fn send_wireguard(
+    now: Instant,
+    io: &mut PathIo,
+    udp: &mut UdpBatch,
+    dst: SocketAddr,
+    payload: &[u8],
+) {
+    match io.paths.route(now, dst, payload, &mut io.wrapped) {
+        Route::Direct => send(udp, dst, payload).await,
+        Route::Relay(server) => send(udp, server, &io.wrapped).await,
     }
-    while let Some(e) = tunnel.poll_event() {
-        observer.on_event(&e);
+}
+
+/// Sends what the tunnel and the path layer queued (handshakes,
+/// keepalives, checks, TURN requests), carries out the path layer's
+/// decisions and lets the observer see the tunnel's events.
+async fn flush(tunnel: &mut Tunnel, observer: &mut Observer, io: &mut PathIo, udp: &mut UdpBatch) {
+    let now = Instant::now();
+    // Bounded: a path change can make the tunnel send, which can make the
+    // path layer notice a peer, and so on, but only a few rounds deep.
+    for _ in 0..8 {
+        let mut progressed = false;
+        while let Some(t) = tunnel.poll_transmit() {
+            progressed = true;
+            send_wireguard(now, io, udp, t.dst, &t.payload).await;
+        }
+        while let Some(e) = tunnel.poll_event() {
+            observer.on_event(&e);
+        }
+        while let Some(event) = io.paths.poll_event() {
+            progressed = true;
+            match event {
+                PathEvent::Candidates(candidates) => {
+                    let _ = io.reports.send(Report::Candidates(candidates));
+                }
+                PathEvent::PathChanged { peer, path } => {
+                    if let Path::Direct { remote } | Path::Relayed { remote, .. } = path {
+                        tunnel.set_path_endpoint(now, &peer, remote);
+                    }
+                    let relay = io.paths.path_info(&peer).and_then(|i| i.relay);
+                    observer.set_relay(peer, relay);
+                }
+                PathEvent::RecheckNetwork => {
+                    let host = crate::dataplane::local_endpoints(io.port, &io.tun_name);
+                    io.paths.set_host_candidates(now, host);
+                }
+            }
+        }
+        while let Some(t) = io.paths.poll_transmit() {
+            progressed = true;
+            send(udp, t.dst, &t.payload).await;
+        }
+        if !progressed {
+            break;
+        }
     }
-    observer.flush(Instant::now(), wall_clock_ms(), tunnel);
+    observer.flush(now, wall_clock_ms(), tunnel);
 }
 
 /// Encrypts every packet of the last TUN read into the batch, then sends.
 async fn outbound(
     now: Instant,
     tunnel: &mut Tunnel,
+    io: &mut PathIo,
     reader: &TunReader,
     tx: &mut TxBatch,
     udp: &mut UdpBatch,
@@ -90,7 +160,12 @@ async fn outbound(
                 // into the buffer it is given); where exactly is up to it.
                 let (dst, offset, len) =
                     (t.dst, t.payload.as_ptr() as usize - base, t.payload.len());
-                tx.commit(dst, offset, len);
+                match io.paths.route(now, dst, t.payload, &mut io.wrapped) {
+                    Route::Direct => tx.commit(dst, offset, len),
+                    // Relayed datagrams leave one by one, wrapped for the
+                    // TURN server; the batch keeps the direct ones.
+                    Route::Relay(server) => send(udp, server, &io.wrapped).await,
+                }
             }
             Ok(None) => {}
             Err(reason) => tracing::trace!(%reason, "outbound packet dropped"),
@@ -105,17 +180,26 @@ async fn inbound(
     now: Instant,
     tunnel: &mut Tunnel,
     observer: &mut Observer,
+    paths: &mut Paths,
     rx: &RecvBatch,
     writer: &mut TunWriter,
     tun: &TunDevice,
 ) {
     for (from, datagram) in rx.datagrams() {
+        let (from, datagram) = match paths.handle_datagram(now, from, datagram) {
+            Incoming::WireGuard { from, payload } => (from, payload),
+            Incoming::Handled => continue,
+            Incoming::Dropped(why) => {
+                tracing::trace!(%from, why, "datagram dropped");
+                continue;
+            }
+        };
         if writer.is_full() {
             write_tun(writer, tun).await;
         }
         let space = writer.space(datagram.len().max(MIN_BUFFER));
         let base = space.as_ptr() as usize;
-        match tunnel.decapsulate(now, from, datagram, space) {
+        match tunnel.decapsulate(now, from, &datagram, space) {
             Ok(Some(packet)) => {
                 if !observer.intercept(now, packet, tunnel) {
                     let (offset, len) = (packet.as_ptr() as usize - base, packet.len());
@@ -161,15 +245,22 @@ pub enum LoopExit {
 }
 
 /// Applies one batch of peer-table edits.
-fn apply_peer_changes(tunnel: &mut Tunnel, now: Instant, changes: Vec<PeerChange>) {
+fn apply_peer_changes(
+    tunnel: &mut Tunnel,
+    paths: &mut Paths,
+    now: Instant,
+    changes: Vec<PeerChange>,
+) {
     for change in changes {
         match change {
             PeerChange::Upsert(cfg) => {
+                paths.upsert_peer(now, cfg.public_key, &cfg.candidates);
                 if let Err(e) = tunnel.upsert_peer(now, cfg) {
                     tracing::warn!(error = %e, "an agent could not be added to the tunnel");
                 }
             }
             PeerChange::Remove(key) => {
+                paths.remove_peer(&key);
                 tunnel.remove_peer(&key);
             }
         }
@@ -185,8 +276,20 @@ pub async fn run(dp: LoopParts) -> LoopExit {
         mut peers,
         mut pings,
         mut observer,
+        paths,
+        mut relays,
+        reports,
+        port,
+        tun_name,
         mut stop,
     } = dp;
+    let mut io = PathIo {
+        paths,
+        wrapped: Vec::with_capacity(2048),
+        reports,
+        port,
+        tun_name,
+    };
     let mut udp = match UdpBatch::new(udp) {
         Ok(udp) => udp,
         Err(e) => {
@@ -204,16 +307,20 @@ pub async fn run(dp: LoopParts) -> LoopExit {
     let mut rx = RecvBatch::new();
     // Pings only; their packets are small.
     let mut out = vec![0u8; min_out_len(1500)];
-    flush(&mut tunnel, &mut observer, &mut udp).await;
+    flush(&mut tunnel, &mut observer, &mut io, &mut udp).await;
     let exit = loop {
-        let deadline = match tunnel.poll_timeout() {
+        let paths_due = io.paths.poll_timeout();
+        let mut deadline = match tunnel.poll_timeout() {
             Some(t) => t.min(observer.poll_timeout()),
             None => observer.poll_timeout(),
         };
+        if let Some(t) = paths_due {
+            deadline = deadline.min(t);
+        }
         tokio::select! {
             _ = &mut stop => break LoopExit::Stopped,
             read = reader.read(&tun) => match read {
-                Ok(_) => outbound(Instant::now(), &mut tunnel, &reader, &mut tx, &mut udp).await,
+                Ok(_) => outbound(Instant::now(), &mut tunnel, &mut io, &reader, &mut tx, &mut udp).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "reading from the TUN failed; stopping the data plane");
                     break LoopExit::Failed(format!(
@@ -223,7 +330,7 @@ pub async fn run(dp: LoopParts) -> LoopExit {
             },
             recv = udp.recv(&mut rx) => match recv {
                 Ok(_) => {
-                    inbound(Instant::now(), &mut tunnel, &mut observer, &rx, &mut writer, &tun).await;
+                    inbound(Instant::now(), &mut tunnel, &mut observer, &mut io.paths, &rx, &mut writer, &tun).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
             },
@@ -231,22 +338,26 @@ pub async fn run(dp: LoopParts) -> LoopExit {
                 if let Some(t) = observer.probe(Instant::now(), probe, &mut tunnel, &mut out) {
                     let dst = t.dst;
                     let len = t.payload.len();
-                    send(&mut udp, dst, &out[..len]).await;
+                    send_wireguard(Instant::now(), &mut io, &mut udp, dst, &out[..len]).await;
                 }
             }
             changes = peers.recv() => match changes {
-                Some(changes) => apply_peer_changes(&mut tunnel, Instant::now(), changes),
+                Some(changes) => apply_peer_changes(&mut tunnel, &mut io.paths, Instant::now(), changes),
                 None => break LoopExit::Stopped,
             },
+            Some(list) = relays.recv() => io.paths.set_relays(Instant::now(), list),
             _ = tokio::time::sleep_until(deadline.into()) => {
                 let now = Instant::now();
                 if tunnel.poll_timeout().is_some_and(|t| t <= now) {
                     tunnel.handle_timeout(now);
                 }
+                if paths_due.is_some_and(|t| t <= now) {
+                    io.paths.handle_timeout(now);
+                }
                 observer.handle_timeout(now, wall_clock_ms(), &tunnel);
             }
         }
-        flush(&mut tunnel, &mut observer, &mut udp).await;
+        flush(&mut tunnel, &mut observer, &mut io, &mut udp).await;
     };
     exit
 }

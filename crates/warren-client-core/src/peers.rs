@@ -49,6 +49,7 @@ pub fn peer_config(agent: &Agent) -> Option<PeerConfig> {
         addresses: agent.addresses.clone(),
         endpoint: agent.endpoints.first().copied(),
         persistent_keepalive: None,
+        candidates: agent.endpoints.clone(),
     })
 }
 

@@ -22,6 +22,8 @@ pub struct PeerReport {
     pub tx_bytes: u64,
     pub rtt_us: Option<u64>,
     pub endpoint: Option<SocketAddr>,
+    /// The TURN server carrying the path, when it is relayed.
+    pub relay: Option<SocketAddr>,
 }
 
 /// The latest figures per agent, with the key they were measured for.
@@ -46,9 +48,7 @@ impl StatsBook {
                 tx_bytes: r.tx_bytes,
                 rtt_us: r.rtt_us,
                 endpoint: r.endpoint,
-                // Every path is direct until the path layer relays (issue
-                // 12's ICE and TURN): the data plane sends to `endpoint`.
-                relay: None,
+                relay: r.relay.map(|r| r.to_string()),
             };
             self.by_agent
                 .insert(agent_id.clone(), (r.key, stats.clone()));

@@ -205,6 +205,7 @@ fn stats_for_an_old_key_or_an_old_tunnel_are_ignored() {
         tx_bytes: 1,
         rtt_us: Some(900),
         endpoint: None,
+        relay: None,
     };
     s.c.handle_stats(s.now, up, vec![report(1, 10)]);
     let events = s.events();
@@ -284,6 +285,7 @@ fn a_tunnel_that_dies_is_failed_then_retried_with_the_full_lists() {
             tx_bytes: 1,
             rtt_us: None,
             endpoint: None,
+            relay: None,
         }],
     );
     s.events();

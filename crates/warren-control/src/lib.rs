@@ -9,8 +9,10 @@
 //! the helper and the agent both drive.
 
 pub mod link;
+pub mod relays;
 
 pub use link::{KeepAlive, Link, LinkError, PING_INTERVAL, SILENCE_LIMIT};
+pub use relays::resolve_relays;
 
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;

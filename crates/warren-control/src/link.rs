@@ -11,7 +11,7 @@
 use crate::{ControlConfig, ControlConnection};
 use std::time::Duration;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
-use warren_proto::control::{ServerMessage, Welcome};
+use warren_proto::control::{ClientMessage, ServerMessage, Welcome};
 use warren_session::ConnectFailure;
 
 /// How often the coordinator is pinged (keeps NAT mappings open and shows
@@ -152,6 +152,14 @@ impl Link {
                 }
             }
         }
+    }
+
+    /// Sends one message (new endpoints, for example).
+    pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), LinkError> {
+        self.conn
+            .send(msg)
+            .await
+            .map_err(|e| LinkError::Lost(e.to_string()))
     }
 
     /// Closes the link politely.

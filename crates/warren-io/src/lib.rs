@@ -27,7 +27,9 @@
 //! the others build on where they have nothing better.
 
 use std::io;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use warren_proto::limits::{check_endpoint, MAX_ENDPOINTS};
 
 mod tx;
 mod udp;
@@ -130,6 +132,33 @@ fn bind_dual_stack(port: u16) -> io::Result<std::net::UdpSocket> {
     socket.bind(&SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port).into())?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// Where peers can reach a WireGuard socket on `port`: every address of an
+/// interface that is up, except loopback, link-local, multicast and the
+/// interface `skip_interface` (the tunnel's own), at most
+/// [`MAX_ENDPOINTS`], IPv4 first. These are the host candidates of the
+/// path layer on the helper and the agent alike.
+pub fn local_endpoints(port: u16, skip_interface: Option<&str>) -> Vec<SocketAddr> {
+    let interfaces = match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces,
+        Err(e) => {
+            tracing::warn!(error = %e, "couldn't list this device's addresses");
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<SocketAddr> = interfaces
+        .iter()
+        .filter(|ifa| Some(ifa.name.as_str()) != skip_interface && ifa.is_oper_up())
+        .map(|ifa| SocketAddr::new(ifa.ip(), port))
+        .filter(|endpoint| check_endpoint(*endpoint, false).is_ok())
+        .collect();
+    out.sort();
+    out.dedup();
+    // The coordinator refuses more; a machine with many bridges keeps the
+    // first few (IPv4 sorts first, which most networks reach).
+    out.truncate(MAX_ENDPOINTS);
+    out
 }
 
 #[cfg(test)]

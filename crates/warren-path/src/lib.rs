@@ -5,8 +5,10 @@
 //! WireGuard. Sans-IO like the rest of the client core.
 
 pub mod demux;
+pub mod paths;
 pub mod select;
 pub mod turn;
 
 pub use demux::{classify, Datagram, DemuxError};
+pub use paths::{Incoming, PathEvent, PathInfo, Paths, RelayServer, Role, Route};
 pub use select::{Path, PathSelector};

@@ -49,7 +49,7 @@
 //! only on a channel we asked for. Passwords and keys are never logged, nor
 //! shown by `Debug`.
 
-mod msg;
+pub(crate) mod msg;
 #[cfg(test)]
 mod tests;
 
@@ -1351,7 +1351,7 @@ fn refresh_after(lifetime: Duration) -> Duration {
 }
 
 /// An address a peer or relay may have.
-fn usable(ip: IpAddr) -> bool {
+pub(crate) fn usable(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast()),
         IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),

@@ -45,6 +45,7 @@ fn main() {
         addresses: vec![ip],
         endpoint: Some(udp),
         persistent_keepalive: None,
+        candidates: Vec::new(),
     };
     a.upsert_peer(now, peer(b.public_key(), b_ip, b_udp))
         .expect("valid peer");

@@ -72,6 +72,9 @@ pub(crate) struct Peer {
     /// endpoint is only overridden when this changes.
     pub configured_endpoint: Option<SocketAddr>,
     pub endpoint: Option<SocketAddr>,
+    /// The path layer chose the endpoint ([`crate::Tunnel::set_path_endpoint`]):
+    /// neither roaming nor the directory moves it any more.
+    pub pinned: bool,
     pub persistent_keepalive: Option<Duration>,
     pub queue: VecDeque<Vec<u8>>,
     pub timers: Mirror,
@@ -172,6 +175,17 @@ impl Peer {
         }
     }
 
+    /// Sends a new initiation now even if one is in flight (it went to an
+    /// endpoint that turned out dead).
+    pub fn reinitiate(&mut self, now: Instant, out: &mut Outputs, scratch: &mut [u8]) {
+        if let TunnResult::WriteToNetwork(msg) =
+            self.tunn.format_handshake_initiation(scratch, true)
+        {
+            self.timers.on_initiation_sent(now);
+            out.transmit(self.endpoint, msg);
+        }
+    }
+
     /// Sends the packets that waited for a session, oldest first.
     pub fn flush(&mut self, now: Instant, out: &mut Outputs, scratch: &mut [u8]) {
         while !self.queue.is_empty() && self.has_session() {
@@ -203,7 +217,7 @@ impl Peer {
 
     /// An authenticated datagram came from `from`: follow the peer there.
     pub fn roam(&mut self, from: SocketAddr, out: &mut Outputs) {
-        if self.endpoint != Some(from) {
+        if !self.pinned && self.endpoint != Some(from) {
             tracing::debug!(peer = %key_id(&self.key), endpoint = %from, "peer endpoint changed");
             self.endpoint = Some(from);
             out.event(TunnelEvent::EndpointChanged {

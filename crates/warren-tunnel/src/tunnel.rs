@@ -167,7 +167,7 @@ impl Tunnel {
                 };
                 if cfg.endpoint != peer.configured_endpoint {
                     peer.configured_endpoint = cfg.endpoint;
-                    if cfg.endpoint.is_some() {
+                    if cfg.endpoint.is_some() && !peer.pinned {
                         peer.endpoint = cfg.endpoint;
                     }
                 }
@@ -204,6 +204,7 @@ impl Tunnel {
                     addresses: Vec::new(),
                     configured_endpoint: cfg.endpoint,
                     endpoint: cfg.endpoint,
+                    pinned: false,
                     persistent_keepalive: keepalive,
                     queue: VecDeque::new(),
                     timers: Mirror::new(now),
@@ -250,6 +251,43 @@ impl Tunnel {
         }
         self.prune_heap();
         Ok(())
+    }
+
+    /// The path layer's choice of where the peer's datagrams go. From now on
+    /// neither the source of the peer's datagrams (roaming) nor the
+    /// directory's endpoint moves it; only the next call does. If no fresh
+    /// session exists, a handshake is started again at once towards the new
+    /// endpoint instead of waiting out the retry timer on a dead one.
+    /// `false` if the peer is unknown.
+    pub fn set_path_endpoint(&mut self, now: Instant, key: &PeerKey, endpoint: SocketAddr) -> bool {
+        let Some(&slot) = self.by_key.get(key) else {
+            return false;
+        };
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return false;
+        };
+        peer.pinned = true;
+        if peer.endpoint == Some(endpoint) {
+            return true;
+        }
+        peer.endpoint = Some(endpoint);
+        tracing::debug!(peer = %key_id(key), %endpoint, "endpoint set by the path layer");
+        self.out.event(TunnelEvent::EndpointChanged {
+            peer: *key,
+            endpoint,
+        });
+        let stale = peer
+            .tunn
+            .time_since_last_handshake()
+            .is_none_or(|age| age >= crate::timers::REKEY_AFTER_TIME);
+        if stale
+            && (!peer.queue.is_empty() || peer.handshakes > 0 || peer.timers.handshake_in_progress)
+        {
+            peer.reinitiate(now, &mut self.out, &mut self.scratch);
+            reschedule(&mut self.heap, peer, slot);
+            self.prune_heap();
+        }
+        true
     }
 
     /// Removes a peer. Packets queued for it are dropped, counted in

@@ -43,6 +43,10 @@ pub struct PeerConfig {
     /// Send a keepalive after this many seconds without sending anything
     /// (keeps NAT mappings open). `None` or `Some(0)` disables it.
     pub persistent_keepalive: Option<u16>,
+    /// Every address the directory lists for the peer (`endpoint` is the
+    /// first). The table itself sends only to `endpoint`; the path layer
+    /// checks all of them and then pins `endpoint` to the one that works.
+    pub candidates: Vec<SocketAddr>,
 }
 
 /// A datagram to send, borrowing the caller's buffer (data path, no allocation).

@@ -312,6 +312,7 @@ fn a_snapshot_removes_peers_it_does_not_name_and_keeps_the_others_sessions() {
                 addresses: vec![v4(4)],
                 endpoint: Some(udp(4, 4000)),
                 persistent_keepalive: None,
+                candidates: Vec::new(),
             },
         )
         .unwrap();
@@ -323,6 +324,7 @@ fn a_snapshot_removes_peers_it_does_not_name_and_keeps_the_others_sessions() {
         addresses: vec![net.nodes[1].ip],
         endpoint: Some(net.nodes[1].udp),
         persistent_keepalive: None,
+        candidates: Vec::new(),
     };
     net.nodes[0].tunnel.set_peers(now, [b_cfg]).unwrap();
     assert_eq!(net.nodes[0].tunnel.peer_count(), 1);
@@ -347,6 +349,7 @@ fn upserting_the_same_key_updates_routes_in_place() {
         addresses: vec![new_ip, v6(42)],
         endpoint: Some(net.nodes[1].udp),
         persistent_keepalive: None,
+        candidates: Vec::new(),
     };
     net.nodes[0].tunnel.upsert_peer(now, cfg).unwrap();
     assert_eq!(net.nodes[0].tunnel.route(new_ip), Some(net.key(1)));
@@ -373,6 +376,7 @@ fn an_address_claimed_by_a_new_peer_moves_to_it() {
         addresses: vec![net.nodes[1].ip],
         endpoint: None,
         persistent_keepalive: None,
+        candidates: Vec::new(),
     };
     net.nodes[0].tunnel.upsert_peer(now, cfg).unwrap();
     assert_eq!(net.nodes[0].tunnel.route(net.nodes[1].ip), Some(other));
@@ -402,6 +406,7 @@ fn the_own_key_is_refused_as_a_peer() {
                 addresses: vec![v4(1)],
                 endpoint: None,
                 persistent_keepalive: None,
+                candidates: Vec::new(),
             },
         )
         .unwrap_err();
@@ -488,6 +493,7 @@ fn an_agent_restarted_with_a_new_key_is_reached_after_the_snapshot() {
         addresses: vec![net.nodes[reborn].ip],
         endpoint: Some(net.nodes[reborn].udp),
         persistent_keepalive: None,
+        candidates: Vec::new(),
     };
     let now = net.now;
     net.nodes[0].tunnel.set_peers(now, [cfg]).unwrap();

@@ -11,12 +11,13 @@ use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tokio::sync::watch;
-use warren_agent::dataplane::{parse_allow_ports, Dataplane, StackConfig};
+use warren_agent::dataplane::{parse_allow_ports, Dataplane, PathWiring, StackConfig};
 use warren_agent::keys::AgentKey;
 use warren_agent::peers::PeerTable;
 use warren_control::{ControlConfig, Link, LinkError};
+use warren_path::RelayServer;
 use warren_proto::control::ClientPeer;
-use warren_proto::control::{Register, ServerMessage, CONTROL_VERSION};
+use warren_proto::control::{ClientMessage, Register, ServerMessage, CONTROL_VERSION};
 use warren_proto::Secret;
 use warren_session::Backoff;
 use x25519_dalek::StaticSecret;
@@ -56,6 +57,12 @@ struct DataplaneSlot {
     allow_ports: Vec<u16>,
     addresses: Option<Vec<IpAddr>>,
     peers: watch::Sender<Vec<ClientPeer>>,
+    /// The coordinator's TURN relays, for the path layer.
+    relays: watch::Sender<Vec<RelayServer>>,
+    /// The path layer's candidates (host, server-reflexive, relayed).
+    candidates: watch::Sender<Vec<SocketAddr>>,
+    /// `--endpoint`: fixed host candidates.
+    endpoints: Vec<SocketAddr>,
 }
 
 impl DataplaneSlot {
@@ -80,8 +87,13 @@ impl DataplaneSlot {
             allow_ports: self.allow_ports.clone(),
         };
         let peers = self.peers.subscribe();
+        let wiring = PathWiring {
+            relays: self.relays.subscribe(),
+            candidates: self.candidates.clone(),
+            endpoints: self.endpoints.clone(),
+        };
         tokio::spawn(async move {
-            if let Err(e) = dataplane.run(config, peers).await {
+            if let Err(e) = dataplane.run_with_paths(config, peers, Some(wiring)).await {
                 tracing::error!("the data plane stopped: {e}");
             }
         });
@@ -136,20 +148,29 @@ async fn run(args: Args) -> Result<()> {
     let local = dataplane
         .local_addr()
         .context("reading the WireGuard UDP port")?;
-    if args.endpoints.is_empty() {
-        tracing::warn!(
+    let endpoints = if args.endpoints.is_empty() {
+        let found = warren_io::local_endpoints(local.port(), None);
+        tracing::info!(
             port = local.port(),
-            "no --endpoint given: clients can't reach this agent's tunnel until it announces an address they can send to (e.g. --endpoint IP:{})",
-            local.port()
+            ?found,
+            "no --endpoint given: announcing this machine's addresses, and the relayed and server-reflexive ones once the coordinator names TURN relays"
         );
-    }
+        found
+    } else {
+        args.endpoints.clone()
+    };
     let (peers_tx, _) = watch::channel(Vec::new());
+    let (relays_tx, _) = watch::channel(Vec::new());
+    let (candidates_tx, _) = watch::channel(Vec::new());
     let mut slot = DataplaneSlot {
         pending: Some(dataplane),
         key: key.secret(),
         allow_ports,
         addresses: None,
         peers: peers_tx,
+        relays: relays_tx,
+        candidates: candidates_tx,
+        endpoints: args.endpoints.clone(),
     };
     let config = ControlConfig {
         url: args.coordinator.trim_end_matches('/').to_string(),
@@ -158,7 +179,7 @@ async fn run(args: Args) -> Result<()> {
         register: Register {
             protocol_version: CONTROL_VERSION,
             public_key: key.public_base64(),
-            endpoints: args.endpoints.clone(),
+            endpoints,
             hostname: warren_ipc::platform::hostname(),
             app_version: env!("CARGO_PKG_VERSION").to_string(),
         },
@@ -196,6 +217,15 @@ async fn session(
     attempt: &mut u32,
     slot: &mut DataplaneSlot,
 ) -> Result<String> {
+    // A reconnection announces what the path layer found, not only the
+    // host addresses.
+    let mut config = config.clone();
+    let mut announced = slot.candidates.subscribe();
+    let found = announced.borrow_and_update().clone();
+    if !found.is_empty() {
+        config.register.endpoints = found;
+    }
+    let config = &config;
     let mut link = match Link::connect(config).await {
         Ok(link) => link,
         Err(LinkError::Unauthorized(_)) => bail!(
@@ -211,9 +241,6 @@ async fn session(
     let welcome = link.welcome().clone();
     *attempt = 0;
     peers.begin_stream();
-    // TURN relays and their credentials (the welcome's, then each `relays`
-    // message's) are only logged for now: the path layer that allocates on
-    // them is not wired in yet.
     tracing::info!(
         agent = %welcome.id,
         user = %welcome.user,
@@ -222,8 +249,25 @@ async fn session(
         "registered with the coordinator"
     );
     slot.on_welcome(&welcome.addresses);
+    if !welcome.relays.is_empty() {
+        slot.relays
+            .send_replace(warren_control::resolve_relays(&welcome.relays).await);
+    }
     loop {
-        match link.next().await {
+        let next = tokio::select! {
+            next = link.next() => next,
+            changed = announced.changed() => {
+                if changed.is_ok() {
+                    let endpoints = announced.borrow_and_update().clone();
+                    tracing::info!(?endpoints, "announcing new endpoints");
+                    if let Err(e) = link.send(&ClientMessage::Endpoints { endpoints }).await {
+                        return Ok(e.to_string());
+                    }
+                }
+                continue;
+            }
+        };
+        match next {
             Ok(ServerMessage::PeerUpdate(update)) => {
                 if let Err(e) = peers.apply(update) {
                     return Ok(format!("peer stream out of step ({e:?}); resubscribing"));
@@ -237,6 +281,8 @@ async fn session(
                     expires_at = relays.iter().map(|r| r.expires_at).min(),
                     "fresh TURN credentials"
                 );
+                slot.relays
+                    .send_replace(warren_control::resolve_relays(&relays).await);
             }
             Ok(_) => {}
             Err(LinkError::Unauthorized(m)) => bail!(

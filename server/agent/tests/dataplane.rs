@@ -57,6 +57,7 @@ impl Laptop {
                     addresses: vec![AGENT_V4.into(), AGENT_V6.into()],
                     endpoint: Some(agent_endpoint),
                     persistent_keepalive: None,
+                    candidates: Vec::new(),
                 },
             )
             .unwrap();
@@ -96,6 +97,7 @@ impl Laptop {
             addresses: vec![LAPTOP_V4.into(), LAPTOP_V6.into()],
             endpoint,
             persistent_keepalive: None,
+            candidates: Vec::new(),
         }
     }
 

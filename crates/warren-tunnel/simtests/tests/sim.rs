@@ -275,6 +275,7 @@ fn a_roaming_agent_is_followed_to_its_new_address() {
         addresses: vec![net.nodes[1].ip],
         endpoint: Some(old),
         persistent_keepalive: None,
+        candidates: Vec::new(),
     };
     let now = net.now;
     net.nodes[0].tunnel.upsert_peer(now, cfg).unwrap();
@@ -295,6 +296,7 @@ fn persistent_keepalive_fires_on_its_interval_only() {
         addresses: vec![net.nodes[1].ip],
         endpoint: Some(net.nodes[1].udp),
         persistent_keepalive: Some(25),
+        candidates: Vec::new(),
     };
     let now = net.now;
     net.nodes[0].tunnel.upsert_peer(now, cfg).unwrap();

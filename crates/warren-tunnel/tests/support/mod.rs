@@ -145,6 +145,7 @@ impl Net {
             addresses: vec![self.nodes[j].ip],
             endpoint: with_endpoint.then_some(self.nodes[j].udp),
             persistent_keepalive: None,
+            candidates: Vec::new(),
         };
         let now = self.now;
         self.nodes[i]

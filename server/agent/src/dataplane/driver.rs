@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use warren_io::{bind_udp, RecvBatch, TxBatch, UdpBatch};
+use warren_path::RelayServer;
 use warren_proto::control::ClientPeer;
 use warren_tunnel::{key_id, TunnelEvent};
 
@@ -78,6 +79,19 @@ struct Conn {
     task: JoinHandle<()>,
 }
 
+/// How the data plane's path layer talks to the control side: relays in,
+/// candidates out.
+#[derive(Debug)]
+pub struct PathWiring {
+    /// The coordinator's TURN relays, latest list.
+    pub relays: watch::Receiver<Vec<RelayServer>>,
+    /// The path layer's candidates, to announce to the coordinator.
+    pub candidates: watch::Sender<Vec<SocketAddr>>,
+    /// Host candidates given on the command line (`--endpoint`); empty:
+    /// read them from the interfaces.
+    pub endpoints: Vec<SocketAddr>,
+}
+
 impl Dataplane {
     /// Opens the WireGuard UDP socket on `listen_port` (0 picks a free
     /// one): dual-stack IPv6 + IPv4 where the host allows, else IPv4 only.
@@ -111,10 +125,39 @@ impl Dataplane {
     pub async fn run(
         self,
         config: StackConfig,
+        peers: watch::Receiver<Vec<ClientPeer>>,
+    ) -> Result<(), DataplaneError> {
+        self.run_with_paths(config, peers, None).await
+    }
+
+    /// [`Dataplane::run`] with the path layer wired to the coordinator:
+    /// TURN relays come in, candidates go out.
+    pub async fn run_with_paths(
+        self,
+        config: StackConfig,
         mut peers: watch::Receiver<Vec<ClientPeer>>,
+        wiring: Option<PathWiring>,
     ) -> Result<(), DataplaneError> {
         let Self { mut udp, applied } = self;
         let mut stack = WorkspaceStack::new(Instant::now(), config)?;
+        let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
+        let host_candidates = |wiring: &PathWiring| {
+            if wiring.endpoints.is_empty() {
+                warren_io::local_endpoints(port, None)
+            } else {
+                wiring.endpoints.clone()
+            }
+        };
+        let (mut relays, candidates) = match wiring {
+            Some(mut wiring) => {
+                let now = Instant::now();
+                stack.set_host_candidates(now, host_candidates(&wiring));
+                let list = wiring.relays.borrow_and_update().clone();
+                stack.set_relays(now, list);
+                (Some(wiring.relays.clone()), Some(wiring))
+            }
+            None => (None, None),
+        };
         info!(
             addresses = ?stack.addresses(),
             local = ?udp.local_addr().ok(),
@@ -166,6 +209,22 @@ impl Dataplane {
                     applied.send_modify(|n| *n += 1);
                 }
                 _ = notify.notified() => {}
+                changed = async {
+                    match relays.as_mut() {
+                        Some(r) => r.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => match changed {
+                    Ok(()) => {
+                        let list = relays
+                            .as_mut()
+                            .map(|r| r.borrow_and_update().clone())
+                            .unwrap_or_default();
+                        stack.set_relays(Instant::now(), list);
+                    }
+                    // The control side is gone; the last relays stay.
+                    Err(_) => relays = None,
+                },
             }
             while let Some(event) = stack.poll_event() {
                 match event {
@@ -180,6 +239,16 @@ impl Dataplane {
                         conns.insert(conn, spawn_bridge(port, notify.clone()));
                     }
                     StackEvent::Tunnel(event) => log_tunnel_event(&event),
+                    StackEvent::Candidates(list) => {
+                        if let Some(wiring) = &candidates {
+                            wiring.candidates.send_replace(list);
+                        }
+                    }
+                    StackEvent::RecheckNetwork => {
+                        if let Some(wiring) = &candidates {
+                            stack.set_host_candidates(Instant::now(), host_candidates(wiring));
+                        }
+                    }
                 }
             }
             for (&id, conn) in conns.iter_mut() {

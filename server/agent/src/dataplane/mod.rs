@@ -26,7 +26,7 @@ mod driver;
 mod stack;
 
 pub use device::{QueueDevice, TUNNEL_MTU};
-pub use driver::Dataplane;
+pub use driver::{Dataplane, PathWiring};
 pub use stack::{ConnectionId, StackConfig, StackEvent, WorkspaceStack, TCP_BUFFER};
 
 use warren_proto::control::ClientPeer;
@@ -79,6 +79,7 @@ pub fn peer_config(peer: &ClientPeer) -> Result<PeerConfig, PeerError> {
         addresses: peer.addresses.clone(),
         endpoint: peer.endpoints.first().copied(),
         persistent_keepalive: None,
+        candidates: peer.endpoints.clone(),
     })
 }
 

@@ -19,10 +19,11 @@ use smoltcp::iface::{Config, Interface, PollIngressSingleResult, SocketHandle, S
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use tracing::{debug, trace};
+use warren_path::{Incoming, Path, PathEvent, Paths, RelayServer, Role, Route};
 use warren_tunnel::{
     min_out_len, ConfigError, Counters, OwnedTransmit, PeerConfig, PeerKey, StaticSecret, Tunnel,
     TunnelEvent, MIN_BUFFER,
@@ -60,6 +61,12 @@ pub enum StackEvent {
     },
     /// A tunnel event worth reporting (handshakes, roaming, expiry).
     Tunnel(TunnelEvent),
+    /// The path layer's candidates changed: announce them to the
+    /// coordinator.
+    Candidates(Vec<SocketAddr>),
+    /// The network may have changed: read the host candidates again and
+    /// pass them to [`WorkspaceStack::set_host_candidates`].
+    RecheckNetwork,
 }
 
 /// What the stack needs to start.
@@ -86,6 +93,10 @@ impl std::fmt::Debug for StackConfig {
 /// The agent's tunnel endpoint and userspace TCP/IP stack.
 pub struct WorkspaceStack {
     tunnel: Tunnel,
+    /// Which way each device's datagrams go (checks, relays).
+    paths: Paths,
+    path_peers: HashSet<PeerKey>,
+    wrapped: Vec<u8>,
     iface: Interface,
     device: QueueDevice,
     sockets: SocketSet<'static>,
@@ -98,6 +109,8 @@ pub struct WorkspaceStack {
     now: Instant,
     decap_buf: Vec<u8>,
     encap_buf: Vec<u8>,
+    /// The path layer's wake-up as last handed out.
+    paths_due: Option<Instant>,
 }
 
 impl std::fmt::Debug for WorkspaceStack {
@@ -138,6 +151,9 @@ impl WorkspaceStack {
             let _ = iface.routes_mut().add_default_ipv6_route(a);
         }
         let mut stack = Self {
+            paths: Paths::new(Role::Agent, config.private_key.to_bytes()),
+            path_peers: HashSet::new(),
+            wrapped: Vec::with_capacity(2048),
             tunnel: Tunnel::new(config.private_key),
             iface,
             device,
@@ -148,6 +164,7 @@ impl WorkspaceStack {
             transmits: VecDeque::new(),
             epoch: now,
             now,
+            paths_due: None,
             decap_buf: vec![0; MAX_DATAGRAM.max(MIN_BUFFER)],
             encap_buf: vec![0; min_out_len(TUNNEL_MTU).max(MIN_BUFFER)],
         };
@@ -185,9 +202,36 @@ impl WorkspaceStack {
         now: Instant,
         peers: impl IntoIterator<Item = PeerConfig>,
     ) -> Result<(), ConfigError> {
+        let peers: Vec<PeerConfig> = peers.into_iter().collect();
+        let keys: HashSet<PeerKey> = peers.iter().map(|p| p.public_key).collect();
+        for gone in self.path_peers.difference(&keys) {
+            self.paths.remove_peer(gone);
+        }
+        for peer in &peers {
+            self.paths
+                .upsert_peer(now, peer.public_key, &peer.candidates);
+        }
+        self.path_peers = keys;
         let result = self.tunnel.set_peers(now, peers);
-        self.drain_tunnel();
+        self.drain_tunnel(now);
         result
+    }
+
+    /// This machine's addresses for the WireGuard socket (host candidates).
+    pub fn set_host_candidates(&mut self, now: Instant, host: Vec<SocketAddr>) {
+        self.paths.set_host_candidates(now, host);
+        self.drain_tunnel(now);
+    }
+
+    /// The coordinator's TURN relays with fresh credentials.
+    pub fn set_relays(&mut self, now: Instant, relays: Vec<RelayServer>) {
+        self.paths.set_relays(now, relays);
+        self.drain_tunnel(now);
+    }
+
+    /// How a device's datagrams travel, as a person would see it.
+    pub fn path_info(&self, key: &PeerKey) -> Option<warren_path::PathInfo> {
+        self.paths.path_info(key)
     }
 
     /// Handles one UDP datagram received from `from`.
@@ -200,9 +244,17 @@ impl WorkspaceStack {
     /// batch of datagrams, queue each and then call
     /// [`WorkspaceStack::poll`] once.
     pub fn queue_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let (from, datagram) = match self.paths.handle_datagram(now, from, datagram) {
+            Incoming::WireGuard { from, payload } => (from, payload),
+            Incoming::Handled => return,
+            Incoming::Dropped(why) => {
+                trace!(%from, why, "dropped a datagram");
+                return;
+            }
+        };
         match self
             .tunnel
-            .decapsulate(now, from, datagram, &mut self.decap_buf)
+            .decapsulate(now, from, &datagram, &mut self.decap_buf)
         {
             Ok(Some(packet)) => self.device.rx.push_back(packet.to_vec()),
             Ok(None) => {}
@@ -213,12 +265,19 @@ impl WorkspaceStack {
     /// Runs the tunnel's and the TCP/IP stack's timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tunnel.handle_timeout(now);
+        if self.paths_due.is_some_and(|t| t <= now) {
+            self.paths.handle_timeout(now);
+        }
         self.poll(now);
     }
 
     /// When [`WorkspaceStack::handle_timeout`] must be called next, if ever.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        let tunnel = self.tunnel.poll_timeout();
+        self.paths_due = self.paths.poll_timeout();
+        let tunnel = match (self.tunnel.poll_timeout(), self.paths_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let ts = self.smol_now(self.last_now());
         let stack = self
             .iface
@@ -259,15 +318,25 @@ impl WorkspaceStack {
         self.rearm();
         while let Some(packet) = self.device.tx.pop_front() {
             match self.tunnel.encapsulate(now, &packet, &mut self.encap_buf) {
-                Ok(Some(t)) => self.transmits.push_back(OwnedTransmit {
-                    dst: t.dst,
-                    payload: t.payload.to_vec(),
-                }),
+                Ok(Some(t)) => {
+                    let transmit = match self.paths.route(now, t.dst, t.payload, &mut self.wrapped)
+                    {
+                        Route::Direct => OwnedTransmit {
+                            dst: t.dst,
+                            payload: t.payload.to_vec(),
+                        },
+                        Route::Relay(server) => OwnedTransmit {
+                            dst: server,
+                            payload: self.wrapped.clone(),
+                        },
+                    };
+                    self.transmits.push_back(transmit);
+                }
                 Ok(None) => {}
                 Err(reason) => trace!(%reason, "dropped an outgoing packet"),
             }
         }
-        self.drain_tunnel();
+        self.drain_tunnel(now);
     }
 
     /// Copies received bytes into `buf`; 0 when nothing is buffered.
@@ -391,12 +460,50 @@ impl WorkspaceStack {
         }
     }
 
-    fn drain_tunnel(&mut self) {
-        while let Some(t) = self.tunnel.poll_transmit() {
-            self.transmits.push_back(t);
-        }
-        while let Some(e) = self.tunnel.poll_event() {
-            self.events.push_back(StackEvent::Tunnel(e));
+    /// Moves what the tunnel and the path layer produced out: datagrams
+    /// along each device's path, path decisions into the tunnel, events to
+    /// the driver.
+    fn drain_tunnel(&mut self, now: Instant) {
+        // Bounded: a path change makes the tunnel send, which the path
+        // layer routes, but only a few rounds deep.
+        for _ in 0..8 {
+            let mut progressed = false;
+            while let Some(t) = self.tunnel.poll_transmit() {
+                progressed = true;
+                let t = match self.paths.route(now, t.dst, &t.payload, &mut self.wrapped) {
+                    Route::Direct => t,
+                    Route::Relay(server) => OwnedTransmit {
+                        dst: server,
+                        payload: self.wrapped.clone(),
+                    },
+                };
+                self.transmits.push_back(t);
+            }
+            while let Some(e) = self.tunnel.poll_event() {
+                self.events.push_back(StackEvent::Tunnel(e));
+            }
+            while let Some(event) = self.paths.poll_event() {
+                progressed = true;
+                match event {
+                    PathEvent::Candidates(c) => self.events.push_back(StackEvent::Candidates(c)),
+                    PathEvent::RecheckNetwork => self.events.push_back(StackEvent::RecheckNetwork),
+                    PathEvent::PathChanged { peer, path } => {
+                        if let Path::Direct { remote } | Path::Relayed { remote, .. } = path {
+                            self.tunnel.set_path_endpoint(now, &peer, remote);
+                        }
+                    }
+                }
+            }
+            while let Some(t) = self.paths.poll_transmit() {
+                progressed = true;
+                self.transmits.push_back(OwnedTransmit {
+                    dst: t.dst,
+                    payload: t.payload,
+                });
+            }
+            if !progressed {
+                break;
+            }
         }
     }
 

@@ -15,6 +15,7 @@ pub mod helper;
 pub mod ipc;
 pub mod nat_lab;
 pub mod netns;
+pub mod path_lab;
 pub mod proc;
 pub mod users;
 pub mod watch;

@@ -6,7 +6,8 @@
 //! ```text
 //!   laptop 10.0.1.2 ─ lan│router-l│wan 203.0.113.2 ─┐
 //!                                                  ├─ bridge (public) ─ server1 203.0.113.10
-//!   workspace 10.0.2.2 ─ lan│router-w│wan 203.0.113.3 ─┘                └ server2 203.0.113.11
+//!   workspace 10.0.2.2 ─ lan│router-w│wan 203.0.113.3 ─┘                ├ server2 203.0.113.11
+//!                                                                      └ server3 203.0.113.12
 //! ```
 //!
 //! The routers translate with nftables ([`Nat::EndpointIndependent`] is
@@ -31,6 +32,9 @@ pub const LAPTOP_ROUTER_WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 pub const WORKSPACE_ROUTER_WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 3);
 pub const SERVER1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const SERVER2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+/// A third public host, so the coordinator need not share an address with a
+/// relay that a test takes away.
+pub const SERVER3: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 12);
 /// The hosts behind the routers, and their routers' LAN addresses.
 pub const LAPTOP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
 pub const LAPTOP_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
@@ -64,6 +68,7 @@ pub struct NatLab {
     pub workspace_router: String,
     pub server1: String,
     pub server2: String,
+    pub server3: String,
 }
 
 impl NatLab {
@@ -77,6 +82,7 @@ impl NatLab {
             workspace_router: unique("wrtw"),
             server1: unique("wsv1"),
             server2: unique("wsv2"),
+            server3: unique("wsv3"),
         };
         // From here on, drop deletes whatever part already exists.
         for ns in lab.all() {
@@ -92,6 +98,7 @@ impl NatLab {
             (&lab.workspace_router, "wan", WORKSPACE_ROUTER_WAN),
             (&lab.server1, "eth0", SERVER1),
             (&lab.server2, "eth0", SERVER2),
+            (&lab.server3, "eth0", SERVER3),
         ]
         .into_iter()
         .enumerate()
@@ -173,7 +180,7 @@ impl NatLab {
         lab
     }
 
-    fn all(&self) -> [&String; 7] {
+    fn all(&self) -> [&String; 8] {
         [
             &self.public,
             &self.laptop,
@@ -182,6 +189,7 @@ impl NatLab {
             &self.workspace_router,
             &self.server1,
             &self.server2,
+            &self.server3,
         ]
     }
 

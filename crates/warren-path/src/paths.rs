@@ -231,6 +231,10 @@ struct Peer {
     last_rx: Option<Instant>,
     active_until: Option<Instant>,
     suspected: Option<Instant>,
+    /// The peer has answered or sent a check: it runs a path layer. A
+    /// peer that never has (a plain WireGuard peer) is not re-checked
+    /// once its first round of checks has failed.
+    speaks_checks: bool,
 }
 
 impl Peer {
@@ -246,6 +250,7 @@ impl Peer {
             last_rx: None,
             active_until: None,
             suspected: None,
+            speaks_checks: false,
         }
     }
 
@@ -908,6 +913,7 @@ impl Paths {
             return;
         }
         let busy = peer.is_busy(now);
+        let later = |busy| peer.speaks_checks.then(|| now + recheck(busy));
         let mut changed = false;
         let mut to_send = Vec::new();
         for (index, pair) in peer.pairs.iter_mut().enumerate() {
@@ -922,7 +928,7 @@ impl Paths {
                     PairState::Succeeded if pair.misses >= MISSES_TO_FAIL => {
                         pair.state = PairState::Failed;
                         changed = true;
-                        pair.next_check = Some(now + recheck(busy));
+                        pair.next_check = later(busy);
                     }
                     PairState::Succeeded => pair.next_check = Some(now),
                     PairState::Waiting => {
@@ -930,11 +936,11 @@ impl Paths {
                             Some(wait) => pair.next_check = Some(sent + *wait),
                             None => {
                                 pair.state = PairState::Failed;
-                                pair.next_check = Some(now + recheck(busy));
+                                pair.next_check = later(busy);
                             }
                         }
                     }
-                    PairState::Failed => pair.next_check = Some(now + recheck(busy)),
+                    PairState::Failed => pair.next_check = later(busy),
                 }
             }
             if pair.in_flight.is_none() && pair.next_check.is_some_and(|t| t <= now) {
@@ -1072,6 +1078,7 @@ impl Paths {
             return;
         };
         peer.last_rx = Some(now);
+        peer.speaks_checks = true;
         let known = peer.remotes().any(|a| a == from);
         if !known && turn::usable(from.ip()) {
             if peer.reflexive.len() >= MAX_PEER_REFLEXIVE {
@@ -1122,6 +1129,7 @@ impl Paths {
             return;
         };
         peer.last_rx = Some(now);
+        peer.speaks_checks = true;
         let mut changed = false;
         for pair in &mut peer.pairs {
             if pair.via == via && pair.remote == from {

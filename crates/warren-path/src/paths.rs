@@ -579,8 +579,11 @@ impl Paths {
         from: SocketAddr,
         datagram: &'a [u8],
     ) -> Incoming<'a> {
-        // WireGuard from a peer is by far the commonest: one byte tells.
-        if matches!(datagram.first(), Some(1..=4)) && !self.is_relay_server(from) {
+        // WireGuard from a peer is by far the commonest: its first four
+        // bytes tell (a type of 1 to 4, then three zero bytes; no STUN
+        // message starts so: a Binding success is 0x01 0x01).
+        let wireguard = matches!(datagram, [1..=4, 0, 0, 0, ..]);
+        if wireguard && !self.is_relay_server(from) {
             self.heard(now, from);
             return Incoming::WireGuard {
                 from,

@@ -7,7 +7,9 @@
 # `warren-demo`, routes for the demo deployment's prefixes only) and split
 # DNS for `.warren` (systemd-resolved if it runs, else /etc/resolv.conf, put
 # back byte for byte on stop), and the demo pings an agent and fetches a page
-# from a workspace through it, by name.
+# from a workspace through it, by name. A coturn TURN relay on 127.0.0.1
+# (installed as root if missing) gives the coordinator a relay to hand out,
+# as a real deployment's would (README, "Relays (TURN)").
 #
 #   bash scripts/demo.sh         start (or restart) the demo
 #   bash scripts/demo.sh stop    stop it and remove .demo/
@@ -86,8 +88,98 @@ for spec in api/main api/worker web/main; do
     coord agent add --owner alice --workspace "$ws" "$agent" >"$DEMO/agent-$ws-$agent.token"
 done
 
+# A TURN relay like a deployment's (README, "Relays (TURN)"), on loopback:
+# coturn with its own config, secret, database, pid file and log under .demo/.
+# The coordinator gets the same secret and hands every device and agent
+# short-lived credentials for it. The secret is never printed.
+TURN_PORT="${WARREN_DEMO_TURN_PORT:-$((PORT + 200))}"
+TURN_REALM=warren
+TURN_ARGS=()
+
+# Installs coturn if `turnserver` is missing; returns 1 (with the reason)
+# when it can't. Installing Debian's package may start a system coturn on
+# 3478; the demo's own listens elsewhere.
+install_coturn() {
+    command -v turnserver >/dev/null 2>&1 && return 0
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "(no TURN relay: install coturn first, e.g. sudo apt-get update && sudo apt-get install coturn)"
+        return 1
+    fi
+    echo "==> Installing coturn"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq ||
+        echo "(apt-get update reported errors; installing from the lists it has)"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends coturn >/dev/null; then
+        echo "(could not install coturn; install it with apt-get and run the demo again)"
+        return 1
+    fi
+}
+
+# Starts coturn on 127.0.0.1:$TURN_PORT and fills TURN_ARGS for the
+# coordinator; returns 1 (with the reason) if it doesn't come up.
+start_relay() {
+    local dir="$DEMO/turn" pid
+    install_coturn || return 1
+    mkdir -p "$dir"
+    chmod 700 "$dir"
+    # The secret and the config that repeats it are the user's alone (root's
+    # when the demo runs as root) from their first byte.
+    (
+        umask 077
+        od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$dir/secret"
+        # Peers: only 127.0.0.1, where every demo agent and the helper
+        # listen. Loopback peers need allow-loopback-peers (never in
+        # production); every other IPv4 address is denied, and coturn checks
+        # allowed-peer-ip before denied-peer-ip. The relay address is IPv4
+        # only, so it has no IPv6 peers to deny.
+        cat >"$dir/turnserver.conf" <<CONF
+listening-ip=127.0.0.1
+relay-ip=127.0.0.1
+listening-port=$TURN_PORT
+use-auth-secret
+static-auth-secret=$(cat "$dir/secret")
+realm=$TURN_REALM
+fingerprint
+no-tls
+no-dtls
+no-tcp
+no-tcp-relay
+no-cli
+no-multicast-peers
+allow-loopback-peers
+denied-peer-ip=0.0.0.0-255.255.255.255
+allowed-peer-ip=127.0.0.1
+user-quota=10
+total-quota=100
+userdb=$dir/turndb
+pidfile=$dir/turnserver.pid
+log-file=$DEMO/logs/turnserver.log
+simple-log
+no-stdout-log
+CONF
+    )
+    turnserver -c "$dir/turnserver.conf" >"$DEMO/logs/turnserver.out" 2>&1 &
+    pid=$!
+    echo "$pid" >>"$DEMO/pids"
+    for _ in $(seq 1 50); do
+        # coturn's own STUN client: a binding answer means it is serving.
+        if timeout 1 turnutils_stunclient -p "$TURN_PORT" 127.0.0.1 >/dev/null 2>&1; then
+            TURN_ARGS=(--turn "127.0.0.1:$TURN_PORT" --turn-secret-file "$dir/secret"
+                --turn-realm "$TURN_REALM")
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+    echo "(coturn did not start on 127.0.0.1:$TURN_PORT; see $DEMO/logs/turnserver.log, or set WARREN_DEMO_TURN_PORT to a free port)"
+    tail -3 "$DEMO/logs/turnserver.log" 2>/dev/null || true
+    return 1
+}
+
+echo "==> Starting a TURN relay (coturn) on 127.0.0.1:$TURN_PORT"
+start_relay || echo "(the demo runs without a relay)"
+
 echo "==> Starting the coordinator on $URL"
-"$BIN/warren-coord" --db "$DB" serve --listen "127.0.0.1:$PORT" \
+"$BIN/warren-coord" --db "$DB" serve --listen "127.0.0.1:$PORT" "${TURN_ARGS[@]}" \
     >"$DEMO/logs/coordinator.out" 2>"$DEMO/logs/coordinator.log" &
 echo $! >>"$DEMO/pids"
 for _ in $(seq 1 50); do
@@ -209,6 +301,10 @@ build_desktop() {
     (cd "$ROOT" && cargo build --quiet -p warren-desktop) || return 1
 }
 DESKTOP_NOTE="  $BIN/warren-desktop                                   # the desktop app (needs a display)"
+RELAY_NOTE="The TURN relay: none (see above)."
+if [[ ${#TURN_ARGS[@]} -gt 0 ]]; then
+    RELAY_NOTE="The TURN relay: coturn on 127.0.0.1:$TURN_PORT (config $DEMO/turn/turnserver.conf, log $DEMO/logs/turnserver.log)."
+fi
 echo
 echo "==> Building the desktop app"
 if build_desktop; then
@@ -233,5 +329,6 @@ The demo is running. Try:
   $BIN/warren ping api.warren                          # as root: through the tunnel
   curl http://api.warren:$WEB_PORT/                            # as root: by name
 $DESKTOP_NOTE
+$RELAY_NOTE
 Stop it with: bash scripts/demo.sh stop
 MSG

@@ -244,13 +244,13 @@ impl FakeTurn {
     /// what it sends in return, as (source, destination, payload).
     fn handle(&mut self, src: SocketAddr, dst: SocketAddr, bytes: &[u8]) -> Out {
         if dst == self.addr {
-            self.from_client(src, bytes)
+            self.client_datagram(src, bytes)
         } else {
-            self.from_peer(src, dst, bytes)
+            self.peer_datagram(src, dst, bytes)
         }
     }
 
-    fn from_peer(&mut self, peer: SocketAddr, dst: SocketAddr, bytes: &[u8]) -> Out {
+    fn peer_datagram(&mut self, peer: SocketAddr, dst: SocketAddr, bytes: &[u8]) -> Out {
         let Some((client, alloc)) = self.allocations.iter().find(|(_, a)| a.relayed == dst) else {
             return vec![];
         };
@@ -281,7 +281,7 @@ impl FakeTurn {
         vec![(self.addr, *client, payload)]
     }
 
-    fn from_client(&mut self, client: SocketAddr, bytes: &[u8]) -> Out {
+    fn client_datagram(&mut self, client: SocketAddr, bytes: &[u8]) -> Out {
         let Some(&first) = bytes.first() else {
             return vec![];
         };
@@ -463,7 +463,6 @@ enum Filter {
 
 #[derive(Debug, Clone)]
 struct Received {
-    at: Instant,
     from: SocketAddr,
     payload: Vec<u8>,
 }
@@ -792,7 +791,6 @@ impl Sim {
             }
             match n.paths.handle_datagram(now, p.src, &p.payload) {
                 Incoming::WireGuard { from, payload } => n.wireguard.push(Received {
-                    at: now,
                     from,
                     payload: payload.into_owned(),
                 }),
@@ -869,7 +867,7 @@ impl Sim {
             }
             for node in 0..self.nodes.len() {
                 let n = &mut self.nodes[node];
-                if n.frozen || !n.paths.poll_timeout().is_some_and(|t| t <= now) {
+                if n.frozen || n.paths.poll_timeout().is_none_or(|t| t > now) {
                     continue;
                 }
                 n.wakeups.push(now);

@@ -126,11 +126,13 @@ start_relay() {
     (
         umask 077
         od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$dir/secret"
-        # Peers: only 127.0.0.1, where every demo agent and the helper
-        # listen. Loopback peers need allow-loopback-peers (never in
-        # production); every other IPv4 address is denied, and coturn checks
-        # allowed-peer-ip before denied-peer-ip. The relay address is IPv4
-        # only, so it has no IPv6 peers to deny.
+        # Peers: only this machine, where every demo agent and the helper
+        # listen: 127.0.0.1 and its own IPv4 addresses outside any Warren
+        # tunnel (their host candidates). Loopback peers need
+        # allow-loopback-peers (never in production); every other IPv4
+        # address is denied, and coturn checks allowed-peer-ip before
+        # denied-peer-ip. The relay address is IPv4 only, so it has no IPv6
+        # peers to deny.
         cat >"$dir/turnserver.conf" <<CONF
 listening-ip=127.0.0.1
 relay-ip=127.0.0.1
@@ -148,6 +150,8 @@ no-multicast-peers
 allow-loopback-peers
 denied-peer-ip=0.0.0.0-255.255.255.255
 allowed-peer-ip=127.0.0.1
+$(ip -o -4 addr show scope global 2>/dev/null |
+            awk '$2 !~ /^warren/ { split($4, a, "/"); print "allowed-peer-ip=" a[1] }')
 user-quota=10
 total-quota=100
 userdb=$dir/turndb

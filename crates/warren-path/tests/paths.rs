@@ -457,8 +457,11 @@ fn signed_error(request: &Msg, code: u16) -> Vec<u8> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Filter {
     Open,
-    /// Only datagrams from an address (IP and port) the node sent to.
+    /// Only datagrams from an IP the node sent to (a "restricted cone").
     AddressDependent,
+    /// Only datagrams from an address (IP and port) the node sent to (a
+    /// "port-restricted cone").
+    AddressAndPortDependent,
 }
 
 #[derive(Debug, Clone)]
@@ -478,6 +481,10 @@ struct Node {
     /// More host candidates (other interfaces), never reachable.
     extra_hosts: Vec<SocketAddr>,
     filter: Filter,
+    /// A symmetric NAT: each destination gets its own public port, which
+    /// lets in only that destination.
+    symmetric: bool,
+    nat_ports: HashMap<SocketAddr, SocketAddr>,
     /// Asleep: no timers, nothing received.
     frozen: bool,
     sent_to: HashSet<SocketAddr>,
@@ -507,6 +514,8 @@ impl Node {
             public: host,
             extra_hosts: Vec::new(),
             filter: Filter::Open,
+            symmetric: false,
+            nat_ports: HashMap::new(),
             frozen: false,
             sent_to: HashSet::new(),
             endpoint: None,
@@ -700,7 +709,15 @@ impl Sim {
         if is_check(&payload) {
             n.checks.push((now, dst));
         }
-        let src = n.public;
+        let src = if n.symmetric {
+            let port = 40000 + n.nat_ports.len() as u16;
+            let public = n.public.ip();
+            *n.nat_ports
+                .entry(dst)
+                .or_insert_with(|| SocketAddr::new(public, port))
+        } else {
+            n.public
+        };
         self.push(Packet {
             at: now + self.latency,
             src,
@@ -784,13 +801,23 @@ impl Sim {
 
     fn deliver(&mut self, p: Packet) {
         let now = self.now;
-        if let Some(node) = self.nodes.iter().position(|n| n.public == p.dst) {
-            let from_node = self.nodes.iter().any(|n| n.public == p.src);
+        let owns = |n: &Node, addr: SocketAddr| {
+            if n.symmetric {
+                n.nat_ports.values().any(|a| *a == addr)
+            } else {
+                n.public == addr
+            }
+        };
+        if let Some(node) = self.nodes.iter().position(|n| owns(n, p.dst)) {
+            let from_node = self.nodes.iter().any(|n| owns(n, p.src));
             let n = &mut self.nodes[node];
-            if (self.block_direct && from_node)
-                || n.frozen
-                || (n.filter == Filter::AddressDependent && !n.sent_to.contains(&p.src))
-            {
+            let let_in = match n.filter {
+                _ if n.symmetric => n.nat_ports.get(&p.src) == Some(&p.dst),
+                Filter::Open => true,
+                Filter::AddressDependent => n.sent_to.iter().any(|a| a.ip() == p.src.ip()),
+                Filter::AddressAndPortDependent => n.sent_to.contains(&p.src),
+            };
+            if (self.block_direct && from_node) || n.frozen || !let_in {
                 return;
             }
             match n.paths.handle_datagram(now, p.src, &p.payload) {
@@ -1050,8 +1077,8 @@ fn a_device_checks_nobody_before_traffic_wants_the_peer() {
 #[test]
 fn address_dependent_filtering_on_both_sides_still_goes_direct() {
     let mut sim = Sim::new(0);
-    sim.nodes[A].filter = Filter::AddressDependent;
-    sim.nodes[B].filter = Filter::AddressDependent;
+    sim.nodes[A].filter = Filter::AddressAndPortDependent;
+    sim.nodes[B].filter = Filter::AddressAndPortDependent;
     sim.start();
     // The agent checks at once; A's NAT drops those until A sends.
     sim.run_for(ms(1500));
@@ -1068,6 +1095,84 @@ fn address_dependent_filtering_on_both_sides_still_goes_direct() {
         s.is_direct_to(A, b) && s.is_direct_to(B, a)
     });
     assert!(up, "A {:?}, B {:?}", sim.path(A), sim.path(B));
+}
+
+// ---- NATs --------------------------------------------------------------------
+
+/// A and B behind NATs (private host addresses, one public address each),
+/// both with a relay for their server-reflexive address.
+fn behind_nats(a_symmetric: bool, b_filter: Filter) -> Sim {
+    let mut sim = Sim::new(1);
+    sim.nodes[A].host = addr("10.0.0.2:51820");
+    sim.nodes[A].public = addr("198.51.100.10:51820");
+    sim.nodes[A].symmetric = a_symmetric;
+    sim.nodes[A].filter = Filter::AddressAndPortDependent;
+    sim.nodes[B].host = addr("10.0.1.2:51820");
+    sim.nodes[B].public = addr("203.0.113.20:51820");
+    sim.nodes[B].filter = b_filter;
+    sim.use_relays(A, &[0]);
+    sim.use_relays(B, &[0]);
+    sim.start();
+    sim.run_for(ms(500));
+    sim
+}
+
+#[test]
+fn behind_two_cone_nats_the_reflexive_addresses_make_it_direct() {
+    let mut sim = behind_nats(false, Filter::AddressAndPortDependent);
+    let (a, b) = (sim.public(A), sim.public(B));
+    assert!(
+        sim.nodes[B].paths.candidates().contains(&b),
+        "B learnt its public address from the relay"
+    );
+    let start = sim.now;
+    sim.flow(A, ms(100));
+    sim.flow(B, ms(100));
+    let up = sim.run_until(start + secs(2), |s| {
+        s.is_direct_to(A, b) && s.is_direct_to(B, a)
+    });
+    assert!(up, "A {:?}, B {:?}", sim.path(A), sim.path(B));
+}
+
+#[test]
+fn a_symmetric_nat_against_a_restricted_cone_goes_direct_by_a_peer_reflexive_address() {
+    let mut sim = behind_nats(true, Filter::AddressDependent);
+    let b = sim.public(B);
+    let start = sim.now;
+    sim.flow(A, ms(100));
+    sim.flow(B, ms(100));
+    // A's port towards B is one nobody announced: B learns it from A's
+    // checks.
+    let up = sim.run_until(start + secs(5), |s| {
+        s.is_direct_to(A, b)
+            && matches!(s.path(B), Path::Direct { remote } if s.nodes[A].nat_ports.get(&b) == Some(&remote))
+    });
+    assert!(
+        up,
+        "A {:?}, B {:?}; A's ports {:?}",
+        sim.path(A),
+        sim.path(B),
+        sim.nodes[A].nat_ports
+    );
+    assert!(!sim.info(A).relayed && !sim.info(B).relayed);
+}
+
+#[test]
+fn a_symmetric_nat_against_a_port_restricted_cone_is_relayed() {
+    let mut sim = behind_nats(true, Filter::AddressAndPortDependent);
+    let start = sim.now;
+    sim.flow(A, ms(100));
+    sim.flow(B, ms(100));
+    let up = sim.run_until(start + secs(3), |s| s.info(A).relayed && s.info(B).relayed);
+    assert!(up, "A {:?}, B {:?}", sim.path(A), sim.path(B));
+    let (to_b, to_a) = (
+        sim.wireguard_from(B, A).len(),
+        sim.wireguard_from(A, B).len(),
+    );
+    sim.run_for(secs(20));
+    assert!(sim.info(A).relayed && sim.info(B).relayed, "no flapping");
+    assert!(sim.wireguard_from(B, A).len() > to_b + 150);
+    assert!(sim.wireguard_from(A, B).len() > to_a + 150);
 }
 
 // ---- 3. forged, garbage and truncated input -------------------------------
@@ -1463,6 +1568,75 @@ fn a_relay_that_stops_answering_fails_over_to_the_other_within_10_s() {
     sim.run_for(secs(1));
     assert!(sim.wireguard_from(B, A).len() > to_b + 5);
     assert!(sim.wireguard_from(A, B).len() > to_a + 5);
+}
+
+#[test]
+fn a_relay_the_coordinator_drops_is_closed_and_the_path_moves_at_once() {
+    let mut sim = Sim::new(2);
+    sim.block_direct = true;
+    sim.use_relays(A, &[0, 1]);
+    sim.refused_relays(B, &[0, 1]);
+    sim.start();
+    sim.run_for(ms(500));
+    sim.flow(A, ms(100));
+    sim.flow(B, ms(100));
+    sim.run_for(secs(5));
+    let Path::Relayed { server, .. } = sim.path(A) else {
+        panic!("A {:?}", sim.path(A));
+    };
+    let gone = sim
+        .turns
+        .iter()
+        .position(|t| t.addr == server)
+        .expect("ours");
+    let kept = 1 - gone;
+    let a = sim.public(A);
+    assert!(sim.turns[gone].relayed_of(a).is_some());
+    let now = sim.now;
+    let list = vec![sim.relay(kept)];
+    sim.nodes[A].paths.set_relays(now, list);
+    sim.drain_all();
+    let kept_server = sim.turns[kept].addr;
+    assert!(
+        matches!(sim.path(A), Path::Relayed { server, .. } if server == kept_server),
+        "A {:?}",
+        sim.path(A)
+    );
+    sim.run_for(secs(2));
+    assert_eq!(sim.turns[gone].relayed_of(a), None, "deallocated");
+    let relayed = sim.turns[kept].relayed_of(a).expect("allocated");
+    assert!(sim.is_direct_to(B, relayed), "B {:?}", sim.path(B));
+    assert!(!sim.nodes[A]
+        .paths
+        .candidates()
+        .iter()
+        .any(|c| c.ip() == server.ip()));
+}
+
+#[test]
+fn a_removed_peer_is_no_longer_checked() {
+    let mut sim = direct_pair();
+    sim.flow(A, ms(100));
+    sim.flow(B, ms(100));
+    sim.run_for(secs(3));
+    sim.stop_flows();
+    let key = sim.key(A);
+    sim.nodes[B].paths.remove_peer(&key);
+    let removed = sim.now;
+    assert_eq!(sim.nodes[B].paths.path_info(&key), None);
+    assert_eq!(sim.path(B), Path::None);
+    sim.run_for(secs(60));
+    assert!(
+        sim.nodes[B].checks.iter().all(|(t, _)| *t < removed),
+        "B checks a peer it no longer has"
+    );
+    // A's checks are not answered: B doesn't know it any more.
+    let a = sim.public(A);
+    assert!(sim.nodes[A].checks.iter().any(|(t, _)| *t > removed));
+    let (a_secret, b_key) = (sim.nodes[A].secret, sim.key(B));
+    let check = check_request(rand::random(), &key, &check_password(a_secret, b_key));
+    let (_, sent) = sim.inject(B, a, &check);
+    assert!(sent.is_empty(), "{sent:?}");
 }
 
 // ---- 6. upgrade ------------------------------------------------------------

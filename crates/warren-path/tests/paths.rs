@@ -187,6 +187,10 @@ fn wireguard(sender: usize, seq: u64) -> Vec<u8> {
     p
 }
 
+fn wireguard_shaped(payload: &[u8]) -> bool {
+    matches!(payload, [4, 0, 0, 0, ..])
+}
+
 // ---- the fake TURN server --------------------------------------------------
 
 /// What a fake TURN server did, for assertions.
@@ -487,6 +491,9 @@ struct Node {
     nat_ports: HashMap<SocketAddr, SocketAddr>,
     /// Asleep: no timers, nothing received.
     frozen: bool,
+    /// A plain WireGuard peer: no path layer (its `paths` is never driven),
+    /// STUN to it is dropped.
+    plain: bool,
     sent_to: HashSet<SocketAddr>,
     /// The tunnel's endpoint for the other node.
     endpoint: Option<SocketAddr>,
@@ -517,6 +524,7 @@ impl Node {
             symmetric: false,
             nat_ports: HashMap::new(),
             frozen: false,
+            plain: false,
             sent_to: HashSet::new(),
             endpoint: None,
             pinned: false,
@@ -735,6 +743,10 @@ impl Sim {
             .expect("the tunnel knows an endpoint for its peer");
         n.seq += 1;
         let payload = wireguard(from, n.seq);
+        if n.plain {
+            self.send_from(from, dst, payload);
+            return Route::Direct;
+        }
         let mut buf = std::mem::take(&mut n.buf);
         let route = n.paths.route(now, dst, &payload, &mut buf);
         n.routes.push((now, dst, route));
@@ -782,7 +794,9 @@ impl Sim {
             for node in 0..self.nodes.len() {
                 while let Some(t) = self.nodes[node].paths.poll_transmit() {
                     busy = true;
-                    self.send_from(node, t.dst, t.payload);
+                    if !self.nodes[node].plain {
+                        self.send_from(node, t.dst, t.payload);
+                    }
                 }
                 while let Some(e) = self.nodes[node].paths.poll_event() {
                     busy = true;
@@ -820,6 +834,15 @@ impl Sim {
             if (self.block_direct && from_node) || n.frozen || !let_in {
                 return;
             }
+            if n.plain {
+                if wireguard_shaped(&p.payload) {
+                    n.wireguard.push(Received {
+                        from: p.src,
+                        payload: p.payload,
+                    });
+                }
+                return;
+            }
             match n.paths.handle_datagram(now, p.src, &p.payload) {
                 Incoming::WireGuard { from, payload } => n.wireguard.push(Received {
                     from,
@@ -855,7 +878,7 @@ impl Sim {
         let mut next = self.queue.front().map(|p| p.at);
         let mut at = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
         for n in &mut self.nodes {
-            if !n.frozen {
+            if !n.frozen && !n.plain {
                 if let Some(t) = n.paths.poll_timeout() {
                     at(t);
                 }
@@ -898,7 +921,7 @@ impl Sim {
             }
             for node in 0..self.nodes.len() {
                 let n = &mut self.nodes[node];
-                if n.frozen || n.paths.poll_timeout().is_none_or(|t| t > now) {
+                if n.frozen || n.plain || n.paths.poll_timeout().is_none_or(|t| t > now) {
                     continue;
                 }
                 n.wakeups.push(now);
@@ -1637,6 +1660,53 @@ fn a_removed_peer_is_no_longer_checked() {
     let check = check_request(rand::random(), &key, &check_password(a_secret, b_key));
     let (_, sent) = sim.inject(B, a, &check);
     assert!(sent.is_empty(), "{sent:?}");
+}
+
+#[test]
+fn a_plain_wireguard_peer_is_checked_once_then_left_to_wireguard() {
+    let mut sim = Sim::new(0);
+    sim.nodes[B].plain = true;
+    sim.start();
+    sim.flow(A, ms(100));
+    sim.flow(B, ms(100));
+    sim.run_for(secs(120));
+    let checks = sim.nodes[A].checks.len();
+    assert!(
+        checks <= 6,
+        "A checked a peer that never answers {checks} times in 2 min"
+    );
+    assert_eq!(sim.path(A), Path::None);
+    assert!(
+        sim.nodes[A].rechecks().is_empty(),
+        "{:?}",
+        sim.nodes[A].rechecks()
+    );
+    assert!(sim.wireguard_from(A, B).len() > 1000 && sim.wireguard_from(B, A).len() > 1000);
+}
+
+#[test]
+fn a_way_that_opens_after_the_first_round_failed_is_found_while_traffic_flows() {
+    // No relay, nothing gets through at first: neither side has heard the
+    // other, yet both run a path layer.
+    let mut sim = Sim::new(0);
+    sim.block_direct = true;
+    sim.start();
+    sim.flow(A, ms(100));
+    sim.flow(B, ms(100));
+    sim.run_for(secs(30));
+    assert_eq!(sim.path(A), Path::None);
+    sim.block_direct = false;
+    let opened = sim.now;
+    let (a, b) = (sim.public(A), sim.public(B));
+    let up = sim.run_until(opened + secs(10), |s| {
+        s.is_direct_to(A, b) && s.is_direct_to(B, a)
+    });
+    assert!(
+        up,
+        "10 s after the way opened: A {:?}, B {:?}",
+        sim.path(A),
+        sim.path(B)
+    );
 }
 
 // ---- 6. upgrade ------------------------------------------------------------

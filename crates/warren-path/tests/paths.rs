@@ -208,9 +208,15 @@ struct TurnStats {
 #[derive(Debug)]
 struct TurnAllocation {
     relayed: SocketAddr,
-    permissions: HashSet<IpAddr>,
-    channels: HashMap<u16, SocketAddr>,
+    expires: Instant,
+    /// Permissions live 300 s, channel bindings 600 s (RFC 8656).
+    permissions: HashMap<IpAddr, Instant>,
+    channels: HashMap<u16, (SocketAddr, Instant)>,
 }
+
+const ALLOCATION_LIFETIME: Duration = Duration::from_secs(600);
+const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
+const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 
 /// A TURN server with one realm and one password: allocations keyed by the
 /// client's address as seen here, relayed addresses on the server's IP.
@@ -224,6 +230,7 @@ struct FakeTurn {
     next_port: u16,
     allocations: HashMap<SocketAddr, TurnAllocation>,
     stats: TurnStats,
+    now: Instant,
 }
 
 type Out = Vec<(SocketAddr, SocketAddr, Vec<u8>)>;
@@ -237,6 +244,7 @@ impl FakeTurn {
             next_port: 49152,
             allocations: HashMap::new(),
             stats: TurnStats::default(),
+            now: Instant::now(),
         }
     }
 
@@ -246,7 +254,14 @@ impl FakeTurn {
 
     /// One datagram to `dst` (the server's port or a relayed address):
     /// what it sends in return, as (source, destination, payload).
-    fn handle(&mut self, src: SocketAddr, dst: SocketAddr, bytes: &[u8]) -> Out {
+    fn handle(&mut self, now: Instant, src: SocketAddr, dst: SocketAddr, bytes: &[u8]) -> Out {
+        // What the client failed to refresh in time is gone.
+        self.now = now;
+        self.allocations.retain(|_, a| a.expires > now);
+        for a in self.allocations.values_mut() {
+            a.permissions.retain(|_, t| *t > now);
+            a.channels.retain(|_, (_, t)| *t > now);
+        }
         if dst == self.addr {
             self.client_datagram(src, bytes)
         } else {
@@ -258,10 +273,10 @@ impl FakeTurn {
         let Some((client, alloc)) = self.allocations.iter().find(|(_, a)| a.relayed == dst) else {
             return vec![];
         };
-        if !alloc.permissions.contains(&peer.ip()) {
+        if !alloc.permissions.contains_key(&peer.ip()) {
             return vec![];
         }
-        let payload = match alloc.channels.iter().find(|(_, p)| **p == peer) {
+        let payload = match alloc.channels.iter().find(|(_, (p, _))| *p == peer) {
             Some((channel, _)) => {
                 let mut out = channel.to_be_bytes().to_vec();
                 out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
@@ -299,7 +314,7 @@ impl FakeTurn {
             else {
                 return vec![];
             };
-            let Some(peer) = alloc.channels.get(&channel) else {
+            let Some((peer, _)) = alloc.channels.get(&channel) else {
                 return vec![];
             };
             self.stats.to_peers += 1;
@@ -318,7 +333,7 @@ impl FakeTurn {
                 ) else {
                     return vec![];
                 };
-                if !alloc.permissions.contains(&peer.address().ip()) {
+                if !alloc.permissions.contains_key(&peer.address().ip()) {
                     return vec![];
                 }
                 self.stats.to_peers += 1;
@@ -342,7 +357,8 @@ impl FakeTurn {
                             client,
                             TurnAllocation {
                                 relayed,
-                                permissions: HashSet::new(),
+                                expires: self.now + ALLOCATION_LIFETIME,
+                                permissions: HashMap::new(),
                                 channels: HashMap::new(),
                             },
                         );
@@ -369,6 +385,8 @@ impl FakeTurn {
                     .map_or(600, |l| l.lifetime().as_secs());
                 if asked == 0 {
                     self.allocations.remove(&client);
+                } else if let Some(a) = self.allocations.get_mut(&client) {
+                    a.expires = self.now + ALLOCATION_LIFETIME;
                 }
                 let granted = if asked == 0 { 0 } else { 600 };
                 answer(success(&m, vec![Lifetime::from_u32(granted).into()]))
@@ -379,7 +397,9 @@ impl FakeTurn {
                 };
                 for a in m.attributes() {
                     if let Attr::XorPeerAddress(p) = a {
-                        alloc.permissions.insert(p.address().ip());
+                        alloc
+                            .permissions
+                            .insert(p.address().ip(), self.now + PERMISSION_LIFETIME);
                     }
                 }
                 answer(success(&m, vec![]))
@@ -392,8 +412,13 @@ impl FakeTurn {
                 ) else {
                     return answer(signed_error(&m, 400));
                 };
-                alloc.permissions.insert(peer.address().ip());
-                alloc.channels.insert(channel.value(), peer.address());
+                alloc
+                    .permissions
+                    .insert(peer.address().ip(), self.now + PERMISSION_LIFETIME);
+                alloc.channels.insert(
+                    channel.value(),
+                    (peer.address(), self.now + CHANNEL_LIFETIME),
+                );
                 answer(success(&m, vec![]))
             }
             _ => vec![],
@@ -862,7 +887,7 @@ impl Sim {
             if self.turns[turn].dead || src_dead {
                 return;
             }
-            let out = self.turns[turn].handle(p.src, p.dst, &p.payload);
+            let out = self.turns[turn].handle(now, p.src, p.dst, &p.payload);
             for (src, dst, payload) in out {
                 self.push(Packet {
                     at: now + self.latency,
@@ -1706,6 +1731,54 @@ fn a_way_that_opens_after_the_first_round_failed_is_found_while_traffic_flows() 
         "10 s after the way opened: A {:?}, B {:?}",
         sim.path(A),
         sim.path(B)
+    );
+}
+
+#[test]
+fn a_relayed_path_stays_up_for_an_hour() {
+    // The fake server expires what isn't refreshed: the allocation (600 s),
+    // permissions (300 s) and channel bindings (600 s).
+    let mut sim = Sim::new(1);
+    sim.block_direct = true;
+    sim.use_relays(A, &[0]);
+    sim.refused_relays(B, &[0]);
+    sim.start();
+    sim.run_for(ms(500));
+    sim.flow(A, secs(1));
+    sim.flow(B, secs(1));
+    sim.run_for(secs(10));
+    let path = sim.path(A);
+    assert!(matches!(path, Path::Relayed { .. }), "A {path:?}");
+    let changes = (
+        sim.nodes[A].path_changes().len(),
+        sim.nodes[B].path_changes().len(),
+    );
+    for minute in 0..60 {
+        let (to_b, to_a) = (
+            sim.wireguard_from(B, A).len(),
+            sim.wireguard_from(A, B).len(),
+        );
+        sim.run_for(secs(60));
+        assert!(
+            sim.wireguard_from(B, A).len() >= to_b + 55
+                && sim.wireguard_from(A, B).len() >= to_a + 55,
+            "minute {minute}: traffic stalled; A {:?}, B {:?}",
+            sim.path(A),
+            sim.path(B)
+        );
+    }
+    assert_eq!(sim.path(A), path);
+    assert_eq!(
+        (
+            sim.nodes[A].path_changes().len(),
+            sim.nodes[B].path_changes().len()
+        ),
+        changes,
+        "the path never moved"
+    );
+    assert_eq!(
+        sim.turns[0].stats.allocations, 1,
+        "one allocation all along"
     );
 }
 

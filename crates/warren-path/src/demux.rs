@@ -5,7 +5,8 @@
 //! numbers), so each is recognised by its full header rule, not by one byte:
 //!
 //! * WireGuard: type 1–4 followed by three zero bytes, and the exact size of
-//!   its type (148, 92, 64 bytes; data: at least 32 and a multiple of 16).
+//!   its type (148, 92, 64 bytes; data: at least 32 — the protocol allows
+//!   padding to 16, but boringtun and others don't pad, so any length).
 //! * STUN (RFC 8489): the two top bits zero, the magic cookie 0x2112A442 at
 //!   bytes 4–8, and a length field (a multiple of 4) that matches the size.
 //! * TURN ChannelData (RFC 8656): a channel number 0x4000–0x4FFF, then a
@@ -30,7 +31,7 @@ pub const CHANNEL_NUMBERS: std::ops::RangeInclusive<u16> = 0x4000..=0x4FFF;
 const WG_INIT_LEN: usize = 148;
 const WG_RESPONSE_LEN: usize = 92;
 const WG_COOKIE_LEN: usize = 64;
-/// A data message: 16-byte header, payload padded to 16, 16-byte tag.
+/// A data message: 16-byte header, payload (not necessarily padded), 16-byte tag.
 const WG_DATA_MIN: usize = 32;
 
 /// One datagram, by protocol. The slices borrow the datagram.
@@ -89,7 +90,7 @@ fn wireguard(kind: u8, datagram: &[u8]) -> Result<Datagram<'_>, DemuxError> {
         1 => len == WG_INIT_LEN,
         2 => len == WG_RESPONSE_LEN,
         3 => len == WG_COOKIE_LEN,
-        _ => len >= WG_DATA_MIN && len.is_multiple_of(16),
+        _ => len >= WG_DATA_MIN,
     };
     if fits {
         Ok(Datagram::WireGuard(datagram))
@@ -171,11 +172,11 @@ mod tests {
 
     #[test]
     fn wireguard_messages_by_type_and_size() {
-        for (kind, len) in [(1, 148), (2, 92), (3, 64), (4, 32), (4, 1456)] {
+        for (kind, len) in [(1, 148), (2, 92), (3, 64), (4, 32), (4, 116), (4, 1456)] {
             let m = wg(kind, len);
             assert_eq!(classify(&m), Ok(Datagram::WireGuard(&m)), "{kind} {len}");
         }
-        for (kind, len) in [(1, 147), (2, 148), (3, 65), (4, 16), (4, 40)] {
+        for (kind, len) in [(1, 147), (2, 148), (3, 65), (4, 16), (4, 31)] {
             assert_eq!(
                 classify(&wg(kind, len)),
                 Err(DemuxError::WireGuardLength { kind, len })

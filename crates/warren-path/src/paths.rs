@@ -1101,9 +1101,13 @@ impl Paths {
         // pair, so both NATs open now rather than at the next retry.
         if let Some(peer) = self.peers.get_mut(&key) {
             for pair in &mut peer.pairs {
-                let due_soon = pair.state == PairState::Succeeded
-                    && pair.next_check.is_none_or(|t| t <= now + KEEPALIVE / 2);
-                if pair.via == via && pair.remote == from && pair.in_flight.is_none() && !due_soon {
+                // A pair that works needs no answer: triggering one would
+                // make the two sides check each other forever.
+                if pair.via == via
+                    && pair.remote == from
+                    && pair.in_flight.is_none()
+                    && pair.state != PairState::Succeeded
+                {
                     pair.next_check = Some(now);
                 }
             }

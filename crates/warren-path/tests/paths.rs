@@ -208,6 +208,7 @@ struct TurnStats {
 #[derive(Debug)]
 struct TurnAllocation {
     relayed: SocketAddr,
+    username: String,
     expires: Instant,
     /// Permissions live 300 s, channel bindings 600 s (RFC 8656).
     permissions: HashMap<IpAddr, Instant>,
@@ -231,6 +232,10 @@ struct FakeTurn {
     allocations: HashMap<SocketAddr, TurnAllocation>,
     stats: TurnStats,
     now: Instant,
+    /// coturn's `use-auth-secret`: a username `EXPIRY:ID` (EXPIRY in seconds
+    /// since `t0`) is refused once expired, and an allocation answers only
+    /// the username that made it (441 to another, 437 to an Allocate).
+    rest_api: Option<Instant>,
 }
 
 type Out = Vec<(SocketAddr, SocketAddr, Vec<u8>)>;
@@ -245,7 +250,27 @@ impl FakeTurn {
             allocations: HashMap::new(),
             stats: TurnStats::default(),
             now: Instant::now(),
+            rest_api: None,
         }
+    }
+
+    fn expired(&self, m: &Msg) -> bool {
+        let Some(t0) = self.rest_api else {
+            return false;
+        };
+        let expiry = m
+            .get_attribute::<Username>()
+            .and_then(|u| u.name().split(':').next()?.parse::<u64>().ok());
+        expiry.is_none_or(|e| t0 + Duration::from_secs(e) <= self.now)
+    }
+
+    fn other_user(&self, client: SocketAddr, m: &Msg) -> bool {
+        let user = m.get_attribute::<Username>().map(|u| u.name());
+        self.rest_api.is_some()
+            && self
+                .allocations
+                .get(&client)
+                .is_some_and(|a| Some(a.username.as_str()) != user)
     }
 
     fn relayed_of(&self, client: SocketAddr) -> Option<SocketAddr> {
@@ -342,7 +367,12 @@ impl FakeTurn {
             (MessageClass::Request, _) if m.get_attribute::<MessageIntegrity>().is_none() => {
                 answer(error(&m, 401))
             }
-            (MessageClass::Request, _) if !authentic(&m) => answer(error(&m, 401)),
+            (MessageClass::Request, _) if !authentic(&m) || self.expired(&m) => {
+                answer(error(&m, 401))
+            }
+            (MessageClass::Request, method) if self.other_user(client, &m) => {
+                answer(error(&m, if method == ALLOCATE { 437 } else { 441 }))
+            }
             (MessageClass::Request, ALLOCATE) if self.refuse.contains(&client) => {
                 answer(signed_error(&m, 486))
             }
@@ -357,6 +387,10 @@ impl FakeTurn {
                             client,
                             TurnAllocation {
                                 relayed,
+                                username: m
+                                    .get_attribute::<Username>()
+                                    .map(|u| u.name().to_owned())
+                                    .unwrap_or_default(),
                                 expires: self.now + ALLOCATION_LIFETIME,
                                 permissions: HashMap::new(),
                                 channels: HashMap::new(),
@@ -434,8 +468,18 @@ fn authentic(m: &Msg) -> bool {
     ) else {
         return false;
     };
-    mi.check_long_term_credential(user, realm, TURN_PASSWORD)
+    mi.check_long_term_credential(user, realm, &password_for(user.name()))
         .is_ok()
+}
+
+/// The password the fake server expects for `user`: the fixed one, or (for
+/// coturn's REST API credentials, `EXPIRY:ID`) one derived from the name.
+fn password_for(user: &str) -> String {
+    if user == TURN_USER {
+        TURN_PASSWORD.into()
+    } else {
+        format!("pw-{user}")
+    }
 }
 
 fn reply(request: &Msg, class: MessageClass, attrs: Vec<Attr>, sign: bool) -> Vec<u8> {
@@ -449,7 +493,8 @@ fn reply(request: &Msg, class: MessageClass, attrs: Vec<Attr>, sign: bool) -> Ve
             .cloned()
             .expect("a signed request has a USERNAME");
         let realm = Realm::new(REALM.into()).expect("a short realm");
-        let mi = MessageIntegrity::new_long_term_credential(&m, &user, &realm, TURN_PASSWORD)
+        let password = password_for(user.name());
+        let mi = MessageIntegrity::new_long_term_credential(&m, &user, &realm, &password)
             .expect("signs");
         m.add_attribute(mi);
     }
@@ -495,6 +540,7 @@ enum Filter {
 
 #[derive(Debug, Clone)]
 struct Received {
+    at: Instant,
     from: SocketAddr,
     payload: Vec<u8>,
 }
@@ -649,6 +695,38 @@ impl Sim {
             server: self.turns[turn].addr,
             credentials: Credentials::new(TURN_USER, TURN_PASSWORD).expect("short credentials"),
         }
+    }
+
+    /// Fresh REST API credentials for every server, valid for `ttl`, to
+    /// `node`, as the coordinator sends them.
+    fn rotate_credentials(&mut self, node: usize, turns: &[usize], ttl: Duration) {
+        let expiry = (self.now - self.t0 + ttl).as_secs();
+        let user = format!("{expiry}:node-{node}");
+        let relays = turns
+            .iter()
+            .map(|t| RelayServer {
+                server: self.turns[*t].addr,
+                credentials: Credentials::new(user.clone(), password_for(&user))
+                    .expect("short credentials"),
+            })
+            .collect();
+        let now = self.now;
+        self.nodes[node].paths.set_relays(now, relays);
+        self.drain_all();
+    }
+
+    /// The longest time `node` went without WireGuard from `sender` in
+    /// `[from, to]`.
+    fn longest_gap(&self, node: usize, sender: usize, from: Instant, to: Instant) -> Duration {
+        let mut last = from;
+        let mut gap = Duration::ZERO;
+        for r in self.wireguard_from(node, sender) {
+            if r.at >= from && r.at <= to {
+                gap = gap.max(r.at - last);
+                last = r.at;
+            }
+        }
+        gap.max(to - last)
     }
 
     /// Gives `node` these TURN servers.
@@ -862,6 +940,7 @@ impl Sim {
             if n.plain {
                 if wireguard_shaped(&p.payload) {
                     n.wireguard.push(Received {
+                        at: now,
                         from: p.src,
                         payload: p.payload,
                     });
@@ -870,6 +949,7 @@ impl Sim {
             }
             match n.paths.handle_datagram(now, p.src, &p.payload) {
                 Incoming::WireGuard { from, payload } => n.wireguard.push(Received {
+                    at: now,
                     from,
                     payload: payload.into_owned(),
                 }),
@@ -1779,6 +1859,65 @@ fn a_relayed_path_stays_up_for_an_hour() {
     assert_eq!(
         sim.turns[0].stats.allocations, 1,
         "one allocation all along"
+    );
+}
+
+#[test]
+fn a_relayed_path_survives_credential_rotation() {
+    rotation(2, secs(1));
+}
+
+#[test]
+fn a_relayed_path_on_one_relay_survives_credential_rotation_with_a_blip() {
+    rotation(1, secs(3));
+}
+
+/// coturn's REST API credentials: an hour's lifetime, fresh ones from the
+/// coordinator every 40 minutes (two thirds of it), an allocation tied to
+/// the username that made it. Over four rotations WireGuard stops for at
+/// most `most`.
+fn rotation(relays: usize, most: Duration) {
+    let ttl = secs(3600);
+    let mut sim = Sim::new(relays as u8);
+    for t in &mut sim.turns {
+        t.rest_api = Some(sim.t0);
+    }
+    sim.block_direct = true;
+    let b = sim.public(B);
+    let all: Vec<usize> = (0..relays).collect();
+    for t in &all {
+        sim.turns[*t].refuse.insert(b);
+    }
+    sim.rotate_credentials(A, &all, ttl);
+    sim.rotate_credentials(B, &all, ttl);
+    sim.start();
+    sim.run_for(ms(500));
+    sim.flow(A, ms(200));
+    sim.flow(B, ms(200));
+    sim.run_for(secs(10));
+    assert!(
+        matches!(sim.path(A), Path::Relayed { .. }),
+        "A {:?}",
+        sim.path(A)
+    );
+    let start = sim.now;
+    for _ in 0..4 {
+        sim.run_for(ttl * 2 / 3);
+        sim.rotate_credentials(A, &all, ttl);
+        sim.rotate_credentials(B, &all, ttl);
+    }
+    let end = sim.now;
+    let gaps = (
+        sim.longest_gap(B, A, start, end),
+        sim.longest_gap(A, B, start, end),
+    );
+    eprintln!("{relays} relays: longest gaps A to B, B to A: {gaps:?}");
+    assert!(
+        gaps.0 <= most && gaps.1 <= most,
+        "traffic stopped for {gaps:?} over {:?} of rotations; A {:?}, B {:?}",
+        end - start,
+        sim.path(A),
+        sim.path(B)
     );
 }
 

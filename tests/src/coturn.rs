@@ -142,6 +142,7 @@ impl Coturn {
              no-multicast-peers\n\
              denied-peer-ip=0.0.0.0-255.255.255.255\n\
              {allowed}\
+             verbose\n\
              min-port=49152\n\
              max-port=65535\n\
              userdb={db}\n\

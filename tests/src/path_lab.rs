@@ -716,7 +716,9 @@ impl PathLab {
     }
 
     /// Polls the agent's path until `accept` takes it; the path and how long
-    /// that took, or `Err` with the last path seen after `timeout`.
+    /// that took, or `Err` with the last path seen after `timeout`. Pings the
+    /// agent between polls: paths are found and kept for peers in use, and
+    /// WireGuard handshakes (which the path shown needs) only for traffic.
     pub fn wait_path(
         &self,
         timeout: Duration,
@@ -725,6 +727,9 @@ impl PathLab {
         let start = Instant::now();
         let mut last = None;
         loop {
+            if self.agent_v4.is_some() {
+                let _ = self.ping(Duration::from_millis(300));
+            }
             if let Some(p) = self.agent_path() {
                 if accept(&p) {
                     return Ok((p, start.elapsed()));

@@ -132,6 +132,17 @@ fn direct_through_two_endpoint_independent_nats() {
         "a direct path goes to the workspace router's public address (or the workspace's own), not {path:?}"
     );
     assert_traffic(&lab, "direct");
+    // Direct means no relay carries it: with both relays gone, the
+    // traffic goes on.
+    lab.kill_relay(0);
+    lab.kill_relay(1);
+    for i in 0..5 {
+        assert!(
+            lab.ping(Duration::from_secs(2)).is_some(),
+            "ping {i} failed once the relays were gone: the \"direct\" path went through a relay"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let (after, _) = lab.expect_path("direct", Duration::from_secs(5));
     assert_eq!(after.path, "direct");
     assert!(lab.processes_alive(), "the helper or the agent died");

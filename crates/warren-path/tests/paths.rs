@@ -555,6 +555,9 @@ struct Node {
     public: SocketAddr,
     /// More host candidates (other interfaces), never reachable.
     extra_hosts: Vec<SocketAddr>,
+    /// An IPv6 address (host and public alike), the source of everything
+    /// the node sends to IPv6.
+    v6: Option<SocketAddr>,
     filter: Filter,
     /// A symmetric NAT: each destination gets its own public port, which
     /// lets in only that destination.
@@ -591,6 +594,7 @@ impl Node {
             host,
             public: host,
             extra_hosts: Vec::new(),
+            v6: None,
             filter: Filter::Open,
             symmetric: false,
             nat_ports: HashMap::new(),
@@ -612,6 +616,7 @@ impl Node {
 
     fn hosts(&self) -> Vec<SocketAddr> {
         let mut hosts = vec![self.host];
+        hosts.extend(self.v6);
         hosts.extend(self.extra_hosts.iter().copied());
         hosts
     }
@@ -660,6 +665,8 @@ struct Sim {
     flows: Vec<Flow>,
     /// Whether the candidates a node announces reach the other one.
     coordinator: bool,
+    /// Addresses nothing reaches and nothing leaves.
+    blocked: HashSet<IpAddr>,
 }
 
 impl Sim {
@@ -687,6 +694,7 @@ impl Sim {
             block_direct: false,
             flows: Vec::new(),
             coordinator: true,
+            blocked: HashSet::new(),
         }
     }
 
@@ -820,7 +828,12 @@ impl Sim {
         if is_check(&payload) {
             n.checks.push((now, dst));
         }
-        let src = if n.symmetric {
+        let src = if dst.is_ipv6() {
+            let Some(v6) = n.v6 else {
+                return;
+            };
+            v6
+        } else if n.symmetric {
             let port = 40000 + n.nat_ports.len() as u16;
             let public = n.public.ip();
             *n.nat_ports
@@ -918,8 +931,13 @@ impl Sim {
 
     fn deliver(&mut self, p: Packet) {
         let now = self.now;
+        if self.blocked.contains(&p.src.ip()) || self.blocked.contains(&p.dst.ip()) {
+            return;
+        }
         let owns = |n: &Node, addr: SocketAddr| {
-            if n.symmetric {
+            if n.v6 == Some(addr) {
+                true
+            } else if n.symmetric {
                 n.nat_ports.values().any(|a| *a == addr)
             } else {
                 n.public == addr
@@ -1919,6 +1937,41 @@ fn rotation(relays: usize, most: Duration) {
         sim.path(A),
         sim.path(B)
     );
+}
+
+#[test]
+fn a_dead_address_family_moves_the_path_to_the_other_one() {
+    let mut sim = Sim::new(0);
+    sim.nodes[A].v6 = Some(addr("[2001:db8:a::10]:51820"));
+    sim.nodes[B].v6 = Some(addr("[2001:db8:b::20]:51820"));
+    sim.start();
+    sim.flow(A, ms(100));
+    sim.flow(B, ms(100));
+    sim.run_for(secs(5));
+    let Path::Direct { remote } = sim.path(A) else {
+        panic!("A {:?}", sim.path(A));
+    };
+    // The family in use dies (an IPv6 uplink going away, say).
+    let (a, b) = if remote.is_ipv6() {
+        (sim.public(A), sim.public(B))
+    } else {
+        (sim.nodes[A].v6.expect("v6"), sim.nodes[B].v6.expect("v6"))
+    };
+    sim.blocked.insert(remote.ip());
+    let died = sim.now;
+    let moved = sim.run_until(died + secs(6), |s| {
+        s.is_direct_to(A, b) && s.is_direct_to(B, a)
+    });
+    assert!(
+        moved,
+        "6 s after {remote} died: A {:?}, B {:?}",
+        sim.path(A),
+        sim.path(B)
+    );
+    eprintln!("moved to {b} after {:?}", sim.now - died);
+    let got = sim.wireguard_from(B, A).len();
+    sim.run_for(secs(1));
+    assert!(sim.wireguard_from(B, A).len() > got + 5);
 }
 
 // ---- 6. upgrade ------------------------------------------------------------

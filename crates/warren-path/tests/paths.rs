@@ -1,8 +1,11 @@
 //! Simulated-time tests of the path layer ([`warren_path::Paths`]) through
 //! its public API: a device (A) and an agent (B) on a scripted network
-//! (latency, NAT filtering, links that die and come back, a machine that
-//! sleeps) with fake TURN servers that speak enough RFC 8656 for the TURN
-//! client. The simulator drives both layers the way the helper does:
+//! (latency; cone and symmetric NATs; links, address families and relays
+//! that die and come back; a machine that sleeps; a device that moves) with
+//! fake TURN servers that speak enough RFC 8656 for the TURN client, expire
+//! what isn't refreshed and, if asked, treat credentials the way coturn's
+//! `use-auth-secret` does. The simulator drives both layers the way the
+//! helper does:
 //! datagrams are delivered when due, `handle_timeout` runs when
 //! `poll_timeout` says, transmits and events are drained after every call,
 //! WireGuard goes out through `route`, and the candidates each side

@@ -5,10 +5,9 @@
 //! fake TURN servers that speak enough RFC 8656 for the TURN client, expire
 //! what isn't refreshed and, if asked, treat credentials the way coturn's
 //! `use-auth-secret` does. The simulator drives both layers the way the
-//! helper does:
-//! datagrams are delivered when due, `handle_timeout` runs when
-//! `poll_timeout` says, transmits and events are drained after every call,
-//! WireGuard goes out through `route`, and the candidates each side
+//! helper does: datagrams are delivered when due, `handle_timeout` runs
+//! when `poll_timeout` says, transmits and events are drained after every
+//! call, WireGuard goes out through `route`, and the candidates each side
 //! announces reach the other as the coordinator would pass them on.
 //!
 //! Every loop is bounded: a timer that stays due forever fails the test

@@ -277,6 +277,11 @@ struct RelaySlot {
     alloc: Option<Allocation>,
     failures: u32,
     retry_at: Option<Instant>,
+    /// The allocation was made with credentials the coordinator has since
+    /// replaced: it is made again, one relay at a time, before the old
+    /// username expires (the server would refuse its refreshes then, and
+    /// keep our address bound to it until its lifetime ran out).
+    rotate: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -436,6 +441,9 @@ impl Paths {
                     slot.retired = false;
                     if let Some(alloc) = slot.alloc.as_mut() {
                         alloc.update_credentials(now, relay.credentials.clone());
+                        if relay.credentials.username() != slot.config.credentials.username() {
+                            slot.rotate = true;
+                        }
                     }
                     slot.config = relay;
                 }
@@ -452,6 +460,7 @@ impl Paths {
                     alloc: None,
                     failures: 0,
                     retry_at: None,
+                    rotate: false,
                 });
             }
         }
@@ -466,6 +475,43 @@ impl Paths {
             }
         }
         self.start_allocations(now);
+        self.rotate_one(now);
+        self.announce();
+    }
+
+    /// Makes one allocation with stale credentials again, unless another is
+    /// being made: the path fails over to the other relay meanwhile.
+    fn rotate_one(&mut self, now: Instant) {
+        let allocating = self
+            .relays
+            .iter()
+            .any(|s| s.alloc.as_ref().is_some_and(|a| !a.is_allocated()));
+        if allocating {
+            return;
+        }
+        let Some(id) = self
+            .relays
+            .iter()
+            .position(|s| s.rotate && s.alloc.as_ref().is_some_and(|a| a.is_allocated()))
+        else {
+            return;
+        };
+        let slot = &mut self.relays[id];
+        slot.rotate = false;
+        let Some(mut old) = slot.alloc.take() else {
+            return;
+        };
+        old.close(now);
+        self.drain_allocation(&mut old);
+        self.relay_gone(now, id);
+        let slot = &mut self.relays[id];
+        slot.alloc = Some(Allocation::with_retransmission(
+            now,
+            slot.config.server,
+            slot.config.credentials.clone(),
+            RELAY_RETRANSMISSION,
+        ));
+        self.drain_all_allocations(now);
         self.announce();
     }
 
@@ -511,6 +557,7 @@ impl Paths {
             }
         }
         self.active.remove(key);
+        self.txns.retain(|_, t| t.peer != *key);
     }
 
     /// Where a WireGuard datagram the tunnel addressed to `dst` goes. For
@@ -673,6 +720,13 @@ impl Paths {
                     "timers ran late (the machine slept?); checking every path again"
                 );
                 self.recheck_network(now);
+                // Time asleep is not time without traffic.
+                let slept = now.saturating_duration_since(deadline);
+                for key in &self.active {
+                    if let Some(peer) = self.peers.get_mut(key) {
+                        peer.active_until = peer.active_until.map(|t| t + slept);
+                    }
+                }
                 self.restart_all(now);
                 for slot in &mut self.relays {
                     if let Some(alloc) = slot.alloc.as_mut() {
@@ -708,11 +762,12 @@ impl Paths {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut at = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        let live = self.relays.iter().filter(|s| s.alloc.is_some()).count();
         for slot in &self.relays {
             if let Some(t) = slot.alloc.as_ref().and_then(|a| a.poll_timeout()) {
                 at(t);
             }
-            if slot.alloc.is_none() && !slot.retired {
+            if slot.alloc.is_none() && !slot.retired && live < MAX_ALLOCATIONS {
                 if let Some(t) = slot.retry_at {
                     at(t);
                 }
@@ -882,7 +937,7 @@ impl Paths {
                 alloc.refresh(now);
             }
         }
-        self.recheck_network(now);
+        // A re-check that loses a path asks for the network (tick_peer).
     }
 
     /// Every active peer's pairs are checked again from scratch; the paths
@@ -895,7 +950,9 @@ impl Paths {
                 for pair in &mut peer.pairs {
                     pair.next_check = Some(now);
                     pair.attempts = 0;
-                    pair.in_flight = None;
+                    if let Some((id, _)) = pair.in_flight.take() {
+                        self.txns.remove(&id);
+                    }
                 }
             }
             self.rebuild_pairs(now, key);
@@ -910,7 +967,9 @@ impl Paths {
         if !peer.is_active(now) {
             self.active.remove(&key);
             for pair in &mut peer.pairs {
-                pair.in_flight = None;
+                if let Some((id, _)) = pair.in_flight.take() {
+                    self.txns.remove(&id);
+                }
                 pair.next_check = None;
             }
             return;
@@ -955,6 +1014,8 @@ impl Paths {
             self.send_check(now, key, index);
         }
         if changed {
+            // A path that worked went silent: maybe the network changed.
+            self.recheck_network(now);
             self.reselect(now, key);
         } else {
             self.drain_selector(key);
@@ -1095,8 +1156,19 @@ impl Paths {
             }
             self.routes.insert(from, key);
             self.rebuild_pairs(now, key);
+            // The peer moved (or has a new way out): the path in use may be
+            // dead, so every pair is checked now rather than at its keepalive.
+            if let Some(peer) = self.peers.get_mut(&key) {
+                for pair in &mut peer.pairs {
+                    if pair.in_flight.is_none() {
+                        pair.next_check = Some(now);
+                    }
+                }
+            }
         }
-        self.activate(now, key, ACTIVE_FOR);
+        if !self.peers.get(&key).is_some_and(|p| p.is_active(now)) {
+            self.activate(now, key, ANNOUNCED_ACTIVE_FOR);
+        }
         // Triggered check: answer the peer's check with ours on the same
         // pair, so both NATs open now rather than at the next retry.
         if let Some(peer) = self.peers.get_mut(&key) {
@@ -1138,16 +1210,33 @@ impl Paths {
         peer.last_rx = Some(now);
         peer.speaks_checks = true;
         let mut changed = false;
+        let mut recovered = false;
+        let in_use = match peer.path {
+            Path::Direct { remote } => Some((Via::Direct, remote)),
+            Path::Relayed { relay, remote, .. } => Some((Via::Relay(relay), remote)),
+            Path::None => None,
+        };
         for pair in &mut peer.pairs {
             if pair.via == via && pair.remote == from {
                 if pair.in_flight.is_some_and(|(i, _)| i == id) {
                     pair.in_flight = None;
                 }
                 changed |= pair.state != PairState::Succeeded;
+                recovered |= pair.misses > 0 && in_use == Some((via, from));
                 pair.state = PairState::Succeeded;
                 pair.misses = 0;
                 pair.next_check = Some(now + KEEPALIVE);
             }
+        }
+        if recovered && !changed {
+            // The path in use answers again after a silence (a sleep, a NAT
+            // that forgot us): the tunnel's handshake, lost meanwhile, may go
+            // again now instead of at its next retry.
+            let path = peer.path;
+            self.push_event(PathEvent::PathChanged {
+                peer: txn.peer,
+                path,
+            });
         }
         if let Via::Relay(relay) = via {
             // Data to this peer goes as ChannelData from now on.
@@ -1290,6 +1379,7 @@ impl Paths {
                     tracing::info!(%server, %relayed, %mapped, "relay allocated");
                     self.relays[id].failures = 0;
                     self.announce();
+                    self.rotate_one(now);
                     let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
                     for key in keys {
                         self.rebuild_pairs(now, key);

@@ -257,7 +257,9 @@ impl Tunnel {
     /// neither the source of the peer's datagrams (roaming) nor the
     /// directory's endpoint moves it; only the next call does. If no fresh
     /// session exists, a handshake is started again at once towards the new
-    /// endpoint instead of waiting out the retry timer on a dead one.
+    /// endpoint instead of waiting out the retry timer on a dead one (also
+    /// when the endpoint is the same: the path layer calls again when a
+    /// path that went silent answers again).
     /// `false` if the peer is unknown.
     pub fn set_path_endpoint(&mut self, now: Instant, key: &PeerKey, endpoint: SocketAddr) -> bool {
         let Some(&slot) = self.by_key.get(key) else {
@@ -267,21 +269,25 @@ impl Tunnel {
             return false;
         };
         peer.pinned = true;
-        if peer.endpoint == Some(endpoint) {
-            return true;
+        let moved = peer.endpoint != Some(endpoint);
+        if moved {
+            peer.endpoint = Some(endpoint);
+            tracing::debug!(peer = %key_id(key), %endpoint, "endpoint set by the path layer");
+            self.out.event(TunnelEvent::EndpointChanged {
+                peer: *key,
+                endpoint,
+            });
         }
-        peer.endpoint = Some(endpoint);
-        tracing::debug!(peer = %key_id(key), %endpoint, "endpoint set by the path layer");
-        self.out.event(TunnelEvent::EndpointChanged {
-            peer: *key,
-            endpoint,
-        });
         let stale = peer
             .tunn
             .time_since_last_handshake()
             .is_none_or(|age| age >= crate::timers::REKEY_AFTER_TIME);
         if stale
-            && (!peer.queue.is_empty() || peer.handshakes > 0 || peer.timers.handshake_in_progress)
+            && (!peer.queue.is_empty()
+                || peer.timers.handshake_in_progress
+                // A session whose last answer went to the old endpoint
+                // (a responder waiting for its confirmation) starts over.
+                || (moved && peer.handshakes > 0))
         {
             peer.reinitiate(now, &mut self.out, &mut self.scratch);
             reschedule(&mut self.heap, peer, slot);

@@ -25,6 +25,8 @@ const MIB: u64 = 1024 * 1024;
 /// A download long enough to span an event (about 20 s at its pace).
 const LONG_SIZE: u64 = 20 * MIB;
 const LONG_RATE: u64 = MIB;
+/// How long the control session may take to come back after roaming.
+const ROAM_SESSION_LIMIT: Duration = Duration::from_secs(90);
 /// How long a path may take to appear after `warren up`.
 const PATH_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -209,9 +211,9 @@ fn relayed_and_working(lab: &PathLab, what: &str) {
     let took = since_up(lab);
     eprintln!("path-timing: {what}: relayed after {took:?} from `warren up`: {path:?}");
     // The relay is used at once, not after every direct check gave up
-    // (those take tens of seconds).
+    // (an impossible direct pair is retried for several seconds first).
     assert!(
-        took <= Duration::from_secs(10),
+        took <= Duration::from_secs(5),
         "{what}: the relayed path took {took:?} after `warren up`"
     );
     assert_traffic(lab, what);
@@ -416,13 +418,17 @@ fn the_path_comes_back_after_the_laptop_changes_address() {
         PATH_WORKSPACE,
         "roamprobe",
     ]);
-    let listed = poll_until(Duration::from_secs(60), || {
+    // The old control connection died with the old address; how soon the
+    // helper notices is its business, but a minute and a half is the most
+    // a person would wait.
+    let left = ROAM_SESSION_LIMIT.saturating_sub(moved.elapsed());
+    let listed = poll_until(left, || {
         let status = lab.status_json()?;
         agent_view(&status, PATH_WORKSPACE, "roamprobe").map(|_| ())
     });
     assert!(
         listed.is_some(),
-        "an agent added after roaming never reached the laptop: the control session did not come back"
+        "an agent added after roaming did not reach the laptop within {ROAM_SESSION_LIMIT:?} of the address change: the control session did not come back"
     );
     eprintln!(
         "path-timing: roaming: a new agent was listed {:?} after the address change",

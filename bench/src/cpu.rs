@@ -33,6 +33,31 @@ pub fn cpu_seconds(pid: u32, ticks: f64) -> Result<f64> {
     Ok(s.cpu_ticks as f64 / ticks)
 }
 
+/// How often the process's threads have been switched out so far
+/// (voluntary and involuntary context switches, summed over
+/// `/proc/PID/task/*/status`): each voluntary one is a wait that ended, so
+/// their growth over an idle window counts its wake-ups.
+pub fn context_switches(pid: u32) -> Result<u64> {
+    let dir = format!("/proc/{pid}/task");
+    let mut total = 0u64;
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("read {dir}"))? {
+        let path = entry?.path().join("status");
+        // A thread that ended between the listing and the read counts 0.
+        let Ok(status) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for line in status.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// What the benchmarks read from one /proc/PID/stat.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Stat {

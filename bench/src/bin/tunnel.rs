@@ -39,7 +39,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use warren_bench::child::{run_cmd, run_ok};
 use warren_bench::cleanup::{register, unregister, Leftover};
-use warren_bench::cpu::{clock_ticks, cpu_seconds, process_alive};
+use warren_bench::cpu::{clock_ticks, context_switches, cpu_seconds, process_alive};
 use warren_bench::report::{emit, env_num, median, ratio, round, unix_ms, Better, Metric};
 use warren_e2e::netns::{self, AgentOptions, HelperOptions, LabHelper, TunnelLab};
 
@@ -882,6 +882,8 @@ fn report_run(m: &Measured) {
 /// window's seconds behind it, and how many peers it held.
 struct Idle {
     percent: f64,
+    /// The helper's context switches per second over the window.
+    wakeups_per_s: f64,
     cpu_s: f64,
     window_s: f64,
     peers: usize,
@@ -913,14 +915,17 @@ fn idle_cpu(w: &World, peers: u64, secs: u64) -> Result<Idle> {
     std::thread::sleep(Duration::from_secs(2));
     eprintln!("measuring warrend's CPU over {secs} s idle with {total} peers…");
     let before = cpu_seconds(w.helper_pid, w.ticks)?;
+    let switches_before = context_switches(w.helper_pid)?;
     let t = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
     let after = cpu_seconds(w.helper_pid, w.ticks)?;
+    let switches_after = context_switches(w.helper_pid)?;
     // A crashed helper would read as a perfectly idle one.
     w.check_helper()?;
     let window_s = t.elapsed().as_secs_f64();
     Ok(Idle {
         percent: (after - before) / window_s * 100.0,
+        wakeups_per_s: switches_after.saturating_sub(switches_before) as f64 / window_s,
         cpu_s: after - before,
         window_s,
         peers: total,
@@ -1187,6 +1192,20 @@ fn measure_connected(
             "idle CPU           {pct:>8.3} %         target < 1 % ({total} peers, {} s)",
             cfg.idle_secs
         ));
+        // The path layer checks a working path every 25 s while it has had
+        // traffic in the last 3 minutes (the agent's, after the throughput
+        // runs), and nothing for peers without traffic: an idle helper
+        // should wake well under once a second.
+        let m = Metric::new(
+            "idle_wakeups_per_s",
+            idle.wakeups_per_s,
+            "1/s",
+            Better::Lower,
+        );
+        emit(BENCH, m.with_note(format!(
+            "context switches of all warrend threads per second over the same idle window: path-layer keepalive checks (one per 25 s per working path), WireGuard timers, the engine's and the IPC subscriber's waits; {total} peers of which only the agent had traffic (its path is direct and kept alive)"
+        )));
+        summary.add(format!("idle wake-ups      {:>8.2} /s", idle.wakeups_per_s));
     }
     Ok(summary)
 }

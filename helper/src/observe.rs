@@ -114,7 +114,7 @@ struct Reported {
     tx_bytes: u64,
     rtt: Option<Duration>,
     endpoint: Option<SocketAddr>,
-    relay: Option<SocketAddr>,
+    relay: Option<String>,
 }
 
 impl From<&PeerStats> for Reported {
@@ -153,7 +153,7 @@ pub struct Observer {
     report_now: bool,
     /// The TURN server carrying each relayed peer's path (from the path
     /// layer); peers on a direct path are absent.
-    relays: HashMap<PeerKey, SocketAddr>,
+    relays: HashMap<PeerKey, String>,
 }
 
 /// Milliseconds since the Unix epoch of `at`, given the wall clock `wall_ms`
@@ -250,8 +250,8 @@ impl Observer {
     }
 
     /// The path layer moved `peer` onto (or off) a relay.
-    pub fn set_relay(&mut self, peer: PeerKey, relay: Option<SocketAddr>) {
-        let old = match relay {
+    pub fn set_relay(&mut self, peer: PeerKey, relay: Option<String>) {
+        let old = match relay.clone() {
             Some(r) => self.relays.insert(peer, r),
             None => self.relays.remove(&peer),
         };
@@ -281,7 +281,7 @@ impl Observer {
             if let Some(rtt) = self.ping_rtt.get(key) {
                 figures.rtt = Some(*rtt);
             }
-            figures.relay = self.relays.get(key).copied();
+            figures.relay = self.relays.get(key).cloned();
             let previous = self.reported.get(key);
             figures.last_handshake_ms = match previous {
                 Some(p) if p.last_handshake == figures.last_handshake => p.last_handshake_ms,
@@ -299,7 +299,7 @@ impl Observer {
                 tx_bytes: stats.tx_bytes,
                 rtt_us: figures.rtt.map(|d| d.as_micros() as u64),
                 endpoint: stats.endpoint,
-                relay: figures.relay,
+                relay: figures.relay.clone(),
             });
             self.reported.insert(*key, figures);
         }

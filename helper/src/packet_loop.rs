@@ -112,7 +112,12 @@ async fn flush(tunnel: &mut Tunnel, observer: &mut Observer, io: &mut PathIo, ud
                         tunnel.set_path_endpoint(now, &peer, remote);
                     }
                     let relay = io.paths.path_info(&peer).and_then(|i| i.relay);
-                    observer.set_relay(peer, relay);
+                    let name = relay.map(|server| {
+                        io.paths
+                            .relay_name(server)
+                            .map_or_else(|| server.to_string(), str::to_string)
+                    });
+                    observer.set_relay(peer, name);
                 }
                 PathEvent::RecheckNetwork => {
                     let host = crate::dataplane::local_endpoints(io.port, &io.tun_name);

@@ -22,8 +22,9 @@ pub struct PeerReport {
     pub tx_bytes: u64,
     pub rtt_us: Option<u64>,
     pub endpoint: Option<SocketAddr>,
-    /// The TURN server carrying the path, when it is relayed.
-    pub relay: Option<SocketAddr>,
+    /// The TURN server carrying the path (`HOST:PORT` as the coordinator
+    /// named it), when it is relayed.
+    pub relay: Option<String>,
 }
 
 /// The latest figures per agent, with the key they were measured for.
@@ -48,7 +49,7 @@ impl StatsBook {
                 tx_bytes: r.tx_bytes,
                 rtt_us: r.rtt_us,
                 endpoint: r.endpoint,
-                relay: r.relay.map(|r| r.to_string()),
+                relay: r.relay,
             };
             self.by_agent
                 .insert(agent_id.clone(), (r.key, stats.clone()));

@@ -44,6 +44,7 @@ pub async fn resolve_relays(relays: &[Relay]) -> Vec<RelayServer> {
         };
         match Credentials::new(relay.username.clone(), relay.password.expose().to_string()) {
             Ok(credentials) => out.push(RelayServer {
+                name: relay.addr.clone(),
                 server,
                 credentials,
             }),

@@ -126,6 +126,8 @@ pub enum Role {
 /// A TURN server with the credentials to allocate on it.
 #[derive(Debug, Clone)]
 pub struct RelayServer {
+    /// How the coordinator named it (`HOST:PORT`), for people.
+    pub name: String,
     pub server: SocketAddr,
     pub credentials: Credentials,
 }
@@ -235,6 +237,10 @@ struct Peer {
     /// peer that never has (a plain WireGuard peer) is not re-checked
     /// once its first round of checks has failed.
     speaks_checks: bool,
+    /// The address WireGuard last came from straight to our socket, and
+    /// when: a direct pair to it is alive whatever its checks say (lost
+    /// checks on a lossy link must not make the path flap).
+    last_direct_rx: Option<(SocketAddr, Instant)>,
 }
 
 impl Peer {
@@ -251,6 +257,7 @@ impl Peer {
             active_until: None,
             suspected: None,
             speaks_checks: false,
+            last_direct_rx: None,
         }
     }
 
@@ -383,6 +390,14 @@ impl Paths {
     /// The current path to `peer`.
     pub fn path(&self, peer: &PeerKey) -> Path {
         self.peers.get(peer).map_or(Path::None, |p| p.path)
+    }
+
+    /// The coordinator's name for the TURN server at `server` (`HOST:PORT`).
+    pub fn relay_name(&self, server: SocketAddr) -> Option<&str> {
+        self.relays
+            .iter()
+            .find(|s| s.config.server == server)
+            .map(|s| s.config.name.as_str())
     }
 
     fn relay_at(&self, ip: IpAddr) -> Option<SocketAddr> {
@@ -631,7 +646,7 @@ impl Paths {
         // message starts so: a Binding success is 0x01 0x01).
         let wireguard = matches!(datagram, [1..=4, 0, 0, 0, ..]);
         if wireguard && !self.is_relay_server(from) {
-            self.heard(now, from);
+            self.heard(now, from, true);
             return Incoming::WireGuard {
                 from,
                 payload: Cow::Borrowed(datagram),
@@ -664,10 +679,14 @@ impl Paths {
             .position(|s| s.config.server == addr && s.alloc.is_some())
     }
 
-    fn heard(&mut self, now: Instant, from: SocketAddr) {
+    /// WireGuard came from `from` (straight to our socket if `direct`).
+    fn heard(&mut self, now: Instant, from: SocketAddr, direct: bool) {
         if let Some(key) = self.routes.get(&from) {
             if let Some(peer) = self.peers.get_mut(key) {
                 peer.last_rx = Some(now);
+                if direct {
+                    peer.last_direct_rx = Some((from, now));
+                }
             }
         }
     }
@@ -704,7 +723,7 @@ impl Paths {
             self.on_stun(now, Via::Relay(id), relayed.peer, &relayed.payload);
             return Incoming::Handled;
         }
-        self.heard(now, relayed.peer);
+        self.heard(now, relayed.peer, false);
         Incoming::WireGuard {
             from: relayed.peer,
             payload: relayed.payload,
@@ -985,7 +1004,13 @@ impl Paths {
                 }
                 self.txns.remove(&id);
                 pair.in_flight = None;
-                pair.misses += 1;
+                let carrying = pair.via == Via::Direct
+                    && peer.last_direct_rx.is_some_and(|(from, at)| {
+                        from == pair.remote && now.saturating_duration_since(at) < 2 * CHECK_TIMEOUT
+                    });
+                if !carrying {
+                    pair.misses += 1;
+                }
                 match pair.state {
                     PairState::Succeeded if pair.misses >= MISSES_TO_FAIL => {
                         pair.state = PairState::Failed;

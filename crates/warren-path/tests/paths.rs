@@ -702,6 +702,7 @@ impl Sim {
 
     fn relay(&self, turn: usize) -> RelayServer {
         RelayServer {
+            name: self.turns[turn].addr.to_string(),
             server: self.turns[turn].addr,
             credentials: Credentials::new(TURN_USER, TURN_PASSWORD).expect("short credentials"),
         }
@@ -715,6 +716,7 @@ impl Sim {
         let relays = turns
             .iter()
             .map(|t| RelayServer {
+                name: self.turns[*t].addr.to_string(),
                 server: self.turns[*t].addr,
                 credentials: Credentials::new(user.clone(), password_for(&user))
                     .expect("short credentials"),

@@ -361,10 +361,15 @@ impl Engine {
                     peers,
                     names,
                 }),
-                CoreCommand::TunnelDown { generation } => self.to_tunnel(TunnelCommand::Down {
-                    generation,
-                    done: None,
-                }),
+                CoreCommand::TunnelDown { generation } => {
+                    // The next session (maybe another deployment's) finds
+                    // its own relays and addresses.
+                    self.candidates.clear();
+                    self.to_tunnel(TunnelCommand::Down {
+                        generation,
+                        done: None,
+                    })
+                }
                 CoreCommand::ReportStats { generation } => {
                     self.to_tunnel(TunnelCommand::ReportStats { generation })
                 }

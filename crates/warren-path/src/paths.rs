@@ -63,9 +63,14 @@ pub type PeerKey = [u8; 32];
 /// An established pair is re-checked this often: the NAT keepalive (most
 /// NATs keep a UDP mapping 30 s or more) and the proof it still works.
 pub const KEEPALIVE: Duration = Duration::from_secs(25);
+/// The pair carrying traffic is checked this often while traffic flows:
+/// what we send may die on a path the peer's datagrams still arrive on
+/// (a relay that stopped forwarding one way), and nothing else shows it.
+pub const BUSY_KEEPALIVE: Duration = Duration::from_secs(2);
 /// An unanswered check counts as a miss after this long.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
-/// A pair that answered is given up after this many misses in a row.
+/// A pair that answered is given up after this many misses in a row (after
+/// one while we send into silence: see `tick_peer`).
 pub const MISSES_TO_FAIL: u32 = 2;
 /// Waits before re-sending a check that got no answer while a pair is new.
 const RETRIES: [Duration; 4] = [
@@ -87,7 +92,9 @@ pub const ACTIVE_FOR: Duration = Duration::from_secs(180);
 /// even without traffic: its checks need ours to get through our NAT.
 pub const ANNOUNCED_ACTIVE_FOR: Duration = Duration::from_secs(30);
 /// Sending this long without hearing from the peer re-checks its pairs.
-pub const SUSPECT_AFTER: Duration = Duration::from_secs(2);
+/// (Under traffic, WireGuard hears from the peer every round trip: TCP's
+/// acknowledgements, keepalives, replies.)
+pub const SUSPECT_AFTER: Duration = Duration::from_secs(1);
 /// At most this often per peer.
 const SUSPECT_EVERY: Duration = Duration::from_secs(5);
 /// A timer this late means the machine slept (or the process was stopped).
@@ -230,7 +237,11 @@ struct Peer {
     selector: PathSelector,
     path: Path,
     last_tx: Option<Instant>,
+    /// Anything heard from the peer (WireGuard or a check).
     last_rx: Option<Instant>,
+    /// WireGuard heard from the peer: traffic, unlike checks, keeps a peer
+    /// busy.
+    last_wireguard_rx: Option<Instant>,
     active_until: Option<Instant>,
     suspected: Option<Instant>,
     /// The peer has answered or sent a check: it runs a path layer. A
@@ -254,6 +265,7 @@ impl Peer {
             path: Path::None,
             last_tx: None,
             last_rx: None,
+            last_wireguard_rx: None,
             active_until: None,
             suspected: None,
             speaks_checks: false,
@@ -272,7 +284,7 @@ impl Peer {
     fn is_busy(&self, now: Instant) -> bool {
         let recent =
             |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) < BUSY_FOR);
-        recent(self.last_tx) || recent(self.last_rx)
+        recent(self.last_tx) || recent(self.last_wireguard_rx)
     }
 }
 
@@ -591,6 +603,18 @@ impl Paths {
         let Some(peer) = self.peers.get_mut(&key) else {
             return Route::Direct;
         };
+        if !peer.is_busy(now) {
+            // Traffic starts: the pair carrying it is watched closely.
+            let carrying = in_use(peer.path);
+            for pair in &mut peer.pairs {
+                if Some((pair.via, pair.remote)) == carrying && pair.state == PairState::Succeeded {
+                    let soon = now + BUSY_KEEPALIVE;
+                    if pair.in_flight.is_none() && pair.next_check.is_none_or(|t| t > soon) {
+                        pair.next_check = Some(soon);
+                    }
+                }
+            }
+        }
         peer.last_tx = Some(now);
         let silent = peer
             .last_rx
@@ -684,6 +708,7 @@ impl Paths {
         if let Some(key) = self.routes.get(&from) {
             if let Some(peer) = self.peers.get_mut(key) {
                 peer.last_rx = Some(now);
+                peer.last_wireguard_rx = Some(now);
                 if direct {
                     peer.last_direct_rx = Some((from, now));
                 }
@@ -994,6 +1019,15 @@ impl Paths {
             return;
         }
         let busy = peer.is_busy(now);
+        // Sending into silence and a check lost: that pair is dead, fail
+        // over now (TCP's retransmission timer doubles while we wait).
+        let silent = peer
+            .last_tx
+            .is_some_and(|t| now.saturating_duration_since(t) < SUSPECT_AFTER)
+            && peer
+                .last_rx
+                .is_none_or(|t| now.saturating_duration_since(t) >= SUSPECT_AFTER);
+        let misses_to_fail = if silent { 1 } else { MISSES_TO_FAIL };
         let later = |busy| peer.speaks_checks.then(|| now + recheck(busy));
         let mut changed = false;
         let mut to_send = Vec::new();
@@ -1012,7 +1046,7 @@ impl Paths {
                     pair.misses += 1;
                 }
                 match pair.state {
-                    PairState::Succeeded if pair.misses >= MISSES_TO_FAIL => {
+                    PairState::Succeeded if pair.misses >= misses_to_fail => {
                         pair.state = PairState::Failed;
                         changed = true;
                         pair.next_check = later(busy);
@@ -1236,21 +1270,19 @@ impl Paths {
         peer.speaks_checks = true;
         let mut changed = false;
         let mut recovered = false;
-        let in_use = match peer.path {
-            Path::Direct { remote } => Some((Via::Direct, remote)),
-            Path::Relayed { relay, remote, .. } => Some((Via::Relay(relay), remote)),
-            Path::None => None,
-        };
+        let in_use = in_use(peer.path);
+        let busy = peer.is_busy(now);
         for pair in &mut peer.pairs {
             if pair.via == via && pair.remote == from {
                 if pair.in_flight.is_some_and(|(i, _)| i == id) {
                     pair.in_flight = None;
                 }
                 changed |= pair.state != PairState::Succeeded;
-                recovered |= pair.misses > 0 && in_use == Some((via, from));
+                let carrying = in_use == Some((via, from));
+                recovered |= pair.misses > 0 && carrying;
                 pair.state = PairState::Succeeded;
                 pair.misses = 0;
-                pair.next_check = Some(now + KEEPALIVE);
+                pair.next_check = Some(now + keepalive(busy && carrying));
             }
         }
         if recovered && !changed {
@@ -1487,6 +1519,26 @@ impl Paths {
             self.announced = out.clone();
             self.push_event(PathEvent::Candidates(out));
         }
+    }
+}
+
+/// The pair a path uses.
+fn in_use(path: Path) -> Option<(Via, SocketAddr)> {
+    match path {
+        Path::Direct { remote } => Some((Via::Direct, remote)),
+        Path::Relayed { relay, remote, .. } => Some((Via::Relay(relay), remote)),
+        Path::None => None,
+    }
+}
+
+/// When a working pair is checked next: often while it carries traffic
+/// (a path that dies under us only in our direction shows no other way),
+/// at the NAT keepalive otherwise.
+fn keepalive(carrying_traffic: bool) -> Duration {
+    if carrying_traffic {
+        BUSY_KEEPALIVE
+    } else {
+        KEEPALIVE
     }
 }
 

@@ -51,6 +51,20 @@ fn assert_traffic(lab: &PathLab, what: &str) {
     }
 }
 
+/// Direct means no relay carries the traffic: with both relays killed,
+/// pings go on answering.
+fn assert_no_relay_needed(lab: &mut PathLab, what: &str) {
+    lab.kill_relay(0);
+    lab.kill_relay(1);
+    for i in 0..5 {
+        if lab.ping(Duration::from_secs(2)).is_none() {
+            lab.print_logs(60);
+            panic!("{what}: ping {i} failed once the relays were gone: the \"direct\" path went through a relay");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// Starts a lab and brings the helper up.
 fn lab_up(name: &str, laptop: Nat, workspace: Nat) -> Option<PathLab> {
     let mut lab = PathLab::start_or_skip(name, laptop, workspace)?;
@@ -134,17 +148,7 @@ fn direct_through_two_endpoint_independent_nats() {
         "a direct path goes to the workspace router's public address (or the workspace's own), not {path:?}"
     );
     assert_traffic(&lab, "direct");
-    // Direct means no relay carries it: with both relays gone, the
-    // traffic goes on.
-    lab.kill_relay(0);
-    lab.kill_relay(1);
-    for i in 0..5 {
-        assert!(
-            lab.ping(Duration::from_secs(2)).is_some(),
-            "ping {i} failed once the relays were gone: the \"direct\" path went through a relay"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    assert_no_relay_needed(&mut lab, "direct");
     let (after, _) = lab.expect_path("direct", Duration::from_secs(5));
     assert_eq!(after.path, "direct");
     assert!(lab.processes_alive(), "the helper or the agent died");
@@ -362,6 +366,7 @@ fn relayed_path_moves_to_direct_when_the_nat_opens_without_dropping_tcp() {
     }
     let (still, _) = lab.expect_path("direct", Duration::from_secs(5));
     assert_eq!(still.path, "direct");
+    assert_no_relay_needed(&mut lab, "after the upgrade");
     assert!(lab.processes_alive(), "the helper or the agent died");
 }
 

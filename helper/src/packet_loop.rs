@@ -66,6 +66,9 @@ struct PathIo {
     paths: Paths,
     /// A relayed datagram, wrapped for its TURN server.
     wrapped: Vec<u8>,
+    /// Relayed datagrams of one TUN read, sent together (runs of equal
+    /// size to one TURN server leave in one GSO send, like direct ones).
+    relay_tx: TxBatch,
     reports: ReportSender,
     port: u16,
     tun_name: String,
@@ -167,9 +170,15 @@ async fn outbound(
                     (t.dst, t.payload.as_ptr() as usize - base, t.payload.len());
                 match io.paths.route(now, dst, t.payload, &mut io.wrapped) {
                     Route::Direct => tx.commit(dst, offset, len),
-                    // Relayed datagrams leave one by one, wrapped for the
-                    // TURN server; the batch keeps the direct ones.
-                    Route::Relay(server) => send(udp, server, &io.wrapped).await,
+                    // Wrapped for the TURN server into a batch of their own.
+                    Route::Relay(server) => {
+                        if !io.relay_tx.push(server, &io.wrapped) {
+                            udp.send_batch(&mut io.relay_tx).await;
+                            if !io.relay_tx.push(server, &io.wrapped) {
+                                send(udp, server, &io.wrapped).await;
+                            }
+                        }
+                    }
                 }
             }
             Ok(None) => {}
@@ -177,6 +186,9 @@ async fn outbound(
         }
     }
     udp.send_batch(tx).await;
+    if !io.relay_tx.is_empty() {
+        udp.send_batch(&mut io.relay_tx).await;
+    }
 }
 
 /// Decrypts every datagram of the last UDP receive into the TUN batch
@@ -288,9 +300,11 @@ pub async fn run(dp: LoopParts) -> LoopExit {
         tun_name,
         mut stop,
     } = dp;
+    let max_packet = max_packet(&tun);
     let mut io = PathIo {
         paths,
         wrapped: Vec::with_capacity(2048),
+        relay_tx: TxBatch::new(TUN_BATCH, max_packet + 64),
         reports,
         port,
         tun_name,
@@ -305,7 +319,6 @@ pub async fn run(dp: LoopParts) -> LoopExit {
         }
     };
     log_offloads(&tun, &udp);
-    let max_packet = max_packet(&tun);
     let mut reader = TunReader::new(max_packet);
     let mut writer = TunWriter::new();
     let mut tx = TxBatch::new(TUN_BATCH, max_packet);

@@ -28,7 +28,7 @@ use warren_control::ControlConfig;
 use warren_proto::control::{ClientMessage, Register, CONTROL_VERSION};
 use warren_proto::frame::encode;
 use warren_proto::ipc::{ErrorCode, HelperMessage, IpcError, LogLine, PingReport, Reply, Request};
-use warren_session::Backoff;
+use warren_session::{Backoff, ConnectFailure};
 
 #[derive(Debug)]
 pub struct EngineConfig {
@@ -186,6 +186,7 @@ impl Engine {
                         self.client.handle_tunnel_report(Instant::now(), generation, state, error);
                     }
                     Some(Report::Candidates(candidates)) => self.announce(candidates),
+                    Some(Report::NetworkChanged) => self.network_changed(),
                     None => {}
                 },
                 _ = sleep_until(deadline) => self.client.handle_timeout(Instant::now()),
@@ -405,6 +406,30 @@ impl Engine {
             Some(manager) => manager.send(command),
             // The client state has no tunnel facts then, so it never asks.
             None => tracing::warn!(?command, "no data plane for a tunnel command"),
+        }
+    }
+
+    /// The machine moved to another network: a coordinator connection
+    /// from the old address would only be noticed dead after its silence
+    /// limit (45 s), so it is ended now and the session reconnects with the
+    /// same key (the tunnel and its paths stay).
+    fn network_changed(&mut self) {
+        let now = Instant::now();
+        let generations: Vec<u64> = self.tasks.keys().copied().collect();
+        for generation in generations {
+            if let Some(task) = self.tasks.remove(&generation) {
+                task.abort();
+            }
+            self.outgoing.remove(&generation);
+            tracing::info!(
+                generation,
+                "this machine's network changed; reconnecting to the coordinator"
+            );
+            self.client.handle_control_failed(
+                now,
+                generation,
+                ConnectFailure::Lost("this machine's network changed; reconnecting".into()),
+            );
         }
     }
 

@@ -45,6 +45,9 @@ pub enum Report {
     /// The path layer's candidates changed (server-reflexive and relayed
     /// addresses first): announce them to the coordinator.
     Candidates(Vec<SocketAddr>),
+    /// This machine's addresses changed: the coordinator connection, bound
+    /// to the old one, is replaced at once.
+    NetworkChanged,
 }
 
 /// The data plane's reports to the engine.

@@ -122,6 +122,9 @@ async fn flush(tunnel: &mut Tunnel, observer: &mut Observer, io: &mut PathIo, ud
                     });
                     observer.set_relay(peer, name);
                 }
+                PathEvent::NetworkChanged => {
+                    let _ = io.reports.send(Report::NetworkChanged);
+                }
                 PathEvent::RecheckNetwork => {
                     let host = crate::dataplane::local_endpoints(io.port, &io.tun_name);
                     io.paths.set_host_candidates(now, host);

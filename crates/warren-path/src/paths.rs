@@ -170,6 +170,10 @@ pub enum PathEvent {
     /// every path): read the interfaces and call
     /// [`Paths::set_host_candidates`].
     RecheckNetwork,
+    /// This machine's addresses changed (it moved to another network):
+    /// connections bound to the old address, such as the coordinator's,
+    /// are dead and worth replacing now rather than at their timeout.
+    NetworkChanged,
 }
 
 /// A datagram to send.
@@ -432,6 +436,7 @@ impl Paths {
         self.host = host;
         if moved {
             tracing::info!("this machine's addresses changed; finding paths again");
+            self.push_event(PathEvent::NetworkChanged);
             for id in 0..self.relays.len() {
                 if let Some(mut alloc) = self.relays[id].alloc.take() {
                     alloc.close(now);

@@ -901,6 +901,8 @@ impl Sim {
                 }
                 Path::None => {}
             },
+            // Only the driver's coordinator link cares; recorded below.
+            PathEvent::NetworkChanged => {}
             PathEvent::RecheckNetwork => {
                 let n = &mut self.nodes[node];
                 let hosts = n.hosts();
@@ -2428,4 +2430,21 @@ fn a_third_relay_waiting_to_be_retried_does_not_spin_the_timer() {
     assert!(sim.turns[1].allocations.len() == 1 && sim.turns[2].allocations.len() == 1);
     let wakeups = sim.nodes[A].wakeups.len();
     assert!(wakeups < 200, "A woke {wakeups} times in a minute");
+}
+
+#[test]
+fn moving_to_another_network_is_told_once_and_the_first_addresses_are_not_a_move() {
+    let t0 = Instant::now();
+    let mut paths = Paths::new(Role::Device, [7; 32]);
+    let changed = |p: &mut Paths| {
+        std::iter::from_fn(|| p.poll_event())
+            .filter(|e| *e == PathEvent::NetworkChanged)
+            .count()
+    };
+    paths.set_host_candidates(t0, vec!["10.0.1.2:51820".parse().unwrap()]);
+    assert_eq!(changed(&mut paths), 0, "the first addresses are no move");
+    paths.set_host_candidates(t0, vec!["10.0.1.2:51820".parse().unwrap()]);
+    assert_eq!(changed(&mut paths), 0, "the same addresses are no move");
+    paths.set_host_candidates(t0, vec!["10.0.1.3:51820".parse().unwrap()]);
+    assert_eq!(changed(&mut paths), 1);
 }

@@ -487,6 +487,9 @@ impl WorkspaceStack {
                 match event {
                     PathEvent::Candidates(c) => self.events.push_back(StackEvent::Candidates(c)),
                     PathEvent::RecheckNetwork => self.events.push_back(StackEvent::RecheckNetwork),
+                    // The new candidates (announced through the coordinator
+                    // link) are what the devices need.
+                    PathEvent::NetworkChanged => {}
                     PathEvent::PathChanged { peer, path } => {
                         if let Path::Direct { remote } | Path::Relayed { remote, .. } = path {
                             self.tunnel.set_path_endpoint(now, &peer, remote);

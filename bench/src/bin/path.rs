@@ -30,11 +30,11 @@
 //! run's directory; Ctrl-C removes the namespaces.
 //!
 //! Knobs (environment): `WARREN_BENCH_PATH_RUNS` (runs of each kind; 5),
-//! `WARREN_BENCH_PATH_MIB` (size of each download; 32),
+//! `WARREN_BENCH_PATH_MIB` (size of each download; 16),
 //! `WARREN_BENCH_PATH_PINGS` (pings per RTT figure; 20).
 
 use anyhow::{bail, Context, Result};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +46,7 @@ use warren_bench::cleanup::{cleanup_on_signal, register_guard, Leftover, Registe
 use warren_bench::report::{emit, env_num, median, print_load_at_start, round, Better, Metric};
 use warren_e2e::nat_lab::{Nat, Side};
 use warren_e2e::netns::icmp_ping;
-use warren_e2e::path_lab::{PathLab, PathView};
+use warren_e2e::path_lab::{PathLab, PathView, TURN_HOSTS};
 
 const BENCH: &str = "path";
 const MIB: u64 = 1024 * 1024;
@@ -67,7 +67,7 @@ struct Config {
 impl Config {
     fn from_env() -> Result<Config> {
         let runs = env_num("WARREN_BENCH_PATH_RUNS", 5)? as usize;
-        let mib = env_num("WARREN_BENCH_PATH_MIB", 32)?;
+        let mib = env_num("WARREN_BENCH_PATH_MIB", 16)?;
         let pings = env_num("WARREN_BENCH_PATH_PINGS", 20)? as usize;
         if runs == 0 || mib == 0 || pings == 0 {
             bail!("WARREN_BENCH_PATH_RUNS, WARREN_BENCH_PATH_MIB and WARREN_BENCH_PATH_PINGS must be at least 1");
@@ -252,6 +252,18 @@ fn poll_path(
     }
 }
 
+/// Direct, and not to a relay's address: the status also says `direct`
+/// for a remote that is the agent's relayed address on a lab relay (no
+/// relay of the helper's own named), which is a relayed path.
+fn direct(p: &PathView) -> bool {
+    let to_relay = p
+        .remote
+        .as_deref()
+        .and_then(|r| r.parse::<SocketAddr>().ok())
+        .is_some_and(|r| TURN_HOSTS.iter().any(|h| r.ip() == IpAddr::V4(*h)));
+    p.path == "direct" && p.relay.is_none() && !to_relay
+}
+
 fn relayed_via_lab_relay(p: &PathView) -> bool {
     p.path == "relayed" && p.relay_index().is_some()
 }
@@ -284,53 +296,81 @@ fn snmp_field(snmp: &str, table: &str, name: &str) -> Option<u64> {
     values.split_whitespace().nth(at)?.parse().ok()
 }
 
-/// UDP datagrams dropped so far at full receive buffers in the laptop's,
-/// the workspace's and both relays' namespaces: where a tunnel through a
-/// userspace relay loses packets under load.
-fn rcvbuf_drops(lab: &PathLab) -> Result<[u64; 3]> {
-    let read = |ns: &str| -> Result<u64> {
+/// UDP counters so far: datagrams dropped at full receive buffers in the
+/// laptop's, the workspace's and both relays' namespaces (where a tunnel
+/// through a userspace relay loses packets under load), and datagrams the
+/// relays received (which shows whether a "direct" download went through
+/// a relay after all).
+fn udp_counters(lab: &PathLab) -> Result<[u64; 4]> {
+    let read = |ns: &str, name: &str| -> Result<u64> {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns, "cat", "/proc/net/snmp"]);
         let snmp = run_ok(cmd)?;
-        snmp_field(&snmp, "Udp", "RcvbufErrors")
-            .with_context(|| format!("no Udp RcvbufErrors in /proc/net/snmp of {ns}"))
+        snmp_field(&snmp, "Udp", name)
+            .with_context(|| format!("no Udp {name} in /proc/net/snmp of {ns}"))
     };
     let n = &lab.nat;
+    let relays =
+        |name: &str| -> Result<u64> { Ok(read(&n.server1, name)? + read(&n.server2, name)?) };
     Ok([
-        read(&n.laptop)?,
-        read(&n.workspace)?,
-        read(&n.server1)? + read(&n.server2)?,
+        read(&n.laptop, "RcvbufErrors")?,
+        read(&n.workspace, "RcvbufErrors")?,
+        relays("RcvbufErrors")?,
+        relays("InDatagrams")?,
     ])
 }
 
-/// A download's speed and the UDP receive-buffer drops (laptop,
-/// workspace, relays) during it.
+/// A download's speed and the UDP counters (see [`udp_counters`]) during
+/// it.
 #[derive(Clone, Copy, Debug)]
 struct Download {
     mbit: f64,
-    drops: [u64; 3],
+    counters: [u64; 4],
 }
 
 impl Download {
-    fn drops_text(&self) -> String {
-        let [l, w, r] = self.drops;
-        format!("{l}/{w}/{r}")
+    /// "drops laptop/workspace/relays, datagrams into the relays".
+    fn counters_text(&self) -> String {
+        let [l, w, r, relayed] = self.counters;
+        format!("{l}/{w}/{r}, {relayed}")
     }
 }
 
 /// Downloads `size` bytes through the tunnel as fast as they go (checked
-/// byte for byte by the lab); Mbit/s from the first body byte to the last.
+/// byte for byte by the lab), with the UDP counters around it.
 fn download(lab: &PathLab, size: u64) -> Result<Download> {
-    let before = rcvbuf_drops(lab)?;
+    let before = udp_counters(lab)?;
     let mbit = download_mbit(lab, size)?;
-    let after = rcvbuf_drops(lab)?;
-    let mut drops = [0; 3];
-    for i in 0..3 {
-        drops[i] = after[i].saturating_sub(before[i]);
+    let after = udp_counters(lab)?;
+    let mut counters = [0; 4];
+    for (c, (a, b)) in counters.iter_mut().zip(after.iter().zip(before)) {
+        *c = a.saturating_sub(b);
     }
-    Ok(Download { mbit, drops })
+    Ok(Download { mbit, counters })
 }
 
+/// Waits (bounded by `limit`) until ten pings 100 ms apart pass with fewer
+/// than five datagrams into the relays: the agent's side of the path can
+/// stay on a relay after the helper's went direct. When that was.
+fn relays_quiet(lab: &PathLab, limit: Duration) -> Result<Instant> {
+    let start = Instant::now();
+    loop {
+        let before = udp_counters(lab)?[3];
+        for _ in 0..10 {
+            let _ = lab.ping(Duration::from_millis(100));
+            std::thread::sleep(PING_EVERY);
+        }
+        let into_relays = udp_counters(lab)?[3].saturating_sub(before);
+        if into_relays < 5 {
+            return Ok(Instant::now());
+        }
+        if start.elapsed() >= limit {
+            bail!("the relays still received {into_relays} datagrams during ten pings {limit:?} after the path was direct: the agent's side still sends through a relay");
+        }
+    }
+}
+
+/// Mbit/s of one download, from its first body byte to the last.
 fn download_mbit(lab: &PathLab, size: u64) -> Result<f64> {
     let dl = lab.start_download(size, u64::MAX / 2);
     let first = warren_e2e::poll_until(Duration::from_secs(20), || {
@@ -374,7 +414,7 @@ fn direct_run(i: usize) -> (f64, f64) {
                 .up_at
                 .context("the lab records when `warren up` returned")?;
             let pinger = Pinger::start(lab);
-            let (path, seen) = poll_path(lab, PATH_LIMIT, "direct", |p| p.path == "direct")?;
+            let (path, seen) = poll_path(lab, PATH_LIMIT, "direct", direct)?;
             if path.relay.is_some() {
                 bail!("a direct path names a relay: {path:?}");
             }
@@ -402,6 +442,7 @@ struct RelayedRun {
     failover_lost: (usize, usize),
     upgrade_ms: f64,
     upgrade_status_ms: f64,
+    relays_quiet_ms: f64,
     upgrade_lost: (usize, usize),
     rtt_direct_ms: f64,
     rtt_direct_lost: usize,
@@ -432,7 +473,7 @@ fn relayed_run(i: usize, cfg: &Config) -> RelayedRun {
         if !relayed_via_lab_relay(&still) {
             bail!("the path left the relay during the relayed measurements: {still:?}");
         }
-        eprintln!("bench {BENCH}: {name}: relayed RTT {rtt_relayed_ms:.2} ms, download {:.1} Mbit/s, UDP receive-buffer drops laptop/workspace/relays {}", dl_relayed.mbit, dl_relayed.drops_text());
+        eprintln!("bench {BENCH}: {name}: relayed RTT {rtt_relayed_ms:.2} ms, download {:.1} Mbit/s, UDP receive-buffer drops laptop/workspace/relays, datagrams into the relays: {}", dl_relayed.mbit, dl_relayed.counters_text());
 
         // Failover: the relay in use dies while pings flow.
         let used = still.relay_index().context("a lab relay is in use")?;
@@ -469,28 +510,32 @@ fn relayed_run(i: usize, cfg: &Config) -> RelayedRun {
         let pinger = Pinger::start(lab);
         let opened = Instant::now();
         lab.set_nat(Side::Workspace, Nat::EndpointIndependent);
-        let (direct, shown) = poll_path(lab, PATH_LIMIT, "direct", |p| p.path == "direct")?;
+        let (now_direct, shown) = poll_path(lab, PATH_LIMIT, "direct", direct)?;
         let works = warren_e2e::poll_until(PATH_LIMIT, || pinger.first_answer_after(shown))
             .with_context(|| {
-                format!("the status showed direct ({direct:?}) but no ping sent after that was answered within {PATH_LIMIT:?}")
+                format!("the status showed direct ({now_direct:?}) but no ping sent after that was answered within {PATH_LIMIT:?}")
             })?;
         let upgrade_ms = ms(works - opened);
         let upgrade_status_ms = ms(shown - opened);
         let upgrade_lost = pinger.lost_between(opened, works);
         drop(pinger);
-        if direct.relay.is_some() {
-            bail!("a direct path names a relay: {direct:?}");
+        if now_direct.relay.is_some() {
+            bail!("a direct path names a relay: {now_direct:?}");
         }
-        eprintln!("bench {BENCH}: {name}: status direct {upgrade_status_ms:.0} ms after the NAT opened ({direct:?}), a ping through it answered after {upgrade_ms:.0} ms; pings lost meanwhile: {} of {}", upgrade_lost.1, upgrade_lost.0);
+        eprintln!("bench {BENCH}: {name}: status direct {upgrade_status_ms:.0} ms after the NAT opened ({now_direct:?}), a ping through it answered after {upgrade_ms:.0} ms; pings lost meanwhile: {} of {}", upgrade_lost.1, upgrade_lost.0);
+
+        let quiet = relays_quiet(lab, PATH_LIMIT)?;
+        let relays_quiet_ms = ms(quiet - opened);
+        eprintln!("bench {BENCH}: {name}: the relays stopped carrying the pings by {relays_quiet_ms:.0} ms after the NAT opened");
 
         let (rtt_direct_ms, rtt_direct_lost) =
             rtt_ms(lab, cfg.pings).context("RTT on the direct path")?;
         let dl_direct = download(lab, cfg.download).context("download on the direct path")?;
         let still = lab.agent_path().context("the agent is no longer listed")?;
-        if still.path != "direct" {
+        if !direct(&still) {
             bail!("the path left direct during the direct measurements: {still:?}");
         }
-        eprintln!("bench {BENCH}: {name}: direct RTT {rtt_direct_ms:.2} ms, download {:.1} Mbit/s, UDP receive-buffer drops laptop/workspace/relays {}", dl_direct.mbit, dl_direct.drops_text());
+        eprintln!("bench {BENCH}: {name}: direct RTT {rtt_direct_ms:.2} ms, download {:.1} Mbit/s, UDP receive-buffer drops laptop/workspace/relays, datagrams into the relays: {}", dl_direct.mbit, dl_direct.counters_text());
         if !lab.processes_alive() {
             bail!("the helper or the agent died");
         }
@@ -505,6 +550,7 @@ fn relayed_run(i: usize, cfg: &Config) -> RelayedRun {
             failover_lost,
             upgrade_ms,
             upgrade_status_ms,
+            relays_quiet_ms,
             upgrade_lost,
             rtt_direct_ms,
             rtt_direct_lost,
@@ -575,6 +621,7 @@ fn report(cfg: &Config, direct: &[(f64, f64)], relayed: &[RelayedRun]) -> Vec<St
 
     let upgrade: Vec<f64> = relayed.iter().map(|r| r.upgrade_ms).collect();
     let shown: Vec<f64> = relayed.iter().map(|r| r.upgrade_status_ms).collect();
+    let quiet: Vec<f64> = relayed.iter().map(|r| r.relays_quiet_ms).collect();
     let lost: Vec<String> = relayed
         .iter()
         .map(|r| format!("{}/{}", r.upgrade_lost.1, r.upgrade_lost.0))
@@ -585,9 +632,10 @@ fn report(cfg: &Config, direct: &[(f64, f64)], relayed: &[RelayedRun]) -> Vec<St
         Metric::new("upgrade_to_direct_ms", round(v, 0), "ms", Better::Lower)
             .with_target(10000.0)
             .with_note(format!(
-                "relayed (symmetric NAT, after the failover above, so one relay left), one ping every 100 ms; the workspace router switched to plain masquerade and its conntrack flushed → the status shows path direct and a ping sent after that is answered (the status alone can show direct while no path works: it says direct for any recent handshake without a relay); median of {runs} runs: {} ms; status showed direct after {} ms; pings unanswered/sent until it worked: {} (the flush also breaks the relayed path: the workspace's mapping to the relay changes)",
+                "relayed (symmetric NAT, after the failover above, so one relay left), one ping every 100 ms; the workspace router switched to plain masquerade and its conntrack flushed → the status shows path direct (to an address that is not a relay's) and a ping sent after that is answered (the status alone can show direct while no path works: it says direct for any recent handshake without a relay of the helper's); median of {runs} runs: {} ms; status showed direct after {} ms; the relays stopped carrying the pings (the agent's side direct too; checked in 1 s windows) after {} ms; pings unanswered/sent until it worked: {} (the flush also breaks the relayed path: the workspace's mapping to the relay changes)",
                 list(&upgrade),
                 list(&shown),
+                list(&quiet),
                 lost.join(", ")
             )),
     );
@@ -603,7 +651,7 @@ fn report(cfg: &Config, direct: &[(f64, f64)], relayed: &[RelayedRun]) -> Vec<St
     let drops = |f: fn(&RelayedRun) -> &Download| {
         relayed
             .iter()
-            .map(|r| f(r).drops_text())
+            .map(|r| f(r).counters_text())
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -621,7 +669,7 @@ fn report(cfg: &Config, direct: &[(f64, f64)], relayed: &[RelayedRun]) -> Vec<St
     emit(
         BENCH,
         Metric::new("download_relayed", rm, "Mbit/s", Better::Higher).with_note(format!(
-            "the relayed side of relayed_throughput_ratio; runs: {} Mbit/s; UDP datagrams dropped at full receive buffers (laptop/workspace/relays) per run: {}",
+            "the relayed side of relayed_throughput_ratio; runs: {} Mbit/s; UDP datagrams dropped at full receive buffers (laptop/workspace/relays), and datagrams the relays received, per run: {}",
             list(&r_mbit),
             drops(|r| &r.dl_relayed)
         )),
@@ -629,7 +677,7 @@ fn report(cfg: &Config, direct: &[(f64, f64)], relayed: &[RelayedRun]) -> Vec<St
     emit(
         BENCH,
         Metric::new("download_direct", dm, "Mbit/s", Better::Higher).with_note(format!(
-            "the direct side of relayed_throughput_ratio; runs: {} Mbit/s; UDP datagrams dropped at full receive buffers (laptop/workspace/relays) per run: {}",
+            "the direct side of relayed_throughput_ratio; runs: {} Mbit/s; UDP datagrams dropped at full receive buffers (laptop/workspace/relays), and datagrams the relays received, per run: {}",
             list(&d_mbit),
             drops(|r| &r.dl_direct)
         )),

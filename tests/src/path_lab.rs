@@ -31,14 +31,14 @@ use crate::nat_lab::{
 };
 use crate::netns::{
     agent_view, icmp_ping, in_netns, make_tls, ns_command, status_json, write_secret, AgentView,
-    USER,
+    LabCoordinator, USER,
 };
 use crate::proc::{child_rust_log, die_with_parent, Proc};
 use crate::{bin, poll_until, TestDir};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -87,37 +87,6 @@ impl PathView {
         TURN_HOSTS
             .iter()
             .position(|h| relay == SocketAddr::from((*h, TURN_PORT)).to_string())
-    }
-}
-
-/// The coordinator on [`COORD_HOST`], serving TLS from a throwaway CA.
-pub struct PathCoordinator {
-    pub db: PathBuf,
-    /// `https://203.0.113.12:PORT`.
-    pub url: String,
-    pub ca: PathBuf,
-    pub proc: Proc,
-}
-
-impl PathCoordinator {
-    /// `warren-coord --db DB ARGS`, which must succeed; its trimmed stdout.
-    pub fn admin(&self, args: &[&str]) -> String {
-        let mut cmd = Command::new(bin("warren-coord"));
-        cmd.arg("--db")
-            .arg(&self.db)
-            .args(args)
-            .env("RUST_LOG", child_rust_log())
-            .stdin(Stdio::null());
-        die_with_parent(&mut cmd);
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("run warren-coord {args:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "warren-coord {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
 
@@ -400,7 +369,7 @@ pub struct PathLab {
     helper: Option<Proc>,
     agent: Option<Proc>,
     http: Option<PatternServer>,
-    pub coord: PathCoordinator,
+    pub coord: LabCoordinator,
     relays: Vec<Coturn>,
     pub nat: NatLab,
     pub dir: TestDir,
@@ -962,7 +931,7 @@ impl PathLab {
 }
 
 /// `warren-coord serve` on [`COORD_HOST`] with TLS and both relays.
-fn start_coordinator(dir: &TestDir, nat: &NatLab) -> PathCoordinator {
+fn start_coordinator(dir: &TestDir, nat: &NatLab) -> LabCoordinator {
     let ca = make_tls(dir.path(), &[IpAddr::V4(COORD_HOST)]);
     let secret_file = dir.join("turn-secret");
     write_secret(&secret_file, TURN_SECRET);
@@ -987,7 +956,7 @@ fn start_coordinator(dir: &TestDir, nat: &NatLab) -> PathCoordinator {
         .stdout(Stdio::piped());
     let mut proc = Proc::spawn("coord", dir.path(), cmd, true);
     let url = crate::coord::listening_url(&mut proc, &dir.join("coord.stdout"));
-    PathCoordinator { db, url, ca, proc }
+    LabCoordinator { db, url, ca, proc }
 }
 
 #[cfg(test)]

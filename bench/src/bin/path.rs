@@ -96,8 +96,13 @@ fn ms(d: Duration) -> f64 {
 
 /// `v` as "a, b, c" with one decimal, for the notes.
 fn list(v: &[f64]) -> String {
+    list_with(v, 1)
+}
+
+/// `v` as "a, b, c" with `decimals` decimals.
+fn list_with(v: &[f64], decimals: usize) -> String {
     v.iter()
-        .map(|x| format!("{x:.1}"))
+        .map(|x| format!("{x:.decimals$}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -296,18 +301,41 @@ fn snmp_field(snmp: &str, table: &str, name: &str) -> Option<u64> {
     values.split_whitespace().nth(at)?.parse().ok()
 }
 
+/// The drops (last column) of the sockets bound to local port `port` in
+/// the text of a `/proc/net/udp`.
+fn udp_socket_drops(table: &str, port: u16) -> u64 {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local = f.get(1)?;
+            let p = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+            (p == port).then(|| f.last()?.parse::<u64>().ok()).flatten()
+        })
+        .sum()
+}
+
 /// UDP counters so far: datagrams dropped at full receive buffers in the
 /// laptop's, the workspace's and both relays' namespaces (where a tunnel
 /// through a userspace relay loses packets under load), and datagrams the
 /// relays received (which shows whether a "direct" download went through
 /// a relay after all).
-fn udp_counters(lab: &PathLab) -> Result<[u64; 4]> {
-    let read = |ns: &str, name: &str| -> Result<u64> {
+fn udp_counters(lab: &PathLab) -> Result<[u64; 5]> {
+    let cat = |ns: &str, file: &str| -> Result<String> {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, "cat", "/proc/net/snmp"]);
-        let snmp = run_ok(cmd)?;
-        snmp_field(&snmp, "Udp", name)
+        cmd.args(["netns", "exec", ns, "cat", file]);
+        run_ok(cmd)
+    };
+    let read = |ns: &str, name: &str| -> Result<u64> {
+        snmp_field(&cat(ns, "/proc/net/snmp")?, "Udp", name)
             .with_context(|| format!("no Udp {name} in /proc/net/snmp of {ns}"))
+    };
+    let listener_drops = |ns: &str| -> Result<u64> {
+        Ok(udp_socket_drops(
+            &cat(ns, "/proc/net/udp")?,
+            warren_e2e::path_lab::TURN_PORT,
+        ))
     };
     let n = &lab.nat;
     let relays =
@@ -317,6 +345,7 @@ fn udp_counters(lab: &PathLab) -> Result<[u64; 4]> {
         read(&n.workspace, "RcvbufErrors")?,
         relays("RcvbufErrors")?,
         relays("InDatagrams")?,
+        listener_drops(&n.server1)? + listener_drops(&n.server2)?,
     ])
 }
 
@@ -325,14 +354,15 @@ fn udp_counters(lab: &PathLab) -> Result<[u64; 4]> {
 #[derive(Clone, Copy, Debug)]
 struct Download {
     mbit: f64,
-    counters: [u64; 4],
+    counters: [u64; 5],
 }
 
 impl Download {
-    /// "drops laptop/workspace/relays, datagrams into the relays".
+    /// "drops laptop/workspace/relays (of which at the relays' listening
+    /// sockets), datagrams into the relays".
     fn counters_text(&self) -> String {
-        let [l, w, r, relayed] = self.counters;
-        format!("{l}/{w}/{r}, {relayed}")
+        let [l, w, r, relayed, listener] = self.counters;
+        format!("{l}/{w}/{r} ({listener}), {relayed}")
     }
 }
 
@@ -342,7 +372,7 @@ fn download(lab: &PathLab, size: u64) -> Result<Download> {
     let before = udp_counters(lab)?;
     let mbit = download_mbit(lab, size)?;
     let after = udp_counters(lab)?;
-    let mut counters = [0; 4];
+    let mut counters = [0; 5];
     for (c, (a, b)) in counters.iter_mut().zip(after.iter().zip(before)) {
         *c = a.saturating_sub(b);
     }
@@ -473,7 +503,7 @@ fn relayed_run(i: usize, cfg: &Config) -> RelayedRun {
         if !relayed_via_lab_relay(&still) {
             bail!("the path left the relay during the relayed measurements: {still:?}");
         }
-        eprintln!("bench {BENCH}: {name}: relayed RTT {rtt_relayed_ms:.2} ms, download {:.1} Mbit/s, UDP receive-buffer drops laptop/workspace/relays, datagrams into the relays: {}", dl_relayed.mbit, dl_relayed.counters_text());
+        eprintln!("bench {BENCH}: {name}: relayed RTT {rtt_relayed_ms:.2} ms, download {:.1} Mbit/s, UDP receive-buffer drops laptop/workspace/relays (of which at port 3478), datagrams into the relays: {}", dl_relayed.mbit, dl_relayed.counters_text());
 
         // Failover: the relay in use dies while pings flow.
         let used = still.relay_index().context("a lab relay is in use")?;
@@ -535,7 +565,7 @@ fn relayed_run(i: usize, cfg: &Config) -> RelayedRun {
         if !direct(&still) {
             bail!("the path left direct during the direct measurements: {still:?}");
         }
-        eprintln!("bench {BENCH}: {name}: direct RTT {rtt_direct_ms:.2} ms, download {:.1} Mbit/s, UDP receive-buffer drops laptop/workspace/relays, datagrams into the relays: {}", dl_direct.mbit, dl_direct.counters_text());
+        eprintln!("bench {BENCH}: {name}: direct RTT {rtt_direct_ms:.2} ms, download {:.1} Mbit/s, UDP receive-buffer drops laptop/workspace/relays (of which at port 3478), datagrams into the relays: {}", dl_direct.mbit, dl_direct.counters_text());
         if !lab.processes_alive() {
             bail!("the helper or the agent died");
         }
@@ -663,13 +693,13 @@ fn report(cfg: &Config, direct: &[(f64, f64)], relayed: &[RelayedRun]) -> Vec<St
             .with_target_ratio(Some(0.7))
             .with_note(format!(
                 "one {mb} MiB HTTP download (one TCP connection, laptop ← warren-agent, every byte checked) per path and run, relayed before the failover and direct after the upgrade, in the same lab and processes; medians of {runs} runs; per-run relayed/direct: {}",
-                list(&ratios)
+                list_with(&ratios, 3)
             )),
     );
     emit(
         BENCH,
         Metric::new("download_relayed", rm, "Mbit/s", Better::Higher).with_note(format!(
-            "the relayed side of relayed_throughput_ratio; runs: {} Mbit/s; UDP datagrams dropped at full receive buffers (laptop/workspace/relays), and datagrams the relays received, per run: {}",
+            "the relayed side of relayed_throughput_ratio; runs: {} Mbit/s; UDP datagrams dropped at full receive buffers (laptop/workspace/relays, in parentheses those at the relays' listening port 3478), and datagrams the relays received, per run: {}",
             list(&r_mbit),
             drops(|r| &r.dl_relayed)
         )),
@@ -677,7 +707,7 @@ fn report(cfg: &Config, direct: &[(f64, f64)], relayed: &[RelayedRun]) -> Vec<St
     emit(
         BENCH,
         Metric::new("download_direct", dm, "Mbit/s", Better::Higher).with_note(format!(
-            "the direct side of relayed_throughput_ratio; runs: {} Mbit/s; UDP datagrams dropped at full receive buffers (laptop/workspace/relays), and datagrams the relays received, per run: {}",
+            "the direct side of relayed_throughput_ratio; runs: {} Mbit/s; UDP datagrams dropped at full receive buffers (laptop/workspace/relays, in parentheses those at the relays' listening port 3478), and datagrams the relays received, per run: {}",
             list(&d_mbit),
             drops(|r| &r.dl_direct)
         )),
@@ -701,23 +731,11 @@ fn report(cfg: &Config, direct: &[(f64, f64)], relayed: &[RelayedRun]) -> Vec<St
         Metric::new("relay_rtt_added_ms", round(v, 3), "ms", Better::Lower).with_note(format!(
             "median ICMP RTT through the tunnel over {} pings 100 ms apart, relayed minus direct, same lab; median of {runs} runs: {}; direct RTT {:.3} ms (runs: {}), relayed RTT {:.3} ms (runs: {}); pings unanswered relayed/direct per run: {}",
             cfg.pings,
-            added
-                .iter()
-                .map(|x| format!("{x:.3}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            list_with(&added, 3),
             median(&d_rtt),
-            d_rtt
-                .iter()
-                .map(|x| format!("{x:.3}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            list_with(&d_rtt, 3),
             median(&r_rtt),
-            r_rtt
-                .iter()
-                .map(|x| format!("{x:.3}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            list_with(&r_rtt, 3),
             relayed
                 .iter()
                 .map(|r| format!("{}/{}", r.rtt_relayed_lost, r.rtt_direct_lost))
@@ -780,5 +798,17 @@ mod tests {
         assert_eq!(snmp_field(snmp, "Ip", "DefaultTTL"), Some(64));
         assert_eq!(snmp_field(snmp, "Udp", "Nope"), None);
         assert_eq!(snmp_field(snmp, "Tcp", "RetransSegs"), None);
+    }
+
+    #[test]
+    fn udp_socket_drops_sums_the_sockets_on_a_port() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+                     \x20 12: 0A71CB0A:0D96 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17\n\
+                     \x20 13: 0A71CB0A:0D96 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4243 2 0000000000000000 3\n\
+                     \x20 14: 0A71CB0A:C350 0B71CB0A:0D96 01 00000000:00000000 00:00000000 00000000     0        0 4244 2 0000000000000000 900\n";
+        assert_eq!(udp_socket_drops(table, 3478), 20);
+        assert_eq!(udp_socket_drops(table, 50000), 900);
+        assert_eq!(udp_socket_drops(table, 53), 0);
+        assert_eq!(udp_socket_drops("", 3478), 0);
     }
 }

@@ -97,6 +97,33 @@ pub fn ip_try(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("run ip {args:?}: {e}"))
 }
 
+/// `warren login --url URL --token-stdin --ca CA` inside `ns` (it checks
+/// the token with the coordinator, which only the namespace reaches),
+/// handing it `token` on stdin; panics unless it succeeds.
+pub fn login_in_netns(ns: &str, cli: &Cli, url: &str, ca: &std::path::Path, token: &str) {
+    let ca = ca.to_string_lossy().into_owned();
+    let login = ["login", "--url", url, "--token-stdin", "--ca", &ca];
+    let inner = cli.command(&login);
+    let mut cmd = ns_command(ns, inner.get_program());
+    cmd.args(inner.get_args())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    die_with_parent(&mut cmd);
+    let mut child = cmd.spawn().expect("start warren login");
+    if let Some(mut stdin) = child.stdin.take() {
+        writeln!(stdin, "{token}").expect("hand the token to warren login");
+    }
+    let out = child.wait_with_output().expect("run warren login");
+    assert_success(&out, &login);
+}
+
 /// `program` run inside namespace `ns` (via `ip netns exec`).
 pub fn ns_command(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = Command::new("ip");
@@ -1127,34 +1154,13 @@ impl TunnelLab {
     /// the coordinator), `warren up`, and waits until connected.
     pub fn login_up(&self, helper: &LabHelper) -> Status {
         let cli = &helper.cli;
-        let ca = self.coord.ca.to_string_lossy().into_owned();
-        let login = [
-            "login",
-            "--url",
+        login_in_netns(
+            &self.net.laptop,
+            cli,
             &self.coord.url,
-            "--token-stdin",
-            "--ca",
-            &ca,
-        ];
-        let inner = cli.command(&login);
-        let mut cmd = self.net.laptop_cmd(inner.get_program());
-        cmd.args(inner.get_args())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
-        }
-        die_with_parent(&mut cmd);
-        let mut child = cmd.spawn().expect("start warren login");
-        if let Some(mut stdin) = child.stdin.take() {
-            writeln!(stdin, "{}", self.user_token).expect("hand the token to warren login");
-        }
-        let out = child.wait_with_output().expect("run warren login");
-        assert_success(&out, &login);
+            &self.coord.ca,
+            &self.user_token,
+        );
         cli.up();
         cli.wait_state(SessionState::Connected, Duration::from_secs(15))
     }

@@ -24,16 +24,16 @@
 //! then.
 
 use crate::coturn::Coturn;
-use crate::helper::{assert_success, Cli, Status};
+use crate::helper::{Cli, Status};
 use crate::nat_lab::{
     Nat, NatLab, Side, LAPTOP, LAPTOP_GATEWAY, LAPTOP_ROUTER_WAN, SERVER1, SERVER2, SERVER3,
     WORKSPACE as WORKSPACE_HOST, WORKSPACE_ROUTER_WAN,
 };
 use crate::netns::{
-    agent_view, icmp_ping, in_netns, make_tls, ns_command, status_json, write_secret, AgentView,
-    LabCoordinator, USER,
+    agent_view, icmp_ping, in_netns, login_in_netns, make_tls, ns_command, status_json,
+    write_secret, AgentView, LabCoordinator, USER,
 };
-use crate::proc::{child_rust_log, die_with_parent, Proc};
+use crate::proc::{child_rust_log, Proc};
 use crate::{bin, poll_until, TestDir};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -614,34 +614,13 @@ impl PathLab {
         self.helper = Some(proc);
 
         // `login` checks the token with the coordinator: from the laptop.
-        let ca = self.coord.ca.to_string_lossy().into_owned();
-        let login = [
-            "login",
-            "--url",
+        login_in_netns(
+            &self.nat.laptop,
+            &self.cli,
             &self.coord.url,
-            "--token-stdin",
-            "--ca",
-            &ca,
-        ];
-        let inner = self.cli.command(&login);
-        let mut cmd = ns_command(&self.nat.laptop, inner.get_program());
-        cmd.args(inner.get_args())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
-        }
-        die_with_parent(&mut cmd);
-        let mut child = cmd.spawn().expect("start warren login");
-        if let Some(mut stdin) = child.stdin.take() {
-            writeln!(stdin, "{}", self.user_token).expect("hand the token to warren login");
-        }
-        let out = child.wait_with_output().expect("run warren login");
-        assert_success(&out, &login);
+            &self.coord.ca,
+            &self.user_token,
+        );
         self.cli.up();
         self.up_at = Some(Instant::now());
         let status = self

@@ -378,6 +378,7 @@ mod tests {
             rtt_us: rtt,
             endpoint: Some("10.0.0.2:51820".parse().unwrap()),
             relay: None,
+            no_path: false,
         };
         let stats = vec![
             stat("a1", Some(4_200), 1_572_864, Some(420)),
@@ -442,12 +443,17 @@ web        main   main.web.alice.warren  offline    never             none    - 
             rtt_us: None,
             endpoint: Some("203.0.113.9:3478".parse().unwrap()),
             relay: None,
+            no_path: false,
         };
         assert_eq!(path_cell(&s, NOW), "direct");
         s.relay = Some("turn1.example.com:3478".into());
         assert_eq!(path_cell(&s, NOW), "relayed via turn1.example.com");
         s.relay = Some("[2001:db8::1]:3478".into());
         assert_eq!(path_cell(&s, NOW), "relayed via 2001:db8::1");
+        // The path layer lost every path: none, however fresh the handshake.
+        s.no_path = true;
+        assert_eq!(path_cell(&s, NOW), "none");
+        s.no_path = false;
         s.last_handshake_ms = None;
         assert_eq!(path_cell(&s, NOW), "none");
     }

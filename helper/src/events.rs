@@ -324,6 +324,7 @@ mod tests {
             rtt_us: Some(420),
             endpoint: Some("10.0.0.2:51820".parse().unwrap()),
             relay: None,
+            no_path: false,
         }
     }
 

@@ -8,7 +8,7 @@
 //! tunnel's events and every decrypted inbound packet, and sends what it
 //! returns. The only side channel is the stats sender to the engine.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -118,6 +118,7 @@ struct Reported {
     rtt: Option<Duration>,
     endpoint: Option<SocketAddr>,
     relay: Option<String>,
+    no_path: bool,
 }
 
 impl From<&PeerStats> for Reported {
@@ -130,6 +131,7 @@ impl From<&PeerStats> for Reported {
             rtt: s.rtt,
             endpoint: s.endpoint,
             relay: None,
+            no_path: false,
         }
     }
 }
@@ -157,6 +159,8 @@ pub struct Observer {
     /// The TURN server carrying each relayed peer's path (from the path
     /// layer); peers on a direct path are absent.
     relays: HashMap<PeerKey, String>,
+    /// Peers the path layer has no working path to.
+    no_path: HashSet<PeerKey>,
 }
 
 /// Milliseconds since the Unix epoch of `at`, given the wall clock `wall_ms`
@@ -203,6 +207,7 @@ impl Observer {
             next_report: now + STATS_INTERVAL,
             report_now: false,
             relays: HashMap::new(),
+            no_path: HashSet::new(),
         }
     }
 
@@ -252,13 +257,19 @@ impl Observer {
         }
     }
 
-    /// The path layer moved `peer` onto (or off) a relay.
-    pub fn set_relay(&mut self, peer: PeerKey, relay: Option<String>) {
+    /// The path layer's choice for `peer`: the relay carrying it (by
+    /// name), or none, or no working path at all.
+    pub fn set_path(&mut self, peer: PeerKey, relay: Option<String>, no_path: bool) {
         let old = match relay.clone() {
             Some(r) => self.relays.insert(peer, r),
             None => self.relays.remove(&peer),
         };
-        if old != relay {
+        let was_none = if no_path {
+            !self.no_path.insert(peer)
+        } else {
+            self.no_path.remove(&peer)
+        };
+        if old != relay || was_none != no_path {
             self.report_now = true;
         }
     }
@@ -285,6 +296,7 @@ impl Observer {
                 figures.rtt = Some(*rtt);
             }
             figures.relay = self.relays.get(key).cloned();
+            figures.no_path = self.no_path.contains(key);
             let previous = self.reported.get(key);
             figures.last_handshake_ms = match previous {
                 Some(p) if p.last_handshake == figures.last_handshake => p.last_handshake_ms,
@@ -303,6 +315,7 @@ impl Observer {
                 rtt_us: figures.rtt.map(|d| d.as_micros() as u64),
                 endpoint: stats.endpoint,
                 relay: figures.relay.clone(),
+                no_path: figures.no_path,
             });
             self.reported.insert(*key, figures);
         }
@@ -311,6 +324,9 @@ impl Observer {
                 .retain(|key, _| tunnel.peer_stats(key).is_some());
             self.ping_rtt
                 .retain(|key, _| tunnel.peer_stats(key).is_some());
+            self.relays
+                .retain(|key, _| tunnel.peer_stats(key).is_some());
+            self.no_path.retain(|key| tunnel.peer_stats(key).is_some());
         }
         if changed.is_empty() {
             return;

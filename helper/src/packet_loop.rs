@@ -120,7 +120,7 @@ async fn flush(tunnel: &mut Tunnel, observer: &mut Observer, io: &mut PathIo, ud
                             .relay_name(server)
                             .map_or_else(|| server.to_string(), str::to_string)
                     });
-                    observer.set_relay(peer, name);
+                    observer.set_path(peer, name, path == Path::None);
                 }
                 PathEvent::NetworkChanged => {
                     let _ = io.reports.send(Report::NetworkChanged);

@@ -405,6 +405,7 @@ mod tests {
                 rtt_us: None,
                 endpoint: None,
                 relay: None,
+                no_path: false,
             }],
         };
         hub.apply(2, stats.clone()).unwrap();

@@ -241,6 +241,7 @@ describe('path', () => {
     expect(pathText(fresh, NOW)).toBe('direct');
     expect(pathText({ ...fresh, relay: 'turn1.example.com:3478' }, NOW)).toBe('relayed via turn1.example.com');
     expect(pathText({ ...fresh, relay: '[2001:db8::1]:3478' }, NOW)).toBe('relayed via 2001:db8::1');
+    expect(pathText({ ...fresh, no_path: true }, NOW)).toBe('');
     expect(pathText(stats('a1', NOW - STALE_AFTER_MS), NOW)).toBe('');
     expect(pathText(undefined, NOW)).toBe('');
     expect(pathTitle({ ...fresh, endpoint: '10.0.0.2:51820' }, NOW)).toBe('Direct to 10.0.0.2:51820');

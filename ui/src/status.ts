@@ -54,7 +54,7 @@ function relayHost(relay: string): string {
  * yet, or a stale one).
  */
 export function pathText(stats: PeerStats | undefined, now: number): string {
-  if (!stats || stats.last_handshake_ms == null) return '';
+  if (!stats || stats.last_handshake_ms == null || stats.no_path) return '';
   if (ageMs(stats.last_handshake_ms, now) >= STALE_AFTER_MS) return '';
   return stats.relay ? `relayed via ${relayHost(stats.relay)}` : 'direct';
 }

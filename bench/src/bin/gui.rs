@@ -102,6 +102,7 @@ fn target_stats(handshake: Option<u64>) -> PeerStats {
         rtt_us: None,
         endpoint: None,
         relay: None,
+        no_path: false,
     }
 }
 

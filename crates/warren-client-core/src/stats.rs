@@ -25,6 +25,8 @@ pub struct PeerReport {
     /// The TURN server carrying the path (`HOST:PORT` as the coordinator
     /// named it), when it is relayed.
     pub relay: Option<String>,
+    /// The path layer has no working path to the peer.
+    pub no_path: bool,
 }
 
 /// The latest figures per agent, with the key they were measured for.
@@ -50,6 +52,7 @@ impl StatsBook {
                 rtt_us: r.rtt_us,
                 endpoint: r.endpoint,
                 relay: r.relay,
+                no_path: r.no_path,
             };
             self.by_agent
                 .insert(agent_id.clone(), (r.key, stats.clone()));
@@ -81,6 +84,7 @@ impl StatsBook {
                 rtt_us: None,
                 endpoint: None,
                 relay: None,
+                no_path: false,
             })
             .collect()
     }

@@ -206,6 +206,7 @@ fn stats_for_an_old_key_or_an_old_tunnel_are_ignored() {
         rtt_us: Some(900),
         endpoint: None,
         relay: None,
+        no_path: false,
     };
     s.c.handle_stats(s.now, up, vec![report(1, 10)]);
     let events = s.events();
@@ -286,6 +287,7 @@ fn a_tunnel_that_dies_is_failed_then_retried_with_the_full_lists() {
             rtt_us: None,
             endpoint: None,
             relay: None,
+            no_path: false,
         }],
     );
     s.events();

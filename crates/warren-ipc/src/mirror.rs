@@ -457,6 +457,7 @@ mod tests {
             rtt_us: Some(400),
             endpoint: None,
             relay: None,
+            no_path: false,
         }
     }
 

@@ -487,6 +487,10 @@ pub struct PeerStats {
     /// path is relayed; `None` on a direct path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay: Option<String>,
+    /// The path layer has no working path to the agent (every check
+    /// fails), however recent the last handshake: the path is `none`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_path: bool,
 }
 
 /// How datagrams reach an agent: `warren status`'s PATH column and the
@@ -524,9 +528,12 @@ pub enum Handshake {
 }
 
 impl PeerStats {
-    /// The path at wall-clock `now_ms`: none without a fresh handshake,
-    /// else relayed or direct.
+    /// The path at wall-clock `now_ms`: none without a fresh handshake or
+    /// when the path layer has none, else relayed or direct.
     pub fn path(&self, now_ms: u64) -> PathKind {
+        if self.no_path {
+            return PathKind::None;
+        }
         match self.handshake(now_ms) {
             Handshake::Recent { .. } if self.relay.is_some() => PathKind::Relayed,
             Handshake::Recent { .. } => PathKind::Direct,
@@ -597,6 +604,7 @@ mod tests {
             rtt_us: None,
             endpoint: None,
             relay: None,
+            no_path: false,
         }
     }
 

@@ -203,6 +203,7 @@ fn peer_stats() -> impl Strategy<Value = PeerStats> {
             rtt_us: rtt,
             endpoint: ep.map(|(a, p)| std::net::SocketAddr::new(a, p)),
             relay: (rx % 2 == 1).then(|| "turn1.example:3478".to_string()),
+            no_path: tx % 3 == 0,
         })
 }
 

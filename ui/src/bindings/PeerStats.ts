@@ -28,4 +28,9 @@ endpoint: string | null,
  * The TURN relay (`HOST:PORT`) the agent is reached through, when the
  * path is relayed; `None` on a direct path.
  */
-relay?: string | null, };
+relay?: string | null, 
+/**
+ * The path layer has no working path to the agent (every check
+ * fails), however recent the last handshake: the path is `none`.
+ */
+no_path?: boolean, };

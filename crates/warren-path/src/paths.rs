@@ -1325,19 +1325,32 @@ impl Paths {
                 .filter(move |p| p.via == via && p.state == PairState::Succeeded)
                 .map(|p| p.remote)
         };
-        // A direct pair to the peer's own address beats one to its relayed
-        // address; among equals the one in use stays.
+        // A direct pair to the peer's own address beats everything. Sending
+        // straight to the peer's relayed address is a relay hop too, and a
+        // worse one than through our own relay: datagrams then enter the
+        // TURN server on its listening socket (sized for it) rather than
+        // on the allocation's relay socket, where a bulk sender's bursts
+        // overflow the receive buffer (measured: a quarter of a download's
+        // datagrams lost). So it is used only when no relay of ours works.
         let in_use = match peer.path {
             Path::Direct { remote } => Some(remote),
             _ => None,
         };
         let direct: Vec<SocketAddr> = succeeded(Via::Direct).collect();
+        let own_relay_ready = servers
+            .iter()
+            .enumerate()
+            .any(|(id, _)| succeeded(Via::Relay(id)).next().is_some());
         let best = direct
             .iter()
             .copied()
             .filter(|r| !relay_ips.contains(&r.ip()))
             .min_by_key(|r| Some(*r) != in_use)
-            .or_else(|| direct.iter().copied().min_by_key(|r| Some(*r) != in_use));
+            .or_else(|| {
+                (!own_relay_ready)
+                    .then(|| direct.iter().copied().min_by_key(|r| Some(*r) != in_use))
+                    .flatten()
+            });
         match best {
             Some(remote) => peer.selector.direct_ready(now, remote),
             None => peer.selector.direct_lost(now),

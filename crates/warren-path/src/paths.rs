@@ -285,6 +285,17 @@ impl Peer {
         self.active_until.is_some_and(|t| t > now)
     }
 
+    /// When a peer whose traffic we were receiving counts as gone quiet
+    /// (nothing for [`SUSPECT_AFTER`]), if that is still to be looked at:
+    /// its datagrams may be dying on the way (its NAT forgot the mapping
+    /// our path uses), and only checks from our side find the new way.
+    /// Once per quiet spell.
+    fn went_quiet_at(&self) -> Option<Instant> {
+        let rx = self.last_wireguard_rx?;
+        let looked = self.suspected.is_some_and(|s| s >= rx);
+        (!looked).then_some(rx + SUSPECT_AFTER)
+    }
+
     fn is_busy(&self, now: Instant) -> bool {
         let recent =
             |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) < BUSY_FOR);
@@ -829,6 +840,9 @@ impl Paths {
             if let Some(t) = peer.active_until {
                 at(t);
             }
+            if let Some(t) = peer.went_quiet_at() {
+                at(t);
+            }
             if let Some(t) = peer.selector.poll_timeout() {
                 at(t);
             }
@@ -1024,6 +1038,22 @@ impl Paths {
             return;
         }
         let busy = peer.is_busy(now);
+        if peer.went_quiet_at().is_some_and(|t| t <= now) {
+            if busy {
+                // Every pair is checked now (suspect), in the round below.
+                self.suspect(now, key);
+            } else {
+                // Quiet for long already: nothing to look at any more.
+                peer.suspected = Some(now);
+            }
+        }
+        self.tick_checks(now, key, busy);
+    }
+
+    fn tick_checks(&mut self, now: Instant, key: PeerKey, busy: bool) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         // Sending into silence and a check lost: that pair is dead, fail
         // over now (TCP's retransmission timer doubles while we wait).
         let silent = peer

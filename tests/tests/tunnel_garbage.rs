@@ -4,7 +4,9 @@
 //! the real agent→helper datagrams; then, from the relay's own socket (the
 //! agent's address as the helper knows it), the test replays them
 //! (handshake responses and data) and sends garbage of many sizes, with
-//! WireGuard type bytes 1..4 and random contents. Curls through the tunnel
+//! WireGuard type bytes 1..4 and random contents (the agent's socket may
+//! not send to the laptop directly, or its path layer would find that way).
+//! Curls through the tunnel
 //! must keep succeeding during and after, no new handshake may be forced,
 //! and the helper must keep running. Needs root.
 
@@ -35,9 +37,12 @@ struct RelayStats {
     recorded: Vec<Vec<u8>>,
 }
 
+/// The WireGuard message type (a type byte, then three zero bytes), or 0
+/// for anything else (the path layer's STUN checks: a Binding success
+/// starts 0x01 0x01, which is no handshake initiation).
 fn kind(d: &[u8]) -> usize {
-    match d.first() {
-        Some(&t @ 1..=4) => t as usize,
+    match d {
+        [t @ 1..=4, 0, 0, 0, ..] => *t as usize,
         _ => 0,
     }
 }
@@ -195,6 +200,15 @@ fn replayed_and_garbage_datagrams_do_not_disturb_a_session() {
         SocketAddr::new(ws_ip, relay_port),
         SocketAddr::new(IpAddr::V4(lab.net.laptop_ip), helper_port),
         SocketAddr::new(ws_ip, 51820),
+    );
+    // The agent's path layer would find the helper straight from the
+    // workspace; here only the relay may carry the session, so the agent's
+    // own socket may not send to the laptop.
+    warren_e2e::path_lab::nft(
+        &lab.net.workspace,
+        &format!(
+            "table inet garbage {{\n  chain out {{\n    type filter hook output priority filter;\n    udp sport 51820 ip daddr != {ws_ip} drop\n    udp sport 51820 meta nfproto ipv6 drop\n  }}\n}}\n"
+        ),
     );
     let mut agent = lab.agent(
         AgentOptions::new("ws", "api")

@@ -508,3 +508,57 @@ fn an_agent_restarted_with_a_new_key_is_reached_after_the_snapshot() {
     net.deliver_all();
     assert_eq!(net.payloads(0), vec![b"thanks".to_vec()]);
 }
+
+#[test]
+fn an_endpoint_the_path_layer_pinned_moves_neither_by_roaming_nor_by_the_directory() {
+    let mut net = connected();
+    let b = net.key(1);
+    let pinned = udp(9, 3478);
+    let now = std::time::Instant::now();
+    assert!(net.nodes[0].tunnel.set_path_endpoint(now, &b, pinned));
+    assert!(!net.nodes[0].tunnel.set_path_endpoint(now, &[9; 32], pinned));
+    // An authenticated datagram from B, arriving from another address (a
+    // relay forwarding it, say), does not move A's endpoint for B.
+    assert_eq!(net.send(1, 0, b"via a relay"), Ok(true));
+    let mut d = net.wire.pop_front().expect("B's datagram");
+    d.from = udp(8, 40000);
+    assert_eq!(
+        net.inject(d),
+        Some(Ok(Some(ip_packet(v4(2), v4(1), b"via a relay"))))
+    );
+    let endpoint = |net: &Net| net.nodes[0].tunnel.peer_stats(&b).unwrap().endpoint;
+    assert_eq!(endpoint(&net), Some(pinned));
+    // Nor does the directory announcing another endpoint.
+    let cfg = PeerConfig {
+        public_key: b,
+        addresses: vec![v4(2)],
+        endpoint: Some(udp(7, 51820)),
+        persistent_keepalive: None,
+        candidates: vec![udp(7, 51820)],
+    };
+    net.nodes[0].tunnel.upsert_peer(now, cfg).unwrap();
+    assert_eq!(endpoint(&net), Some(pinned));
+}
+
+#[test]
+fn a_handshake_waiting_on_a_dead_endpoint_goes_again_at_once_on_a_new_path() {
+    let mut net = Net::pair(no_clock);
+    let b = net.key(1);
+    assert_eq!(net.send(0, 1, b"hello"), Ok(false));
+    // The first initiation is lost (the endpoint the directory gave is dead).
+    let lost = net.wire.pop_front().expect("the first initiation");
+    assert_eq!(lost.kind(), MSG_INIT);
+    let now = std::time::Instant::now();
+    let real = net.nodes[1].udp;
+    assert!(net.nodes[0].tunnel.set_path_endpoint(now, &b, real));
+    net.drain(0);
+    let again: Vec<_> = net.wire.iter().filter(|d| d.kind() == MSG_INIT).collect();
+    assert_eq!(again.len(), 1, "a new initiation without waiting 5 s");
+    assert_eq!(again[0].to, real);
+    net.deliver_all();
+    assert_eq!(net.payloads(1), vec![b"hello".to_vec()]);
+    // With a fresh session, a path that answers again starts nothing.
+    assert!(net.nodes[0].tunnel.set_path_endpoint(now, &b, real));
+    net.drain(0);
+    assert!(net.wire.iter().all(|d| d.kind() != MSG_INIT));
+}

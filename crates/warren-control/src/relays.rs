@@ -56,14 +56,11 @@ pub async fn resolve_relays(relays: &[Relay]) -> Vec<RelayServer> {
     out
 }
 
+/// A relay address a datagram can be sent to: the endpoint rule the
+/// directory's endpoints follow (not unspecified, multicast, broadcast or
+/// port 0); loopback and link-local are fine for a relay.
 fn usable(addr: SocketAddr) -> bool {
-    let ip_ok = match addr.ip() {
-        std::net::IpAddr::V4(v4) => {
-            !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast())
-        }
-        std::net::IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
-    };
-    ip_ok && addr.port() != 0
+    warren_proto::limits::check_endpoint(addr, true).is_ok()
 }
 
 #[cfg(test)]

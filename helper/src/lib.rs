@@ -20,6 +20,7 @@
 //! - [`observe`]: per-peer statistics and `warren ping`, sans-IO.
 //! - [`dns_driver`]: the DNS stub's sockets (port 53 on the tunnel
 //!   addresses) and the resolv.conf mode's forwarding.
+//! - [`service_manager`]: READY and STOPPING for systemd's `Type=notify`.
 
 pub mod connection;
 pub mod control_task;
@@ -30,6 +31,7 @@ pub mod events;
 pub mod log_forward;
 pub mod observe;
 pub mod packet_loop;
+pub mod service_manager;
 pub mod subscribers;
 
 /// The helper's version, sent in `Hello` and shown by `warren status`.

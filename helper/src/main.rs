@@ -83,14 +83,23 @@ fn load_policy(path: &std::path::Path) -> Result<warren_client_core::confine::Po
 
 #[tokio::main]
 async fn main() {
-    if let Err(e) = run().await {
+    let args = Args::parse();
+    let result = async {
+        let mut terminate =
+            platform::shutdown_signal().context("installing the shutdown signal handlers")?;
+        run(args, async move { terminate.recv().await }).await
+    }
+    .await;
+    if let Err(e) = result {
         eprintln!("warrend: error: {e:#}");
         std::process::exit(1);
     }
 }
 
-async fn run() -> Result<()> {
-    let args = Args::parse();
+/// The helper until `shutdown` completes (a signal, or the service
+/// manager's stop request): serves the socket, then undoes its network
+/// changes.
+async fn run(args: Args, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let (forward, log_rx) = ForwardLayer::new(1024);
     let _log_guard = match warren_telemetry::init(
         "info",
@@ -143,9 +152,9 @@ async fn run() -> Result<()> {
     .context("the helper could not open its socket")?;
     let (engine, _engine_task) = engine::spawn(config, Some(log_rx));
     tracing::info!(version = warrend::VERSION, socket = %args.socket.display(), "warrend started");
+    warrend::service_manager::ready();
 
-    let mut terminate =
-        platform::shutdown_signal().context("installing the shutdown signal handlers")?;
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -158,8 +167,9 @@ async fn run() -> Result<()> {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            _ = terminate.recv() => {
+            () = &mut shutdown => {
                 tracing::info!("shutting down");
+                warrend::service_manager::stopping();
                 break;
             }
         }

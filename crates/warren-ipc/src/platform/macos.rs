@@ -1,4 +1,5 @@
-//! macOS: a LaunchDaemon (`system/warrend`) with Apple's directories. `/run`
+//! macOS: a LaunchDaemon (`system/dev.warren.warrend`, the label in
+//! installer/macos/dev.warren.warrend.plist) with Apple's directories. `/run`
 //! does not exist on macOS (the system volume is read-only), so the socket
 //! lives under `/var/run`.
 
@@ -7,8 +8,8 @@ use std::path::PathBuf;
 pub use super::unix::{admin_only_file, endpoint_group, Shutdown};
 
 pub const START_HINT: &str =
-    "Start it with `sudo launchctl kickstart -k system/warrend` (or reinstall Warren).";
-pub const STOP_HINT: &str = "stop it first with `sudo launchctl bootout system/warrend`";
+    "Start it with `sudo launchctl kickstart -k system/dev.warren.warrend` (or reinstall Warren).";
+pub const STOP_HINT: &str = "stop it first with `sudo launchctl bootout system/dev.warren.warrend`";
 
 pub fn helper_log_dir() -> PathBuf {
     PathBuf::from("/Library/Logs/Warren")
@@ -28,4 +29,22 @@ pub fn default_endpoint() -> PathBuf {
 
 pub fn join_group_hint(group: &str) -> String {
     format!("Only root and members of the group `{group}` may; join it with `sudo dseditgroup -o edit -a $USER -t user {group}`, then log out and back in.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hints name the label the installer's LaunchDaemon plist has
+    /// (tests/tests/macos_pkg.rs checks the plist against this file).
+    #[test]
+    fn hints_name_the_launchd_label() {
+        assert!(START_HINT.contains("launchctl kickstart -k system/dev.warren.warrend"));
+        assert!(STOP_HINT.contains("launchctl bootout system/dev.warren.warrend"));
+        assert!(join_group_hint("warren").contains("dseditgroup -o edit -a $USER -t user warren"));
+        assert_eq!(
+            default_endpoint(),
+            PathBuf::from("/var/run/warren/helper.sock")
+        );
+    }
 }

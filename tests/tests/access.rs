@@ -109,6 +109,28 @@ fn outsider_is_refused_by_the_peer_check_when_the_mode_is_open() {
     );
 }
 
+/// The package adds the installing user to the group, but their current
+/// login keeps its old groups: the CLI must say to log in again, not to
+/// join a group they are already in.
+#[test]
+fn a_user_added_to_the_group_in_an_old_login_is_told_to_log_in_again() {
+    let door = Door::new("access-relogin");
+    door.user.add_to_group(&door.group);
+    // The process runs without the group, as a login from before would.
+    let out = door.cli_as_user(vec![]).run(&["status"]);
+    assert!(!out.status.success(), "a process without the group got in");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("log out and back in")
+            && stderr.contains(&format!("newgrp {}", door.group.name)),
+        "the error should say a new login is needed: {stderr}"
+    );
+    assert!(
+        !stderr.contains("usermod"),
+        "the user is in the group already; joining it is no advice: {stderr}"
+    );
+}
+
 #[test]
 fn member_of_the_group_may_control_the_helper() {
     let door = Door::new("access-member");

@@ -61,7 +61,7 @@ fn permission_text(path: &Path, detail: &str, by_helper: bool) -> String {
         let group =
             platform::endpoint_group(path).unwrap_or_else(|| crate::DEFAULT_GROUP.to_string());
         s.push_str(". ");
-        s.push_str(&platform::join_group_hint(&group));
+        s.push_str(&platform::membership_hint(&group));
     }
     s
 }

@@ -127,6 +127,21 @@ pub fn join_group_hint(group: &str) -> String {
     imp::join_group_hint(group)
 }
 
+/// What this user does about being refused by a helper whose socket
+/// belongs to `group`: on unix, a new login when they were added to the
+/// group after this login started (the user database lists them, the
+/// process lacks the group), else [`join_group_hint`].
+pub fn membership_hint(group: &str) -> String {
+    #[cfg(unix)]
+    {
+        unix::membership_hint(group, join_group_hint(group))
+    }
+    #[cfg(not(unix))]
+    {
+        join_group_hint(group)
+    }
+}
+
 /// How to stop a helper that is already running (when a second one finds
 /// its endpoint taken).
 pub fn stop_hint() -> &'static str {
@@ -174,6 +189,52 @@ mod tests {
             .contains("sudo systemctl start warrend"));
         assert!(join_group_hint("staff").contains("sudo usermod -aG staff $USER"));
         assert!(stop_hint().contains("systemctl stop warrend"));
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn windows_paths_and_hints() {
+        // Where the service keeps its files: under %ProgramData%\Warren, and
+        // C:\ProgramData when a bare environment lacks the variable.
+        let saved = std::env::var_os("ProgramData");
+        std::env::set_var("ProgramData", r"D:\Data");
+        let under_data = (helper_log_dir(), helper_state_dir(), helper_policy_path());
+        std::env::remove_var("ProgramData");
+        let bare = helper_log_dir();
+        std::env::set_var("ProgramData", "");
+        let empty = helper_state_dir();
+        if let Some(saved) = saved {
+            std::env::set_var("ProgramData", saved);
+        }
+        assert_eq!(
+            under_data,
+            (
+                PathBuf::from(r"D:\Data\Warren\logs"),
+                PathBuf::from(r"D:\Data\Warren\state"),
+                PathBuf::from(r"D:\Data\Warren\policy.toml"),
+            )
+        );
+        assert_eq!(bare, Path::new(r"C:\ProgramData\Warren\logs"));
+        assert_eq!(empty, Path::new(r"C:\ProgramData\Warren\state"));
+
+        assert_eq!(default_endpoint(), Path::new(r"\\.\pipe\warren-helper"));
+        assert_eq!(default_endpoint(), Path::new(crate::DEFAULT_PIPE));
+        assert!(HelperUnavailable::NotRunning
+            .hint()
+            .contains("sc start warrend"));
+        assert!(stop_hint().contains("sc stop warrend"));
+        // The pipe's access list decides, not a group: no group to name,
+        // and no unix advice.
+        assert_eq!(endpoint_group(&default_endpoint()), None);
+        assert!(!join_group_hint("warren").contains("usermod"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(&policy, b"").unwrap();
+        assert_eq!(admin_only_file(&policy), Ok(()));
+        let missing = dir.path().join("missing.toml");
+        let err = admin_only_file(&missing).unwrap_err();
+        assert!(err.contains("missing.toml"), "{err}");
     }
 
     #[cfg(unix)]

@@ -37,6 +37,48 @@ pub fn endpoint_group(path: &Path) -> Option<String> {
         .map(|g| g.name)
 }
 
+/// Whether the user database lists this process's user in `group` while
+/// the process itself is not in it: the person was added (the package's
+/// installer does that) but is still in a login that started before, and
+/// only a new login picks the group up. (macOS resolves memberships
+/// through its directory service, so a new login is not the fix there.)
+#[cfg(not(target_os = "macos"))]
+pub fn added_but_not_logged_in(group: &str) -> bool {
+    use nix::unistd::{getegid, geteuid, getgroups, Group, User};
+    let Ok(Some(group)) = Group::from_name(group) else {
+        return false;
+    };
+    let Ok(Some(user)) = User::from_uid(geteuid()) else {
+        return false;
+    };
+    let live = getegid() == group.gid || getgroups().is_ok_and(|gs| gs.contains(&group.gid));
+    pending_membership(
+        live,
+        user.gid == group.gid || group.mem.contains(&user.name),
+    )
+}
+
+#[cfg(target_os = "macos")]
+pub fn added_but_not_logged_in(_group: &str) -> bool {
+    false
+}
+
+/// The rule of [`added_but_not_logged_in`]: listed, yet not in effect.
+#[cfg_attr(target_os = "macos", allow(dead_code))]
+fn pending_membership(in_process: bool, in_database: bool) -> bool {
+    in_database && !in_process
+}
+
+/// What a user who may not use the helper does, for the user asking: a
+/// new login if they were added already, else joining the group.
+pub fn membership_hint(group: &str, join_hint: String) -> String {
+    if added_but_not_logged_in(group) {
+        format!("You are in the group `{group}` now, but this login started before you were added: log out and back in (or run `newgrp {group}` in a terminal) to use Warren.")
+    } else {
+        join_hint
+    }
+}
+
 pub fn admin_only_file(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     let meta =
@@ -81,5 +123,25 @@ pub mod fhs {
 
     pub fn default_endpoint() -> PathBuf {
         PathBuf::from(crate::DEFAULT_SOCKET)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_listed_but_not_live_membership_is_pending() {
+        assert!(pending_membership(false, true));
+        assert!(!pending_membership(true, true));
+        assert!(!pending_membership(false, false));
+        assert!(!pending_membership(true, false));
+    }
+
+    #[test]
+    fn a_group_that_does_not_exist_is_never_pending() {
+        assert!(!added_but_not_logged_in("warren-no-such-group-x"));
+        let hint = membership_hint("warren-no-such-group-x", "join it".into());
+        assert_eq!(hint, "join it");
     }
 }

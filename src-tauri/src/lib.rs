@@ -44,6 +44,21 @@ struct Args {
     /// Start with only the tray icon (as "Start minimized" does).
     #[arg(long)]
     minimized: bool,
+    /// A `warren://` link the OS opened the app with (the installers
+    /// register the scheme): it brings up the window.
+    #[arg(value_name = "LINK", value_parser = parse_link)]
+    link: Option<String>,
+}
+
+/// Only `warren://` links: anything else on the command line is a mistake
+/// (or someone else's link), and saying so beats ignoring it.
+fn parse_link(text: &str) -> Result<String, String> {
+    let scheme_end = text.find("://").unwrap_or(0);
+    if text[..scheme_end].eq_ignore_ascii_case("warren") {
+        Ok(text.to_string())
+    } else {
+        Err("the app opens only warren:// links; start it without arguments otherwise".into())
+    }
 }
 
 /// Runs the app until the person quits it.
@@ -77,7 +92,11 @@ pub fn run() -> anyhow::Result<()> {
             user: c.user,
         });
     let hub = Arc::new(Hub::new(args.socket.display().to_string(), account));
-    let minimized = args.minimized || settings.start_minimized;
+    if args.link.is_some() {
+        // The link's text is not logged: a sign-in link may carry a secret.
+        tracing::info!("opened with a warren:// link: showing the window");
+    }
+    let minimized = args.link.is_none() && (args.minimized || settings.start_minimized);
     let state = AppState {
         hub: hub.clone(),
         socket: args.socket.clone(),
@@ -93,6 +112,7 @@ pub fn run() -> anyhow::Result<()> {
 
     let app = tauri::Builder::default()
         // First, so a second launch is caught before anything else starts.
+        // A warren:// link clicked while the app runs arrives here too.
         .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
             tracing::info!("second launch: showing the window");
             tray::show_main(app);
@@ -137,4 +157,25 @@ pub fn run() -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_app_takes_warren_links_and_refuses_other_arguments() {
+        let args = Args::try_parse_from(["warren-desktop", "warren://open"]).unwrap();
+        assert_eq!(args.link.as_deref(), Some("warren://open"));
+        assert!(Args::try_parse_from(["warren-desktop", "WARREN://x"]).is_ok());
+        let args = Args::try_parse_from(["warren-desktop", "--minimized"]).unwrap();
+        assert!(args.link.is_none() && args.minimized);
+        for bad in ["https://example.com", "warren", "/tmp/file", "warrenx://a"] {
+            let err = Args::try_parse_from(["warren-desktop", bad]).unwrap_err();
+            assert!(
+                err.to_string().contains("only warren:// links"),
+                "{bad}: {err}"
+            );
+        }
+    }
 }

@@ -18,6 +18,8 @@ pub mod peer;
 pub mod platform;
 pub mod sddl;
 pub mod server;
+#[cfg(all(test, windows))]
+mod wintest;
 
 pub use client::{Client, ClientError, Subscription};
 pub use framed::{BoxedReader, BoxedWriter, FramedReader, FramedWriter, ReadError, WriteError};

@@ -61,4 +61,51 @@ mod tests {
         let d = helper_pipe_sddl();
         assert!(!d.contains(";WD)") && !d.contains(";AN)"), "{d}");
     }
+
+    /// Windows itself reads the string as meant: owner LocalSystem, a
+    /// protected list of exactly these three entries, nobody else.
+    #[cfg(windows)]
+    #[test]
+    fn windows_parses_the_helper_descriptor() {
+        use crate::wintest::{describe, Descriptor, LocalSd, Who};
+        use windows_sys::Win32::Foundation::{GENERIC_ALL, GENERIC_READ, GENERIC_WRITE};
+        use windows_sys::Win32::Security::Authorization::{
+            ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+        };
+        // ACCESS_ALLOWED_ACE_TYPE.
+        const ALLOWED: u8 = 0;
+
+        fn parse(sddl: &str) -> Option<LocalSd> {
+            let wide: Vec<u16> = sddl.encode_utf16().chain(Some(0)).collect();
+            let mut sd = LocalSd(std::ptr::null_mut());
+            // SAFETY: NUL-terminated input; `sd` frees what is returned.
+            let ok = unsafe {
+                ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                    wide.as_ptr(),
+                    SDDL_REVISION_1,
+                    &mut sd.0,
+                    std::ptr::null_mut(),
+                )
+            };
+            (ok != 0).then_some(sd)
+        }
+
+        let sd = parse(&helper_pipe_sddl()).expect("Windows parses the helper's SDDL");
+        // SAFETY: a descriptor Windows just built.
+        let got = unsafe { describe(sd.0) };
+        assert_eq!(
+            got,
+            Descriptor {
+                owner: Some(Who::System),
+                protected: true,
+                dacl: Some(vec![
+                    (ALLOWED, Who::System, GENERIC_ALL),
+                    (ALLOWED, Who::Administrators, GENERIC_ALL),
+                    (ALLOWED, Who::Interactive, GENERIC_READ | GENERIC_WRITE),
+                ]),
+            }
+        );
+        // A principal Windows does not know is an error, not a dropped entry.
+        assert!(parse(&pipe_sddl("SY", &["XX"], &[])).is_none());
+    }
 }

@@ -414,6 +414,8 @@ mod windows {
     /// next client. Must be created inside a tokio runtime.
     pub struct Listener {
         path: PathBuf,
+        /// The descriptor every instance is created with.
+        sddl: String,
         next: NamedPipeServer,
     }
 
@@ -425,12 +427,10 @@ mod windows {
         }
     }
 
-    /// Creates one pipe instance with the DACL from [`crate::sddl`].
-    fn create_instance(path: &Path, first: bool) -> std::io::Result<NamedPipeServer> {
-        let sddl: Vec<u16> = crate::sddl::helper_pipe_sddl()
-            .encode_utf16()
-            .chain(std::iter::once(0))
-            .collect();
+    /// Creates one pipe instance with the descriptor `sddl` (the helper's is
+    /// [`crate::sddl::helper_pipe_sddl`]).
+    fn create_instance(path: &Path, sddl: &str, first: bool) -> std::io::Result<NamedPipeServer> {
+        let sddl: Vec<u16> = sddl.encode_utf16().chain(std::iter::once(0)).collect();
         let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
         // SAFETY: `sddl` is a NUL-terminated UTF-16 string that outlives the
         // call; `sd` receives a LocalAlloc'ed descriptor we free below.
@@ -471,11 +471,16 @@ mod windows {
         /// squatter or a second helper makes this fail), with an explicit
         /// DACL, refusing remote clients. `opts.group` is not used.
         pub fn bind(opts: ListenerOptions) -> Result<Listener, BindError> {
-            let path = opts.path;
-            match create_instance(&path, true) {
+            Self::bind_with_sddl(opts.path, crate::sddl::helper_pipe_sddl())
+        }
+
+        /// [`Listener::bind`] with another descriptor: the tests' pipes when
+        /// they do not run as SYSTEM, which only SYSTEM may name as owner.
+        fn bind_with_sddl(path: PathBuf, sddl: String) -> Result<Listener, BindError> {
+            match create_instance(&path, &sddl, true) {
                 Ok(next) => {
                     tracing::info!(path = %path.display(), "listening for Warren clients");
-                    Ok(Listener { path, next })
+                    Ok(Listener { path, sddl, next })
                 }
                 Err(e) if e.raw_os_error() == Some(ERROR_ACCESS_DENIED as i32) => {
                     Err(BindError::AlreadyRunning { path })
@@ -498,7 +503,7 @@ mod windows {
         /// Cancel-safe: it can sit in `tokio::select!` next to a shutdown signal.
         pub async fn accept(&mut self) -> std::io::Result<Accepted> {
             self.next.connect().await?;
-            let fresh = create_instance(&self.path, false)?;
+            let fresh = create_instance(&self.path, &self.sddl, false)?;
             let connected = std::mem::replace(&mut self.next, fresh);
             let mut pid: u32 = 0;
             // SAFETY: the handle is a live pipe handle owned by `connected`.
@@ -516,6 +521,301 @@ mod windows {
                 reader,
                 writer,
             })
+        }
+    }
+
+    /// The helper's pipe for real: its descriptor as Windows applied it,
+    /// Hello and a request over it, and the client's owner check both ways.
+    /// Under Wine, what it does not enforce is skipped with a note.
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::client::{Client, ClientError};
+        use crate::wintest::{
+            describe, running_as_system, under_wine, unique_pipe, Descriptor, LocalSd, Who,
+        };
+        use tokio::net::windows::named_pipe::ClientOptions;
+        use warren_proto::ipc::{Reply, Request, SessionInfo, StatusReport};
+        use windows_sys::Win32::Foundation::{
+            ERROR_INVALID_OWNER, GENERIC_ALL, GENERIC_READ, GENERIC_WRITE, HANDLE,
+        };
+        use windows_sys::Win32::Security::Authorization::{GetSecurityInfo, SE_KERNEL_OBJECT};
+        use windows_sys::Win32::Security::{DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION};
+
+        const HELPER_VERSION: &str = "9.8.7";
+        /// A pipe only its owner (this process's user) may use: what the
+        /// tests listen on where Windows refuses them the helper's.
+        const OWN_SDDL: &str = "D:P(A;;GA;;;OW)";
+        // File rights of a pipe (winnt.h), to which Windows maps generic ones.
+        const FILE_ALL_ACCESS: u32 = 0x001f_01ff;
+        const FILE_GENERIC_READ: u32 = 0x0012_0089;
+        const FILE_GENERIC_WRITE: u32 = 0x0012_0116;
+        // ACCESS_ALLOWED_ACE_TYPE.
+        const ALLOWED: u8 = 0;
+
+        fn opts(path: &Path) -> ListenerOptions {
+            ListenerOptions {
+                path: path.to_path_buf(),
+                group: String::new(),
+            }
+        }
+
+        /// The helper's own pipe where this process may create it (as
+        /// SYSTEM, or under Wine); as a plain user on Windows, which refuses
+        /// it a descriptor naming SYSTEM as owner, a pipe of its own.
+        /// The flag says which.
+        fn bind_helper(path: &Path) -> (Listener, bool) {
+            match Listener::bind(opts(path)) {
+                Ok(listener) => (listener, true),
+                Err(BindError::Io { source, .. })
+                    if source.raw_os_error() == Some(ERROR_INVALID_OWNER as i32)
+                        && !running_as_system() =>
+                {
+                    let listener = Listener::bind_with_sddl(path.to_path_buf(), OWN_SDDL.into())
+                        .expect("a pipe only we may use");
+                    (listener, false)
+                }
+                Err(e) => panic!("binding {}: {e}", path.display()),
+            }
+        }
+
+        /// The owner and access list of the pipe behind `handle`.
+        fn descriptor_of(handle: HANDLE) -> Descriptor {
+            let mut sd = LocalSd(std::ptr::null_mut());
+            // SAFETY: a live pipe handle; owner and DACL pointers are not
+            // asked for (they would point into `sd`), `sd` frees the rest.
+            let status = unsafe {
+                GetSecurityInfo(
+                    handle,
+                    SE_KERNEL_OBJECT,
+                    OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    &mut sd.0,
+                )
+            };
+            assert_eq!(status, 0, "reading the pipe's descriptor");
+            // SAFETY: GetSecurityInfo succeeded, so `sd` is a descriptor.
+            unsafe { describe(sd.0) }
+        }
+
+        /// Generic rights as Windows maps them for files and pipes.
+        fn mapped(mask: u32) -> u32 {
+            let mut out = mask & 0x0fff_ffff;
+            for (generic, specific) in [
+                (GENERIC_ALL, FILE_ALL_ACCESS),
+                (GENERIC_READ, FILE_GENERIC_READ),
+                (GENERIC_WRITE, FILE_GENERIC_WRITE),
+            ] {
+                if mask & generic != 0 {
+                    out |= specific;
+                }
+            }
+            out
+        }
+
+        /// A stand-in helper: Hello, then one Status reply per request.
+        fn serve(mut listener: Listener) -> tokio::task::JoinHandle<Vec<PeerCredentials>> {
+            tokio::spawn(async move {
+                let mut peers = Vec::new();
+                for _ in 0..2 {
+                    let mut acc = listener.accept().await.expect("accept");
+                    peers.push(acc.peer);
+                    tokio::spawn(async move {
+                        server_handshake(&mut acc.reader, &mut acc.writer, HELPER_VERSION)
+                            .await
+                            .expect("handshake");
+                        while let Ok(Some(ClientMessage::Request { id, .. })) =
+                            acc.reader.read::<ClientMessage>().await
+                        {
+                            let reply = Reply::Status(StatusReport {
+                                helper_version: HELPER_VERSION.into(),
+                                session: SessionInfo::disconnected(),
+                                workspace_count: 3,
+                                agent_count: 0,
+                            });
+                            acc.writer
+                                .write(&HelperMessage::Reply {
+                                    reply_to: id,
+                                    reply,
+                                })
+                                .await
+                                .expect("reply");
+                        }
+                    });
+                }
+                peers
+            })
+        }
+
+        #[tokio::test]
+        async fn only_system_may_create_the_helper_pipe() {
+            let path = unique_pipe("owner");
+            let system = running_as_system();
+            match Listener::bind(opts(&path)) {
+                Ok(_) if system => {}
+                Err(BindError::Io { source, .. })
+                    if !system && source.raw_os_error() == Some(ERROR_INVALID_OWNER as i32) => {}
+                Ok(_) if under_wine() => eprintln!(
+                    "only_system_may_create_the_helper_pipe: refusal skipped under Wine: \
+                     wineserver lets any process name SYSTEM as a new object's owner"
+                ),
+                other => panic!("running as SYSTEM: {system}; bind gave {other:?}"),
+            }
+        }
+
+        #[tokio::test]
+        async fn the_pipe_carries_the_helper_descriptor() {
+            let path = unique_pipe("dacl");
+            let (listener, helper) = bind_helper(&path);
+            let got = descriptor_of(listener.next.as_raw_handle() as HANDLE);
+            let masks = |got: &Descriptor| -> Vec<(u8, Who, u32)> {
+                got.dacl
+                    .iter()
+                    .flatten()
+                    .map(|&(kind, who, mask)| (kind, who, mapped(mask)))
+                    .collect()
+            };
+            if !helper {
+                // Our own pipe: only the owner's entry, and it is not SYSTEM.
+                assert_ne!(got.owner, Some(Who::System));
+                assert!(got.protected, "{got:?}");
+                assert_eq!(masks(&got), vec![(ALLOWED, Who::Other, FILE_ALL_ACCESS)]);
+                return;
+            }
+            assert_eq!(got.owner, Some(Who::System), "{got:?}");
+            assert!(got.protected, "the access list must not inherit: {got:?}");
+            assert_eq!(
+                masks(&got),
+                vec![
+                    (ALLOWED, Who::System, FILE_ALL_ACCESS),
+                    (ALLOWED, Who::Administrators, FILE_ALL_ACCESS),
+                    (
+                        ALLOWED,
+                        Who::Interactive,
+                        FILE_GENERIC_READ | FILE_GENERIC_WRITE
+                    ),
+                ]
+            );
+        }
+
+        #[tokio::test]
+        async fn a_client_says_hello_and_asks_over_the_pipe() {
+            let path = unique_pipe("hello");
+            let (listener, helper) = bind_helper(&path);
+            let server = serve(listener);
+
+            let mut clients = Vec::new();
+            for _ in 0..2 {
+                if helper {
+                    // The real client, owner check included: the pipe is
+                    // SYSTEM's, so it talks.
+                    let mut client = Client::connect(&path, HELPER_VERSION)
+                        .await
+                        .expect("the client accepts a SYSTEM-owned pipe");
+                    assert_eq!(client.helper_hello().app_version, HELPER_VERSION);
+                    let status = client.status().await.expect("status over the pipe");
+                    assert_eq!(status.workspace_count, 3);
+                    clients.push(client);
+                } else {
+                    // Not SYSTEM's pipe: the real client refuses it, so
+                    // the frames go by hand.
+                    let refused = Client::connect(&path, HELPER_VERSION).await;
+                    assert!(
+                        matches!(refused, Err(ClientError::Untrusted { .. })),
+                        "{refused:?}"
+                    );
+                    let pipe = ClientOptions::new().open(&path).expect("open our pipe");
+                    let (r, w) = tokio::io::split(pipe);
+                    let (mut reader, mut writer) = crate::framed::boxed(r, w);
+                    writer
+                        .write(&ClientMessage::Hello(warren_proto::ipc::Hello::new(
+                            "1.0.0",
+                        )))
+                        .await
+                        .unwrap();
+                    let hello = reader.read::<HelperMessage>().await.unwrap();
+                    assert!(
+                        matches!(&hello, Some(HelperMessage::Hello(h)) if h.app_version == HELPER_VERSION),
+                        "{hello:?}"
+                    );
+                    writer
+                        .write(&ClientMessage::Request {
+                            id: 7,
+                            request: Request::Status,
+                        })
+                        .await
+                        .unwrap();
+                    let reply = reader.read::<HelperMessage>().await.unwrap();
+                    assert!(
+                        matches!(&reply, Some(HelperMessage::Reply { reply_to: 7, .. })),
+                        "{reply:?}"
+                    );
+                }
+            }
+            let peers = tokio::time::timeout(Duration::from_secs(10), server)
+                .await
+                .expect("both clients accepted")
+                .unwrap();
+            for peer in peers {
+                assert_eq!(peer.uid, PeerCredentials::UNKNOWN_ID);
+                assert_eq!(peer.gid, PeerCredentials::UNKNOWN_ID);
+                if peer.pid.is_none() && under_wine() {
+                    eprintln!(
+                        "a_client_says_hello_and_asks_over_the_pipe: client pid check skipped \
+                         under Wine: GetNamedPipeClientProcessId failed"
+                    );
+                    continue;
+                }
+                assert_eq!(peer.pid, Some(std::process::id() as i32));
+            }
+        }
+
+        #[tokio::test]
+        async fn a_pipe_owned_by_another_account_is_refused() {
+            let path = unique_pipe("squat");
+            // SYSTEM names the Administrators group as owner instead; any
+            // other account gets itself.
+            let sddl = if running_as_system() {
+                "O:BAD:P(A;;GA;;;SY)"
+            } else {
+                OWN_SDDL
+            };
+            let _squatter = Listener::bind_with_sddl(path.clone(), sddl.into()).unwrap();
+            match Client::connect(&path, HELPER_VERSION).await {
+                Err(ClientError::Untrusted { path: p, detail }) => {
+                    assert_eq!(p, path);
+                    assert!(detail.contains("owner"), "{detail}");
+                }
+                other => panic!("expected Untrusted, got {other:?}"),
+            }
+            // Nothing there at all is a different story.
+            let missing = unique_pipe("missing");
+            assert!(matches!(
+                Client::connect(&missing, HELPER_VERSION).await,
+                Err(ClientError::HelperNotRunning { .. })
+            ));
+        }
+
+        #[tokio::test]
+        async fn a_second_helper_is_refused() {
+            let path = unique_pipe("twice");
+            let (_first, helper) = bind_helper(&path);
+            let second = if helper {
+                Listener::bind(opts(&path))
+            } else {
+                Listener::bind_with_sddl(path.clone(), OWN_SDDL.into())
+            };
+            match second {
+                Err(BindError::AlreadyRunning { path: p }) => assert_eq!(p, path),
+                Ok(_) if under_wine() => eprintln!(
+                    "a_second_helper_is_refused: refusal skipped under Wine: Wine 8 ignores \
+                     FILE_FLAG_FIRST_PIPE_INSTANCE and adds a second instance"
+                ),
+                other => panic!("a second helper on {}: {other:?}", path.display()),
+            }
         }
     }
 }

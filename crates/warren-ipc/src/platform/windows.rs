@@ -77,3 +77,57 @@ impl Shutdown {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::platform::{
+        admin_only_file, default_endpoint, endpoint_group, helper_log_dir, helper_policy_path,
+        helper_state_dir, join_group_hint, stop_hint, HelperUnavailable,
+    };
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn windows_paths_and_hints() {
+        // Where the service keeps its files: under %ProgramData%\Warren, and
+        // C:\ProgramData when a bare environment lacks the variable.
+        let saved = std::env::var_os("ProgramData");
+        std::env::set_var("ProgramData", r"D:\Data");
+        let under_data = (helper_log_dir(), helper_state_dir(), helper_policy_path());
+        std::env::remove_var("ProgramData");
+        let bare = helper_log_dir();
+        std::env::set_var("ProgramData", "");
+        let empty = helper_state_dir();
+        if let Some(saved) = saved {
+            std::env::set_var("ProgramData", saved);
+        }
+        assert_eq!(
+            under_data,
+            (
+                PathBuf::from(r"D:\Data\Warren\logs"),
+                PathBuf::from(r"D:\Data\Warren\state"),
+                PathBuf::from(r"D:\Data\Warren\policy.toml"),
+            )
+        );
+        assert_eq!(bare, Path::new(r"C:\ProgramData\Warren\logs"));
+        assert_eq!(empty, Path::new(r"C:\ProgramData\Warren\state"));
+
+        assert_eq!(default_endpoint(), Path::new(r"\\.\pipe\warren-helper"));
+        assert_eq!(default_endpoint(), Path::new(crate::DEFAULT_PIPE));
+        assert!(HelperUnavailable::NotRunning
+            .hint()
+            .contains("sc start warrend"));
+        assert!(stop_hint().contains("sc stop warrend"));
+        // The pipe's access list decides, not a group: no group to name,
+        // and no unix advice.
+        assert_eq!(endpoint_group(&default_endpoint()), None);
+        assert!(!join_group_hint("warren").contains("usermod"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(&policy, b"").unwrap();
+        assert_eq!(admin_only_file(&policy), Ok(()));
+        let missing = dir.path().join("missing.toml");
+        let err = admin_only_file(&missing).unwrap_err();
+        assert!(err.contains("missing.toml"), "{err}");
+    }
+}

@@ -5,8 +5,10 @@
 //! (`HKLM\SYSTEM\CurrentControlSet\Services\Dnscache\Parameters\DnsPolicyConfig`)
 //! named by a GUID derived from the suffix, so the same deployment always
 //! maps to the same key and a crashed helper's rule is found again. The
-//! values are built and unit-tested on every OS; writing them compiles for
-//! Windows in CI but has not run on Windows.
+//! values are built and unit-tested on every OS; writing and removing them
+//! is tested on Windows (under Wine in CI) against a scratch key, because
+//! the real key changes the machine's DNS. Whether the DNS client obeys the
+//! rule is not tested: Wine's resolver has no NRPT.
 
 use std::net::IpAddr;
 
@@ -63,12 +65,23 @@ pub fn values(suffix: &str, servers: &[IpAddr]) -> Vec<(&'static str, RegValue)>
 
 #[cfg(windows)]
 pub(super) fn apply(rule: &str, plan: &DnsPlan) -> Result<()> {
+    use winreg::enums::HKEY_LOCAL_MACHINE;
+    write_rule(&winreg::RegKey::predef(HKEY_LOCAL_MACHINE), rule, plan)?;
+    // The DNS client reads the policy on its own schedule; flushing its
+    // cache makes the rule apply to names looked up before.
+    let _ = crate::cmd::run("ipconfig", &["/flushdns"], "flushing the DNS cache");
+    tracing::info!(%rule, suffix = %plan.suffix, "NRPT rule added");
+    Ok(())
+}
+
+/// Writes the rule's key under `root` (HKLM for real; a scratch key in the
+/// tests, which must not change the machine's DNS).
+#[cfg(windows)]
+fn write_rule(root: &winreg::RegKey, rule: &str, plan: &DnsPlan) -> Result<()> {
     use crate::error::NetError;
-    use winreg::enums::{HKEY_LOCAL_MACHINE, KEY_ALL_ACCESS};
-    use winreg::RegKey;
+    use winreg::enums::KEY_ALL_ACCESS;
     let what = format!("adding the NRPT rule for .{}", plan.suffix);
-    let hklm = RegKey::predef(HKEY_LOCAL_MACHINE);
-    let (key, _) = hklm
+    let (key, _) = root
         .create_subkey_with_flags(format!(r"{POLICY_KEY}\{rule}"), KEY_ALL_ACCESS)
         .map_err(|e| NetError::os(what.clone(), e))?;
     for (name, value) in values(&plan.suffix, &plan.servers) {
@@ -79,25 +92,25 @@ pub(super) fn apply(rule: &str, plan: &DnsPlan) -> Result<()> {
         };
         set.map_err(|e| NetError::os(what.clone(), e))?;
     }
-    // The DNS client reads the policy on its own schedule; flushing its
-    // cache makes the rule apply to names looked up before.
-    let _ = crate::cmd::run("ipconfig", &["/flushdns"], "flushing the DNS cache");
-    tracing::info!(%rule, suffix = %plan.suffix, "NRPT rule added");
     Ok(())
 }
 
 #[cfg(windows)]
 pub(super) fn undo(rule: &str) -> Result<()> {
-    use crate::error::NetError;
     use winreg::enums::HKEY_LOCAL_MACHINE;
-    use winreg::RegKey;
-    let hklm = RegKey::predef(HKEY_LOCAL_MACHINE);
-    match hklm.delete_subkey_all(format!(r"{POLICY_KEY}\{rule}")) {
-        Ok(()) => {
-            let _ = crate::cmd::run("ipconfig", &["/flushdns"], "flushing the DNS cache");
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+    if remove_rule(&winreg::RegKey::predef(HKEY_LOCAL_MACHINE), rule)? {
+        let _ = crate::cmd::run("ipconfig", &["/flushdns"], "flushing the DNS cache");
+    }
+    Ok(())
+}
+
+/// Deletes the rule's key under `root`; `false` when it was already gone.
+#[cfg(windows)]
+fn remove_rule(root: &winreg::RegKey, rule: &str) -> Result<bool> {
+    use crate::error::NetError;
+    match root.delete_subkey_all(format!(r"{POLICY_KEY}\{rule}")) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(NetError::os(format!("removing the NRPT rule {rule}"), e)),
     }
 }
@@ -149,5 +162,78 @@ mod tests {
                 ("Comment", RegValue::Sz("Warren split DNS".into())),
             ]
         );
+    }
+
+    /// The rule as the registry holds it: each value read back with its
+    /// Windows type, rewriting it (a restarted helper) leaves one rule, and
+    /// removing it twice is fine. Written under a scratch key in HKCU, so
+    /// the test never changes this machine's DNS.
+    #[cfg(windows)]
+    #[test]
+    fn the_rule_is_written_to_and_removed_from_the_registry() {
+        use winreg::enums::{RegType, HKEY_CURRENT_USER};
+        use winreg::RegKey;
+
+        /// Deletes the scratch key even when an assertion fails.
+        struct Scratch(String);
+        impl Drop for Scratch {
+            fn drop(&mut self) {
+                let _ = RegKey::predef(HKEY_CURRENT_USER).delete_subkey_all(&self.0);
+            }
+        }
+        let guard = Scratch(format!(
+            r"Software\Warren\tests\nrpt-{}",
+            std::process::id()
+        ));
+        let (root, _) = RegKey::predef(HKEY_CURRENT_USER)
+            .create_subkey(&guard.0)
+            .unwrap();
+
+        let plan = DnsPlan {
+            suffix: "warren".into(),
+            servers: vec!["100.64.0.7".parse().unwrap(), "fd00::7".parse().unwrap()],
+            mode: super::super::DnsMode::Nrpt,
+            resolv_conf: std::path::PathBuf::new(),
+        };
+        let rule = rule_name(&plan.suffix);
+        let path = format!(r"{POLICY_KEY}\{rule}");
+        write_rule(&root, &rule, &plan).unwrap();
+        write_rule(&root, &rule, &plan).unwrap();
+
+        let policy = root.open_subkey(POLICY_KEY).unwrap();
+        let rules: Vec<String> = policy.enum_keys().collect::<Result<_, _>>().unwrap();
+        assert_eq!(rules, vec![rule.clone()]);
+        let key = root.open_subkey(&path).unwrap();
+        let kind = |name: &str| key.get_raw_value(name).unwrap().vtype;
+        assert_eq!(key.get_value::<u32, _>("Version").unwrap(), 2);
+        assert_eq!(kind("Version"), RegType::REG_DWORD);
+        assert_eq!(
+            key.get_value::<Vec<String>, _>("Name").unwrap(),
+            vec![".warren".to_string()]
+        );
+        assert_eq!(kind("Name"), RegType::REG_MULTI_SZ);
+        assert_eq!(
+            key.get_value::<String, _>("GenericDNSServers").unwrap(),
+            "100.64.0.7;fd00::7"
+        );
+        assert_eq!(kind("GenericDNSServers"), RegType::REG_SZ);
+        assert_eq!(
+            key.get_value::<u32, _>("ConfigOptions").unwrap(),
+            CONFIG_GENERIC_DNS_SERVERS
+        );
+        assert_eq!(kind("ConfigOptions"), RegType::REG_DWORD);
+        assert_eq!(
+            key.get_value::<String, _>("IPSECCARestriction").unwrap(),
+            ""
+        );
+        assert_eq!(
+            key.enum_values().count(),
+            values("warren", &plan.servers).len()
+        );
+        drop(key);
+
+        assert!(remove_rule(&root, &rule).unwrap(), "the rule was there");
+        assert!(root.open_subkey(&path).is_err(), "the rule is gone");
+        assert!(!remove_rule(&root, &rule).unwrap(), "already gone is fine");
     }
 }

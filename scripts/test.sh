@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The Warren test command: installs what the tests need, then runs formatting,
-# lints (native and cross), the build, every test (end-to-end included) and a
-# bounded fuzz run. Fails fast; each step prints a banner so a failure is easy
+# lints (native and cross), the build, the installers (built, linted, their
+# scripts run against mocks, the .deb booted in a container, the MSI installed
+# under Wine), every test (end-to-end included), the Windows unit tests under
+# Wine and a bounded fuzz run. Fails fast; each step prints a banner so a failure is easy
 # to place. Usage: bash scripts/test.sh
 set -euo pipefail
 
@@ -86,9 +88,29 @@ declare -A PKG_FOR=(
     [secret-tool]=libsecret-tools
     [node]=nodejs
     [npm]=npm
+    # The installers (installer/build.sh) and their checks: dpkg-deb with
+    # dpkg-shlibdeps, rpmbuild, lintian, rpmlint, desktop-file-validate,
+    # shellcheck and bats for the package scripts, file; debootstrap and
+    # systemd-nspawn boot the .deb in a Debian container; wixl builds the
+    # MSI and Wine installs it and runs the Windows unit tests.
+    [dpkg-shlibdeps]=dpkg-dev
+    [rpmbuild]=rpm
+    [lintian]=lintian
+    [rpmlint]=rpmlint
+    [desktop-file-validate]=desktop-file-utils
+    [shellcheck]=shellcheck
+    [bats]=bats
+    [file]=file
+    [debootstrap]=debootstrap
+    [systemd-nspawn]=systemd-container
+    [wixl]=wixl
+    [msiinfo]=msitools
+    [wine]=wine
 )
 # Libraries Tauri builds against (no command to probe for, so by package).
 DEV_PACKAGES="libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev"
+# Wine's 64-bit loader has no command on PATH of its own.
+DEV_PACKAGES="$DEV_PACKAGES wine64"
 missing=()
 for cmd in "${!PKG_FOR[@]}"; do
     if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ] && ! [ -x "/sbin/$cmd" ]; then
@@ -149,9 +171,19 @@ cargo clippy $(printf -- '-p %s ' $WINDOWS_CRATES) --all-targets --target x86_64
 step "cargo build --workspace --bins"
 cargo build --workspace --bins
 
+step "installers: bash installer/build.sh deb rpm msi pkg (PROFILE=debug: the build above)"
+# The tests below install, boot and lint these packages.
+PROFILE=debug bash installer/build.sh deb rpm msi pkg
+
+step "installers: package scripts against mocks and lint checks (bats installer/linux/tests)"
+bats installer/linux/tests
+
 step "cargo test --workspace"
 # Every test binary runs even after a failure, so one run shows them all.
 cargo test --workspace --no-fail-fast
+
+step "Windows unit tests under Wine (scripts/test-windows.sh)"
+bash scripts/test-windows.sh
 
 step "ui: Playwright in Chromium with mocked Tauri IPC"
 npm --prefix ui run e2e

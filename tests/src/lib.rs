@@ -7,6 +7,7 @@
 //! tests run in parallel. Nothing here talks to anything but loopback and
 //! the throwaway network namespaces of [`netns`], which are deleted on drop.
 
+pub mod container;
 pub mod coord;
 pub mod coturn;
 pub mod desktop;

@@ -1,10 +1,12 @@
 //! `warrend`: the Warren helper service.
 //!
 //! Listens on the helper socket for GUIs and the CLI, and keeps the session
-//! with the coordinator. Runs as root (a systemd service in production).
+//! with the coordinator. Runs as root (a systemd service in production) or,
+//! on Windows, as the `warrend` service (`--service`, see windows_service.rs).
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 use warren_ipc::platform;
@@ -12,6 +14,9 @@ use warren_ipc::server::{Listener, ListenerOptions};
 use warrend::engine::{self, EngineConfig};
 use warrend::log_forward::ForwardLayer;
 use warrend::subscribers::QueueLimits;
+
+#[cfg(windows)]
+mod windows_service;
 
 #[derive(Debug, Parser)]
 #[command(name = "warrend", version, about = "The Warren helper service")]
@@ -53,6 +58,25 @@ struct Args {
     /// writable only by root; a missing file means the defaults.
     #[arg(long, default_value_os_t = platform::helper_policy_path())]
     policy: PathBuf,
+    /// Windows only: run under the service control manager (the installed
+    /// service's command line has it).
+    #[arg(long)]
+    service: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Windows only: register the `warrend` service (LocalSystem, automatic
+    /// start, restart on failure), or update it. Arguments after `--` are
+    /// added to the service's command line after `--service`.
+    InstallService {
+        #[arg(last = true)]
+        service_args: Vec<OsString>,
+    },
+    /// Windows only: stop the `warrend` service and remove it.
+    UninstallService,
 }
 
 /// The policy at `path`, or the defaults if there is no file. A file that
@@ -81,19 +105,49 @@ fn load_policy(path: &std::path::Path) -> Result<warren_client_core::confine::Po
     Ok(policy)
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args = Args::parse();
-    let result = async {
-        let mut terminate =
-            platform::shutdown_signal().context("installing the shutdown signal handlers")?;
-        run(args, async move { terminate.recv().await }).await
-    }
-    .await;
-    if let Err(e) = result {
+    if let Err(e) = dispatch(args) {
         eprintln!("warrend: error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// The service commands, the service, or the helper in the foreground
+/// until a signal.
+fn dispatch(args: Args) -> Result<()> {
+    #[cfg(windows)]
+    {
+        match &args.command {
+            Some(Command::InstallService { service_args }) => {
+                return windows_service::install(service_args)
+            }
+            Some(Command::UninstallService) => return windows_service::uninstall(),
+            None if args.service => return windows_service::run_dispatcher(args),
+            None => {}
+        }
+    }
+    #[cfg(not(windows))]
+    {
+        let what = match &args.command {
+            Some(Command::InstallService { .. }) => Some("install-service"),
+            Some(Command::UninstallService) => Some("uninstall-service"),
+            None if args.service => Some("--service"),
+            None => None,
+        };
+        if let Some(what) = what {
+            anyhow::bail!(
+                "`warrend {what}` is for Windows only; here the OS's service manager starts the helper (the package's systemd unit: `systemctl enable --now warrend`; on macOS its launchd daemon)"
+            );
+        }
+    }
+    tokio::runtime::Runtime::new()
+        .context("can't start the async runtime")?
+        .block_on(async {
+            let mut terminate =
+                platform::shutdown_signal().context("installing the shutdown signal handlers")?;
+            run(args, async move { terminate.recv().await }).await
+        })
 }
 
 /// The helper until `shutdown` completes (a signal, or the service
@@ -153,6 +207,8 @@ async fn run(args: Args, shutdown: impl std::future::Future<Output = ()>) -> Res
     let (engine, _engine_task) = engine::spawn(config, Some(log_rx));
     tracing::info!(version = warrend::VERSION, socket = %args.socket.display(), "warrend started");
     warrend::service_manager::ready();
+    #[cfg(windows)]
+    windows_service::ready();
 
     tokio::pin!(shutdown);
     loop {

@@ -50,19 +50,24 @@ run() {
 # run natively in the main test step). --show-output: a passing test's
 # "skipped under Wine" note is in its captured output, which libtest would
 # otherwise drop.
+# shellcheck disable=SC2086 # one -p per crate named in the list
 run $(printf -- '-p %s ' $CRATES) --lib --tests -- --show-output
 # warren-io: its UDP tests open quinn-udp's socket state, which turns on
 # IP_RECVECN / IPV6_RECVECN; Wine 8's ws2_32 answers WSAENOPROTOOPT (10042),
 # so UdpBatch::new fails before anything is sent. They run natively only.
 echo "warren-io udp::tests skipped under Wine: quinn-udp needs IP_RECVECN/IPV6_RECVECN, which Wine 8 rejects (WSAENOPROTOOPT)" | tee -a "$LOG"
 run -p warren-io --lib --tests -- --show-output --skip udp::tests::
-# The helper's library tests: its Windows service control handler among them.
-run -p warrend --lib -- --show-output
+# The helper's library and binary tests: the Windows service's control
+# handler (helper/src/windows_service.rs) is a module of the binary.
+run -p warrend --lib --bins -- --show-output
 
 echo
 echo "==== Windows tests under Wine: summary ($(($(date +%s) - start)) s) ===="
 awk '
-    /^     Running / { bin = $2 " " $3 }
+    /^     Running / {
+        exe = $NF; gsub(/[()]/, "", exe); sub(/.*[\/]/, "", exe); sub(/-[0-9a-f]+\.exe$/, "", exe)
+        bin = exe " (" (($2 == "unittests") ? $3 : $2) ")"
+    }
     /^test result:/ && bin != "" { print "  " bin ": " $4 " passed, " $6 " failed, " $8 " ignored"; bin = "" }
 ' "$LOG"
 echo "Tests that ran under Wine:"
@@ -70,6 +75,6 @@ grep -E '^test [^ ]+ \.\.\. ok$' "$LOG" | awk '{ print "  " $2 }' | sort -u
 skips=$(grep -E 'under Wine' "$LOG" | grep -v '^test ' | sort -u || true)
 if [ -n "$skips" ]; then
     echo "Assertions skipped because Wine lacks what real Windows has:"
-    echo "$skips" | sed 's/^/  /'
+    echo "$skips" | awk '{ print "  " $0 }'
 fi
 exit "$failed"

@@ -429,7 +429,8 @@ fn remove_tree(path: &Path) {
     }
 }
 
-/// The built package matching `prefix*suffix` in `target/installer/`
+/// The built package `prefix<version>…suffix` (e.g. `warren_`,
+/// `_amd64.deb`; the version starts with a digit) in `target/installer/`
 /// (`$WARREN_INSTALLER_DIR` overrides), the newest if several; panics with
 /// the command that builds it if there is none.
 pub fn package(prefix: &str, suffix: &str) -> PathBuf {
@@ -448,7 +449,11 @@ pub fn package(prefix: &str, suffix: &str) -> PathBuf {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            (name.starts_with(prefix) && name.ends_with(suffix)).then(|| {
+            // The version follows the name: `warren-0.1…`, not `warren-desktop-0.1…`.
+            let versioned = name
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+            (versioned && name.ends_with(suffix)).then(|| {
                 let t = e
                     .metadata()
                     .and_then(|m| m.modified())

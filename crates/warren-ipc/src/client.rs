@@ -390,16 +390,49 @@ async fn open(path: &Path) -> Result<(BoxedReader, BoxedWriter), ClientError> {
     }
 }
 
+/// Opens the pipe asking for exactly [`crate::sddl::PIPE_READ_WRITE`], what
+/// the helper's descriptor grants people: tokio's `ClientOptions` asks for
+/// `GENERIC_WRITE`, which includes the right to create pipe instances that
+/// the descriptor withholds, so Windows would refuse it. Identification-level
+/// impersonation only, as tokio's default.
+#[cfg(windows)]
+fn open_pipe(path: &Path) -> std::io::Result<tokio::net::windows::named_pipe::NamedPipeClient> {
+    use std::os::windows::ffi::OsStrExt;
+    use windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE;
+    use windows_sys::Win32::Storage::FileSystem::{
+        CreateFileW, FILE_FLAG_OVERLAPPED, OPEN_EXISTING, SECURITY_IDENTIFICATION,
+        SECURITY_SQOS_PRESENT,
+    };
+    let wide: Vec<u16> = path.as_os_str().encode_wide().chain(Some(0)).collect();
+    // SAFETY: `wide` is NUL-terminated and outlives the call; no security
+    // attributes or template.
+    let handle = unsafe {
+        CreateFileW(
+            wide.as_ptr(),
+            crate::sddl::PIPE_READ_WRITE,
+            0,
+            std::ptr::null(),
+            OPEN_EXISTING,
+            FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION,
+            std::ptr::null_mut(),
+        )
+    };
+    if handle == INVALID_HANDLE_VALUE {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a pipe handle we just opened for overlapped IO and own alone.
+    unsafe { tokio::net::windows::named_pipe::NamedPipeClient::from_raw_handle(handle as _) }
+}
+
 #[cfg(windows)]
 async fn open(path: &Path) -> Result<(BoxedReader, BoxedWriter), ClientError> {
-    use tokio::net::windows::named_pipe::ClientOptions;
     use windows_sys::Win32::Foundation::ERROR_PIPE_BUSY;
 
     // All instances busy is transient: the helper creates a new one right
     // after each connection. Bounded: 50 × 100 ms.
     let mut attempts = 0;
     let pipe = loop {
-        match ClientOptions::new().open(path) {
+        match open_pipe(path) {
             Ok(pipe) => break pipe,
             Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) && attempts < 50 => {
                 attempts += 1;
@@ -545,5 +578,33 @@ mod tests {
         let text = by_helper.to_string();
         assert!(text.ends_with(helper_says), "{text}");
         assert!(!text.contains(&hint), "{text}");
+    }
+
+    /// Someone granted only what the helper's descriptor grants people gets
+    /// in with the client's request, where tokio's default (generic write,
+    /// which includes creating pipe instances) is refused.
+    #[cfg(windows)]
+    #[tokio::test]
+    async fn the_client_asks_only_for_what_people_are_granted() {
+        use crate::wintest::{under_wine, unique_pipe};
+        use tokio::net::windows::named_pipe::ClientOptions;
+        // OW: the owner, i.e. this process's user, with no other rights.
+        let sddl = format!("D:P(A;;{:#x};;;OW)", crate::sddl::PIPE_READ_WRITE);
+        let path = unique_pipe("rights");
+        let _server = crate::server::Listener::bind_with_sddl(path.clone(), sddl).unwrap();
+        // Tried first: a refusal takes no instance, a success would.
+        match ClientOptions::new().open(&path) {
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}"),
+            Ok(_) if under_wine() => {
+                eprintln!(
+                    "the_client_asks_only_for_what_people_are_granted: refusal of generic \
+                     write skipped under Wine: Wine does not check a pipe's access list when \
+                     a client opens it"
+                );
+                return;
+            }
+            Ok(_) => panic!("generic write was granted by an entry that withholds it"),
+        }
+        open_pipe(&path).expect("the client's own request is granted");
     }
 }

@@ -10,8 +10,11 @@
 //! group `warren`. We deliberately do not grant *Authenticated Users* (`AU`),
 //! which would also admit service accounts and batch/network logons that
 //! have no business driving the tunnel. The DACL is protected (`P`) so no
-//! inherited entry can widen it, and read/write does not include
-//! `FILE_CREATE_PIPE_INSTANCE`, so a user cannot squat a second instance.
+//! inherited entry can widen it, and read/write is [`PIPE_READ_WRITE`],
+//! not SDDL's `GRGW`: generic write on a pipe includes `FILE_APPEND_DATA`,
+//! which on a pipe is `FILE_CREATE_PIPE_INSTANCE`, and a user holding it
+//! could add an instance of the helper's pipe (owned by SYSTEM like the
+//! rest) and answer other users' clients in its place.
 
 /// SDDL SID alias of LocalSystem.
 pub const SYSTEM: &str = "SY";
@@ -20,15 +23,20 @@ pub const ADMINISTRATORS: &str = "BA";
 /// SDDL SID alias of the Interactive logon group.
 pub const INTERACTIVE: &str = "IU";
 
+/// What a client may do with the pipe, and exactly what it asks for when
+/// it opens it: `FILE_GENERIC_READ | FILE_GENERIC_WRITE` (winnt.h) without
+/// `FILE_APPEND_DATA` (0x4), which on a pipe is `FILE_CREATE_PIPE_INSTANCE`.
+pub const PIPE_READ_WRITE: u32 = (0x0012_0089 | 0x0012_0116) & !0x4;
+
 /// Builds `O:<owner>D:P` followed by one allow entry per SID: generic-all for
-/// `full_access`, generic-read|generic-write for `read_write`.
+/// `full_access`, [`PIPE_READ_WRITE`] for `read_write`.
 pub fn pipe_sddl(owner: &str, full_access: &[&str], read_write: &[&str]) -> String {
     let mut s = format!("O:{owner}D:P");
     for sid in full_access {
         s.push_str(&format!("(A;;GA;;;{sid})"));
     }
     for sid in read_write {
-        s.push_str(&format!("(A;;GRGW;;;{sid})"));
+        s.push_str(&format!("(A;;{PIPE_READ_WRITE:#x};;;{sid})"));
     }
     s
 }
@@ -46,7 +54,7 @@ mod tests {
     fn helper_pipe_descriptor() {
         assert_eq!(
             helper_pipe_sddl(),
-            "O:SYD:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GRGW;;;IU)"
+            "O:SYD:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;0x12019b;;;IU)"
         );
     }
 
@@ -55,11 +63,21 @@ mod tests {
         assert_eq!(pipe_sddl("BA", &[], &[]), "O:BAD:P");
         assert_eq!(
             pipe_sddl("SY", &["SY"], &["AU", "IU"]),
-            "O:SYD:P(A;;GA;;;SY)(A;;GRGW;;;AU)(A;;GRGW;;;IU)"
+            "O:SYD:P(A;;GA;;;SY)(A;;0x12019b;;;AU)(A;;0x12019b;;;IU)"
         );
         // No entry ever grants everyone or anonymous logons.
         let d = helper_pipe_sddl();
         assert!(!d.contains(";WD)") && !d.contains(";AN)"), "{d}");
+        // People may read and write but not add pipe instances
+        // (FILE_CREATE_PIPE_INSTANCE = 0x4), nor change the descriptor.
+        assert_eq!(PIPE_READ_WRITE & 0x4, 0);
+        assert_eq!(
+            PIPE_READ_WRITE & (0x0004_0000 | 0x0008_0000),
+            0,
+            "WRITE_DAC, WRITE_OWNER"
+        );
+        assert_eq!(PIPE_READ_WRITE & 0x3, 0x3, "read and write data");
+        assert!(!d.contains("GW") && !d.contains("GR"), "{d}");
     }
 
     /// Windows itself reads the string as meant: owner LocalSystem, a
@@ -68,7 +86,7 @@ mod tests {
     #[test]
     fn windows_parses_the_helper_descriptor() {
         use crate::wintest::{describe, Descriptor, LocalSd, Who};
-        use windows_sys::Win32::Foundation::{GENERIC_ALL, GENERIC_READ, GENERIC_WRITE};
+        use windows_sys::Win32::Foundation::GENERIC_ALL;
         use windows_sys::Win32::Security::Authorization::{
             ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
         };
@@ -101,7 +119,7 @@ mod tests {
                 dacl: Some(vec![
                     (ALLOWED, Who::System, GENERIC_ALL),
                     (ALLOWED, Who::Administrators, GENERIC_ALL),
-                    (ALLOWED, Who::Interactive, GENERIC_READ | GENERIC_WRITE),
+                    (ALLOWED, Who::Interactive, PIPE_READ_WRITE),
                 ]),
             }
         );

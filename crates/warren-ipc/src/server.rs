@@ -476,7 +476,7 @@ mod windows {
 
         /// [`Listener::bind`] with another descriptor: the tests' pipes when
         /// they do not run as SYSTEM, which only SYSTEM may name as owner.
-        fn bind_with_sddl(path: PathBuf, sddl: String) -> Result<Listener, BindError> {
+        pub(crate) fn bind_with_sddl(path: PathBuf, sddl: String) -> Result<Listener, BindError> {
             match create_instance(&path, &sddl, true) {
                 Ok(next) => {
                     tracing::info!(path = %path.display(), "listening for Warren clients");
@@ -542,14 +542,14 @@ mod windows {
         use windows_sys::Win32::Security::Authorization::{GetSecurityInfo, SE_KERNEL_OBJECT};
         use windows_sys::Win32::Security::{DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION};
 
+        use windows_sys::Win32::Storage::FileSystem::{
+            FILE_ALL_ACCESS, FILE_CREATE_PIPE_INSTANCE, FILE_GENERIC_READ, FILE_GENERIC_WRITE,
+        };
+
         const HELPER_VERSION: &str = "9.8.7";
         /// A pipe only its owner (this process's user) may use: what the
         /// tests listen on where Windows refuses them the helper's.
         const OWN_SDDL: &str = "D:P(A;;GA;;;OW)";
-        // File rights of a pipe (winnt.h), to which Windows maps generic ones.
-        const FILE_ALL_ACCESS: u32 = 0x001f_01ff;
-        const FILE_GENERIC_READ: u32 = 0x0012_0089;
-        const FILE_GENERIC_WRITE: u32 = 0x0012_0116;
         // ACCESS_ALLOWED_ACE_TYPE.
         const ALLOWED: u8 = 0;
 
@@ -692,12 +692,15 @@ mod windows {
                 vec![
                     (ALLOWED, Who::System, FILE_ALL_ACCESS),
                     (ALLOWED, Who::Administrators, FILE_ALL_ACCESS),
-                    (
-                        ALLOWED,
-                        Who::Interactive,
-                        FILE_GENERIC_READ | FILE_GENERIC_WRITE
-                    ),
+                    (ALLOWED, Who::Interactive, crate::sddl::PIPE_READ_WRITE),
                 ]
+            );
+            // People may not add instances of the helper's pipe.
+            let people = masks(&got)[2].2;
+            assert_eq!(people & FILE_CREATE_PIPE_INSTANCE, 0, "{people:#x}");
+            assert_eq!(
+                people,
+                (FILE_GENERIC_READ | FILE_GENERIC_WRITE) & !FILE_CREATE_PIPE_INSTANCE
             );
         }
 

@@ -62,9 +62,9 @@ warren_wine_prefix() {
 
         marker="$dir/.warren-prefix-ready"
         if [ ! -f "$marker" ]; then
-            # A half-made prefix (wineboot killed by the timeout) would fail
-            # in odd ways later: start from nothing.
-            rm -rf "$dir"
+            # wineboot -i also completes a half-made prefix (one whose
+            # wineboot the timeout killed); nothing here deletes a directory
+            # the caller named.
             echo "warren_wine_prefix: creating Wine prefix $dir (wineboot -i, once)" >&2
             if ! WINEDLLOVERRIDES="mscoree,mshtml=" timeout --kill-after=10 \
                 "${WARREN_WINE_BOOT_TIMEOUT:-300}" "$wine64" wineboot -i >/dev/null 2>&1; then

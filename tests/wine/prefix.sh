@@ -55,9 +55,11 @@ warren_wine_prefix() {
         flock -w 600 9 || { echo "warren_wine_prefix: timed out waiting for $dir.lock" >&2; exit 1; }
 
         if [ ! -f "$stub" ] || [ "$src" -nt "$stub" ]; then
+            # The lock is per prefix, and callers with other prefixes share
+            # the stub: build under a name of our own, then rename (atomic).
             x86_64-w64-mingw32-gcc -O2 -Wall -Wextra -shared -Wl,--kill-at \
-                -o "$stub.tmp" "$src" -ladvapi32 || exit 1
-            mv -f "$stub.tmp" "$stub" || exit 1
+                -o "$stub.$$.tmp" "$src" -ladvapi32 || exit 1
+            mv -f "$stub.$$.tmp" "$stub" || exit 1
         fi
 
         marker="$dir/.warren-prefix-ready"

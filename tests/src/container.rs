@@ -483,10 +483,13 @@ impl Rootfs {
         let (cached, _) = cached_rootfs(flavor);
         let instances = cache_dir().join("instances");
         std::fs::create_dir_all(&instances).expect("create the rootfs instances dir");
+        remove_stale_instances(&instances);
         let path = instances.join(unique("root"));
         copy_tree(&cached, &path);
         // The cache's marker is no part of the system under test.
         let _ = std::fs::remove_file(path.join(COMPLETE));
+        // `cp -a` kept the cache's age; the stale sweep goes by this one.
+        touch(&path);
         Rootfs { path, flavor }
     }
 
@@ -537,6 +540,38 @@ impl Rootfs {
             describe(&out)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Sets `path`'s modification time to now.
+fn touch(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .expect("a rootfs path has no NUL");
+    // SAFETY: utimensat with a valid C path; NULL times means "now".
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0) };
+    assert_eq!(
+        rc,
+        0,
+        "touch {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Copies older than any test runs, left by a test process that was killed
+/// before it could delete its own.
+fn remove_stale_instances(instances: &Path) {
+    const STALE: Duration = Duration::from_secs(6 * 3600);
+    for e in std::fs::read_dir(instances).into_iter().flatten().flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE);
+        if old {
+            remove_tree(&e.path());
+        }
     }
 }
 
@@ -615,6 +650,7 @@ impl Container {
         };
         self.pid1 = pid1;
         self.nspawn = Some(proc);
+        watchdog(pid1);
     }
 
     fn rootfs(&self) -> &Rootfs {
@@ -837,6 +873,35 @@ impl Drop for Container {
         // nspawn's per-machine propagation directory (empty once it exits).
         let _ = std::fs::remove_dir(Path::new("/run/systemd/nspawn/propagate").join(&self.name));
         drop(self.rootfs.take());
+    }
+}
+
+/// Kills the container's init if this test process dies without unwinding
+/// (killed by a timeout, aborted): systemd-nspawn dies with the test, but
+/// the container it started would not. A detached `sh` in its own session
+/// polls both once a second and exits once the container is gone.
+fn watchdog(pid1: u32) {
+    use std::os::unix::process::CommandExt;
+    let test = std::process::id();
+    let script = format!(
+        "while kill -0 {test} 2>/dev/null && kill -0 {pid1} 2>/dev/null; do sleep 1; done; kill -9 {pid1} 2>/dev/null; true"
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid in the child only; it must outlive the test's session.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    match cmd.spawn() {
+        // Not waited for: it is meant to outlive us (init reaps it then).
+        Ok(child) => drop(child),
+        Err(e) => eprintln!("could not start the container watchdog: {e}"),
     }
 }
 

@@ -562,6 +562,11 @@ fn systemd_resolved_gets_the_suffix_on_the_tunnel_link_only_and_back_after_down_
         q.contains(&format!("link: {TUN}")),
         "not answered on {TUN}: {q}"
     );
+    eprintln!(
+        "resolvectl query {}: {}",
+        main_name(),
+        q.lines().next().unwrap_or("")
+    );
     let got = getent_hosts(c, &main_name());
     assert!(
         got.iter().any(|a| agent.contains(a)),

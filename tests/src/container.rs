@@ -380,6 +380,9 @@ fn add_resolved(cache: &Path, root: &Path) {
         "installing systemd-resolved into the rootfs failed:\n{}",
         tail(&describe(&out), 40)
     );
+    // The package lists (100 MB) would be copied for every test; removing
+    // a package (all the tests do with apt) does not need them.
+    let _ = chroot_sh(root, "rm -rf /var/lib/apt/lists/*", Duration::from_secs(60));
 }
 
 /// The last `n` lines of `text`.

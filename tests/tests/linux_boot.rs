@@ -6,7 +6,8 @@
 //! under the real systemd with the packaged, hardened unit, so these tests
 //! prove what the unit tests of the maintainer scripts can't: it comes up
 //! at boot, serves its group only, carries the tunnel and split DNS under
-//! the hardening, comes back after a crash, and leaves nothing on purge.
+//! the hardening, comes back after a crash, is restarted (still enabled) by
+//! an upgrade, and leaves nothing on purge.
 //!
 //! The `.rpm`'s scriptlets run in a copy of the same rootfs through
 //! `rpm --root` (there is no rpm-based distribution source here to boot).
@@ -384,6 +385,27 @@ fn deb_comes_up_at_boot_serves_its_group_carries_the_tunnel_and_purges_clean() {
     assert!(
         !link_exists(&b.lab.net.laptop, TUN),
         "{TUN} outlived the killed helper"
+    );
+
+    // An upgrade (the package again over itself: `configure` with the old
+    // version): the helper is restarted on the new files and stays enabled.
+    let before = c.main_pid(UNIT);
+    let out = c.sh("dpkg -i /root/warren.deb", Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "dpkg -i over itself: {}",
+        describe(&out)
+    );
+    let after = wait_active(c, Instant::now() + UP_AT_BOOT, "after the upgrade");
+    assert_ne!(after, before, "the upgrade did not restart {UNIT}");
+    let enabled = c.sh(
+        &format!("systemctl is-enabled {UNIT}"),
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&enabled.stdout).trim(),
+        "enabled",
+        "the upgrade changed enablement"
     );
 
     // Removal with the tunnel up: the helper stops and undoes it all.

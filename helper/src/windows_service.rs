@@ -40,6 +40,9 @@ const PENDING_WAIT_HINT: Duration = Duration::from_secs(30);
 /// deletes the service anyway (the SCM then removes it once it exits).
 const UNINSTALL_STOP_WAIT: Duration = Duration::from_secs(30);
 
+/// How long the helper's leftover tasks get once `run` has returned.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
+
 const ERROR_ACCESS_DENIED: i32 = 5;
 const ERROR_INVALID_LEVEL: i32 = 124;
 const ERROR_SERVICE_DOES_NOT_EXIST: i32 = 1060;
@@ -497,7 +500,13 @@ fn service_main(_scm_arguments: Vec<OsString>) {
     let result = tokio::runtime::Runtime::new()
         .context("can't start the async runtime")
         .and_then(|runtime| {
-            runtime.block_on(crate::run(args, async move { shutdown.notified().await }))
+            let result =
+                runtime.block_on(crate::run(args, async move { shutdown.notified().await }));
+            // The SCM may end the process as soon as it hears Stopped, and a
+            // runtime's drop waits for blocking tasks without limit: shut it
+            // down first, bounded.
+            runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+            result
         });
     if let Err(e) = &result {
         record_failure(&log_dir, &format!("{e:#}"));

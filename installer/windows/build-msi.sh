@@ -59,13 +59,24 @@ wintun_dll() {
         echo "$dll"
         return
     fi
-    need curl "install it with: sudo apt-get install curl"
     mkdir -p "$cache"
     crate="$cache/$WINTUN_CRATE-$WINTUN_CRATE_VERSION.crate"
     echo "== fetching wintun.dll from the $WINTUN_CRATE $WINTUN_CRATE_VERSION crate (crates.io)" >&2
-    curl -fsSL --retry 3 --max-time 120 -o "$crate.tmp" \
-        "https://static.crates.io/crates/$WINTUN_CRATE/$WINTUN_CRATE-$WINTUN_CRATE_VERSION.crate" ||
-        die "could not download the $WINTUN_CRATE crate; give a wintun.dll (amd64, from wintun.net) with WINTUN_DLL=path"
+    if ! curl -fsSL --retry 3 --max-time 120 -o "$crate.tmp" \
+        "https://static.crates.io/crates/$WINTUN_CRATE/$WINTUN_CRATE-$WINTUN_CRATE_VERSION.crate"; then
+        # No direct download (no curl, or only cargo's own registry set-up
+        # reaches crates.io): let cargo fetch it through a throwaway project.
+        local project="$cache/fetch" registry
+        mkdir -p "$project/src"
+        printf '[package]\nname = "wintun-fetch"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\n%s = "=%s"\n' \
+            "$WINTUN_CRATE" "$WINTUN_CRATE_VERSION" >"$project/Cargo.toml"
+        : >"$project/src/lib.rs"
+        cargo fetch --manifest-path "$project/Cargo.toml" >&2 ||
+            die "could not download the $WINTUN_CRATE crate; give a wintun.dll (amd64, from wintun.net) with WINTUN_DLL=path"
+        registry="${CARGO_HOME:-$HOME/.cargo}/registry/cache"
+        cp "$(find "$registry" -name "$WINTUN_CRATE-$WINTUN_CRATE_VERSION.crate" | head -1)" "$crate.tmp" ||
+            die "cargo fetched no $WINTUN_CRATE-$WINTUN_CRATE_VERSION.crate into $registry; give a wintun.dll with WINTUN_DLL=path"
+    fi
     echo "$WINTUN_CRATE_SHA256  $crate.tmp" | sha256sum -c --status ||
         die "the $WINTUN_CRATE crate's checksum is not the pinned one; give a wintun.dll with WINTUN_DLL=path"
     mv -f "$crate.tmp" "$crate"

@@ -3,8 +3,9 @@
 //! Wine prefix, its `warrend` service runs (reconfigured with the helper's
 //! own `install-service -- --no-tunnel`, as Wine has no Wintun driver),
 //! comes back after Wine's "reboot" (`wineserver -k` + `wineboot`), answers
-//! `warren.exe status` over its named pipe, and `msiexec /x` removes the
-//! service and the files.
+//! `warren.exe status` over its named pipe, is removed and registered again
+//! by `warrend uninstall-service` / `install-service`, and `msiexec /x`
+//! removes the service and the files.
 //!
 //! Wine 8 lacks `bcryptprimitives.dll`, which Rust programs load at start;
 //! the prefix gets the test-only stub from tests/wine/prefix.sh.
@@ -489,6 +490,37 @@ fn msi_installs_runs_the_service_and_uninstalls_under_wine() {
         status.out,
         prefix.helper_logs()
     );
+
+    // The helper's own uninstall-service stops it in order and deletes the
+    // service; install-service brings it back for the MSI to remove.
+    let stops_before = prefix.helper_log_text().matches("shutting down").count();
+    let ran = prefix.wine(&[warrend, "uninstall-service"], Duration::from_secs(90));
+    assert!(ran.ok(), "warrend uninstall-service: {}", ran.out);
+    assert_eq!(
+        prefix.service_state(),
+        None,
+        "uninstall-service left the service"
+    );
+    assert_eq!(
+        prefix.helper_log_text().matches("shutting down").count(),
+        stops_before + 1,
+        "uninstall-service did not stop the helper in order: {}",
+        prefix.helper_logs()
+    );
+    let ran = prefix.wine(
+        &[warrend, "install-service", "--", "--no-tunnel"],
+        Duration::from_secs(60),
+    );
+    assert!(
+        ran.ok(),
+        "warrend install-service after uninstall: {}",
+        ran.out
+    );
+    let ran = prefix.wine(&["sc", "start", "warrend"], Duration::from_secs(60));
+    assert!(ran.ok(), "sc start warrend: {}", ran.out);
+    prefix
+        .wait_for_state("RUNNING", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("after install-service: {e}"));
 
     // Uninstall: the helper is stopped (so it undoes its network changes),
     // then the service and the files go.

@@ -37,6 +37,7 @@ need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is missing; $2"; }
 [ -n "$VERSION" ] || die "no version in $ROOT/Cargo.toml"
 need wixl "install it with: sudo apt-get install wixl msitools"
 need x86_64-w64-mingw32-gcc "install it with: sudo apt-get install gcc-mingw-w64-x86-64"
+need x86_64-w64-mingw32-strip "install it with: sudo apt-get install binutils-mingw-w64-x86-64"
 rustup target list --installed 2>/dev/null | grep -qx "$TRIPLE" ||
     die "the Rust target $TRIPLE is missing; add it with: rustup target add $TRIPLE"
 
@@ -106,8 +107,11 @@ echo "== cargo build --target $TRIPLE ($PROFILE): warrend, warren, warren-deskto
 # a copy of it.
 rm -rf "$STAGE"
 mkdir -p "$STAGE"
+# The workspace's profiles keep debug info (line tables in release), which
+# makes the programs five times larger; the installed copies go without.
 for exe in warrend warren warren-desktop; do
     cp "$bin_dir/$exe.exe" "$STAGE/$exe.exe"
+    x86_64-w64-mingw32-strip --strip-debug "$STAGE/$exe.exe"
 done
 cp "$WINTUN" "$STAGE/wintun.dll"
 cp "$HERE/warren.wxs" "$STAGE/warren.wxs"

@@ -49,9 +49,9 @@ pub fn join_group_hint(_group: &str) -> String {
     "Run Warren from your own desktop session (not a service or remote shell), or ask an administrator.".to_string()
 }
 
-/// Ctrl-C, the console closing, or the machine shutting down. (Running as
-/// a Windows service, with the service manager's stop request, comes with
-/// the installer.)
+/// Ctrl-C, the console closing, or the machine shutting down: a helper run
+/// in a console. Run as the Windows service (`warrend --service`), the
+/// service manager's stop and shutdown controls end it instead.
 #[derive(Debug)]
 pub struct Shutdown {
     c: CtrlC,

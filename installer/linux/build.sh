@@ -10,32 +10,25 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$HERE/../.." && pwd)"
-PROFILE="${PROFILE:-release}"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-OUT="$TARGET_DIR/installer"
+WHO=installer/linux
+# shellcheck source=installer/common.sh
+. "$HERE/../common.sh"
 STAGE="$OUT/stage-linux"
-VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)"
 ARCH_DEB=amd64
 
-die() { echo "installer/linux: error: $*" >&2; exit 1; }
-need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is missing; install it with: sudo apt-get install $2"; }
-
-[ -n "$VERSION" ] || die "no version in $ROOT/Cargo.toml"
 [ "$#" -gt 0 ] || die "say which: deb, rpm or both"
 for format in "$@"; do
     case "$format" in
-        deb) need dpkg-deb dpkg; need dpkg-shlibdeps dpkg-dev ;;
-        rpm) need rpmbuild rpm ;;
+        deb)
+            need dpkg-deb "install it with: sudo apt-get install dpkg"
+            need dpkg-shlibdeps "install it with: sudo apt-get install dpkg-dev"
+            ;;
+        rpm) need rpmbuild "install it with: sudo apt-get install rpm" ;;
         *) die "unknown format '$format' (deb or rpm)" ;;
     esac
 done
 
-case "$PROFILE" in
-    release) cargo_profile=(--release); bin_dir="$TARGET_DIR/release" ;;
-    debug) cargo_profile=(); bin_dir="$TARGET_DIR/debug" ;;
-    *) die "PROFILE must be release or debug, not '$PROFILE'" ;;
-esac
+profile_dirs ""
 
 # The app embeds the built UI.
 if [ ! -f "$ROOT/ui/dist/index.html" ]; then

@@ -17,13 +17,11 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$HERE/../.." && pwd)"
-PROFILE="${PROFILE:-release}"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-OUT="$TARGET_DIR/installer"
+WHO=installer/windows
+# shellcheck source=installer/common.sh
+. "$HERE/../common.sh"
 STAGE="$OUT/stage-msi"
 TRIPLE=x86_64-pc-windows-gnu
-VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)"
 MSI="$OUT/warren-$VERSION-x86_64.msi"
 
 WINTUN_CRATE=wintun
@@ -31,21 +29,13 @@ WINTUN_CRATE_VERSION=0.5.1
 WINTUN_CRATE_SHA256=da99be64b5aa3de869c16977994314d0759a698d9a73ab0a5b1d52e2282033ae
 WINTUN_DLL_SHA256=e5da8447dc2c320edc0fc52fa01885c103de8c118481f683643cacc3220dafce
 
-die() { echo "installer/windows: error: $*" >&2; exit 1; }
-need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is missing; $2"; }
-
-[ -n "$VERSION" ] || die "no version in $ROOT/Cargo.toml"
 need wixl "install it with: sudo apt-get install wixl msitools"
 need x86_64-w64-mingw32-gcc "install it with: sudo apt-get install gcc-mingw-w64-x86-64"
 need x86_64-w64-mingw32-strip "install it with: sudo apt-get install binutils-mingw-w64-x86-64"
 rustup target list --installed 2>/dev/null | grep -qx "$TRIPLE" ||
     die "the Rust target $TRIPLE is missing; add it with: rustup target add $TRIPLE"
 
-case "$PROFILE" in
-    release) cargo_profile=(--release); bin_dir="$TARGET_DIR/$TRIPLE/release" ;;
-    debug) cargo_profile=(); bin_dir="$TARGET_DIR/$TRIPLE/debug" ;;
-    *) die "PROFILE must be release or debug, not '$PROFILE'" ;;
-esac
+profile_dirs "$TRIPLE"
 
 # The wintun.dll to ship: WINTUN_DLL, or the pinned copy from the crate.
 wintun_dll() {

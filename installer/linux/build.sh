@@ -87,7 +87,8 @@ render_script() { # TEMPLATE OUT
 
 build_deb() {
     local deps_w deps_d
-    # dpkg-shlibdeps reads the libraries' symbols files: exact Depends.
+    # dpkg-shlibdeps reads the libraries' symbols files: exact Depends. The
+    # tray's indicator library is loaded at run time, so it is named by hand.
     local shl="$STAGE/shlibdeps"
     mkdir -p "$shl/debian"
     printf 'Source: warren\n\nPackage: warren\nArchitecture: any\n' >"$shl/debian/control"
@@ -123,7 +124,7 @@ Version: $VERSION
 Architecture: $ARCH_DEB
 Maintainer: Warren maintainers <maintainers@warren.dev>
 Installed-Size: $(du -sk --exclude=DEBIAN "$D" | cut -f1)
-Depends: ${deps_d}, warren (= $VERSION)
+Depends: ${deps_d}, warren (= $VERSION), libayatana-appindicator3-1 | libappindicator3-1
 Section: net
 Priority: optional
 Homepage: https://warren.dev

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use warren_proto::control::TokenKind;
+use warren_proto::Secret;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -124,12 +125,112 @@ pub struct Device {
     pub address_index: i64,
 }
 
-/// One token as listed by `token list` (never the secret).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+/// One token as listed by `token list` and `GET /api/v1/tokens` (never the
+/// secret).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct TokenInfo {
+    /// The public id (the 16 hex characters after `wut_`/`wat_`).
     pub id: String,
+    /// The owning user's name.
+    pub owner: String,
+    /// `user` or `agent`.
     pub kind: String,
+    /// The device a browser sign-in minted it for; `None` for admin tokens.
+    pub device_name: Option<String>,
+    /// `admin` (`warren-coord token create`, agent tokens) or `browser`.
+    pub origin: String,
+    /// Unix seconds.
     pub created_at: i64,
+    /// Unix seconds, updated at most once a minute ([`TOUCH_INTERVAL_SECS`]).
+    pub last_used_at: Option<i64>,
+}
+
+/// A user as the sign-in flow sees them.
+pub type User = UserRow;
+
+/// Where a token came from, stored in `tokens.origin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenOrigin {
+    /// Made by an administrator (`warren-coord token create`).
+    Admin,
+    /// Minted by a browser sign-in (docs/signin.md).
+    Browser,
+}
+
+impl TokenOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenOrigin::Admin => "admin",
+            TokenOrigin::Browser => "browser",
+        }
+    }
+}
+
+/// Longest device name a token may carry, in characters.
+pub const MAX_DEVICE_NAME_LEN: usize = 64;
+
+/// `last_used_at` is written at most this often per token, so that a busy
+/// device does not turn every request into a database write.
+pub const TOUCH_INTERVAL_SECS: i64 = 60;
+
+/// Checks a device name ("alice-laptop (Linux)") and returns it trimmed:
+/// 1 to 64 characters, no control characters (it is shown in terminals and
+/// web pages).
+pub fn validate_device_name(name: &str) -> Result<String, DbError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() {
+        return Err(DbError::Invalid(
+            "the device name is empty; name the device after its host and OS, for example \"alice-laptop (Linux)\"".into(),
+        ));
+    }
+    if trimmed.chars().count() > MAX_DEVICE_NAME_LEN {
+        return Err(DbError::Invalid(format!(
+            "the device name is longer than {MAX_DEVICE_NAME_LEN} characters; use a shorter one"
+        )));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(DbError::Invalid(
+            "the device name contains control characters; use plain text".into(),
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// Makes a valid user name (see `names`) out of an identity provider's
+/// `preferred_username` (or subject): lowercase, the part before any `@`,
+/// other characters turned into hyphens, at most 32 characters; `user` if
+/// nothing usable is left.
+pub fn user_name_from(preferred: &str) -> String {
+    let local = preferred.split('@').next().unwrap_or(preferred);
+    let mut out = String::new();
+    for c in local.chars().flat_map(char::to_lowercase) {
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '-'
+        };
+        // One hyphen for a run of replaced characters.
+        if !(c == '-' && (out.is_empty() || out.ends_with('-'))) {
+            out.push(c);
+        }
+        if out.len() >= names::MAX_NAME_LEN {
+            break;
+        }
+    }
+    let trimmed = out.trim_matches('-');
+    if trimmed.is_empty() {
+        "user".into()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+/// `base` with a numeric suffix `-N` that still fits a name.
+fn numbered_name(base: &str, n: u32) -> String {
+    let suffix = format!("-{n}");
+    let keep = names::MAX_NAME_LEN - suffix.len();
+    let head = base.get(..keep.min(base.len())).unwrap_or(base);
+    format!("{}{suffix}", head.trim_end_matches('-'))
 }
 
 #[derive(sqlx::FromRow)]
@@ -163,6 +264,29 @@ pub fn parse_endpoints(json: &str) -> Vec<SocketAddr> {
         return Vec::new();
     }
     serde_json::from_str(json).unwrap_or_default()
+}
+
+/// Formats Unix seconds as RFC 3339 UTC (`2026-12-06T22:02:11Z`), for
+/// `token list` and the tokens page.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn now() -> i64 {
@@ -425,18 +549,209 @@ impl Db {
         Ok(t)
     }
 
+    /// Mints a user token for a device (`device_name`, checked with
+    /// [`validate_device_name`]) and returns the token text, to hand over
+    /// once, and its public id. `user` is a user's id or name (ids are UUIDs,
+    /// which no name can be).
+    pub async fn create_device_token(
+        &self,
+        user: &str,
+        device_name: &str,
+        origin: TokenOrigin,
+    ) -> Result<(Secret, String), DbError> {
+        let device_name = validate_device_name(device_name)?;
+        let (mut tx, _) = self.write().await?;
+        let user_id: String = sqlx::query_scalar("SELECT id FROM users WHERE id = ?1 OR name = ?1")
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| {
+                DbError::NotFound(format!(
+                    "there is no user {user:?}; an administrator adds users with `warren-coord user add NAME`"
+                ))
+            })?;
+        let t = token::generate(TokenKind::User);
+        insert_token(&mut tx, &t, "user", &user_id, None).await?;
+        sqlx::query("UPDATE tokens SET device_name = ?, origin = ? WHERE id = ?")
+            .bind(&device_name)
+            .bind(origin.as_str())
+            .bind(&t.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((t.token, t.id))
+    }
+
     /// Lists a user's tokens (user and agent tokens), without secrets.
     pub async fn list_tokens(&self, user: &str) -> Result<Vec<TokenInfo>, DbError> {
+        self.list_tokens_all(Some(user)).await
+    }
+
+    /// Lists every token, or only those of the user named `owner`, ordered
+    /// by owner and creation; never the secrets.
+    pub async fn list_tokens_all(&self, owner: Option<&str>) -> Result<Vec<TokenInfo>, DbError> {
         let mut tx = self.pool.begin().await?;
-        let user_id = Self::user_id(&mut tx, user).await?;
+        let owner_id = match owner {
+            Some(name) => Some(Self::user_id(&mut tx, name).await?),
+            None => None,
+        };
         let list = sqlx::query_as(
-            "SELECT id, kind, created_at FROM tokens WHERE user_id = ? ORDER BY created_at, id",
+            "SELECT t.id, u.name AS owner, t.kind, t.device_name, t.origin, t.created_at, t.last_used_at \
+             FROM tokens t JOIN users u ON u.id = t.user_id \
+             WHERE ?1 IS NULL OR t.user_id = ?1 \
+             ORDER BY u.name, t.created_at, t.id",
         )
-        .bind(user_id)
+        .bind(owner_id)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(list)
+    }
+
+    /// A user's own device (user-kind) tokens, for `GET /api/v1/tokens` and
+    /// the tokens page; agent tokens are the administrator's to manage.
+    pub async fn list_own_tokens(&self, user_id: &str) -> Result<Vec<TokenInfo>, DbError> {
+        Ok(sqlx::query_as(
+            "SELECT t.id, u.name AS owner, t.kind, t.device_name, t.origin, t.created_at, t.last_used_at \
+             FROM tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.user_id = ? AND t.kind = 'user' \
+             ORDER BY t.created_at, t.id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Revokes one of the user's own user tokens (by user id). Another
+    /// user's token, an agent token and an unknown id are all the same
+    /// `NotFound`, so ids cannot be probed.
+    pub async fn revoke_own_token(&self, user_id: &str, id: &str) -> Result<(), DbError> {
+        let (mut tx, _) = self.write().await?;
+        let done = sqlx::query("DELETE FROM tokens WHERE id = ? AND user_id = ? AND kind = 'user'")
+            .bind(id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound(format!(
+                "you have no token with id {id:?}; list yours with GET /api/v1/tokens"
+            )));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records that token `id` authenticated at `now` (Unix seconds), at
+    /// most once per [`TOUCH_INTERVAL_SECS`]. Returns whether it wrote. It
+    /// does not bump the revision: nothing `serve` mirrors changed.
+    pub async fn touch_token(&self, id: &str, now: i64) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE tokens SET last_used_at = ?2 \
+             WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at <= ?2 - ?3)",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(TOUCH_INTERVAL_SECS)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The user who signs in as `subject` at `issuer`, if any.
+    pub async fn user_by_oidc(&self, issuer: &str, subject: &str) -> Result<Option<User>, DbError> {
+        Ok(
+            sqlx::query_as("SELECT id, name FROM users WHERE oidc_issuer = ? AND oidc_subject = ?")
+                .bind(issuer)
+                .bind(subject)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Creates the user for `(issuer, subject)` on first sign-in (with
+    /// `--oidc-auto-create`), named after `preferred_name` (see
+    /// [`user_name_from`]) made unique with `-2`, `-3`, …. If the pair is
+    /// already bound (two sign-ins racing), returns that user.
+    pub async fn create_oidc_user(
+        &self,
+        issuer: &str,
+        subject: &str,
+        preferred_name: &str,
+    ) -> Result<User, DbError> {
+        check_oidc_pair(issuer, subject)?;
+        let (mut tx, _) = self.write().await?;
+        let existing: Option<User> =
+            sqlx::query_as("SELECT id, name FROM users WHERE oidc_issuer = ? AND oidc_subject = ?")
+                .bind(issuer)
+                .bind(subject)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(user) = existing {
+            return Ok(user);
+        }
+        let base = user_name_from(preferred_name);
+        let mut name = base.clone();
+        let mut n = 1;
+        loop {
+            let taken: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE name = ?")
+                .bind(&name)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if taken.is_none() {
+                break;
+            }
+            n += 1;
+            if n > 10_000 {
+                return Err(DbError::Exists(format!(
+                    "too many users are named like {base:?}; an administrator should add this user with `warren-coord user add` and `user link-oidc`"
+                )));
+            }
+            name = numbered_name(&base, n);
+        }
+        names::validate("user", &name)?;
+        let id = new_id();
+        sqlx::query(
+            "INSERT INTO users (id, name, created_at, oidc_issuer, oidc_subject) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&name)
+        .bind(now())
+        .bind(issuer)
+        .bind(subject)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(User { id, name })
+    }
+
+    /// Binds the existing user `user` (a name) to `(issuer, subject)`,
+    /// replacing any earlier binding of that user. `Exists` if another user
+    /// holds the pair.
+    pub async fn link_oidc(&self, user: &str, issuer: &str, subject: &str) -> Result<(), DbError> {
+        check_oidc_pair(issuer, subject)?;
+        let (mut tx, _) = self.write().await?;
+        let user_id = Self::user_id(&mut tx, user).await?;
+        let holder: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM users WHERE oidc_issuer = ? AND oidc_subject = ? AND id <> ?",
+        )
+        .bind(issuer)
+        .bind(subject)
+        .bind(&user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(other) = holder {
+            return Err(DbError::Exists(format!(
+                "user {other:?} already signs in as this subject; an identity belongs to one user (remove or relink {other:?} first)"
+            )));
+        }
+        sqlx::query("UPDATE users SET oidc_issuer = ?, oidc_subject = ? WHERE id = ?")
+            .bind(issuer)
+            .bind(subject)
+            .bind(&user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Deletes a token by its public id (the 16 hex characters after
@@ -449,7 +764,7 @@ impl Db {
             .await?;
         if done.rows_affected() == 0 {
             return Err(DbError::NotFound(format!(
-                "there is no token with id {id:?}; list them with `warren-coord token list USER`"
+                "there is no token with id {id:?}; list them with `warren-coord token list --owner USER`"
             )));
         }
         tx.commit().await?;
@@ -823,6 +1138,16 @@ async fn insert_token(
     Ok(())
 }
 
+/// An issuer and subject must both be given; they are compared exactly.
+fn check_oidc_pair(issuer: &str, subject: &str) -> Result<(), DbError> {
+    if issuer.is_empty() || subject.is_empty() {
+        return Err(DbError::Invalid(
+            "an OpenID Connect identity needs both an issuer URL and a subject; give both".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn meta_from_row(row: MetaRow) -> Result<Meta, DbError> {
     let ipv6_prefix = Ula48::parse(&row.ipv6_prefix).ok_or_else(|| {
         DbError::Invalid(format!(
@@ -1081,6 +1406,292 @@ mod tests {
         // Seeding again adds nothing new but does not fail.
         db.seed("bench", 50, 3).await.unwrap();
         assert_eq!(db.load().await.unwrap().agents.len(), 150);
+    }
+
+    /// A database written by the version before per-device tokens (schema
+    /// 2) opens, migrates, and keeps its users and working tokens.
+    #[tokio::test]
+    async fn a_version_2_database_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePoolOptions::new()
+            .connect_with(options)
+            .await
+            .unwrap();
+        let old = sqlx::migrate::Migrator {
+            migrations: MIGRATOR
+                .iter()
+                .filter(|m| m.version <= 2)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        old.run(&pool).await.unwrap();
+        let t = token::generate(TokenKind::User);
+        sqlx::query("INSERT INTO meta (id, ipv6_prefix) VALUES (1, 'fd00:1:2')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO users (id, name, created_at) VALUES ('u1', 'alice', 100)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO tokens (id, kind, user_id, salt, hash, created_at) VALUES (?, 'user', 'u1', ?, ?, 200)")
+            .bind(&t.id)
+            .bind(&t.salt)
+            .bind(&t.hash)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+
+        let db = Db::open(&path).await.unwrap();
+        let p = db.authenticate(t.token.expose()).await.unwrap().unwrap();
+        assert_eq!(p.user, "alice");
+        let list = db.list_tokens_all(None).await.unwrap();
+        assert_eq!(
+            list,
+            vec![TokenInfo {
+                id: t.id.clone(),
+                owner: "alice".into(),
+                kind: "user".into(),
+                device_name: None,
+                origin: "admin".into(),
+                created_at: 200,
+                last_used_at: None,
+            }]
+        );
+        assert_eq!(db.user_by_oidc("https://idp", "s").await.unwrap(), None);
+        db.link_oidc("alice", "https://idp", "s").await.unwrap();
+        assert_eq!(
+            db.user_by_oidc("https://idp", "s")
+                .await
+                .unwrap()
+                .unwrap()
+                .name,
+            "alice"
+        );
+    }
+
+    #[tokio::test]
+    async fn device_tokens_are_named_listed_and_work() {
+        let (_d, db) = db().await;
+        let alice_id = db.add_user("alice").await.unwrap();
+        db.add_user("bob").await.unwrap();
+        let admin = db.create_user_token("bob").await.unwrap();
+        // By id and by name.
+        let (secret, id) = db
+            .create_device_token(&alice_id, "  alice-laptop (Linux) ", TokenOrigin::Browser)
+            .await
+            .unwrap();
+        let (_, id2) = db
+            .create_device_token("alice", "phone", TokenOrigin::Admin)
+            .await
+            .unwrap();
+        let p = db.authenticate(secret.expose()).await.unwrap().unwrap();
+        assert_eq!(
+            (p.user.as_str(), p.token_id.as_str()),
+            ("alice", id.as_str())
+        );
+
+        let mine = db.list_tokens_all(Some("alice")).await.unwrap();
+        assert_eq!(mine.len(), 2);
+        assert_eq!(
+            mine.iter()
+                .find(|t| t.id == id)
+                .unwrap()
+                .device_name
+                .as_deref(),
+            Some("alice-laptop (Linux)")
+        );
+        assert_eq!(mine.iter().find(|t| t.id == id).unwrap().origin, "browser");
+        assert_eq!(mine.iter().find(|t| t.id == id2).unwrap().origin, "admin");
+        let all = db.list_tokens_all(None).await.unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(all
+            .iter()
+            .any(|t| t.id == admin.id && t.owner == "bob" && t.device_name.is_none()));
+        assert!(matches!(
+            db.list_tokens_all(Some("carol")).await,
+            Err(DbError::NotFound(_))
+        ));
+
+        for bad in ["", "   ", "a\u{7}b", &"x".repeat(65)] {
+            assert!(
+                matches!(
+                    db.create_device_token("alice", bad, TokenOrigin::Browser)
+                        .await,
+                    Err(DbError::Invalid(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        // 64 characters, not bytes.
+        db.create_device_token("alice", &"é".repeat(64), TokenOrigin::Browser)
+            .await
+            .unwrap();
+        assert!(matches!(
+            db.create_device_token("nobody", "x", TokenOrigin::Browser)
+                .await,
+            Err(DbError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn users_revoke_only_their_own_user_tokens() {
+        let (_d, db) = db().await;
+        let alice = db.add_user("alice").await.unwrap();
+        let bob = db.add_user("bob").await.unwrap();
+        db.add_workspace("alice", "api").await.unwrap();
+        let (_, agent) = db.add_agent("alice", "api", "main", None).await.unwrap();
+        let agent_id = agent.unwrap().id;
+        let (_, a) = db
+            .create_device_token("alice", "a", TokenOrigin::Browser)
+            .await
+            .unwrap();
+        let (_, b) = db
+            .create_device_token("bob", "b", TokenOrigin::Browser)
+            .await
+            .unwrap();
+
+        let own = db.list_own_tokens(&alice).await.unwrap();
+        assert_eq!(
+            own.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+            vec![a.as_str()]
+        );
+
+        // Someone else's token, an agent token and a made-up id all read as
+        // "not found", with the same message.
+        let mut messages = Vec::new();
+        for id in [b.as_str(), agent_id.as_str(), "0123456789abcdef"] {
+            match db.revoke_own_token(&alice, id).await {
+                Err(DbError::NotFound(m)) => messages.push(m.replace(id, "ID")),
+                other => panic!("{id}: {other:?}"),
+            }
+        }
+        assert!(messages.windows(2).all(|w| w[0] == w[1]), "{messages:?}");
+        assert_eq!(db.list_own_tokens(&bob).await.unwrap().len(), 1);
+        db.revoke_own_token(&alice, &a).await.unwrap();
+        assert!(db.list_own_tokens(&alice).await.unwrap().is_empty());
+        assert!(matches!(
+            db.revoke_own_token(&alice, &a).await,
+            Err(DbError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn touching_a_token_is_throttled_to_once_a_minute() {
+        let (_d, db) = db().await;
+        db.add_user("alice").await.unwrap();
+        let (_, id) = db
+            .create_device_token("alice", "d", TokenOrigin::Browser)
+            .await
+            .unwrap();
+        let last = |db: Db| async move {
+            db.list_tokens_all(Some("alice")).await.unwrap()[0].last_used_at
+        };
+        assert_eq!(last(db.clone()).await, None);
+        let before = db.revision().await.unwrap();
+        assert!(db.touch_token(&id, 1_000).await.unwrap());
+        assert_eq!(last(db.clone()).await, Some(1_000));
+        assert!(!db.touch_token(&id, 1_030).await.unwrap());
+        assert!(!db.touch_token(&id, 1_059).await.unwrap());
+        assert_eq!(last(db.clone()).await, Some(1_000));
+        assert!(db.touch_token(&id, 1_060).await.unwrap());
+        assert_eq!(last(db.clone()).await, Some(1_060));
+        assert!(!db.touch_token("0123456789abcdef", 5_000).await.unwrap());
+        // Use is not a change `serve` needs to reload for.
+        assert_eq!(db.revision().await.unwrap(), before);
+    }
+
+    #[tokio::test]
+    async fn an_identity_belongs_to_one_user() {
+        let (_d, db) = db().await;
+        db.add_user("alice").await.unwrap();
+        db.add_user("bob").await.unwrap();
+        db.link_oidc("alice", "https://idp", "sub-1").await.unwrap();
+        assert!(matches!(
+            db.link_oidc("bob", "https://idp", "sub-1").await,
+            Err(DbError::Exists(_))
+        ));
+        // The same subject at another issuer is another identity.
+        db.link_oidc("bob", "https://other", "sub-1").await.unwrap();
+        // Relinking oneself is fine; the old pair is freed.
+        db.link_oidc("alice", "https://idp", "sub-1").await.unwrap();
+        db.link_oidc("alice", "https://idp", "sub-2").await.unwrap();
+        assert_eq!(db.user_by_oidc("https://idp", "sub-1").await.unwrap(), None);
+        // The database itself refuses a duplicate pair.
+        assert!(sqlx::query("UPDATE users SET oidc_issuer = 'https://other', oidc_subject = 'sub-1' WHERE name = 'alice'")
+            .execute(&db.pool)
+            .await
+            .is_err());
+        assert!(db.link_oidc("alice", "", "x").await.is_err());
+        assert!(matches!(
+            db.link_oidc("carol", "https://idp", "x").await,
+            Err(DbError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn oidc_users_get_unique_valid_names() {
+        let (_d, db) = db().await;
+        db.add_user("alice").await.unwrap();
+        let a2 = db
+            .create_oidc_user("https://idp", "s1", "Alice@example.com")
+            .await
+            .unwrap();
+        assert_eq!(a2.name, "alice-2");
+        let a3 = db
+            .create_oidc_user("https://idp", "s2", "alice")
+            .await
+            .unwrap();
+        assert_eq!(a3.name, "alice-3");
+        // The same identity again is the same user, not a new one.
+        let again = db
+            .create_oidc_user("https://idp", "s1", "whatever")
+            .await
+            .unwrap();
+        assert_eq!(again, a2);
+        assert_eq!(
+            db.user_by_oidc("https://idp", "s2").await.unwrap(),
+            Some(a3)
+        );
+        let odd = db
+            .create_oidc_user("https://idp", "s3", "Zoë  Smith_(ops)")
+            .await
+            .unwrap();
+        assert_eq!(odd.name, "zo-smith-ops");
+        let empty = db
+            .create_oidc_user("https://idp", "s4", "!!!")
+            .await
+            .unwrap();
+        assert_eq!(empty.name, "user");
+        let long = "x".repeat(40);
+        let l1 = db
+            .create_oidc_user("https://idp", "s5", &long)
+            .await
+            .unwrap();
+        let l2 = db
+            .create_oidc_user("https://idp", "s6", &long)
+            .await
+            .unwrap();
+        assert_eq!(l1.name, "x".repeat(32));
+        assert_eq!(l2.name, format!("{}-2", "x".repeat(30)));
+        for u in [&a2, &odd, &empty, &l1, &l2] {
+            names::validate("user", &u.name).unwrap();
+        }
+    }
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_796_594_531), "2026-12-06T22:02:11Z");
     }
 
     #[tokio::test]

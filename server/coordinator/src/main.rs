@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use tracing_subscriber::EnvFilter;
-use warren_coord::db::Db;
+use warren_coord::db::{rfc3339, Db};
 
 #[derive(Parser)]
 #[command(
@@ -62,14 +62,30 @@ enum UserCmd {
     Rm { name: String },
     /// List users.
     List,
+    /// Let a user sign in with the browser as an identity provider's subject
+    /// (the `sub` of their ID token at `--issuer`).
+    LinkOidc {
+        name: String,
+        /// The identity provider's issuer URL, exactly as `serve --oidc-issuer`.
+        #[arg(long)]
+        issuer: String,
+        /// The user's subject (`sub`) at that provider.
+        #[arg(long)]
+        subject: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum TokenCmd {
     /// Create a token for a user and print it (shown only this once).
     Create { user: String },
-    /// List a user's token ids (never the secrets).
-    List { user: String },
+    /// List tokens (never the secrets): id, owner, device name, created and
+    /// last used, for every user or one.
+    List {
+        /// Only this user's tokens.
+        #[arg(long)]
+        owner: Option<String>,
+    },
     /// Revoke a token by its id (the 16 hex characters after `wut_`/`wat_`).
     Revoke { id: String },
 }
@@ -203,6 +219,14 @@ async fn run(db: &Db, command: Command) -> Result<()> {
             db.remove_user(&name).await?;
             eprintln!("removed user {name}");
         }
+        Command::User(UserCmd::LinkOidc {
+            name,
+            issuer,
+            subject,
+        }) => {
+            db.link_oidc(&name, &issuer, &subject).await?;
+            eprintln!("user {name} now signs in with the browser as {subject:?} at {issuer}");
+        }
         Command::User(UserCmd::List) => {
             for u in db.list_users().await? {
                 println!("{u}");
@@ -213,9 +237,27 @@ async fn run(db: &Db, command: Command) -> Result<()> {
             // The one place a token is shown: stdout, one line, nothing else.
             println!("{}", t.token.expose());
         }
-        Command::Token(TokenCmd::List { user }) => {
-            for t in db.list_tokens(&user).await? {
-                println!("{}\t{}\t{}", t.id, t.kind, t.created_at);
+        Command::Token(TokenCmd::List { owner }) => {
+            println!("ID\tOWNER\tDEVICE\tCREATED\tLAST USED");
+            for t in db.list_tokens_all(owner.as_deref()).await? {
+                // Tabs and newlines in a device name would break the columns.
+                let device = t
+                    .device_name
+                    .as_deref()
+                    .map(|d| d.replace(['\t', '\n', '\r'], " "))
+                    .unwrap_or_else(|| "-".into());
+                let last_used = t
+                    .last_used_at
+                    .map(rfc3339)
+                    .unwrap_or_else(|| "never".into());
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    t.id,
+                    t.owner,
+                    device,
+                    rfc3339(t.created_at),
+                    last_used
+                );
             }
         }
         Command::Token(TokenCmd::Revoke { id }) => {

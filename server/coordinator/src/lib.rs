@@ -9,6 +9,7 @@
 //! - [`listener`]: the accept loop, with the limits and timers of [`guard`]
 //! - [`token`], [`names`], [`addr`]: tokens, name rules, address allocation
 //! - [`turn`]: TURN relays and the short-lived credentials handed out
+//! - [`oidc`]: browser sign-in through an OpenID Connect identity provider
 
 pub mod addr;
 pub mod api;
@@ -18,6 +19,7 @@ pub mod guard;
 pub mod hub;
 pub mod listener;
 pub mod names;
+pub mod oidc;
 pub mod token;
 pub mod turn;
 pub mod world;

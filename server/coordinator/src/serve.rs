@@ -70,6 +70,8 @@ pub struct ServeArgs {
     /// after two thirds of that.
     #[arg(long, value_name = "SECS", default_value_t = turn::DEFAULT_TTL.as_secs(), requires = "turn")]
     turn_credential_ttl: u64,
+    #[command(flatten)]
+    oidc: warren_coord::oidc::OidcArgs,
 }
 
 /// Descriptors kept for everything but client sockets: the database (each
@@ -255,7 +257,8 @@ pub async fn serve(db: Db, args: ServeArgs) -> Result<()> {
         throttle: AuthThrottle::new(args.auth_failures_burst, args.auth_failures_per_minute),
         turn,
     });
-    let app = api::router(state);
+    let oidc = warren_coord::oidc::setup(&args.oidc, state.db.clone()).await?;
+    let app = api::router(state).merge(warren_coord::oidc::router(oidc));
 
     let tls = match tls {
         Some((cert, key)) => Some(tls_acceptor(&cert, &key)?),

@@ -1,0 +1,509 @@
+//! The HTTP side of browser sign-in (docs/signin.md, flow 1): the sign-in
+//! page, the round trip to the identity provider, and the token exchange.
+//!
+//! Nothing secret is logged: requests are logged by path only (codes and
+//! states travel in queries), and no token, code, verifier, nonce or ID
+//! token reaches a log line or an error page.
+
+use super::config::{error_chain, Discovered, IdpClient};
+use super::flow::{self, ClientKind, Flow, FlowError, Grant, IdpRound, SigninQuery};
+use super::pages;
+use crate::db::{Db, TokenOrigin, User};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use openidconnect::core::CoreAuthenticationFlow;
+use openidconnect::url::Url;
+use openidconnect::{
+    AccessTokenHash, AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, Scope, TokenResponse,
+};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Browser sign-in, when `--oidc-issuer` is given.
+pub struct Oidc {
+    pub client: IdpClient,
+    pub http: openidconnect::reqwest::Client,
+    pub issuer: String,
+    pub public_url: Url,
+    /// Shown as "Sign in to DEPLOYMENT": the public URL's host.
+    pub deployment: String,
+    pub auto_create: bool,
+    pub db: Db,
+    pub flow: Mutex<Flow>,
+}
+
+impl Oidc {
+    pub fn new(d: Discovered, db: Db, auto_create: bool) -> Self {
+        let deployment = d
+            .public_url
+            .host_str()
+            .unwrap_or("this Warren deployment")
+            .to_string();
+        Self {
+            client: d.client,
+            http: d.http,
+            issuer: d.issuer,
+            public_url: d.public_url,
+            deployment,
+            auto_create,
+            db,
+            flow: Mutex::new(Flow::new(flow::DEFAULT_CAP)),
+        }
+    }
+
+    fn flow(&self) -> std::sync::MutexGuard<'_, Flow> {
+        // A panic while holding the lock leaves plain maps behind, which
+        // stay consistent: keep serving.
+        self.flow.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+type St = Option<Arc<Oidc>>;
+
+/// The sign-in routes. Without `oidc` they answer with a page saying
+/// this deployment uses tokens from an administrator.
+pub fn router(oidc: Option<Arc<Oidc>>) -> Router {
+    Router::new()
+        .route("/signin", get(signin))
+        .route("/oidc/start/{id}", get(start))
+        .route("/oidc/callback", get(callback))
+        .route("/api/v1/signin/token", post(token))
+        .layer(axum::middleware::from_fn(headers_and_log))
+        .with_state(oidc)
+}
+
+/// No caching, no referrer (a code in a URL must not leak to another
+/// site), no framing, no script; and a log line without the query.
+async fn headers_and_log(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut resp = next.run(req).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), "sign-in request");
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    );
+    resp
+}
+
+fn page(status: StatusCode, html: String) -> Response {
+    (status, Html(html)).into_response()
+}
+
+fn not_configured() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        pages::error(
+            "Browser sign-in is not set up here",
+            "This Warren deployment does not sign people in through a browser.",
+            "Ask your administrator for a token and sign in with it (warren login --token-stdin, or \"Use a token\" in the app).",
+        ),
+    )
+}
+
+fn expired_or_replayed() -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        pages::error(
+            "This sign-in link expired or was already used",
+            "Each sign-in link works once, for ten minutes.",
+            "Start again from the Warren app or with warren login.",
+        ),
+    )
+}
+
+fn busy() -> Response {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        pages::error(
+            "Too many sign-ins in progress",
+            "This coordinator is holding as many unfinished sign-ins as it allows.",
+            "Try again in a few minutes; if it persists, tell your administrator.",
+        ),
+    )
+}
+
+async fn signin(State(oidc): State<St>, Query(q): Query<SigninQuery>) -> Response {
+    let Some(oidc) = oidc else {
+        return not_configured();
+    };
+    let request = match flow::validate(&q) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!("sign-in request refused: {e}");
+            return page(
+                StatusCode::BAD_REQUEST,
+                pages::error(
+                    "This sign-in request is not valid",
+                    &format!("The link that opened this page is wrong: {e}."),
+                    "Start again from the Warren app or with warren login; if this keeps happening, update Warren.",
+                ),
+            );
+        }
+    };
+    let device = request.device.clone();
+    let id = match oidc.flow().begin(request, Instant::now()) {
+        Ok(id) => id,
+        Err(_) => return busy(),
+    };
+    page(
+        StatusCode::OK,
+        pages::signin(&oidc.deployment, &device, &format!("oidc/start/{id}")),
+    )
+}
+
+async fn start(State(oidc): State<St>, Path(id): Path<String>) -> Response {
+    let Some(oidc) = oidc else {
+        return not_configured();
+    };
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let nonce = Nonce::new_random();
+    let round = IdpRound {
+        pkce_verifier: verifier.secret().clone(),
+        nonce: nonce.secret().clone(),
+    };
+    if oidc.flow().start(&id, round, Instant::now()).is_err() {
+        return expired_or_replayed();
+    }
+    let state = id.clone();
+    let (url, _, _) = oidc
+        .client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            move || CsrfToken::new(state),
+            move || nonce,
+        )
+        .add_scope(Scope::new("profile".into()))
+        .add_scope(Scope::new("email".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    redirect(url.as_str())
+}
+
+fn redirect(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(v) => (StatusCode::SEE_OTHER, [(header::LOCATION, v)]).into_response(),
+        Err(_) => page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            pages::error(
+                "Cannot continue the sign-in",
+                "The address to continue at is not valid.",
+                "Tell your administrator; the identity provider's configuration may be wrong.",
+            ),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CallbackQuery {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// Errors of the callback, each a page.
+enum CallbackError {
+    Provider {
+        error: String,
+        description: Option<String>,
+    },
+    Exchange(String),
+    IdToken(String),
+    NotSetUp,
+    Server(String),
+}
+
+impl CallbackError {
+    fn into_response(self, deployment: &str) -> Response {
+        match self {
+            CallbackError::Provider { error, .. } if error == "access_denied" => page(
+                StatusCode::FORBIDDEN,
+                pages::error(
+                    "You declined to sign in",
+                    "The identity provider says you declined (access_denied), so Warren did not sign you in.",
+                    "To sign in, start again from the Warren app or with warren login and accept.",
+                ),
+            ),
+            CallbackError::Provider { error, description } => {
+                let what = match description {
+                    Some(d) => format!("The identity provider refused the sign-in: {error} ({d})."),
+                    None => format!("The identity provider refused the sign-in: {error}."),
+                };
+                page(
+                    StatusCode::BAD_GATEWAY,
+                    pages::error(
+                        "The identity provider refused the sign-in",
+                        &what,
+                        "Start again; if it happens again, tell your administrator what this page says.",
+                    ),
+                )
+            }
+            CallbackError::Exchange(why) => {
+                tracing::warn!("sign-in failed at the code exchange: {why}");
+                page(
+                    StatusCode::BAD_GATEWAY,
+                    pages::error(
+                        "Sign-in could not be completed",
+                        "The identity provider did not accept this coordinator's request to finish the sign-in.",
+                        "Start again; if it happens again, tell your administrator (the coordinator's log says why).",
+                    ),
+                )
+            }
+            CallbackError::IdToken(why) => {
+                tracing::warn!("sign-in refused: the ID token is not valid: {why}");
+                page(
+                    StatusCode::BAD_GATEWAY,
+                    pages::error(
+                        "Your sign-in could not be verified",
+                        "The identity provider's answer did not pass verification (its ID token was not valid for this coordinator).",
+                        "Start again; if it happens again, tell your administrator (the coordinator's log says why).",
+                    ),
+                )
+            }
+            CallbackError::NotSetUp => page(
+                StatusCode::FORBIDDEN,
+                pages::error(
+                    "Your account isn't set up on this deployment",
+                    &format!("You signed in at the identity provider, but {deployment} has no Warren user for that account."),
+                    "Ask an administrator to add you, then sign in again.",
+                ),
+            ),
+            CallbackError::Server(why) => {
+                tracing::error!("sign-in failed: {why}");
+                page(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    pages::error(
+                        "Sign-in failed on the coordinator",
+                        "Something went wrong on this coordinator while finishing the sign-in.",
+                        "Try again in a minute; if it keeps failing, tell your administrator.",
+                    ),
+                )
+            }
+        }
+    }
+}
+
+async fn callback(State(oidc): State<St>, Query(q): Query<CallbackQuery>) -> Response {
+    let Some(oidc) = oidc else {
+        return not_configured();
+    };
+    let Some(state) = q.state.as_deref() else {
+        return expired_or_replayed();
+    };
+    let (request, round) = match oidc.flow().take(state, Instant::now()) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::info!("sign-in callback refused: {e}");
+            return expired_or_replayed();
+        }
+    };
+    let result = finish(&oidc, q, round).await;
+    let user = match result {
+        Ok(user) => user,
+        Err(e) => return e.into_response(&oidc.deployment),
+    };
+    tracing::info!(user = %user.name, device = %request.device, "signed in through the identity provider");
+    let grant = Grant {
+        user_id: user.id,
+        user: user.name,
+        device: request.device.clone(),
+    };
+    let code = match oidc
+        .flow()
+        .issue(grant, request.code_challenge.clone(), Instant::now())
+    {
+        Ok(c) => c,
+        Err(_) => return busy(),
+    };
+    let mut target = match Url::parse(&request.redirect_uri) {
+        Ok(u) => u,
+        Err(e) => {
+            return CallbackError::Server(format!("redirect address: {e}"))
+                .into_response(&oidc.deployment)
+        }
+    };
+    target
+        .query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", &request.state);
+    match request.client {
+        ClientKind::Cli => redirect(target.as_str()),
+        ClientKind::App => page(
+            StatusCode::OK,
+            pages::signed_in_app(&oidc.deployment, target.as_str()),
+        ),
+    }
+}
+
+/// The identity provider's answer to the user: exchange, verify, match.
+async fn finish(oidc: &Oidc, q: CallbackQuery, round: IdpRound) -> Result<User, CallbackError> {
+    if let Some(error) = q.error {
+        tracing::info!(error = %error, "the identity provider returned an error");
+        return Err(CallbackError::Provider {
+            error,
+            description: q.error_description,
+        });
+    }
+    let Some(code) = q.code else {
+        return Err(CallbackError::Provider {
+            error: "invalid_response".into(),
+            description: Some("the answer had neither a code nor an error".into()),
+        });
+    };
+    let request = oidc
+        .client
+        .exchange_code(AuthorizationCode::new(code))
+        .map_err(|e| CallbackError::Exchange(error_chain(&e)))?
+        .set_pkce_verifier(PkceCodeVerifier::new(round.pkce_verifier));
+    let response = request
+        .request_async(&oidc.http)
+        .await
+        .map_err(|e| CallbackError::Exchange(error_chain(&e)))?;
+    let id_token = response
+        .id_token()
+        .ok_or_else(|| CallbackError::IdToken("the token response has no ID token".into()))?;
+    let verifier = oidc.client.id_token_verifier();
+    let nonce = Nonce::new(round.nonce);
+    let claims = id_token
+        .claims(&verifier, &nonce)
+        .map_err(|e| CallbackError::IdToken(error_chain(&e)))?;
+    if let Some(expected) = claims.access_token_hash() {
+        let alg = id_token
+            .signing_alg()
+            .map_err(|e| CallbackError::IdToken(error_chain(&e)))?;
+        let key = id_token
+            .signing_key(&verifier)
+            .map_err(|e| CallbackError::IdToken(error_chain(&e)))?;
+        let actual = AccessTokenHash::from_token(response.access_token(), alg, key)
+            .map_err(|e| CallbackError::IdToken(error_chain(&e)))?;
+        if actual != *expected {
+            return Err(CallbackError::IdToken(
+                "the access token hash does not match".into(),
+            ));
+        }
+    }
+    let subject = claims.subject().as_str().to_string();
+    let preferred = claims
+        .preferred_username()
+        .map(|u| u.as_str().to_string())
+        .unwrap_or_else(|| subject.clone());
+    match oidc.db.user_by_oidc(&oidc.issuer, &subject).await {
+        Ok(Some(user)) => Ok(user),
+        Ok(None) if oidc.auto_create => oidc
+            .db
+            .create_oidc_user(&oidc.issuer, &subject, &preferred)
+            .await
+            .map_err(|e| CallbackError::Server(format!("cannot create the user: {e}"))),
+        Ok(None) => {
+            tracing::info!(issuer = %oidc.issuer, "sign-in refused: no user has this identity (add them, or serve with --oidc-auto-create)");
+            Err(CallbackError::NotSetUp)
+        }
+        Err(e) => Err(CallbackError::Server(format!(
+            "cannot look up the user: {e}"
+        ))),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenRequest {
+    grant_type: Option<String>,
+    code: Option<String>,
+    code_verifier: Option<String>,
+}
+
+fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": error, "message": message })),
+    )
+        .into_response()
+}
+
+async fn token(State(oidc): State<St>, body: axum::body::Bytes) -> Response {
+    let Some(oidc) = oidc else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "This deployment does not sign people in through a browser; ask an administrator for a token.",
+        );
+    };
+    let Ok(req) = serde_json::from_slice::<TokenRequest>(&body) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The body must be JSON: {\"grant_type\":\"authorization_code\",\"code\":\"…\",\"code_verifier\":\"…\"}.",
+        );
+    };
+    match req.grant_type.as_deref() {
+        Some("authorization_code") => {}
+        _ => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "grant_type must be authorization_code.",
+            )
+        }
+    }
+    let (Some(code), Some(verifier)) = (req.code, req.code_verifier) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "code and code_verifier are required.",
+        );
+    };
+    let grant = match oidc.flow().redeem(&code, &verifier, Instant::now()) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::info!("sign-in code refused: {e}");
+            let message = match e {
+                FlowError::WrongVerifier => "The code verifier does not match; the code is now used up. Sign in again.",
+                _ => "The code is unknown, expired or already used; codes work once, for 60 seconds. Sign in again.",
+            };
+            return json_error(StatusCode::BAD_REQUEST, "invalid_grant", message);
+        }
+    };
+    match oidc
+        .db
+        .create_device_token(&grant.user_id, &grant.device, TokenOrigin::Browser)
+        .await
+    {
+        Ok((token, token_id)) => {
+            tracing::info!(user = %grant.user, device = %grant.device, token_id = %token_id, "device token minted");
+            (
+                StatusCode::OK,
+                Json(serde_json::json!({
+                    "token": token.expose(),
+                    "user": grant.user,
+                    "token_id": token_id,
+                })),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(user = %grant.user, "cannot mint a device token: {e}");
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "The coordinator could not store the new token; try signing in again, and tell your administrator if it keeps failing.",
+            )
+        }
+    }
+}

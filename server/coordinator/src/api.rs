@@ -12,10 +12,10 @@ use crate::turn::TurnConfig;
 use crate::world::{self, OwnerView, PeerView};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::Extension;
 use axum::{Json, Router};
 use std::sync::Arc;
@@ -160,6 +160,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/health", get(health))
         .route(control::ME_PATH, get(me))
         .route(control::CONNECT_PATH, get(connect))
+        .route("/api/v1/tokens", get(list_tokens))
+        .route("/api/v1/tokens/{id}", delete(revoke_token))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(log_request))
@@ -191,7 +193,7 @@ async fn not_found() -> HttpError {
     HttpError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "There is nothing at this path; the API lives under /api/v1/ (me, connect, health).",
+        "There is nothing at this path; the API lives under /api/v1/ (me, connect, health, tokens).",
     )
 }
 
@@ -199,7 +201,7 @@ async fn method_not_allowed() -> HttpError {
     HttpError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "This path does not accept that method; the Warren API uses GET.",
+        "This path does not accept that method; the Warren API uses GET (and DELETE for /api/v1/tokens/ID).",
     )
 }
 
@@ -260,7 +262,10 @@ async fn authenticate(
         }
     };
     match outcome {
-        TokenCheck::Valid(p) => return Ok(p),
+        TokenCheck::Valid(p) => {
+            touch(&state.db, &p.token_id);
+            return Ok(p);
+        }
         TokenCheck::WrongSecret => failed(tried),
         TokenCheck::Malformed => failed(None),
         TokenCheck::UnknownId => {
@@ -272,6 +277,102 @@ async fn authenticate(
     }
     tracing::info!("refused a request with an invalid token");
     Err(invalid())
+}
+
+/// Records a token's use for `token list` without holding up the request on
+/// a database write (at most one a minute per token, see `Db::touch_token`).
+fn touch(db: &Db, token_id: &str) {
+    let (db, id) = (db.clone(), token_id.to_string());
+    tokio::spawn(async move {
+        if let Err(e) = db.touch_token(&id, unix_now() as i64).await {
+            tracing::warn!(token_id = %id, "cannot record the token's last use: {e}");
+        }
+    });
+}
+
+/// One of the caller's tokens in `GET /api/v1/tokens`; never the secret.
+#[derive(serde::Serialize)]
+struct TokenView {
+    id: String,
+    /// The device a browser sign-in made it for; `null` for admin tokens.
+    device_name: Option<String>,
+    /// `admin` or `browser`.
+    origin: String,
+    /// RFC 3339 UTC.
+    created_at: String,
+    /// RFC 3339 UTC, or `null` if never used; updated at most once a minute.
+    last_used_at: Option<String>,
+    /// Whether this is the token making the request.
+    current: bool,
+}
+
+/// The tokens API is for people managing their devices; an agent's token
+/// is the administrator's to manage.
+fn user_only(p: &Principal) -> Result<(), AuthError> {
+    match p.kind {
+        TokenKind::User => Ok(()),
+        TokenKind::Agent => Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Agent tokens cannot list or revoke tokens; use a user's token (sign in with `warren login`).",
+        )
+        .into()),
+    }
+}
+
+/// `GET /api/v1/tokens`: the caller's own user tokens.
+async fn list_tokens(
+    State(state): State<Arc<AppState>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<TokenView>>, AuthError> {
+    let p = authenticate(&state, &headers, peer).await?;
+    user_only(&p)?;
+    let list = state.db.list_own_tokens(&p.user_id).await.map_err(|e| {
+        tracing::error!("cannot list tokens: {e}");
+        HttpError::internal()
+    })?;
+    Ok(Json(
+        list.into_iter()
+            .map(|t| TokenView {
+                current: t.id == p.token_id,
+                id: t.id,
+                device_name: t.device_name,
+                origin: t.origin,
+                created_at: crate::db::rfc3339(t.created_at),
+                last_used_at: t.last_used_at.map(crate::db::rfc3339),
+            })
+            .collect(),
+    ))
+}
+
+/// `DELETE /api/v1/tokens/{id}`: revokes one of the caller's tokens (its
+/// device is disconnected within a second). Someone else's id answers 404
+/// like an unknown one.
+async fn revoke_token(
+    State(state): State<Arc<AppState>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AuthError> {
+    let p = authenticate(&state, &headers, peer).await?;
+    user_only(&p)?;
+    match state.db.revoke_own_token(&p.user_id, &id).await {
+        Ok(()) => {
+            tracing::info!(user = %p.user, token_id = %id, "a user revoked their token");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(DbError::NotFound(_)) => Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "You have no token with this id; list yours with GET /api/v1/tokens.",
+        )
+        .into()),
+        Err(e) => {
+            tracing::error!("cannot revoke a token: {e}");
+            Err(HttpError::internal().into())
+        }
+    }
 }
 
 async fn me(

@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use tracing_subscriber::EnvFilter;
-use warren_coord::db::{rfc3339, Db};
+use warren_coord::db::{rfc3339, Db, TokenOrigin};
 
 #[derive(Parser)]
 #[command(
@@ -29,7 +29,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the API and the control WebSocket.
-    Serve(serve::ServeArgs),
+    // Boxed: the serve options outweigh every other command's.
+    Serve(Box<serve::ServeArgs>),
     /// Manage users.
     #[command(subcommand)]
     User(UserCmd),
@@ -78,7 +79,13 @@ enum UserCmd {
 #[derive(Subcommand)]
 enum TokenCmd {
     /// Create a token for a user and print it (shown only this once).
-    Create { user: String },
+    Create {
+        user: String,
+        /// Name the token after the device it is for (at most 64
+        /// characters), as a browser sign-in does; shown by `token list`.
+        #[arg(long, value_name = "NAME")]
+        device: Option<String>,
+    },
     /// List tokens (never the secrets): id, owner, device name, created and
     /// last used, for every user or one.
     List {
@@ -210,7 +217,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(db: &Db, command: Command) -> Result<()> {
     match command {
-        Command::Serve(args) => serve::serve(db.clone(), args).await?,
+        Command::Serve(args) => serve::serve(db.clone(), *args).await?,
         Command::User(UserCmd::Add { name }) => {
             db.add_user(&name).await?;
             eprintln!("created user {name}; make a token with `warren-coord token create {name}`");
@@ -232,10 +239,17 @@ async fn run(db: &Db, command: Command) -> Result<()> {
                 println!("{u}");
             }
         }
-        Command::Token(TokenCmd::Create { user }) => {
-            let t = db.create_user_token(&user).await?;
+        Command::Token(TokenCmd::Create { user, device }) => {
+            let token = match device {
+                Some(device) => {
+                    db.create_device_token(&user, &device, TokenOrigin::Admin)
+                        .await?
+                        .0
+                }
+                None => db.create_user_token(&user).await?.token,
+            };
             // The one place a token is shown: stdout, one line, nothing else.
-            println!("{}", t.token.expose());
+            println!("{}", token.expose());
         }
         Command::Token(TokenCmd::List { owner }) => {
             println!("ID\tOWNER\tDEVICE\tCREATED\tLAST USED");

@@ -180,6 +180,10 @@ fn users_list_and_revoke_only_their_own_tokens() {
     coord.add_workspace("alice", "api");
     let agent = coord.add_agent("alice", "api", "main");
     let addr = coord.addr;
+    // Alice's second device is signed in with a2.
+    let helper = Helper::start(dir.path(), "root");
+    let cli = helper.cli(dir.path());
+    cli.login_up_connected(&coord.url, &a2);
 
     let (status, body) = http(addr, "GET", "/api/v1/tokens", Some(&a1));
     assert_eq!(status, 200, "{body}");
@@ -228,7 +232,9 @@ fn users_list_and_revoke_only_their_own_tokens() {
     assert_eq!(status, 403);
     assert_eq!(http(addr, "GET", "/api/v1/tokens", None).0, 401);
 
-    // Revoking one's other token, then the one in use.
+    // Revoking one's other device's token signs that device out within a
+    // second, then the token in use.
+    let started = Instant::now();
     let (status, body) = http(
         addr,
         "DELETE",
@@ -236,6 +242,12 @@ fn users_list_and_revoke_only_their_own_tokens() {
         Some(&a1),
     );
     assert_eq!((status, body.as_str()), (204, ""));
+    let (reason, code, took) = wait_signed_out(&cli, started);
+    assert!(
+        took <= REVOKE_LIMIT,
+        "the device was signed out {took:?} after its user revoked its token"
+    );
+    assert_eq!(code, Some(ReasonCode::SignInRequired), "{reason}");
     assert_eq!(http(addr, "GET", "/api/v1/me", Some(&a2)).0, 401);
     let (_, body) = http(addr, "GET", "/api/v1/tokens", Some(&a1));
     let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();

@@ -191,7 +191,7 @@ struct WorldTask {
 fn revoked() -> ApiError {
     ApiError {
         error: "unauthorized".into(),
-        message: "The coordinator no longer accepts this token (it was revoked or its user removed) — sign in again with a new token.".into(),
+        message: "The coordinator no longer accepts this token (it was revoked or its user removed) — sign in again (with the browser, or with a new token from an administrator).".into(),
     }
 }
 

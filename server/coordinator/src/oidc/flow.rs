@@ -58,6 +58,61 @@ pub struct SigninQuery {
     pub device: Option<String>,
 }
 
+/// How long a device code waits for the person (RFC 8628 `expires_in`).
+pub const DEVICE_TTL: Duration = Duration::from_secs(600);
+/// The least time between two polls of one device code, at first.
+pub const DEVICE_INTERVAL: Duration = Duration::from_secs(5);
+/// RFC 8628's user code alphabet: consonants only, so no word is spelt
+/// and no letter is mistaken for a digit.
+const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
+
+/// A device-code grant (RFC 8628) waiting for its person.
+struct DeviceGrant {
+    user_code: String,
+    device: String,
+    state: DeviceState,
+    interval: Duration,
+    last_poll: Option<Instant>,
+    created: Instant,
+}
+
+enum DeviceState {
+    Waiting,
+    Approved(Grant),
+    Denied,
+}
+
+/// A new device grant: the codes to hand to the CLI.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    pub device_code: String,
+    /// `ABCD-EFGH`.
+    pub user_code: String,
+}
+
+/// `abcd efgh`, `ABCD-EFGH`, `abcdefgh` all name the same user code.
+pub fn normalize_user_code(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+fn new_user_code() -> String {
+    let mut out = String::with_capacity(9);
+    let mut rng = rand::rngs::OsRng;
+    for i in 0..8 {
+        if i == 4 {
+            out.push('-');
+        }
+        // 20 letters: rejection-free by drawing a u32 and reducing; the
+        // bias (2^32 mod 20 of 2^32) is negligible for a 10-minute code.
+        let n = rng.next_u32() as usize % USER_CODE_ALPHABET.len();
+        out.push(USER_CODE_ALPHABET[n] as char);
+    }
+    out
+}
+
 /// Why a sign-in request was refused; the text is shown on the error page
 /// (it names what the client got wrong: the person can only report it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -167,13 +222,31 @@ fn key(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+/// Who a sign-in at the identity provider is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The app or the CLI, answered by a redirect with a one-time code.
+    Client(SigninRequest),
+    /// A device-code grant, approved when the person comes back.
+    Device { user_code: String, device: String },
+}
+
+impl Target {
+    pub fn device(&self) -> &str {
+        match self {
+            Target::Client(r) => &r.device,
+            Target::Device { device, .. } => device,
+        }
+    }
+}
+
 /// What the coordinator remembers while the person is at the identity
 /// provider.
 #[derive(Debug, Clone)]
-pub struct Pending {
-    pub request: SigninRequest,
+struct Pending {
+    target: Target,
     /// Set when the browser is sent to the identity provider.
-    pub idp: Option<IdpRound>,
+    idp: Option<IdpRound>,
     created: Instant,
 }
 
@@ -216,12 +289,23 @@ pub enum FlowError {
     WrongVerifier,
     #[error("too many sign-ins are in progress; try again in a few minutes")]
     Full,
+    #[error("the person has not finished signing in yet")]
+    AuthorizationPending,
+    #[error("polling too fast")]
+    SlowDown,
+    #[error("the person declined the sign-in")]
+    AccessDenied,
 }
 
 /// Pending sign-ins and one-time codes.
 pub struct Flow {
     pending: HashMap<[u8; 32], Pending>,
     codes: HashMap<[u8; 32], Code>,
+    /// Device grants by SHA-256 of the device code.
+    devices: HashMap<[u8; 32], DeviceGrant>,
+    /// Device grants by normalised user code (not secret on its own: it
+    /// only lets a signed-in person approve the grant).
+    user_codes: HashMap<String, [u8; 32]>,
     cap: usize,
 }
 
@@ -230,6 +314,8 @@ impl Flow {
         Self {
             pending: HashMap::new(),
             codes: HashMap::new(),
+            devices: HashMap::new(),
+            user_codes: HashMap::new(),
             cap,
         }
     }
@@ -239,6 +325,10 @@ impl Flow {
             .retain(|_, p| now.saturating_duration_since(p.created) < PENDING_TTL);
         self.codes
             .retain(|_, c| now.saturating_duration_since(c.created) < CODE_TTL);
+        self.devices
+            .retain(|_, d| now.saturating_duration_since(d.created) < DEVICE_TTL);
+        let devices = &self.devices;
+        self.user_codes.retain(|_, k| devices.contains_key(k));
     }
 
     /// Number of pending sign-ins and unexchanged codes (for tests and logs).
@@ -246,8 +336,8 @@ impl Flow {
         (self.pending.len(), self.codes.len())
     }
 
-    /// Keeps `request` and returns the pending sign-in's random id.
-    pub fn begin(&mut self, request: SigninRequest, now: Instant) -> Result<String, FlowError> {
+    /// Keeps `target` and returns the pending sign-in's random id.
+    pub fn begin(&mut self, target: Target, now: Instant) -> Result<String, FlowError> {
         if self.pending.len() >= self.cap {
             self.sweep(now);
             if self.pending.len() >= self.cap {
@@ -258,7 +348,7 @@ impl Flow {
         self.pending.insert(
             key(&id),
             Pending {
-                request,
+                target,
                 idp: None,
                 created: now,
             },
@@ -269,12 +359,7 @@ impl Flow {
     /// Records the round trip to the identity provider for pending sign-in
     /// `id` (pressing "Continue" again starts a fresh one) and returns the
     /// request it belongs to.
-    pub fn start(
-        &mut self,
-        id: &str,
-        round: IdpRound,
-        now: Instant,
-    ) -> Result<SigninRequest, FlowError> {
+    pub fn start(&mut self, id: &str, round: IdpRound, now: Instant) -> Result<Target, FlowError> {
         let k = key(id);
         let p = self.pending.get_mut(&k).ok_or(FlowError::UnknownOrUsed)?;
         if now.saturating_duration_since(p.created) >= PENDING_TTL {
@@ -282,12 +367,12 @@ impl Flow {
             return Err(FlowError::Expired);
         }
         p.idp = Some(round);
-        Ok(p.request.clone())
+        Ok(p.target.clone())
     }
 
     /// Takes pending sign-in `id` out for the identity provider's answer:
     /// whatever happens next, it cannot be used again.
-    pub fn take(&mut self, id: &str, now: Instant) -> Result<(SigninRequest, IdpRound), FlowError> {
+    pub fn take(&mut self, id: &str, now: Instant) -> Result<(Target, IdpRound), FlowError> {
         let p = self
             .pending
             .remove(&key(id))
@@ -297,7 +382,7 @@ impl Flow {
         }
         // A callback for a sign-in never sent to the provider is forged.
         let round = p.idp.ok_or(FlowError::UnknownOrUsed)?;
-        Ok((p.request, round))
+        Ok((p.target, round))
     }
 
     /// Makes a one-time code for `grant`, bound to the client's challenge.
@@ -340,6 +425,111 @@ impl Flow {
             return Err(FlowError::WrongVerifier);
         }
         Ok(c.grant)
+    }
+
+    /// Starts a device grant for `device` (validated by the caller).
+    pub fn device_begin(&mut self, device: String, now: Instant) -> Result<NewDevice, FlowError> {
+        if self.devices.len() >= self.cap {
+            self.sweep(now);
+            if self.devices.len() >= self.cap {
+                return Err(FlowError::Full);
+            }
+        }
+        let device_code = random_token();
+        let mut user_code = new_user_code();
+        while self
+            .user_codes
+            .contains_key(&normalize_user_code(&user_code))
+        {
+            user_code = new_user_code();
+        }
+        let k = key(&device_code);
+        self.user_codes.insert(normalize_user_code(&user_code), k);
+        self.devices.insert(
+            k,
+            DeviceGrant {
+                user_code: user_code.clone(),
+                device,
+                state: DeviceState::Waiting,
+                interval: DEVICE_INTERVAL,
+                last_poll: None,
+                created: now,
+            },
+        );
+        Ok(NewDevice {
+            device_code,
+            user_code,
+        })
+    }
+
+    /// The device name of a waiting grant by its user code, as typed.
+    pub fn device_lookup(&self, user_code: &str, now: Instant) -> Option<(String, String)> {
+        let k = self.user_codes.get(&normalize_user_code(user_code))?;
+        let d = self.devices.get(k)?;
+        let live = now.saturating_duration_since(d.created) < DEVICE_TTL;
+        (live && matches!(d.state, DeviceState::Waiting))
+            .then(|| (d.user_code.clone(), d.device.clone()))
+    }
+
+    /// Settles a waiting grant: approved with `grant`, or denied with
+    /// `None`. A grant settles once.
+    pub fn device_settle(
+        &mut self,
+        user_code: &str,
+        grant: Option<Grant>,
+        now: Instant,
+    ) -> Result<(), FlowError> {
+        let k = *self
+            .user_codes
+            .get(&normalize_user_code(user_code))
+            .ok_or(FlowError::UnknownOrUsed)?;
+        let d = self.devices.get_mut(&k).ok_or(FlowError::UnknownOrUsed)?;
+        if now.saturating_duration_since(d.created) >= DEVICE_TTL {
+            return Err(FlowError::Expired);
+        }
+        if !matches!(d.state, DeviceState::Waiting) {
+            return Err(FlowError::UnknownOrUsed);
+        }
+        d.state = match grant {
+            Some(g) => DeviceState::Approved(g),
+            None => DeviceState::Denied,
+        };
+        Ok(())
+    }
+
+    /// The CLI's poll (RFC 8628 3.4/3.5). An approved or denied grant is
+    /// answered once and forgotten.
+    pub fn device_poll(&mut self, device_code: &str, now: Instant) -> Result<Grant, FlowError> {
+        let k = key(device_code);
+        let d = self.devices.get_mut(&k).ok_or(FlowError::Expired)?;
+        if now.saturating_duration_since(d.created) >= DEVICE_TTL {
+            let d = self.devices.remove(&k);
+            if let Some(d) = d {
+                self.user_codes.remove(&normalize_user_code(&d.user_code));
+            }
+            return Err(FlowError::Expired);
+        }
+        let early = d
+            .last_poll
+            .is_some_and(|last| now.saturating_duration_since(last) < d.interval);
+        d.last_poll = Some(now);
+        if early {
+            // RFC 8628 3.5: slow down by 5 seconds for good.
+            d.interval += DEVICE_INTERVAL;
+            return Err(FlowError::SlowDown);
+        }
+        if matches!(d.state, DeviceState::Waiting) {
+            return Err(FlowError::AuthorizationPending);
+        }
+        let Some(d) = self.devices.remove(&k) else {
+            return Err(FlowError::Expired);
+        };
+        self.user_codes.remove(&normalize_user_code(&d.user_code));
+        match d.state {
+            DeviceState::Approved(g) => Ok(g),
+            DeviceState::Denied => Err(FlowError::AccessDenied),
+            DeviceState::Waiting => Err(FlowError::AuthorizationPending),
+        }
     }
 }
 
@@ -413,7 +603,8 @@ mod tests {
         let ok = validate(&query()).unwrap();
         assert_eq!(ok.client, ClientKind::Cli);
         assert_eq!(ok.device, "alice-laptop (Linux)");
-        let cases: Vec<(Box<dyn Fn(&mut SigninQuery)>, RequestError)> = vec![
+        type Change = Box<dyn Fn(&mut SigninQuery)>;
+        let cases: Vec<(Change, RequestError)> = vec![
             (
                 Box::new(|q| q.client = None),
                 RequestError::Missing("client"),
@@ -473,17 +664,21 @@ mod tests {
     fn a_pending_sign_in_is_used_once() {
         let t0 = Instant::now();
         let mut f = Flow::new(10);
-        let id = f.begin(validate(&query()).unwrap(), t0).unwrap();
+        let id = f
+            .begin(Target::Client(validate(&query()).unwrap()), t0)
+            .unwrap();
         assert_eq!(id.len(), 43);
         assert_eq!(
             f.take(&id, t0).unwrap_err(),
             FlowError::UnknownOrUsed,
             "a callback before the provider was visited is refused"
         );
-        let id = f.begin(validate(&query()).unwrap(), t0).unwrap();
+        let id = f
+            .begin(Target::Client(validate(&query()).unwrap()), t0)
+            .unwrap();
         f.start(&id, round(), t0).unwrap();
-        let (req, r) = f.take(&id, t0 + Duration::from_secs(5)).unwrap();
-        assert_eq!(req.state, "abcdefghijklmnopqrstuv");
+        let (target, r) = f.take(&id, t0 + Duration::from_secs(5)).unwrap();
+        assert_eq!(target, Target::Client(validate(&query()).unwrap()));
         assert_eq!(r.nonce, "n");
         assert_eq!(f.take(&id, t0).unwrap_err(), FlowError::UnknownOrUsed);
         assert_eq!(f.take("made-up", t0).unwrap_err(), FlowError::UnknownOrUsed);
@@ -493,14 +688,18 @@ mod tests {
     fn a_pending_sign_in_expires() {
         let t0 = Instant::now();
         let mut f = Flow::new(10);
-        let id = f.begin(validate(&query()).unwrap(), t0).unwrap();
+        let id = f
+            .begin(Target::Client(validate(&query()).unwrap()), t0)
+            .unwrap();
         f.start(&id, round(), t0 + PENDING_TTL - Duration::from_secs(1))
             .unwrap();
         assert_eq!(
             f.take(&id, t0 + PENDING_TTL).unwrap_err(),
             FlowError::Expired
         );
-        let id = f.begin(validate(&query()).unwrap(), t0).unwrap();
+        let id = f
+            .begin(Target::Client(validate(&query()).unwrap()), t0)
+            .unwrap();
         assert_eq!(
             f.start(&id, round(), t0 + PENDING_TTL).unwrap_err(),
             FlowError::Expired
@@ -512,14 +711,21 @@ mod tests {
         let t0 = Instant::now();
         let mut f = Flow::new(3);
         for _ in 0..3 {
-            f.begin(validate(&query()).unwrap(), t0).unwrap();
+            f.begin(Target::Client(validate(&query()).unwrap()), t0)
+                .unwrap();
         }
         assert_eq!(
-            f.begin(validate(&query()).unwrap(), t0 + Duration::from_secs(1)),
+            f.begin(
+                Target::Client(validate(&query()).unwrap()),
+                t0 + Duration::from_secs(1)
+            ),
             Err(FlowError::Full)
         );
-        f.begin(validate(&query()).unwrap(), t0 + PENDING_TTL)
-            .unwrap();
+        f.begin(
+            Target::Client(validate(&query()).unwrap()),
+            t0 + PENDING_TTL,
+        )
+        .unwrap();
         assert_eq!(f.len().0, 1);
     }
 
@@ -574,6 +780,88 @@ mod tests {
             FlowError::Full
         );
         f.issue(grant(), CHALLENGE.into(), t0 + CODE_TTL).unwrap();
+    }
+
+    #[test]
+    fn a_device_grant_is_polled_until_approved_once() {
+        let t0 = Instant::now();
+        let mut f = Flow::new(10);
+        let d = f.device_begin("box (Linux)".into(), t0).unwrap();
+        assert_eq!(d.user_code.len(), 9);
+        assert_eq!(&d.user_code[4..5], "-");
+        assert_eq!(
+            f.device_poll(&d.device_code, t0).unwrap_err(),
+            FlowError::AuthorizationPending
+        );
+        assert_eq!(
+            f.device_poll(&d.device_code, t0 + Duration::from_secs(1))
+                .unwrap_err(),
+            FlowError::SlowDown
+        );
+        // The interval is now 10 s, counted from the last poll.
+        assert_eq!(
+            f.device_poll(&d.device_code, t0 + Duration::from_secs(8))
+                .unwrap_err(),
+            FlowError::SlowDown
+        );
+        let typed = d.user_code.to_lowercase().replace('-', " ");
+        let (shown, device) = f.device_lookup(&typed, t0).unwrap();
+        assert_eq!(
+            (shown.as_str(), device.as_str()),
+            (d.user_code.as_str(), "box (Linux)")
+        );
+        f.device_settle(&typed, Some(grant()), t0).unwrap();
+        assert_eq!(
+            f.device_settle(&typed, None, t0).unwrap_err(),
+            FlowError::UnknownOrUsed,
+            "settled once"
+        );
+        assert!(f.device_lookup(&typed, t0).is_none());
+        let t = t0 + Duration::from_secs(30);
+        assert_eq!(f.device_poll(&d.device_code, t).unwrap(), grant());
+        assert_eq!(
+            f.device_poll(&d.device_code, t + Duration::from_secs(30))
+                .unwrap_err(),
+            FlowError::Expired,
+            "answered once"
+        );
+    }
+
+    #[test]
+    fn a_device_grant_can_be_denied_and_expires() {
+        let t0 = Instant::now();
+        let mut f = Flow::new(10);
+        let d = f.device_begin("box".into(), t0).unwrap();
+        f.device_settle(&d.user_code, None, t0).unwrap();
+        assert_eq!(
+            f.device_poll(&d.device_code, t0).unwrap_err(),
+            FlowError::AccessDenied
+        );
+        let d = f.device_begin("box".into(), t0).unwrap();
+        assert!(f.device_lookup(&d.user_code, t0 + DEVICE_TTL).is_none());
+        assert_eq!(
+            f.device_settle(&d.user_code, Some(grant()), t0 + DEVICE_TTL)
+                .unwrap_err(),
+            FlowError::Expired
+        );
+        assert_eq!(
+            f.device_poll(&d.device_code, t0 + DEVICE_TTL).unwrap_err(),
+            FlowError::Expired
+        );
+        assert_eq!(
+            f.device_poll("made-up", t0).unwrap_err(),
+            FlowError::Expired
+        );
+    }
+
+    #[test]
+    fn device_grants_are_capped() {
+        let t0 = Instant::now();
+        let mut f = Flow::new(2);
+        f.device_begin("a".into(), t0).unwrap();
+        f.device_begin("b".into(), t0).unwrap();
+        assert_eq!(f.device_begin("c".into(), t0).unwrap_err(), FlowError::Full);
+        f.device_begin("c".into(), t0 + DEVICE_TTL).unwrap();
     }
 
     #[test]

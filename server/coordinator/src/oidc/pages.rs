@@ -75,6 +75,62 @@ pub fn signed_in_app(deployment: &str, link: &str) -> String {
     page("Signed in", &body, &refresh)
 }
 
+/// The device-code landing page after the identity provider.
+pub fn signed_in_device(deployment: &str, device: &str) -> String {
+    let body = format!(
+        "<h1>You are signed in</h1>\
+<p><strong>{dev}</strong> is now signed in to <strong>{d}</strong>; it continues by itself in a few seconds.</p>\
+<p class=\"hint\">You can close this page.</p>",
+        d = escape(deployment),
+        dev = escape(device),
+    );
+    page("Signed in", &body, "")
+}
+
+/// The form where a person types the code their terminal shows.
+pub fn device_entry(deployment: &str, problem: Option<&str>) -> String {
+    let alert = problem
+        .map(|p| {
+            format!(
+                "<p role=\"alert\" data-testid=\"problem\"><strong>{}</strong></p>",
+                escape(p)
+            )
+        })
+        .unwrap_or_default();
+    let body = format!(
+        "<h1>Sign in a device to {d}</h1>{alert}\
+<form method=\"get\" action=\"device\">\
+<p><label for=\"code\">Code shown on the device</label><br>\
+<input id=\"code\" name=\"code\" autocomplete=\"off\" autocapitalize=\"characters\" spellcheck=\"false\" \
+required maxlength=\"16\" placeholder=\"ABCD-EFGH\" style=\"font-size:1.2rem;padding:.4rem;width:12rem\"></p>\
+<p><button class=\"button\" type=\"submit\" data-testid=\"submit\" style=\"border:0\">Next</button></p></form>",
+        d = escape(deployment),
+    );
+    page("Sign in a device", &body, "")
+}
+
+/// "Sign in to DEPLOYMENT on DEVICE" for a device code, showing the code
+/// so the person can compare it with the terminal's.
+pub fn device_confirm(
+    deployment: &str,
+    device: &str,
+    user_code: &str,
+    continue_href: &str,
+) -> String {
+    let body = format!(
+        "<h1>Sign in to {d} on {dev}</h1>\
+<p>Check that <strong>{dev}</strong> shows the code <strong data-testid=\"user-code\">{c}</strong>. \
+If it does, continue to your organisation's sign-in page.</p>\
+<p><a class=\"button\" data-testid=\"continue\" href=\"{href}\">Continue to sign in</a></p>\
+<p class=\"hint\">If you did not start this, close this page: a code someone sent you signs in their device as you.</p>",
+        d = escape(deployment),
+        dev = escape(device),
+        c = escape(user_code),
+        href = escape(continue_href),
+    );
+    page(&format!("Sign in to {deployment}"), &body, "")
+}
+
 /// An error page: what happened and what to do.
 pub fn error(title: &str, what: &str, next: &str) -> String {
     let body = format!(
@@ -104,6 +160,9 @@ mod tests {
         for html in [
             signin(evil, evil, evil),
             signed_in_app(evil, evil),
+            signed_in_device(evil, evil),
+            device_entry(evil, Some(evil)),
+            device_confirm(evil, evil, evil, evil),
             error(evil, evil, evil),
         ] {
             assert!(!html.contains("<script>"), "{html}");

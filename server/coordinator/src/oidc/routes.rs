@@ -6,7 +6,7 @@
 //! token reaches a log line or an error page.
 
 use super::config::{error_chain, Discovered, IdpClient};
-use super::flow::{self, ClientKind, Flow, FlowError, Grant, IdpRound, SigninQuery};
+use super::flow::{self, ClientKind, Flow, FlowError, Grant, IdpRound, SigninQuery, Target};
 use super::pages;
 use crate::db::{Db, TokenOrigin, User};
 use axum::extract::{Path, Query, State};
@@ -72,6 +72,8 @@ pub fn router(oidc: Option<Arc<Oidc>>) -> Router {
         .route("/oidc/start/{id}", get(start))
         .route("/oidc/callback", get(callback))
         .route("/api/v1/signin/token", post(token))
+        .route("/api/v1/signin/device", post(device_begin))
+        .route("/device", get(device_page))
         .layer(axum::middleware::from_fn(headers_and_log))
         .with_state(oidc)
 }
@@ -80,7 +82,12 @@ pub fn router(oidc: Option<Arc<Oidc>>) -> Router {
 /// site), no framing, no script; and a log line without the query.
 async fn headers_and_log(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // The pending sign-in's id in /oidc/start/{id} is the provider's
+    // state: kept out of the log like the queries.
+    let path = match req.uri().path() {
+        p if p.starts_with("/oidc/start/") => "/oidc/start/…".to_string(),
+        p => p.to_string(),
+    };
     let mut resp = next.run(req).await;
     tracing::debug!(%method, %path, status = resp.status().as_u16(), "sign-in request");
     let h = resp.headers_mut();
@@ -97,7 +104,7 @@ async fn headers_and_log(req: axum::extract::Request, next: axum::middleware::Ne
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
         ),
     );
     resp
@@ -159,7 +166,7 @@ async fn signin(State(oidc): State<St>, Query(q): Query<SigninQuery>) -> Respons
         }
     };
     let device = request.device.clone();
-    let id = match oidc.flow().begin(request, Instant::now()) {
+    let id = match oidc.flow().begin(Target::Client(request), Instant::now()) {
         Ok(id) => id,
         Err(_) => return busy(),
     };
@@ -308,23 +315,47 @@ async fn callback(State(oidc): State<St>, Query(q): Query<CallbackQuery>) -> Res
     let Some(state) = q.state.as_deref() else {
         return expired_or_replayed();
     };
-    let (request, round) = match oidc.flow().take(state, Instant::now()) {
+    let (target, round) = match oidc.flow().take(state, Instant::now()) {
         Ok(x) => x,
         Err(e) => {
             tracing::info!("sign-in callback refused: {e}");
             return expired_or_replayed();
         }
     };
-    let result = finish(&oidc, q, round).await;
-    let user = match result {
+    let user = match finish(&oidc, q, round).await {
         Ok(user) => user,
-        Err(e) => return e.into_response(&oidc.deployment),
+        Err(e) => {
+            if let (Target::Device { user_code, .. }, CallbackError::Provider { error, .. }) =
+                (&target, &e)
+            {
+                if error == "access_denied" {
+                    // The CLI hears access_denied at its next poll.
+                    let _ = oidc.flow().device_settle(user_code, None, Instant::now());
+                }
+            }
+            return e.into_response(&oidc.deployment);
+        }
     };
-    tracing::info!(user = %user.name, device = %request.device, "signed in through the identity provider");
+    tracing::info!(user = %user.name, device = %target.device(), "signed in through the identity provider");
     let grant = Grant {
         user_id: user.id,
         user: user.name,
-        device: request.device.clone(),
+        device: target.device().to_string(),
+    };
+    let request = match target {
+        Target::Client(request) => request,
+        Target::Device { user_code, device } => {
+            return match oidc
+                .flow()
+                .device_settle(&user_code, Some(grant), Instant::now())
+            {
+                Ok(()) => page(
+                    StatusCode::OK,
+                    pages::signed_in_device(&oidc.deployment, &device),
+                ),
+                Err(_) => expired_or_replayed(),
+            };
+        }
     };
     let code = match oidc
         .flow()
@@ -333,22 +364,21 @@ async fn callback(State(oidc): State<St>, Query(q): Query<CallbackQuery>) -> Res
         Ok(c) => c,
         Err(_) => return busy(),
     };
-    let mut target = match Url::parse(&request.redirect_uri) {
+    let mut back = match Url::parse(&request.redirect_uri) {
         Ok(u) => u,
         Err(e) => {
             return CallbackError::Server(format!("redirect address: {e}"))
                 .into_response(&oidc.deployment)
         }
     };
-    target
-        .query_pairs_mut()
+    back.query_pairs_mut()
         .append_pair("code", &code)
         .append_pair("state", &request.state);
     match request.client {
-        ClientKind::Cli => redirect(target.as_str()),
+        ClientKind::Cli => redirect(back.as_str()),
         ClientKind::App => page(
             StatusCode::OK,
-            pages::signed_in_app(&oidc.deployment, target.as_str()),
+            pages::signed_in_app(&oidc.deployment, back.as_str()),
         ),
     }
 }
@@ -423,8 +453,107 @@ async fn finish(oidc: &Oidc, q: CallbackQuery, round: IdpRound) -> Result<User, 
 }
 
 #[derive(serde::Deserialize)]
+struct DeviceQuery {
+    code: Option<String>,
+}
+
+async fn device_page(State(oidc): State<St>, Query(q): Query<DeviceQuery>) -> Response {
+    let Some(oidc) = oidc else {
+        return not_configured();
+    };
+    let Some(code) = q.code.filter(|c| !c.trim().is_empty()) else {
+        return page(StatusCode::OK, pages::device_entry(&oidc.deployment, None));
+    };
+    let now = Instant::now();
+    let found = oidc.flow().device_lookup(&code, now);
+    let Some((user_code, device)) = found else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            pages::device_entry(
+                &oidc.deployment,
+                Some("That code is unknown, expired or already used. Check it against the device, or start again there (warren login --device)."),
+            ),
+        );
+    };
+    let target = Target::Device {
+        user_code: user_code.clone(),
+        device: device.clone(),
+    };
+    let begun = oidc.flow().begin(target, now);
+    match begun {
+        Ok(id) => page(
+            StatusCode::OK,
+            pages::device_confirm(
+                &oidc.deployment,
+                &device,
+                &user_code,
+                &format!("oidc/start/{id}"),
+            ),
+        ),
+        Err(_) => busy(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct DeviceRequest {
+    device: Option<String>,
+}
+
+async fn device_begin(State(oidc): State<St>, body: axum::body::Bytes) -> Response {
+    let Some(oidc) = oidc else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "This deployment does not sign people in through a browser; ask an administrator for a token.",
+        );
+    };
+    let device = serde_json::from_slice::<DeviceRequest>(&body)
+        .ok()
+        .and_then(|r| r.device)
+        .map(|d| d.trim().to_string())
+        .filter(|d| {
+            !d.is_empty()
+                && d.chars().count() <= flow::MAX_DEVICE_LEN
+                && !d.chars().any(char::is_control)
+        });
+    let Some(device) = device else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The body must be JSON {\"device\":\"NAME\"} with a device name of 1 to 64 printable characters.",
+        );
+    };
+    let begun = oidc.flow().device_begin(device, Instant::now());
+    let Ok(d) = begun else {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "slow_down",
+            "Too many sign-ins are in progress; try again in a few minutes.",
+        );
+    };
+    let base = oidc.public_url.as_str().trim_end_matches('/');
+    let uri = format!("{base}/device");
+    (
+        StatusCode::OK,
+        Json(serde_json::json!({
+            "device_code": d.device_code,
+            "user_code": d.user_code,
+            "verification_uri": uri,
+            "verification_uri_complete": format!("{uri}?code={}", d.user_code),
+            "expires_in": flow::DEVICE_TTL.as_secs(),
+            "interval": flow::DEVICE_INTERVAL.as_secs(),
+        })),
+    )
+        .into_response()
+}
+
+/// The device grant type of RFC 8628.
+const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+#[derive(serde::Deserialize)]
 struct TokenRequest {
     grant_type: Option<String>,
+    device_code: Option<String>,
     code: Option<String>,
     code_verifier: Option<String>,
 }
@@ -452,32 +581,56 @@ async fn token(State(oidc): State<St>, body: axum::body::Bytes) -> Response {
             "The body must be JSON: {\"grant_type\":\"authorization_code\",\"code\":\"…\",\"code_verifier\":\"…\"}.",
         );
     };
-    match req.grant_type.as_deref() {
-        Some("authorization_code") => {}
+    let grant = match req.grant_type.as_deref() {
+        Some("authorization_code") => {
+            let (Some(code), Some(verifier)) = (req.code, req.code_verifier) else {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "code and code_verifier are required.",
+                );
+            };
+            let redeemed = oidc.flow().redeem(&code, &verifier, Instant::now());
+            match redeemed {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::info!("sign-in code refused: {e}");
+                    let message = match e {
+                        FlowError::WrongVerifier => "The code verifier does not match; the code is now used up. Sign in again.",
+                        _ => "The code is unknown, expired or already used; codes work once, for 60 seconds. Sign in again.",
+                    };
+                    return json_error(StatusCode::BAD_REQUEST, "invalid_grant", message);
+                }
+            }
+        }
+        Some(DEVICE_GRANT) => {
+            let Some(device_code) = req.device_code else {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "device_code is required.",
+                );
+            };
+            let polled = oidc.flow().device_poll(&device_code, Instant::now());
+            match polled {
+                Ok(g) => g,
+                Err(e) => {
+                    let (error, message) = match e {
+                        FlowError::AuthorizationPending => ("authorization_pending", "The person has not finished signing in yet; poll again after the interval."),
+                        FlowError::SlowDown => ("slow_down", "Polling too fast; wait 5 seconds longer between polls."),
+                        FlowError::AccessDenied => ("access_denied", "The person declined the sign-in."),
+                        _ => ("expired_token", "The device code is unknown or expired; start again with warren login --device."),
+                    };
+                    return json_error(StatusCode::BAD_REQUEST, error, message);
+                }
+            }
+        }
         _ => {
             return json_error(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
-                "grant_type must be authorization_code.",
+                "grant_type must be authorization_code or urn:ietf:params:oauth:grant-type:device_code.",
             )
-        }
-    }
-    let (Some(code), Some(verifier)) = (req.code, req.code_verifier) else {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "code and code_verifier are required.",
-        );
-    };
-    let grant = match oidc.flow().redeem(&code, &verifier, Instant::now()) {
-        Ok(g) => g,
-        Err(e) => {
-            tracing::info!("sign-in code refused: {e}");
-            let message = match e {
-                FlowError::WrongVerifier => "The code verifier does not match; the code is now used up. Sign in again.",
-                _ => "The code is unknown, expired or already used; codes work once, for 60 seconds. Sign in again.",
-            };
-            return json_error(StatusCode::BAD_REQUEST, "invalid_grant", message);
         }
     };
     match oidc

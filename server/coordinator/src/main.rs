@@ -92,6 +92,10 @@ enum TokenCmd {
         /// Only this user's tokens.
         #[arg(long)]
         owner: Option<String>,
+        /// The same as `--owner`, the form of earlier versions (kept for
+        /// scripts).
+        #[arg(hide = true, conflicts_with = "owner")]
+        user: Option<String>,
     },
     /// Revoke a token by its id (the 16 hex characters after `wut_`/`wat_`).
     Revoke { id: String },
@@ -251,7 +255,8 @@ async fn run(db: &Db, command: Command) -> Result<()> {
             // The one place a token is shown: stdout, one line, nothing else.
             println!("{}", token.expose());
         }
-        Command::Token(TokenCmd::List { owner }) => {
+        Command::Token(TokenCmd::List { owner, user }) => {
+            let owner = owner.or(user);
             println!("ID\tOWNER\tDEVICE\tCREATED\tLAST USED");
             for t in db.list_tokens_all(owner.as_deref()).await? {
                 // Tabs and newlines in a device name would break the columns.

@@ -607,9 +607,19 @@ async fn revoked_token_closes_the_connection() {
     c.serve(&[], "info");
     let (mut ws, _) = connect(&c.ws_url(), &token, &random_key()).await;
     let _ = workspace_update(&mut ws, Duration::from_secs(5)).await;
-    let list = c.admin(&["token", "list", "alice"]);
-    let id = list.split_whitespace().next().unwrap().to_string();
+    let list = c.admin(&["token", "list", "--owner", "alice"]);
+    // The first line is the header.
+    let id = list
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_string();
     assert_eq!(&token[4..20], id);
+    // The positional form of earlier versions still works.
+    assert_eq!(c.admin(&["token", "list", "alice"]), list);
     c.admin(&["token", "revoke", &id]);
     match next_within(&mut ws, Duration::from_secs(1)).await {
         Some(ServerMessage::Error(e)) => {

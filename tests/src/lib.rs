@@ -16,6 +16,7 @@ pub mod helper;
 pub mod ipc;
 pub mod nat_lab;
 pub mod netns;
+pub mod oidc;
 pub mod path_lab;
 pub mod proc;
 pub mod users;

@@ -146,11 +146,7 @@ async function run(browser, args, isStop) {
   };
 
   let lastUrl = null;
-  while (finalUrl === null || (args.deliver && delivered === null && Date.now() < deadline)) {
-    if (finalUrl !== null) {
-      await sleep(50);
-      continue;
-    }
+  while (finalUrl === null) {
     if (Date.now() > deadline) {
       const { title, text } = await textOf();
       throw new Error(`timed out after ${args.timeoutMs} ms at ${redact(page.url())} ("${title}"): ${text.slice(0, 300)}`);
@@ -206,7 +202,15 @@ async function run(browser, args, isStop) {
     return { final_url: null, stopped: false, title, text, pages };
   }
 
-  if (args.deliver && delivered !== null) {
+  if (args.deliver && !finalUrl.startsWith('warren:')) {
+    // The real listener answers; its page is the result.
+    while (delivered === null) {
+      if (failedNavigation !== null && page.url().startsWith('chrome-error:')) {
+        throw new Error(`the stop URL's listener did not answer: ${failedNavigation}`);
+      }
+      if (Date.now() > deadline) throw new Error(`the stop URL's listener did not answer within ${args.timeoutMs} ms`);
+      await sleep(50);
+    }
     await page.waitForLoadState('load', { timeout: 5000 }).catch(() => {});
   }
   await sleep(100);

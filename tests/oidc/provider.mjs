@@ -126,9 +126,15 @@ const provider = new Provider(issuer, {
     };
   },
   ttl: {
+    // Explicit, so oidc-provider doesn't fill failure logs with notices.
+    AccessToken: 3600,
+    AuthorizationCode: 60,
+    Grant: 3600,
+    Interaction: 600,
+    Session: 3600,
     // A positive lifetime goes through oidc-provider's own `ttl.IdToken`; it
     // refuses 0 and negative ones, so those are made by re-signing below.
-    ...(ttl > 0 ? { IdToken: () => ttl } : {}),
+    IdToken: ttl > 0 ? ttl : 3600,
   },
   async renderError(ctx, out) {
     ctx.type = 'html';

@@ -390,3 +390,67 @@ fn browser_presses_continue_follows_warren_links_and_saves_screenshots() {
         "sign-in, login, consent and signed-in pages: {saved}"
     );
 }
+
+#[test]
+fn deliver_lets_the_redirect_reach_a_real_loopback_listener() {
+    // The CLI's loopback flow: the redirect must reach the CLI's own
+    // listener, and the page it answers is what the person sees.
+    let dir = TestDir::new("oidc-deliver");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let cb = format!("http://{}/callback", listener.local_addr().expect("addr"));
+    let client = TestClient::new("warren-cli", "s", &cb);
+    let user = TestUser::new("ivan");
+    let idp = TestProvider::start(
+        dir.path(),
+        &ProviderConfig::new()
+            .client(client.clone())
+            .user(user.clone()),
+    );
+    let server = std::thread::spawn(move || loop {
+        use std::io::{BufRead, BufReader, Write};
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut line = String::new();
+        BufReader::new(&s)
+            .read_line(&mut line)
+            .expect("request line");
+        if !line.starts_with("GET /callback?") {
+            let _ = write!(
+                s,
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            continue;
+        }
+        let page = "<title>Warren CLI</title><p>Signed in. You can close this window.</p>";
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+            page.len()
+        );
+        let target = line.split(' ').nth(1).unwrap_or_default().to_string();
+        return target;
+    });
+    let pkce = Pkce::new();
+    let url = idp.authorize_url("warren-cli", &cb, "st-cli", "n", &pkce);
+    let result = drive_browser_with(
+        &BrowserOptions::new(&url)
+            .login(&user.username, &user.password)
+            .stop_at(&cb)
+            .deliver(),
+    );
+    let received = server.join().expect("listener");
+    assert!(result.stopped);
+    assert_eq!(result.title, "Warren CLI");
+    assert!(
+        result.text.contains("You can close this window"),
+        "{}",
+        result.text
+    );
+    let code = result.param("code").expect("code");
+    assert_eq!(
+        query_param(&format!("http://x{received}"), "code").as_deref(),
+        Some(code.as_str()),
+        "the listener got the same code"
+    );
+    let r = idp.exchange_code(&client, &code, &cb, &pkce.verifier);
+    assert_eq!(r.status, 200, "{}", r.text());
+}

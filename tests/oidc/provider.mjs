@@ -169,7 +169,7 @@ const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
 function page(title, body) {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>${esc(title)}</title><style>body{font-family:sans-serif;max-width:26rem;margin:3rem auto;padding:0 1rem}
-input,button{display:block;font-size:1rem;margin:.4rem 0;padding:.4rem;width:100%}</style></head><body>${body}</body></html>`;
+input,button{display:block;box-sizing:border-box;font-size:1rem;margin:.4rem 0;padding:.4rem;width:100%}</style></head><body>${body}</body></html>`;
 }
 function loginPage(uid, clientId, error) {
   return page('Test IdP: sign in', `<h1>Test IdP: sign in</h1><p>to continue to ${esc(clientId)}</p>

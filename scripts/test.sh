@@ -149,6 +149,9 @@ step "ui: npm ci, type check and build"
 npm --prefix ui ci --no-audit --no-fund
 npm --prefix ui run build
 
+step "tests/oidc: npm ci (the test OpenID Provider and browser driver of the sign-in tests)"
+npm --prefix tests/oidc ci --no-audit --no-fund
+
 step "ui: vitest"
 npm --prefix ui test
 

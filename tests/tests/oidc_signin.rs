@@ -250,6 +250,34 @@ fn cli_loopback_sign_in_mints_a_device_token_once() {
         list.contains("alice-laptop (Linux)") && list.contains(body["token_id"].as_str().unwrap()),
         "{list}"
     );
+    // The tokens page, after its own sign-in, lists the device.
+    let r = drive_browser_with(
+        &BrowserOptions::new(&format!("{}/tokens", d.url))
+            .login("alice", &d.password("alice"))
+            .stop_at("http://127.0.0.1:1/never")
+            .screenshots(&d.dir.join("screenshots-tokens")),
+    );
+    assert_eq!(r.title, "Your devices · Warren", "{r:?}");
+    assert!(
+        r.text.contains("Signed in as alice")
+            && r.text.contains("alice-laptop (Linux)")
+            && r.text.contains("Sign out this device"),
+        "{}",
+        r.text
+    );
+    // Revoking needs the page's session and its form token.
+    let forged = http_request(
+        "POST",
+        &format!("{}/tokens/revoke", d.url),
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", "warren_tokens_session=made-up"),
+        ],
+        form_encode(&[("id", body["token_id"].as_str().unwrap()), ("csrf", "x")]).as_bytes(),
+    );
+    assert_eq!(forged.status, 403, "{}", forged.text());
+    assert_eq!(d.me(&token)["user"], "alice", "the token still works");
+
     let bad = d.post_json(
         "/api/v1/signin/token",
         &json!({"grant_type": "password", "code": "x"}),

@@ -229,6 +229,8 @@ pub enum Target {
     Client(SigninRequest),
     /// A device-code grant, approved when the person comes back.
     Device { user_code: String, device: String },
+    /// The tokens page: a short browser session for the person.
+    Tokens,
 }
 
 impl Target {
@@ -236,6 +238,7 @@ impl Target {
         match self {
             Target::Client(r) => &r.device,
             Target::Device { device, .. } => device,
+            Target::Tokens => "a browser",
         }
     }
 }
@@ -306,7 +309,22 @@ pub struct Flow {
     /// Device grants by normalised user code (not secret on its own: it
     /// only lets a signed-in person approve the grant).
     user_codes: HashMap<String, [u8; 32]>,
+    /// Tokens-page sessions by SHA-256 of the cookie.
+    sessions: HashMap<[u8; 32], Session>,
     cap: usize,
+}
+
+/// How long the tokens page stays signed in.
+pub const SESSION_TTL: Duration = Duration::from_secs(900);
+
+/// A person signed in to the tokens page.
+#[derive(Clone)]
+pub struct Session {
+    pub user_id: String,
+    pub user: String,
+    /// Sent back in every form: a cross-site form cannot know it.
+    pub csrf: String,
+    created: Instant,
 }
 
 impl Flow {
@@ -316,6 +334,7 @@ impl Flow {
             codes: HashMap::new(),
             devices: HashMap::new(),
             user_codes: HashMap::new(),
+            sessions: HashMap::new(),
             cap,
         }
     }
@@ -329,6 +348,48 @@ impl Flow {
             .retain(|_, d| now.saturating_duration_since(d.created) < DEVICE_TTL);
         let devices = &self.devices;
         self.user_codes.retain(|_, k| devices.contains_key(k));
+        self.sessions
+            .retain(|_, s| now.saturating_duration_since(s.created) < SESSION_TTL);
+    }
+
+    /// Opens a tokens-page session; returns its cookie value.
+    pub fn session_new(
+        &mut self,
+        user_id: String,
+        user: String,
+        now: Instant,
+    ) -> Result<String, FlowError> {
+        if self.sessions.len() >= self.cap {
+            self.sweep(now);
+            if self.sessions.len() >= self.cap {
+                return Err(FlowError::Full);
+            }
+        }
+        let sid = random_token();
+        self.sessions.insert(
+            key(&sid),
+            Session {
+                user_id,
+                user,
+                csrf: random_token(),
+                created: now,
+            },
+        );
+        Ok(sid)
+    }
+
+    /// The live session of cookie value `sid`.
+    pub fn session(&self, sid: &str, now: Instant) -> Option<Session> {
+        self.sessions
+            .get(&key(sid))
+            .filter(|s| now.saturating_duration_since(s.created) < SESSION_TTL)
+            .cloned()
+    }
+
+    /// The live session of `sid` if `csrf` is its form token.
+    pub fn session_with_csrf(&self, sid: &str, csrf: &str, now: Instant) -> Option<Session> {
+        self.session(sid, now)
+            .filter(|s| bool::from(s.csrf.as_bytes().ct_eq(csrf.as_bytes())))
     }
 
     /// Number of pending sign-ins and unexchanged codes (for tests and logs).
@@ -862,6 +923,25 @@ mod tests {
         f.device_begin("b".into(), t0).unwrap();
         assert_eq!(f.device_begin("c".into(), t0).unwrap_err(), FlowError::Full);
         f.device_begin("c".into(), t0 + DEVICE_TTL).unwrap();
+    }
+
+    #[test]
+    fn sessions_expire_and_need_their_csrf_token() {
+        let t0 = Instant::now();
+        let mut f = Flow::new(1);
+        let sid = f.session_new("u1".into(), "alice".into(), t0).unwrap();
+        let s = f.session(&sid, t0).unwrap();
+        assert_eq!(s.user, "alice");
+        assert!(f.session_with_csrf(&sid, &s.csrf, t0).is_some());
+        assert!(f.session_with_csrf(&sid, "forged", t0).is_none());
+        assert!(f.session("other", t0).is_none());
+        assert!(f.session(&sid, t0 + SESSION_TTL).is_none());
+        assert_eq!(
+            f.session_new("u2".into(), "bob".into(), t0).unwrap_err(),
+            FlowError::Full
+        );
+        f.session_new("u2".into(), "bob".into(), t0 + SESSION_TTL)
+            .unwrap();
     }
 
     #[test]

@@ -131,6 +131,94 @@ If it does, continue to your organisation's sign-in page.</p>\
     page(&format!("Sign in to {deployment}"), &body, "")
 }
 
+/// The tokens page before its own sign-in.
+pub fn tokens_signin(deployment: &str, continue_href: &str) -> String {
+    let body = format!(
+        "<h1>Your devices on {d}</h1>\
+<p>Sign in to see the devices signed in to <strong>{d}</strong> as you, and to sign any of them out.</p>\
+<p><a class=\"button\" data-testid=\"continue\" href=\"{href}\">Continue to sign in</a></p>",
+        d = escape(deployment),
+        href = escape(continue_href),
+    );
+    page("Your devices", &body, "")
+}
+
+/// One token on the tokens page.
+pub struct TokenRow {
+    pub id: String,
+    /// The device name, or what the token is when it has none.
+    pub device: String,
+    pub created: i64,
+    pub last_used: Option<i64>,
+}
+
+/// `2026-12-06 22:05 UTC` from Unix seconds.
+pub fn utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// The signed-in person's tokens, each with a button that revokes it.
+pub fn tokens(
+    deployment: &str,
+    user: &str,
+    rows: &[TokenRow],
+    csrf: &str,
+    notice: Option<&str>,
+) -> String {
+    let notice = notice
+        .map(|n| {
+            format!(
+                "<p role=\"status\" data-testid=\"notice\"><strong>{}</strong></p>",
+                escape(n)
+            )
+        })
+        .unwrap_or_default();
+    let list = if rows.is_empty() {
+        "<p data-testid=\"empty\">No device is signed in as you.</p>".to_string()
+    } else {
+        let mut items = String::new();
+        for r in rows {
+            let last = r.last_used.map(utc).unwrap_or_else(|| "never".into());
+            items.push_str(&format!(
+                "<li data-testid=\"token\" data-token-id=\"{id}\"><strong>{dev}</strong><br>\
+<span class=\"hint\">signed in {created}; last used {last}; id {id}</span>\
+<form method=\"post\" action=\"tokens/revoke\">\
+<input type=\"hidden\" name=\"id\" value=\"{id}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+<button type=\"submit\" data-testid=\"revoke\" aria-label=\"Sign out {dev}\">Sign out this device</button></form></li>",
+                id = escape(&r.id),
+                dev = escape(&r.device),
+                created = escape(&utc(r.created)),
+                last = escape(&last),
+                csrf = escape(csrf),
+            ));
+        }
+        format!("<ul style=\"padding-left:1.2rem\">{items}</ul>")
+    };
+    let body = format!(
+        "<h1>Your devices on {d}</h1>{notice}<p>Signed in as <strong>{u}</strong>. \
+Signing a device out revokes its token at once; it then asks to sign in again.</p>{list}",
+        d = escape(deployment),
+        u = escape(user),
+    );
+    page("Your devices", &body, "")
+}
+
 /// An error page: what happened and what to do.
 pub fn error(title: &str, what: &str, next: &str) -> String {
     let body = format!(
@@ -163,12 +251,32 @@ mod tests {
             signed_in_device(evil, evil),
             device_entry(evil, Some(evil)),
             device_confirm(evil, evil, evil, evil),
+            tokens_signin(evil, evil),
+            tokens(
+                evil,
+                evil,
+                &[TokenRow {
+                    id: evil.into(),
+                    device: evil.into(),
+                    created: 0,
+                    last_used: None,
+                }],
+                evil,
+                Some(evil),
+            ),
             error(evil, evil, evil),
         ] {
             assert!(!html.contains("<script>"), "{html}");
             assert!(!html.contains("\"'"), "{html}");
             assert!(html.contains("&lt;script&gt;"), "{html}");
         }
+    }
+
+    #[test]
+    fn times_are_shown_in_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(utc(1_796_594_700), "2026-12-06 22:05 UTC");
     }
 
     #[test]

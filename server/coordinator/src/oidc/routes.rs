@@ -55,6 +55,27 @@ impl Oidc {
         }
     }
 
+    /// `PUBLIC_URL/tokens`.
+    fn tokens_url(&self) -> String {
+        format!("{}/tokens", self.public_url.as_str().trim_end_matches('/'))
+    }
+
+    /// The tokens page's session cookie: only for that page, not readable
+    /// by script, not sent with cross-site forms, over HTTPS only when the
+    /// deployment is HTTPS.
+    fn session_cookie(&self, sid: &str) -> String {
+        let path = format!("{}/tokens", self.public_url.path().trim_end_matches('/'));
+        let secure = if self.public_url.scheme() == "https" {
+            "; Secure"
+        } else {
+            ""
+        };
+        format!(
+            "{SESSION_COOKIE}={sid}; Path={path}; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+            flow::SESSION_TTL.as_secs()
+        )
+    }
+
     fn flow(&self) -> std::sync::MutexGuard<'_, Flow> {
         // A panic while holding the lock leaves plain maps behind, which
         // stay consistent: keep serving.
@@ -63,6 +84,117 @@ impl Oidc {
 }
 
 type St = Option<Arc<Oidc>>;
+
+/// The tokens page's session cookie.
+const SESSION_COOKIE: &str = "warren_tokens_session";
+
+/// The value of cookie `name` in the request, if any.
+fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The tokens page: the person's own device tokens, or the way to sign in
+/// to see them.
+async fn tokens_page(State(oidc): State<St>, headers: axum::http::HeaderMap) -> Response {
+    let Some(oidc) = oidc else {
+        return not_configured();
+    };
+    let now = Instant::now();
+    let session = cookie(&headers, SESSION_COOKIE).and_then(|sid| oidc.flow().session(sid, now));
+    let Some(session) = session else {
+        let begun = oidc.flow().begin(Target::Tokens, now);
+        return match begun {
+            Ok(id) => page(
+                StatusCode::OK,
+                pages::tokens_signin(&oidc.deployment, &format!("oidc/start/{id}")),
+            ),
+            Err(_) => busy(),
+        };
+    };
+    render_tokens(&oidc, &session, None).await
+}
+
+async fn render_tokens(oidc: &Oidc, session: &flow::Session, notice: Option<&str>) -> Response {
+    match oidc.db.list_own_tokens(&session.user_id).await {
+        Ok(list) => {
+            let rows: Vec<pages::TokenRow> = list
+                .into_iter()
+                .map(|t| pages::TokenRow {
+                    device: t.device_name.clone().unwrap_or_else(|| {
+                        "a token from an administrator (no device name)".to_string()
+                    }),
+                    id: t.id,
+                    created: t.created_at,
+                    last_used: t.last_used_at,
+                })
+                .collect();
+            page(
+                StatusCode::OK,
+                pages::tokens(
+                    &oidc.deployment,
+                    &session.user,
+                    &rows,
+                    &session.csrf,
+                    notice,
+                ),
+            )
+        }
+        Err(e) => CallbackError::Server(format!("cannot list tokens: {e}"))
+            .into_response(&oidc.deployment),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RevokeForm {
+    id: String,
+    csrf: String,
+}
+
+/// Revokes one of the person's tokens from the tokens page.
+async fn tokens_revoke(
+    State(oidc): State<St>,
+    headers: axum::http::HeaderMap,
+    form: Result<axum::Form<RevokeForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Some(oidc) = oidc else {
+        return not_configured();
+    };
+    let now = Instant::now();
+    let form = form.ok().map(|axum::Form(f)| f);
+    let session = match (cookie(&headers, SESSION_COOKIE), &form) {
+        (Some(sid), Some(f)) => oidc.flow().session_with_csrf(sid, &f.csrf, now),
+        _ => None,
+    };
+    let (Some(session), Some(form)) = (session, form) else {
+        return page(
+            StatusCode::FORBIDDEN,
+            pages::error(
+                "Your session on this page ended",
+                "Signing a device out needs a recent sign-in on this page.",
+                "Open the devices page again and sign in.",
+            ),
+        );
+    };
+    let notice = match oidc.db.revoke_own_token(&session.user_id, &form.id).await {
+        Ok(()) => {
+            tracing::info!(user = %session.user, token_id = %form.id, "a user revoked their token on the tokens page");
+            "The device is signed out: its token no longer works."
+        }
+        Err(crate::db::DbError::NotFound(_)) => "That device was already signed out.",
+        Err(e) => {
+            return CallbackError::Server(format!("cannot revoke a token: {e}"))
+                .into_response(&oidc.deployment)
+        }
+    };
+    render_tokens(&oidc, &session, Some(notice)).await
+}
 
 /// The sign-in routes. Without `oidc` they answer with a page saying
 /// this deployment uses tokens from an administrator.
@@ -74,6 +206,8 @@ pub fn router(oidc: Option<Arc<Oidc>>) -> Router {
         .route("/api/v1/signin/token", post(token))
         .route("/api/v1/signin/device", post(device_begin))
         .route("/device", get(device_page))
+        .route("/tokens", get(tokens_page))
+        .route("/tokens/revoke", post(tokens_revoke))
         .layer(axum::middleware::from_fn(headers_and_log))
         .with_state(oidc)
 }
@@ -344,6 +478,19 @@ async fn callback(State(oidc): State<St>, Query(q): Query<CallbackQuery>) -> Res
     };
     let request = match target {
         Target::Client(request) => request,
+        Target::Tokens => {
+            let opened = oidc
+                .flow()
+                .session_new(grant.user_id, grant.user, Instant::now());
+            let Ok(sid) = opened else {
+                return busy();
+            };
+            let mut resp = redirect(&oidc.tokens_url());
+            if let Ok(v) = HeaderValue::from_str(&oidc.session_cookie(&sid)) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            return resp;
+        }
         Target::Device { user_code, device } => {
             return match oidc
                 .flow()

@@ -510,3 +510,27 @@ fn auto_create_and_the_device_code_flow() {
     assert_json_error(&d.post_json("/api/v1/signin/token", &poll), "expired_token");
     d.assert_log_clean();
 }
+
+#[test]
+fn without_an_issuer_the_sign_in_routes_say_to_ask_for_a_token() {
+    let dir = TestDir::new("oidc-off");
+    let c = warren_e2e::coord::Coordinator::start(dir.path());
+    for path in ["/signin?client=cli", "/tokens", "/device", "/oidc/callback"] {
+        let r = http_request("GET", &format!("{}{path}", c.url), &[], b"");
+        assert_eq!(r.status, 404, "{path}");
+        assert!(
+            r.text().contains("Browser sign-in is not set up here")
+                && r.text().contains("Ask your administrator for a token"),
+            "{path}: {}",
+            r.text()
+        );
+    }
+    let r = http_request(
+        "POST",
+        &format!("{}/api/v1/signin/token", c.url),
+        &[("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "not_found");
+}

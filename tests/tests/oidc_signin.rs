@@ -382,8 +382,8 @@ fn pages_refuse_bad_requests_and_replayed_states() {
 }
 
 /// A sign-in that must end on the coordinator's error page saying `says`.
-/// The coordinator's log must say why, with `log_says`.
-fn refused(name: &str, knobs: ProviderConfig, user: &str, says: &str, log_says: &str) {
+/// The coordinator's log must say why, with `log_says`; returns the log.
+fn refused(name: &str, knobs: ProviderConfig, user: &str, says: &str, log_says: &str) -> String {
     let mut d = Deployment::start(name, knobs, true, false);
     let pkce = Pkce::new();
     let r = d.cli_browser(&pkce, user);
@@ -404,6 +404,7 @@ fn refused(name: &str, knobs: ProviderConfig, user: &str, says: &str, log_says: 
     );
     d.secrets.push(pkce.verifier.clone());
     d.assert_log_clean();
+    log
 }
 
 #[test]
@@ -430,12 +431,18 @@ fn an_expired_id_token_is_refused() {
 
 #[test]
 fn an_id_token_signed_by_another_key_is_refused() {
-    refused(
+    let log = refused(
         "oidc-key",
         ProviderConfig::new().sign_with_other_key(OtherKey::UnknownKid),
         "alice",
         "could not be verified",
         "Signature verification failed",
+    );
+    // An unknown key makes the coordinator read the provider's keys again
+    // (it may have rotated them), which does not let the token through.
+    assert!(
+        log.contains("read the identity provider's signing keys again"),
+        "the keys were not read again"
     );
     refused(
         "oidc-samekid",

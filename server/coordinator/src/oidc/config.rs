@@ -95,7 +95,7 @@ pub fn http_client() -> Result<openidconnect::reqwest::Client> {
 /// Everything discovery produced.
 pub struct Discovered {
     pub client: IdpClient,
-    pub http: openidconnect::reqwest::Client,
+    pub idp: Idp,
     pub issuer: String,
     pub public_url: Url,
 }
@@ -130,39 +130,58 @@ pub async fn discover(args: &OidcArgs) -> Result<Option<Discovered>> {
             secret_file.display()
         );
     }
-    let http = http_client()?;
-    let issuer_url = IssuerUrl::new(issuer.clone())
-        .with_context(|| format!("--oidc-issuer {issuer} is not a valid issuer URL"))?;
-    // Discovery fetches the provider's document and its signing keys.
-    let metadata = tokio::time::timeout(
-        IDP_TIMEOUT + Duration::from_secs(1),
-        CoreProviderMetadata::discover_async(issuer_url, &http),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("timed out after {}s", IDP_TIMEOUT.as_secs()))
-    .and_then(|r| r.map_err(|e| anyhow::anyhow!(error_chain(&e))))
-    .with_context(|| {
+    let redirect = callback_url(&public_url);
+    let idp = Idp {
+        issuer_url: IssuerUrl::new(issuer.clone())
+            .with_context(|| format!("--oidc-issuer {issuer} is not a valid issuer URL"))?,
+        client_id: ClientId::new(client_id.clone()),
+        secret: ClientSecret::new(secret),
+        redirect: RedirectUrl::new(redirect.clone())
+            .with_context(|| format!("the callback address {redirect} is not a valid URL"))?,
+        http: http_client()?,
+    };
+    let client = idp.discover().await.with_context(|| {
         format!(
             "cannot read the OpenID Connect discovery document of {issuer} ({issuer}/.well-known/openid-configuration); check --oidc-issuer and that the provider is reachable from here"
         )
     })?;
-    let redirect = callback_url(&public_url);
-    let client = CoreClient::from_provider_metadata(
-        metadata,
-        ClientId::new(client_id.clone()),
-        Some(ClientSecret::new(secret)),
-    )
-    .set_redirect_uri(
-        RedirectUrl::new(redirect.clone())
-            .with_context(|| format!("the callback address {redirect} is not a valid URL"))?,
-    );
     tracing::info!(issuer = %issuer, redirect_uri = %redirect, "OpenID Connect sign-in enabled");
     Ok(Some(Discovered {
         client,
-        http,
+        idp,
         issuer: issuer.clone(),
         public_url,
     }))
+}
+
+/// What it takes to (re)discover the identity provider.
+pub struct Idp {
+    issuer_url: IssuerUrl,
+    client_id: ClientId,
+    /// Its `Debug` is redacted by openidconnect.
+    secret: ClientSecret,
+    redirect: RedirectUrl,
+    pub http: openidconnect::reqwest::Client,
+}
+
+impl Idp {
+    /// Reads the discovery document and the signing keys it names, within
+    /// [`IDP_TIMEOUT`] (and a second for the keys).
+    pub async fn discover(&self) -> Result<IdpClient> {
+        let metadata = tokio::time::timeout(
+            IDP_TIMEOUT + Duration::from_secs(1),
+            CoreProviderMetadata::discover_async(self.issuer_url.clone(), &self.http),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out after {}s", IDP_TIMEOUT.as_secs()))?
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+        Ok(CoreClient::from_provider_metadata(
+            metadata,
+            self.client_id.clone(),
+            Some(self.secret.clone()),
+        )
+        .set_redirect_uri(self.redirect.clone()))
+    }
 }
 
 /// `PUBLIC_URL/oidc/callback`.

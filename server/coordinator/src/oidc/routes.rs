@@ -5,7 +5,7 @@
 //! states travel in queries), and no token, code, verifier, nonce or ID
 //! token reaches a log line or an error page.
 
-use super::config::{error_chain, Discovered, IdpClient};
+use super::config::{error_chain, Discovered, Idp, IdpClient};
 use super::flow::{self, ClientKind, Flow, FlowError, Grant, IdpRound, SigninQuery, Target};
 use super::pages;
 use crate::db::{Db, TokenOrigin, User};
@@ -17,16 +17,24 @@ use axum::{Json, Router};
 use openidconnect::core::CoreAuthenticationFlow;
 use openidconnect::url::Url;
 use openidconnect::{
-    AccessTokenHash, AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
-    PkceCodeVerifier, Scope, TokenResponse,
+    AccessTokenHash, AuthorizationCode, ClaimsVerificationError, CsrfToken, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, Scope, SignatureVerificationError,
+    TokenResponse,
 };
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// The least time between two reads of the provider's keys after start-up.
+const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Browser sign-in, when `--oidc-issuer` is given.
 pub struct Oidc {
-    pub client: IdpClient,
-    pub http: openidconnect::reqwest::Client,
+    /// Replaced when the provider's keys are read again.
+    client: RwLock<Arc<IdpClient>>,
+    idp: Idp,
+    /// When the keys were last read again, so an ID token under an unknown
+    /// key cannot make the coordinator fetch them more than once a minute.
+    last_refresh: Mutex<Option<Instant>>,
     pub issuer: String,
     pub public_url: Url,
     /// Shown as "Sign in to DEPLOYMENT": the public URL's host.
@@ -44,14 +52,49 @@ impl Oidc {
             .unwrap_or("this Warren deployment")
             .to_string();
         Self {
-            client: d.client,
-            http: d.http,
+            client: RwLock::new(Arc::new(d.client)),
+            idp: d.idp,
+            last_refresh: Mutex::new(None),
             issuer: d.issuer,
             public_url: d.public_url,
             deployment,
             auto_create,
             db,
             flow: Mutex::new(Flow::new(flow::DEFAULT_CAP)),
+        }
+    }
+
+    fn client(&self) -> Arc<IdpClient> {
+        // Poisoning leaves a whole client behind: keep using it.
+        self.client
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reads the provider's discovery document and keys again (after an ID
+    /// token signed by a key we don't know: the provider may have rotated
+    /// its keys), at most once a minute. Returns the new client if it did.
+    async fn refresh_keys(&self) -> Option<Arc<IdpClient>> {
+        {
+            let mut last = self.last_refresh.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            if last.is_some_and(|t| now.saturating_duration_since(t) < KEY_REFRESH_INTERVAL) {
+                return None;
+            }
+            *last = Some(now);
+        }
+        match self.idp.discover().await {
+            Ok(client) => {
+                tracing::info!(issuer = %self.issuer, "read the identity provider's signing keys again");
+                let client = Arc::new(client);
+                *self.client.write().unwrap_or_else(|e| e.into_inner()) = client.clone();
+                Some(client)
+            }
+            Err(e) => {
+                tracing::warn!(issuer = %self.issuer, "cannot read the identity provider's keys again: {e:#}");
+                None
+            }
         }
     }
 
@@ -325,7 +368,7 @@ async fn start(State(oidc): State<St>, Path(id): Path<String>) -> Response {
     }
     let state = id.clone();
     let (url, _, _) = oidc
-        .client
+        .client()
         .authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,
             move || CsrfToken::new(state),
@@ -545,23 +588,46 @@ async fn finish(oidc: &Oidc, q: CallbackQuery, round: IdpRound) -> Result<User, 
             description: Some("the answer had neither a code nor an error".into()),
         });
     };
-    let request = oidc
-        .client
+    let client = oidc.client();
+    let request = client
         .exchange_code(AuthorizationCode::new(code))
         .map_err(|e| CallbackError::Exchange(error_chain(&e)))?
         .set_pkce_verifier(PkceCodeVerifier::new(round.pkce_verifier));
     let response = request
-        .request_async(&oidc.http)
+        .request_async(&oidc.idp.http)
         .await
         .map_err(|e| CallbackError::Exchange(error_chain(&e)))?;
     let id_token = response
         .id_token()
         .ok_or_else(|| CallbackError::IdToken("the token response has no ID token".into()))?;
-    let verifier = oidc.client.id_token_verifier();
     let nonce = Nonce::new(round.nonce);
-    let claims = id_token
-        .claims(&verifier, &nonce)
-        .map_err(|e| CallbackError::IdToken(error_chain(&e)))?;
+    let mut client = client;
+    let unknown_key = |e: &ClaimsVerificationError| {
+        matches!(
+            e,
+            ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey
+            )
+        )
+    };
+    let first = id_token
+        .claims(&client.id_token_verifier(), &nonce)
+        .cloned();
+    let claims = match first {
+        Ok(c) => c,
+        Err(e) if unknown_key(&e) => {
+            let Some(fresh) = oidc.refresh_keys().await else {
+                return Err(CallbackError::IdToken(error_chain(&e)));
+            };
+            client = fresh;
+            id_token
+                .claims(&client.id_token_verifier(), &nonce)
+                .cloned()
+                .map_err(|e| CallbackError::IdToken(error_chain(&e)))?
+        }
+        Err(e) => return Err(CallbackError::IdToken(error_chain(&e))),
+    };
+    let verifier = client.id_token_verifier();
     if let Some(expected) = claims.access_token_hash() {
         let alg = id_token
             .signing_alg()

@@ -1,8 +1,10 @@
 //! What the Warren CLI (`warren`) and the desktop app (`warren-desktop`)
 //! share about the signed-in user: checking a coordinator URL and token
 //! ([`signin`]), the saved sign-in ([`config`]) and the token in the OS
-//! keyring or its fallback file ([`token`]).
+//! keyring or its fallback file ([`token`]); signing in through the browser
+//! or a device code ([`browser_signin`]).
 
+pub mod browser_signin;
 pub mod config;
 pub mod signin;
 pub mod token;

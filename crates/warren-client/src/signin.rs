@@ -73,7 +73,7 @@ fn is_loopback(host: &str) -> bool {
 
 /// The innermost cause of an error, which is usually the telling one
 /// ("Connection refused", "UnknownIssuer").
-fn causes(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+pub(crate) fn causes(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
     let mut out = vec![e.to_string()];
     let mut cur = e.source();
     while let Some(s) = cur {
@@ -83,7 +83,7 @@ fn causes(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
     out
 }
 
-fn is_certificate_error(chain: &[String]) -> bool {
+pub(crate) fn is_certificate_error(chain: &[String]) -> bool {
     chain.iter().any(|c| {
         let c = c.to_ascii_lowercase();
         c.contains("certificate") || c.contains("unknownissuer") || c.contains("invalid peer")
@@ -116,13 +116,14 @@ pub enum SignInError {
     AgentToken { user: String },
 }
 
-/// Asks the coordinator who `token` belongs to. Every error says what to do.
-pub async fn validate(url: &str, token: &Secret, ca_pem: Option<&str>) -> Result<Me, SignInError> {
-    if token.expose().trim().is_empty() {
-        return Err(SignInError::EmptyToken);
-    }
+/// The HTTP client every sign-in request uses: rustls, our user agent and
+/// the deployment's own CA when it has one.
+pub(crate) fn http_client(
+    timeout: Duration,
+    ca_pem: Option<&str>,
+) -> Result<reqwest::Client, SignInError> {
     let mut builder = reqwest::Client::builder()
-        .timeout(ME_TIMEOUT)
+        .timeout(timeout)
         .use_rustls_tls()
         .user_agent(concat!("warren/", env!("CARGO_PKG_VERSION")));
     if let Some(pem) = ca_pem.filter(|p| !p.trim().is_empty()) {
@@ -130,9 +131,17 @@ pub async fn validate(url: &str, token: &Secret, ca_pem: Option<&str>) -> Result
             .map_err(|e| SignInError::BadCa(e.to_string()))?;
         builder = builder.add_root_certificate(cert);
     }
-    let client = builder
+    builder
         .build()
-        .map_err(|e| SignInError::BadCa(e.to_string()))?;
+        .map_err(|e| SignInError::BadCa(e.to_string()))
+}
+
+/// Asks the coordinator who `token` belongs to. Every error says what to do.
+pub async fn validate(url: &str, token: &Secret, ca_pem: Option<&str>) -> Result<Me, SignInError> {
+    if token.expose().trim().is_empty() {
+        return Err(SignInError::EmptyToken);
+    }
+    let client = http_client(ME_TIMEOUT, ca_pem)?;
     let unreachable = |cause: String| SignInError::Unreachable {
         url: url.to_string(),
         cause,

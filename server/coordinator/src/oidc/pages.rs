@@ -28,6 +28,7 @@ h1{font-size:1.4rem;margin-top:0}\
 text-decoration:none;border-radius:.4rem;font-weight:600;font-size:1rem}\
 .button:focus{outline:3px solid #111;outline-offset:2px}\
 .hint{color:#444;font-size:.9rem}\
+li{margin:.8rem 0}form button{font-size:1rem;padding:.5rem 1rem;margin-top:.3rem}\
 @media (max-width:36rem){main{margin:0;border:0;border-radius:0}}";
 
 /// A whole page: `title` is escaped here, `body` must already be HTML.

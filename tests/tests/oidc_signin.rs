@@ -378,6 +378,28 @@ fn pages_refuse_bad_requests_and_replayed_states() {
             r.text()
         );
     }
+
+    // One address cannot fill the coordinator with pending sign-ins...
+    let start = d.signin_url("cli", "http://127.0.0.1:4711/callback", &pkce);
+    let limited = (0..40)
+        .map(|_| http_request("GET", &start, &[], b""))
+        .find(|r| r.status != 200)
+        .expect("sign-in starts are throttled within 40");
+    assert_eq!(limited.status, 429);
+    assert!(limited.header("retry-after").is_some());
+    assert!(limited.text().contains("Too many sign-in attempts"));
+    // ...nor guess codes without end.
+    let limited = (0..20)
+        .map(|_| {
+            d.post_json(
+                "/api/v1/signin/token",
+                &json!({"grant_type": "authorization_code", "code": "guess", "code_verifier": "v"}),
+            )
+        })
+        .find(|r| r.status != 400)
+        .expect("refused codes are throttled within 20");
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.json()["error"], "too_many_requests");
     d.assert_log_clean();
 }
 

@@ -9,10 +9,13 @@ use super::config::{error_chain, Discovered, Idp, IdpClient};
 use super::flow::{self, ClientKind, Flow, FlowError, Grant, IdpRound, SigninQuery, Target};
 use super::pages;
 use crate::db::{Db, TokenOrigin, User};
+use crate::guard::{source_of, AuthThrottle};
+use crate::listener::PeerAddr;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use openidconnect::core::CoreAuthenticationFlow;
 use openidconnect::url::Url;
@@ -21,8 +24,54 @@ use openidconnect::{
     OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, Scope, SignatureVerificationError,
     TokenResponse,
 };
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+/// Sign-ins one address may start at once, then per minute.
+const START_BURST: u32 = 30;
+const START_PER_MINUTE: u32 = 20;
+/// Refused codes one address may send at once, then per minute.
+const FAILURE_BURST: u32 = 10;
+const FAILURE_PER_MINUTE: u32 = 6;
+
+type Peer = Option<Extension<PeerAddr>>;
+
+/// The source `peer` counts against (unknown only outside the listener,
+/// in tests: all such requests share one bucket).
+fn source(peer: &Peer) -> IpAddr {
+    peer.as_ref()
+        .map(|Extension(PeerAddr(a))| source_of(a.ip()))
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+fn too_many_page(wait: Duration) -> Response {
+    let mut r = page(
+        StatusCode::TOO_MANY_REQUESTS,
+        pages::error(
+            "Too many sign-in attempts from your network",
+            "This coordinator limits how many sign-ins one address may start or get wrong.",
+            &format!("Wait {} seconds and start again.", wait.as_secs()),
+        ),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs()));
+    r
+}
+
+fn too_many_json(wait: Duration) -> Response {
+    let mut r = json_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_requests",
+        &format!(
+            "Too many sign-in attempts from this address; wait {} seconds.",
+            wait.as_secs()
+        ),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs()));
+    r
+}
 
 /// The least time between two reads of the provider's keys after start-up.
 const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
@@ -35,6 +84,11 @@ pub struct Oidc {
     /// When the keys were last read again, so an ID token under an unknown
     /// key cannot make the coordinator fetch them more than once a minute.
     last_refresh: Mutex<Option<Instant>>,
+    /// Sign-ins started per source address: one address cannot fill the
+    /// caps of pending sign-ins and device grants.
+    starts: AuthThrottle,
+    /// Refused codes, device codes and user codes per source address.
+    failures: AuthThrottle,
     pub issuer: String,
     pub public_url: Url,
     /// Shown as "Sign in to DEPLOYMENT": the public URL's host.
@@ -55,12 +109,39 @@ impl Oidc {
             client: RwLock::new(Arc::new(d.client)),
             idp: d.idp,
             last_refresh: Mutex::new(None),
+            starts: AuthThrottle::new(START_BURST, START_PER_MINUTE),
+            failures: AuthThrottle::new(FAILURE_BURST, FAILURE_PER_MINUTE),
             issuer: d.issuer,
             public_url: d.public_url,
             deployment,
             auto_create,
             db,
             flow: Mutex::new(Flow::new(flow::DEFAULT_CAP)),
+        }
+    }
+
+    /// Takes one sign-in start for `peer`'s address, or says how long it
+    /// must wait.
+    fn start_allowed(&self, peer: &Peer) -> Result<(), Duration> {
+        let key = (source(peer), None);
+        let now = Instant::now();
+        if let Some(wait) = self.starts.check(&key, now) {
+            return Err(wait);
+        }
+        if self.starts.failed(key, now) {
+            tracing::info!(source = %source(peer), "sign-in starts from this address are being throttled");
+        }
+        Ok(())
+    }
+
+    /// How long `peer`'s address must wait after too many refused codes.
+    fn failure_wait(&self, peer: &Peer) -> Option<Duration> {
+        self.failures.check(&(source(peer), None), Instant::now())
+    }
+
+    fn failed(&self, peer: &Peer) {
+        if self.failures.failed((source(peer), None), Instant::now()) {
+            tracing::info!(source = %source(peer), "refused sign-in codes from this address are being throttled");
         }
     }
 
@@ -145,13 +226,20 @@ fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str>
 
 /// The tokens page: the person's own device tokens, or the way to sign in
 /// to see them.
-async fn tokens_page(State(oidc): State<St>, headers: axum::http::HeaderMap) -> Response {
+async fn tokens_page(
+    State(oidc): State<St>,
+    peer: Peer,
+    headers: axum::http::HeaderMap,
+) -> Response {
     let Some(oidc) = oidc else {
         return not_configured();
     };
     let now = Instant::now();
     let session = cookie(&headers, SESSION_COOKIE).and_then(|sid| oidc.flow().session(sid, now));
     let Some(session) = session else {
+        if let Err(wait) = oidc.start_allowed(&peer) {
+            return too_many_page(wait);
+        }
         let begun = oidc.flow().begin(Target::Tokens, now);
         return match begun {
             Ok(id) => page(
@@ -324,7 +412,7 @@ fn busy() -> Response {
     )
 }
 
-async fn signin(State(oidc): State<St>, Query(q): Query<SigninQuery>) -> Response {
+async fn signin(State(oidc): State<St>, peer: Peer, Query(q): Query<SigninQuery>) -> Response {
     let Some(oidc) = oidc else {
         return not_configured();
     };
@@ -342,6 +430,9 @@ async fn signin(State(oidc): State<St>, Query(q): Query<SigninQuery>) -> Respons
             );
         }
     };
+    if let Err(wait) = oidc.start_allowed(&peer) {
+        return too_many_page(wait);
+    }
     let device = request.device.clone();
     let id = match oidc.flow().begin(Target::Client(request), Instant::now()) {
         Ok(id) => id,
@@ -670,16 +761,21 @@ struct DeviceQuery {
     code: Option<String>,
 }
 
-async fn device_page(State(oidc): State<St>, Query(q): Query<DeviceQuery>) -> Response {
+async fn device_page(State(oidc): State<St>, peer: Peer, Query(q): Query<DeviceQuery>) -> Response {
     let Some(oidc) = oidc else {
         return not_configured();
     };
     let Some(code) = q.code.filter(|c| !c.trim().is_empty()) else {
         return page(StatusCode::OK, pages::device_entry(&oidc.deployment, None));
     };
+    // User codes are short: guessing them is throttled like codes.
+    if let Some(wait) = oidc.failure_wait(&peer) {
+        return too_many_page(wait);
+    }
     let now = Instant::now();
     let found = oidc.flow().device_lookup(&code, now);
     let Some((user_code, device)) = found else {
+        oidc.failed(&peer);
         return page(
             StatusCode::BAD_REQUEST,
             pages::device_entry(
@@ -692,6 +788,9 @@ async fn device_page(State(oidc): State<St>, Query(q): Query<DeviceQuery>) -> Re
         user_code: user_code.clone(),
         device: device.clone(),
     };
+    if let Err(wait) = oidc.start_allowed(&peer) {
+        return too_many_page(wait);
+    }
     let begun = oidc.flow().begin(target, now);
     match begun {
         Ok(id) => page(
@@ -712,7 +811,7 @@ struct DeviceRequest {
     device: Option<String>,
 }
 
-async fn device_begin(State(oidc): State<St>, body: axum::body::Bytes) -> Response {
+async fn device_begin(State(oidc): State<St>, peer: Peer, body: axum::body::Bytes) -> Response {
     let Some(oidc) = oidc else {
         return json_error(
             StatusCode::NOT_FOUND,
@@ -736,6 +835,9 @@ async fn device_begin(State(oidc): State<St>, body: axum::body::Bytes) -> Respon
             "The body must be JSON {\"device\":\"NAME\"} with a device name of 1 to 64 printable characters.",
         );
     };
+    if let Err(wait) = oidc.start_allowed(&peer) {
+        return too_many_json(wait);
+    }
     let begun = oidc.flow().device_begin(device, Instant::now());
     let Ok(d) = begun else {
         return json_error(
@@ -779,7 +881,7 @@ fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
         .into_response()
 }
 
-async fn token(State(oidc): State<St>, body: axum::body::Bytes) -> Response {
+async fn token(State(oidc): State<St>, peer: Peer, body: axum::body::Bytes) -> Response {
     let Some(oidc) = oidc else {
         return json_error(
             StatusCode::NOT_FOUND,
@@ -787,6 +889,9 @@ async fn token(State(oidc): State<St>, body: axum::body::Bytes) -> Response {
             "This deployment does not sign people in through a browser; ask an administrator for a token.",
         );
     };
+    if let Some(wait) = oidc.failure_wait(&peer) {
+        return too_many_json(wait);
+    }
     let Ok(req) = serde_json::from_slice::<TokenRequest>(&body) else {
         return json_error(
             StatusCode::BAD_REQUEST,
@@ -808,6 +913,7 @@ async fn token(State(oidc): State<St>, body: axum::body::Bytes) -> Response {
                 Ok(g) => g,
                 Err(e) => {
                     tracing::info!("sign-in code refused: {e}");
+                    oidc.failed(&peer);
                     let message = match e {
                         FlowError::WrongVerifier => "The code verifier does not match; the code is now used up. Sign in again.",
                         _ => "The code is unknown, expired or already used; codes work once, for 60 seconds. Sign in again.",
@@ -832,7 +938,10 @@ async fn token(State(oidc): State<St>, body: axum::body::Bytes) -> Response {
                         FlowError::AuthorizationPending => ("authorization_pending", "The person has not finished signing in yet; poll again after the interval."),
                         FlowError::SlowDown => ("slow_down", "Polling too fast; wait 5 seconds longer between polls."),
                         FlowError::AccessDenied => ("access_denied", "The person declined the sign-in."),
-                        _ => ("expired_token", "The device code is unknown or expired; start again with warren login --device."),
+                        _ => {
+                            oidc.failed(&peer);
+                            ("expired_token", "The device code is unknown or expired; start again with warren login --device.")
+                        }
                     };
                     return json_error(StatusCode::BAD_REQUEST, error, message);
                 }

@@ -29,17 +29,31 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Sign in to a coordinator with a user token.
+    /// Sign in to a coordinator: through the browser (default), with a
+    /// device code (--device), or with a user token.
     Login {
         /// The coordinator, e.g. https://warren.example.com
         #[arg(long)]
         url: String,
         /// Read the token from standard input.
-        #[arg(long, conflicts_with = "token_file")]
+        #[arg(long, conflicts_with_all = ["token_file", "token_prompt", "device"])]
         token_stdin: bool,
         /// Read the token from a file.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["token_prompt", "device"])]
         token_file: Option<PathBuf>,
+        /// Ask for the token (input hidden) instead of signing in through the browser.
+        #[arg(long, conflicts_with = "device")]
+        token_prompt: bool,
+        /// Sign in with a code confirmed on another device (no browser here).
+        #[arg(long)]
+        device: bool,
+        /// Print the sign-in address without opening a browser.
+        #[arg(long)]
+        no_browser: bool,
+        /// Give up waiting for the browser sign-in after this many seconds
+        /// (default 300; with --device, the code's own lifetime).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
         /// Extra CA certificate (PEM) to trust for this coordinator.
         #[arg(long)]
         ca: Option<PathBuf>,
@@ -74,26 +88,27 @@ enum Command {
     },
 }
 
-async fn login(
-    url: &str,
-    token_stdin: bool,
-    token_file: Option<PathBuf>,
-    ca: Option<PathBuf>,
-) -> Result<()> {
-    let url = signin::normalize_url(url)?;
-    let ca_pem = match &ca {
+async fn login(args: login::LoginArgs) -> Result<()> {
+    let url = signin::normalize_url(&args.url)?;
+    let ca_pem = match &args.ca {
         Some(path) => Some(
             std::fs::read_to_string(path)
                 .with_context(|| format!("can't read the CA certificate {}", path.display()))?,
         ),
         None => None,
     };
-    let source = match (&token_file, token_stdin) {
-        (Some(path), _) => login::TokenSource::File(path),
-        (None, true) => login::TokenSource::Stdin,
-        (None, false) => login::TokenSource::Prompt,
+    let source = match (&args.token_file, args.token_stdin, args.token_prompt) {
+        (Some(path), _, _) => Some(login::TokenSource::File(path)),
+        (None, true, _) => Some(login::TokenSource::Stdin),
+        (None, false, true) => Some(login::TokenSource::Prompt),
+        (None, false, false) => None,
     };
-    let tok = login::read_token(source)?;
+    let browser = source.is_none();
+    let tok = match source {
+        Some(source) => login::read_token(source)?,
+        None if args.device => login::device_flow(&url, ca_pem.as_deref(), args.timeout).await?,
+        None => login::browser_flow(&url, ca_pem.as_deref(), args.no_browser, args.timeout).await?,
+    };
     let me = signin::validate(&url, &tok, ca_pem.as_deref()).await?;
     let dir = config::config_dir()?;
     if let token::Stored::File {
@@ -115,10 +130,17 @@ async fn login(
             deployment: Some(me.deployment.clone()),
         },
     )?;
-    println!(
-        "Signed in to {url} as {}. Run `warren up` to connect.",
-        me.user
-    );
+    if browser {
+        println!(
+            "Signed in as {} on {url}. Run `warren up` to connect.",
+            me.user
+        );
+    } else {
+        println!(
+            "Signed in to {url} as {}. Run `warren up` to connect.",
+            me.user
+        );
+    }
     println!(
         "This deployment routes {} and {} into the tunnel and answers names under .{}.",
         me.deployment.ipv4_prefix, me.deployment.ipv6_prefix, me.deployment.suffix
@@ -133,8 +155,24 @@ async fn run(cli: Cli) -> Result<()> {
             url,
             token_stdin,
             token_file,
+            token_prompt,
+            device,
+            no_browser,
+            timeout,
             ca,
-        } => login(&url, token_stdin, token_file, ca).await,
+        } => {
+            login(login::LoginArgs {
+                url,
+                token_stdin,
+                token_file,
+                token_prompt,
+                device,
+                no_browser,
+                timeout,
+                ca,
+            })
+            .await
+        }
         Command::Logout => session::logout(&socket).await,
         Command::Up => session::up(&socket).await,
         Command::Down => session::down(&socket).await,

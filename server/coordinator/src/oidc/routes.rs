@@ -982,3 +982,42 @@ async fn token(State(oidc): State<St>, peer: Peer, body: axum::body::Bytes) -> R
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut h = axum::http::HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; b=2"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("x=y;warren_tokens_session=abc; z=w"),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, "b"), Some("2"));
+        assert_eq!(cookie(&h, "warren_tokens"), None);
+        assert_eq!(cookie(&axum::http::HeaderMap::new(), SESSION_COOKIE), None);
+    }
+
+    #[test]
+    fn addresses_count_per_source() {
+        let v4: Peer = Some(Extension(PeerAddr("192.0.2.7:5555".parse().unwrap())));
+        assert_eq!(source(&v4), "192.0.2.7".parse::<IpAddr>().unwrap());
+        let v6: Peer = Some(Extension(PeerAddr(
+            "[2001:db8:1:2:3:4:5:6]:443".parse().unwrap(),
+        )));
+        assert_eq!(source(&v6), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        assert_eq!(source(&None), IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    }
+
+    #[test]
+    fn throttled_answers_carry_retry_after() {
+        let r = too_many_page(Duration::from_secs(7));
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "7");
+        let r = too_many_json(Duration::from_secs(3));
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+    }
+}

@@ -1,6 +1,7 @@
-//! The sign-in state machine of docs/signin.md, flow 1, kept in memory:
-//! pending sign-ins (a client's request waiting for the identity provider)
-//! and the one-time codes a client exchanges for its token.
+//! The sign-in state machine of docs/signin.md, kept in memory: pending
+//! sign-ins (waiting for the identity provider), the one-time codes a
+//! client exchanges for its token, device-code grants, and the tokens
+//! page's sessions.
 //!
 //! Everything here is pure: time comes in as an argument, so tests drive a
 //! fake clock. Entries are single use (taken out of the map when used, even

@@ -1,5 +1,6 @@
-//! The HTTP side of browser sign-in (docs/signin.md, flow 1): the sign-in
-//! page, the round trip to the identity provider, and the token exchange.
+//! The HTTP side of browser sign-in (docs/signin.md): the sign-in page, the
+//! round trip to the identity provider, the token exchange, the device-code
+//! grant and its pages, and the tokens page where people sign devices out.
 //!
 //! Nothing secret is logged: requests are logged by path only (codes and
 //! states travel in queries), and no token, code, verifier, nonce or ID

@@ -74,6 +74,7 @@ pub async fn browser_flow(
     let timeout = timeout
         .map(Duration::from_secs)
         .unwrap_or(browser_signin::DEFAULT_TIMEOUT);
+    browser_signin::check_available(url, ca_pem).await?;
     let listener = Loopback::bind().await?;
     let request = SignInRequest::new(
         url,

@@ -331,3 +331,25 @@ fn a_sign_in_that_never_arrives_says_what_to_do() {
         "{err}"
     );
 }
+
+#[test]
+fn without_an_identity_provider_login_says_to_use_a_token() {
+    let dir = TestDir::new("cli-signin-no-oidc");
+    let coord = warren_e2e::Coordinator::start(dir.path());
+    let cli = Cli::new(&dir.join("no-helper.sock"), &dir.join("cli-config"));
+    let started = Instant::now();
+    for args in [
+        vec!["login", "--url", &coord.url, "--no-browser"],
+        vec!["login", "--url", &coord.url, "--device"],
+    ] {
+        let out = cli.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains("doesn't offer browser sign-in") && err.contains("--token-stdin"),
+            "{args:?}: {err}"
+        );
+    }
+    // It says so at once instead of waiting for a browser that can't sign in.
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -95,7 +95,7 @@ pub enum BrowserSignInError {
 
 fn minutes(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 60 && s % 60 == 0 {
+    if s >= 60 && s.is_multiple_of(60) {
         let m = s / 60;
         format!("{m} minute{}", if m == 1 { "" } else { "s" })
     } else {
@@ -401,6 +401,26 @@ async fn post_token(
             status,
             message: None,
         }),
+    }
+}
+
+/// Checks that the coordinator offers browser sign-in before a browser is
+/// opened: an empty token request is answered 404 by a coordinator without
+/// an identity provider and 400 by one with. Connection and certificate
+/// problems surface here too, instead of in a browser tab.
+pub async fn check_available(
+    coordinator_url: &str,
+    ca_pem: Option<&str>,
+) -> Result<(), BrowserSignInError> {
+    let base = coordinator_url.trim_end_matches('/');
+    let client = http_client(REQUEST_TIMEOUT, ca_pem)?;
+    match post_token(&client, base, &serde_json::json!({})).await? {
+        TokenAnswer::Error { error, .. } if error == "not_found" => {
+            Err(BrowserSignInError::NotEnabled {
+                url: base.to_string(),
+            })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -941,6 +961,21 @@ mod tests {
 
         let (url, _) = fake(vec![("404 Not Found", "nope".into())]).await;
         let e = start_device(&url, "d", None).await.unwrap_err();
+        assert!(e.to_string().contains("--token-stdin"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn availability_is_checked_before_the_browser_opens() {
+        let (url, seen) = fake(vec![err("unsupported_grant_type")]).await;
+        check_available(&url, None).await.unwrap();
+        assert!(seen.lock().unwrap()[0].starts_with("POST /api/v1/signin/token"));
+        let (url, _) = fake(vec![(
+            "404 Not Found",
+            r#"{"error":"not_found","message":"ask an administrator"}"#.to_string(),
+        )])
+        .await;
+        let e = check_available(&url, None).await.unwrap_err();
+        assert!(matches!(e, BrowserSignInError::NotEnabled { .. }), "{e}");
         assert!(e.to_string().contains("--token-stdin"), "{e}");
     }
 

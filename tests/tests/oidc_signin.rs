@@ -330,6 +330,13 @@ fn pages_refuse_bad_requests_and_replayed_states() {
         assert!(r.header("location").is_none());
         assert!(r.text().contains("not valid"), "{}", r.text());
     }
+    let repeated = format!(
+        "{}&client=app",
+        d.signin_url("cli", "http://127.0.0.1:4711/callback", &pkce)
+    );
+    let r = http_request("GET", &repeated, &[], b"");
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("cannot be read"), "{}", r.text());
     let r = http_request(
         "GET",
         &d.signin_url("cli", "http://127.0.0.1:4711/callback", &pkce),

@@ -120,6 +120,8 @@ fn new_user_code() -> String {
 pub enum RequestError {
     #[error("the request is missing its {0} parameter")]
     Missing(&'static str),
+    #[error("its parameters cannot be read (one is repeated, or is not text)")]
+    Unreadable,
     #[error("the client must be \"app\" or \"cli\"")]
     Client,
     #[error("the redirect address is not one Warren's clients use (warren://signin for the app, http://127.0.0.1:PORT/callback for the command line)")]

@@ -12,6 +12,7 @@ use super::pages;
 use crate::db::{Db, TokenOrigin, User};
 use crate::guard::{source_of, AuthThrottle};
 use crate::listener::PeerAddr;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -413,11 +414,18 @@ fn busy() -> Response {
     )
 }
 
-async fn signin(State(oidc): State<St>, peer: Peer, Query(q): Query<SigninQuery>) -> Response {
+async fn signin(
+    State(oidc): State<St>,
+    peer: Peer,
+    q: Result<Query<SigninQuery>, QueryRejection>,
+) -> Response {
     let Some(oidc) = oidc else {
         return not_configured();
     };
-    let request = match flow::validate(&q) {
+    let checked = q
+        .map_err(|_| flow::RequestError::Unreadable)
+        .and_then(|Query(q)| flow::validate(&q));
+    let request = match checked {
         Ok(r) => r,
         Err(e) => {
             tracing::info!("sign-in request refused: {e}");
@@ -577,9 +585,16 @@ impl CallbackError {
     }
 }
 
-async fn callback(State(oidc): State<St>, Query(q): Query<CallbackQuery>) -> Response {
+async fn callback(
+    State(oidc): State<St>,
+    q: Result<Query<CallbackQuery>, QueryRejection>,
+) -> Response {
     let Some(oidc) = oidc else {
         return not_configured();
+    };
+    // Without a readable state there is no sign-in to finish.
+    let Ok(Query(q)) = q else {
+        return expired_or_replayed();
     };
     let Some(state) = q.state.as_deref() else {
         return expired_or_replayed();

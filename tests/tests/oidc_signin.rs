@@ -505,6 +505,34 @@ fn a_declined_consent_says_so() {
 }
 
 #[test]
+fn a_declined_device_sign_in_answers_access_denied() {
+    let mut d = Deployment::start(
+        "oidc-device-deny",
+        ProviderConfig::new().deny_consent(),
+        true,
+        false,
+    );
+    let r = d.post_json("/api/v1/signin/device", &json!({"device": "box"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let grant = r.json();
+    let device_code = grant["device_code"].as_str().unwrap().to_string();
+    d.secrets.push(device_code.clone());
+    let r = drive_browser_with(
+        &BrowserOptions::new(grant["verification_uri_complete"].as_str().unwrap())
+            .login("alice", &d.password("alice"))
+            .stop_at("http://127.0.0.1:1/never"),
+    );
+    assert!(r.text.contains("You declined"), "{r:?}");
+    let poll = json!({
+        "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+        "device_code": device_code,
+    });
+    assert_json_error(&d.post_json("/api/v1/signin/token", &poll), "access_denied");
+    assert_json_error(&d.post_json("/api/v1/signin/token", &poll), "expired_token");
+    d.assert_log_clean();
+}
+
+#[test]
 fn auto_create_and_the_device_code_flow() {
     let mut d = Deployment::start("oidc-device", ProviderConfig::new(), false, true);
     let r = d.post_json(

@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use warren_e2e::oidc::{
     drive_browser, drive_browser_with, form_encode, http_request, query_param, BrowserOptions,
-    BrowserResult, HttpResponse, OtherKey, Pkce, ProviderConfig, TestClient, TestProvider,
-    TestUser,
+    BrowserResult, ClientAuth, HttpResponse, OtherKey, Pkce, ProviderConfig, TestClient,
+    TestProvider, TestUser,
 };
 use warren_e2e::proc::Proc;
 use warren_e2e::TestDir;
@@ -62,15 +62,25 @@ impl Deployment {
     /// `alice` (subject `sub-alice`) exists at the provider; `link` also
     /// makes her a Warren user bound to that subject.
     fn start(name: &str, knobs: ProviderConfig, link: bool, auto_create: bool) -> Deployment {
+        Self::start_with(name, knobs, link, auto_create, ClientAuth::Basic)
+    }
+
+    /// Like [`Deployment::start`], with the coordinator registered at the
+    /// provider for `auth` at its token endpoint.
+    fn start_with(
+        name: &str,
+        knobs: ProviderConfig,
+        link: bool,
+        auto_create: bool,
+        auth: ClientAuth,
+    ) -> Deployment {
         let dir = TestDir::new(name);
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let mut config = knobs;
-        config.clients.push(TestClient::new(
-            CLIENT_ID,
-            CLIENT_SECRET,
-            &format!("{url}/oidc/callback"),
-        ));
+        config.clients.push(
+            TestClient::new(CLIENT_ID, CLIENT_SECRET, &format!("{url}/oidc/callback")).auth(auth),
+        );
         let users = vec![TestUser::new("alice"), TestUser::new("bob")];
         config.users.extend(users.iter().cloned());
         let provider = TestProvider::start(dir.path(), &config);
@@ -106,6 +116,9 @@ impl Deployment {
             .stdout(Stdio::piped());
         if auto_create {
             cmd.arg("--oidc-auto-create");
+        }
+        if auth == ClientAuth::Post {
+            cmd.args(["--oidc-client-auth-method", "client_secret_post"]);
         }
         let mut coord = Proc::spawn("coord", dir.path(), cmd, true);
         let printed = warren_e2e::coord::listening_url(&mut coord, &dir.join("coord.stdout"));
@@ -306,6 +319,29 @@ fn the_app_gets_a_page_that_returns_to_warren() {
     );
     assert_eq!(query_param(&link, "state").as_deref(), Some(STATE));
     let code = query_param(&link, "code").expect("code");
+    let ok = d.exchange(&code, &pkce.verifier);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let token = ok.json()["token"].as_str().unwrap().to_string();
+    d.secrets.push(token.clone());
+    assert_eq!(d.me(&token)["user"], "alice");
+    d.assert_log_clean();
+}
+
+/// `--oidc-client-auth-method client_secret_post` sends the secret in the
+/// form body and signs in. (oidc-provider accepts Basic from such a client
+/// too, so this shows the method works, not that Basic would be refused.)
+#[test]
+fn a_client_registered_for_client_secret_post_signs_in() {
+    let mut d = Deployment::start_with(
+        "oidc-post",
+        ProviderConfig::new(),
+        true,
+        false,
+        ClientAuth::Post,
+    );
+    let pkce = Pkce::new();
+    let r = d.cli_browser(&pkce, "alice");
+    let code = r.param("code").expect("a code in the redirect");
     let ok = d.exchange(&code, &pkce.verifier);
     assert_eq!(ok.status, 200, "{}", ok.text());
     let token = ok.json()["token"].as_str().unwrap().to_string();

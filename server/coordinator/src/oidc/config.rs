@@ -5,7 +5,8 @@ use anyhow::{bail, Context, Result};
 use openidconnect::core::{CoreClient, CoreProviderMetadata};
 use openidconnect::url::{self, Url};
 use openidconnect::{
-    ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, RedirectUrl,
+    AuthType, ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl,
+    RedirectUrl,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +23,15 @@ pub type IdpClient = CoreClient<
     EndpointMaybeSet,
     EndpointMaybeSet,
 >;
+
+/// `token_endpoint_auth_method` values this coordinator speaks.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[value(rename_all = "snake_case")]
+pub enum ClientAuthMethod {
+    #[default]
+    ClientSecretBasic,
+    ClientSecretPost,
+}
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct OidcArgs {
@@ -45,6 +55,10 @@ pub struct OidcArgs {
     /// File holding the client secret (never logged).
     #[arg(long, value_name = "FILE", requires = "oidc_issuer")]
     pub oidc_client_secret_file: Option<PathBuf>,
+    /// How this coordinator authenticates at the provider's token endpoint:
+    /// as registered there (HTTP Basic, or the secret in the form body).
+    #[arg(long, value_name = "METHOD", value_enum, default_value_t = ClientAuthMethod::ClientSecretBasic, requires = "oidc_issuer")]
+    pub oidc_client_auth_method: ClientAuthMethod,
     /// Create a user on their first sign-in, named after their
     /// preferred_username; without it an administrator adds people first.
     #[arg(long, requires = "oidc_issuer")]
@@ -139,6 +153,10 @@ pub async fn discover(args: &OidcArgs) -> Result<Option<Discovered>> {
         redirect: RedirectUrl::new(redirect.clone())
             .with_context(|| format!("the callback address {redirect} is not a valid URL"))?,
         http: http_client()?,
+        auth: match args.oidc_client_auth_method {
+            ClientAuthMethod::ClientSecretBasic => AuthType::BasicAuth,
+            ClientAuthMethod::ClientSecretPost => AuthType::RequestBody,
+        },
     };
     let client = idp.discover().await.with_context(|| {
         format!(
@@ -161,6 +179,7 @@ pub struct Idp {
     /// Its `Debug` is redacted by openidconnect.
     secret: ClientSecret,
     redirect: RedirectUrl,
+    auth: AuthType,
     pub http: openidconnect::reqwest::Client,
 }
 
@@ -180,7 +199,8 @@ impl Idp {
             self.client_id.clone(),
             Some(self.secret.clone()),
         )
-        .set_redirect_uri(self.redirect.clone()))
+        .set_redirect_uri(self.redirect.clone())
+        .set_auth_type(self.auth.clone()))
     }
 }
 

@@ -153,25 +153,12 @@ pub struct TokenRow {
     pub last_used: Option<i64>,
 }
 
-/// `2026-12-06 22:05 UTC` from Unix seconds.
+/// `2026-12-06 22:05 UTC` from Unix seconds (the RFC 3339 stamp `token
+/// list` prints, shortened for people).
 pub fn utc(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    let stamp = crate::db::rfc3339(secs);
+    let (date, time) = stamp.split_once('T').unwrap_or((stamp.as_str(), ""));
+    format!("{date} {} UTC", time.get(..5).unwrap_or(time))
 }
 
 /// The signed-in person's tokens, each with a button that revokes it.

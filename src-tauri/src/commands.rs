@@ -35,11 +35,13 @@ pub struct AppState {
     pub stop_expected: Arc<AtomicBool>,
     pub started: Instant,
     pub ready: AtomicBool,
+    /// The browser sign-in under way, whose link the app waits for.
+    pub browser_sign_in: Mutex<Option<crate::browser_signin::Pending>>,
 }
 
 type Result<T> = std::result::Result<T, CommandError>;
 
-fn err(kind: Kind, message: impl Into<String>) -> CommandError {
+pub(crate) fn err(kind: Kind, message: impl Into<String>) -> CommandError {
     CommandError::new(kind, message)
 }
 
@@ -167,6 +169,18 @@ pub async fn sign_in(state: State<'_, AppState>, request: SignInRequest) -> Resu
     let url = signin::normalize_url(&request.url).map_err(from_sign_in)?;
     let token = Secret::new(request.token.trim());
     let ca_pem = request.ca_pem.filter(|p| !p.trim().is_empty());
+    save_sign_in(&state, url, token, ca_pem).await
+}
+
+/// Checks `token` with the coordinator at `url`, then saves both and tells
+/// the windows who is signed in (the token form and the browser sign-in
+/// end here alike).
+pub async fn save_sign_in(
+    state: &AppState,
+    url: String,
+    token: Secret,
+    ca_pem: Option<String>,
+) -> Result<Account> {
     let me = signin::validate(&url, &token, ca_pem.as_deref())
         .await
         .map_err(from_sign_in)?;
@@ -199,6 +213,21 @@ pub async fn sign_in(state: State<'_, AppState>, request: SignInRequest) -> Resu
     Ok(account)
 }
 
+/// See [`crate::browser_signin::start`].
+#[tauri::command(rename_all = "snake_case")]
+pub async fn start_browser_sign_in(
+    state: State<'_, AppState>,
+    url: String,
+    ca_pem: Option<String>,
+) -> Result<()> {
+    crate::browser_signin::start(&state, url, ca_pem).await
+}
+
+#[tauri::command(rename_all = "snake_case")]
+pub fn cancel_browser_sign_in(state: State<'_, AppState>) {
+    crate::browser_signin::cancel(&state);
+}
+
 #[tauri::command(rename_all = "snake_case")]
 pub async fn sign_out(state: State<'_, AppState>) -> Result<()> {
     // Stop first, so no session runs on a token that is about to vanish.
@@ -218,6 +247,10 @@ pub async fn sign_out(state: State<'_, AppState>) -> Result<()> {
     token::delete(dir, &url).await.map_err(from_store)?;
     config::remove(dir).map_err(from_store)?;
     state.hub.set_account(None);
+    // The next sign-in screen starts fresh, not on the last one's outcome.
+    state
+        .hub
+        .set_browser_sign_in(warren_proto::app::BrowserSignIn::Idle);
     tracing::info!("signed out");
     Ok(())
 }
@@ -242,7 +275,7 @@ pub fn get_settings(state: State<'_, AppState>) -> Settings {
     lock(&state.settings).clone()
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -375,6 +408,8 @@ handlers![
     copy_text,
     ping,
     ui_ready,
+    start_browser_sign_in,
+    cancel_browser_sign_in,
 ];
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::watch;
 use warren_ipc::{MirrorError, StateMirror};
-use warren_proto::app::{Account, HelperLink, HelperLinkState, UiEvent};
+use warren_proto::app::{Account, BrowserSignIn, HelperLink, HelperLinkState, UiEvent};
 use warren_proto::ipc::{Event, SessionInfo};
 use warren_proto::model::{Agent, Workspace};
 
@@ -51,6 +51,7 @@ impl Subscriber {
 struct Inner {
     link: HelperLink,
     account: Option<Account>,
+    browser_sign_in: BrowserSignIn,
     mirror: StateMirror,
     subscribers: Vec<Subscriber>,
 }
@@ -85,6 +86,7 @@ impl Hub {
                     retry_in_ms: None,
                 },
                 account,
+                browser_sign_in: BrowserSignIn::Idle,
                 mirror: StateMirror::new(),
                 subscribers: Vec::new(),
             }),
@@ -121,7 +123,11 @@ impl Hub {
             link: inner.link.clone(),
         }) && sub.send(UiEvent::Account {
             account: inner.account.clone(),
-        }) && sync(&inner.mirror, &inner.link, &mut sub);
+        }) && (inner.browser_sign_in == BrowserSignIn::Idle
+            || sub.send(UiEvent::BrowserSignIn {
+                status: inner.browser_sign_in.clone(),
+            }))
+            && sync(&inner.mirror, &inner.link, &mut sub);
         if ok {
             inner.subscribers.push(sub);
         }
@@ -169,6 +175,21 @@ impl Hub {
         });
         drop(inner);
         self.changed();
+    }
+
+    pub fn browser_sign_in(&self) -> BrowserSignIn {
+        self.lock().browser_sign_in.clone()
+    }
+
+    /// Tells every window how the browser sign-in stands.
+    pub fn set_browser_sign_in(&self, status: BrowserSignIn) {
+        let mut inner = self.lock();
+        inner.browser_sign_in = status.clone();
+        inner.subscribers.retain_mut(|s| {
+            s.send(UiEvent::BrowserSignIn {
+                status: status.clone(),
+            })
+        });
     }
 
     /// Applies one helper event (as the helper numbered it) and passes it on.

@@ -3,10 +3,12 @@
 //!
 //! Layout: [`hub`] holds the helper's state and fans it out to the UI;
 //! [`link`] keeps the hub fed from the helper; [`commands`] are what the UI
-//! invokes; [`tray`] and [`status`] are the tray icon, its menu and the
+//! invokes; [`browser_signin`] signs in through the browser and takes the
+//! `warren://signin` link that ends it; [`tray`] and [`status`] are the tray icon, its menu and the
 //! notifications; [`settings`], [`logs`] and [`platform`] are the edges to
 //! files and OS services.
 
+pub mod browser_signin;
 pub mod commands;
 pub mod hub;
 pub mod link;
@@ -45,7 +47,8 @@ struct Args {
     #[arg(long)]
     minimized: bool,
     /// A `warren://` link the OS opened the app with (the installers
-    /// register the scheme): it brings up the window.
+    /// register the scheme): it brings up the window, and a
+    /// `warren://signin` link finishes a browser sign-in.
     #[arg(value_name = "LINK", value_parser = parse_link)]
     link: Option<String>,
 }
@@ -107,15 +110,20 @@ pub fn run() -> anyhow::Result<()> {
         stop_expected: Arc::new(AtomicBool::new(false)),
         started,
         ready: AtomicBool::new(false),
+        browser_sign_in: Mutex::new(None),
     };
+    let start_link = args.link.clone();
     let socket = args.socket.clone();
 
     let app = tauri::Builder::default()
         // First, so a second launch is caught before anything else starts.
         // A warren:// link clicked while the app runs arrives here too.
-        .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
+        .plugin(tauri_plugin_single_instance::init(|app, argv, _cwd| {
             tracing::info!("second launch: showing the window");
             tray::show_main(app);
+            if let Some(link) = browser_signin::link_in_args(&argv) {
+                browser_signin::handle_link(app, link);
+            }
         }))
         .plugin(tauri_plugin_autostart::init(
             tauri_plugin_autostart::MacosLauncher::LaunchAgent,
@@ -136,6 +144,9 @@ pub fn run() -> anyhow::Result<()> {
             tauri::async_runtime::spawn(tray::follow(handle.clone(), hub, minimized));
             if !minimized {
                 tray::show_main(&handle);
+            }
+            if let Some(link) = &start_link {
+                browser_signin::handle_link(&handle, link);
             }
             Ok(())
         })

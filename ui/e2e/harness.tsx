@@ -154,6 +154,15 @@ async function handle(cmd: string, args: Record<string, unknown> | undefined): P
       sendSnapshot();
       return m.account;
     }
+    case 'start_browser_sign_in': {
+      const url = args!.url as string;
+      if (!/^https?:\/\/[^/\s]+/.test(url)) return fail('bad_url', 'Enter the deployment’s address, like https://warren.example.com.');
+      deliver({ kind: 'browser_sign_in', status: { state: 'waiting', url } });
+      return null;
+    }
+    case 'cancel_browser_sign_in':
+      deliver({ kind: 'browser_sign_in', status: { state: 'idle' } });
+      return null;
     case 'sign_out':
       m.account = null;
       m.session = mkSession('disconnected');

@@ -13,6 +13,8 @@ import * as commands from './bindings/commands';
 export {
   appInfo,
   signIn,
+  startBrowserSignIn,
+  cancelBrowserSignIn,
   signOut,
   connect,
   disconnect,

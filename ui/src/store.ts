@@ -14,6 +14,7 @@
  */
 import type { Account } from './bindings/Account';
 import type { Agent } from './bindings/Agent';
+import type { BrowserSignIn } from './bindings/BrowserSignIn';
 import type { Event } from './bindings/Event';
 import type { HelperLink } from './bindings/HelperLink';
 import type { LogLine } from './bindings/LogLine';
@@ -56,6 +57,8 @@ export interface AppState {
   outOfSync: boolean;
   logs: readonly LogEntry[];
   nextLogId: number;
+  /** How the browser sign-in started from this app stands. */
+  browserSignIn: BrowserSignIn;
 }
 
 export const initialState: AppState = {
@@ -73,6 +76,7 @@ export const initialState: AppState = {
   outOfSync: false,
   logs: [],
   nextLogId: 0,
+  browserSignIn: { state: 'idle' },
 };
 
 /** Applies one event from the app's channel, received at `now` (ms). */
@@ -91,6 +95,8 @@ export function applyEvent(state: AppState, ev: UiEvent, now: number): AppState 
       return { ...state, account: ev.account, lastUrl: ev.account?.url ?? state.account?.url ?? state.lastUrl };
     case 'stream':
       return applyStream(state, ev.seq, ev.event, now);
+    case 'browser_sign_in':
+      return { ...state, browserSignIn: ev.status };
   }
 }
 

@@ -36,6 +36,27 @@ pub enum UiEvent {
     /// carries the number of the last helper event it includes; the events
     /// after it follow that number one by one.
     Stream { seq: u64, event: Box<Event> },
+    /// A browser sign-in started from this app moved on (sent to a new
+    /// subscriber too, unless none is under way).
+    BrowserSignIn { status: BrowserSignIn },
+}
+
+/// How a browser sign-in started from this app stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum BrowserSignIn {
+    /// None under way (or it was cancelled).
+    Idle,
+    /// The browser was opened at the coordinator `url`'s sign-in page; the
+    /// app waits for the `warren://signin` link it ends with.
+    Waiting { url: String },
+    /// The link arrived; the app is exchanging it for a token.
+    Finishing,
+    /// Signed in as `user`.
+    SignedIn { user: String },
+    /// A link was refused or the sign-in failed; `message` says what to do.
+    Refused { message: String },
 }
 
 /// How the app's connection to the helper stands.
@@ -181,6 +202,12 @@ commands! {
     fn subscribe(on_event: EventChannel<UiEvent>) -> ();
     /// Checks the URL and token with the coordinator, then saves them.
     fn sign_in(request: SignInRequest) -> Account;
+    /// Checks the coordinator offers browser sign-in, opens the browser at
+    /// its sign-in page and waits for the `warren://signin` link (progress
+    /// arrives as `browser_sign_in` events). Replaces one under way.
+    fn start_browser_sign_in(url: String, ca_pem: Option<String>) -> ();
+    /// Forgets the browser sign-in under way; its link will be refused.
+    fn cancel_browser_sign_in() -> ();
     /// Stops the session and forgets the saved sign-in.
     fn sign_out() -> ();
     /// Hands the saved token to the helper, which connects.
@@ -440,6 +467,7 @@ pub fn export_bindings(dir: &std::path::Path) -> Result<(), ts_rs::ExportError> 
     UiEvent::export_all(&cfg)?;
     CommandError::export_all(&cfg)?;
     SignInRequest::export_all(&cfg)?;
+    BrowserSignIn::export_all(&cfg)?;
     Settings::export_all(&cfg)?;
     AppInfo::export_all(&cfg)?;
     // Reachable through `Event` already; listed so a refactor that stops

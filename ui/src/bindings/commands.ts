@@ -15,6 +15,8 @@ export const COMMANDS = [
   'app_info',
   'subscribe',
   'sign_in',
+  'start_browser_sign_in',
+  'cancel_browser_sign_in',
   'sign_out',
   'connect',
   'disconnect',
@@ -50,6 +52,22 @@ export function subscribe(on_event: Channel<UiEvent>): Promise<void> {
  */
 export function signIn(request: SignInRequest): Promise<Account> {
   return invoke<Account>('sign_in', { request });
+}
+
+/**
+ * Checks the coordinator offers browser sign-in, opens the browser at
+ * its sign-in page and waits for the `warren://signin` link (progress
+ * arrives as `browser_sign_in` events). Replaces one under way.
+ */
+export function startBrowserSignIn(url: string, ca_pem: string | null): Promise<void> {
+  return invoke<void>('start_browser_sign_in', { url, ca_pem });
+}
+
+/**
+ * Forgets the browser sign-in under way; its link will be refused.
+ */
+export function cancelBrowserSignIn(): Promise<void> {
+  return invoke<void>('cancel_browser_sign_in');
 }
 
 /**

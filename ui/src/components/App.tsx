@@ -31,6 +31,6 @@ export function App({ live }: { live: Live }) {
   // What sign-in and sign-out resolve to is applied at once, as the app's
   // own Account event (which follows) would.
   const onAccount = (account: Account | null) => live.apply({ kind: 'account', account });
-  if (s.account === null) return <SignIn onSignedIn={onAccount} initialUrl={s.lastUrl} />;
+  if (s.account === null) return <SignIn onSignedIn={onAccount} initialUrl={s.lastUrl} browser={s.browserSignIn} />;
   return <Shell state={s} section={section} onSection={setSection} onAccount={onAccount} />;
 }

@@ -497,6 +497,35 @@ mod tests {
     }
 
     #[test]
+    fn a_browser_sign_in_under_way_reaches_every_window_and_new_ones() {
+        let hub = Hub::new("s".into(), None);
+        let a = Recorder::default();
+        hub.subscribe("a", a.clone());
+        // Nothing under way: a new window hears only link and account.
+        assert_eq!(a.take().len(), 2);
+        let waiting = BrowserSignIn::Waiting {
+            url: "https://c".into(),
+        };
+        hub.set_browser_sign_in(waiting.clone());
+        assert_eq!(
+            a.take(),
+            vec![UiEvent::BrowserSignIn {
+                status: waiting.clone()
+            }]
+        );
+        // A window opened (or reloaded) meanwhile still shows the wait.
+        let b = Recorder::default();
+        hub.subscribe("b", b.clone());
+        assert_eq!(
+            b.take()[2],
+            UiEvent::BrowserSignIn {
+                status: waiting.clone()
+            }
+        );
+        assert_eq!(hub.browser_sign_in(), waiting);
+    }
+
+    #[test]
     fn a_gone_subscriber_is_dropped_and_does_not_stop_the_others() {
         let hub = Hub::new("s".into(), None);
         let a = Recorder::default();

@@ -97,7 +97,7 @@ export function SignIn({
             )}
           </div>
           {phase.phase !== 'signed_in' && (
-            <p class="hint" style={{ textAlign: 'center' }}>
+            <p class="hint signin-wait">
               <span class="spinner small" aria-hidden="true" /> Waiting…
             </p>
           )}

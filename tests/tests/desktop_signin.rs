@@ -9,7 +9,9 @@
 //! the running app, as the OS does. Checked: a link no sign-in of this app
 //! started is refused with its message; a link with a wrong state is
 //! refused while the real sign-in keeps waiting; the real link signs the
-//! app in (main window, the sign-in saved). The new sign-in screen is saved
+//! app in (main window, the sign-in saved, the helper connected), and no
+//! link's code reaches the app's log. Cancel ends a sign-in; starting again
+//! makes a new one. The new sign-in screen is saved
 //! to `docs/screenshots/app-signin-browser.png`.
 //!
 //! Needs what `desktop_app` needs (Xvfb, dbus-daemon, tauri-driver,
@@ -22,7 +24,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use warren_e2e::desktop::{self, Desktop};
 use warren_e2e::oidc::{
-    drive_browser_with, BrowserOptions, ProviderConfig, TestClient, TestProvider, TestUser,
+    drive_browser_with, query_param, BrowserOptions, ProviderConfig, TestClient, TestProvider,
+    TestUser,
 };
 use warren_e2e::proc::Proc;
 use warren_e2e::{Helper, TestDir};
@@ -170,15 +173,32 @@ fn the_app_signs_in_through_the_browser_and_refuses_links_it_did_not_start() {
     assert!(app.find("[data-testid=session-state]").is_none());
 
     // 3. Sign in with browser: the app opens the coordinator's sign-in page
-    // and waits.
-    app.click("[data-testid=signin-browser]");
-    let signin_url = warren_e2e::poll_until(Duration::from_secs(15), || {
-        std::fs::read_to_string(&opened)
-            .ok()
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-    })
-    .expect("the app did not open the browser (BROWSER) within 15 s");
+    // and waits; Cancel returns to the form, and starting again makes a new
+    // sign-in.
+    let start = || {
+        let _ = std::fs::remove_file(&opened);
+        app.click("[data-testid=signin-browser]");
+        warren_e2e::poll_until(Duration::from_secs(15), || {
+            std::fs::read_to_string(&opened)
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+        })
+        .expect("the app did not open the browser (BROWSER) within 15 s")
+    };
+    let cancelled_url = start();
+    app.wait_element(
+        "[data-testid=signin-browser-cancel]",
+        Duration::from_secs(10),
+    );
+    app.click("[data-testid=signin-browser-cancel]");
+    app.wait_element("[data-testid=signin-browser]", Duration::from_secs(10));
+    let signin_url = start();
+    assert_ne!(
+        query_param(&signin_url, "state"),
+        query_param(&cancelled_url, "state"),
+        "a new sign-in must have a new state"
+    );
     assert!(
         signin_url.starts_with(&format!("{url}/signin?client=app&")),
         "the app opened something else"
@@ -216,6 +236,7 @@ fn the_app_signs_in_through_the_browser_and_refuses_links_it_did_not_start() {
     );
     let link = result.final_url.expect("the warren:// link");
     assert!(link.starts_with("warren://signin?"));
+    let code = query_param(&link, "code").expect("the link's code");
     let mut args = socket_args.clone();
     args.push(link.into());
     second_launch(&desktop, &app_bin, &args, &env);
@@ -239,6 +260,27 @@ fn the_app_signs_in_through_the_browser_and_refuses_links_it_did_not_start() {
         .expect("the sign-in is saved");
     assert!(config.contains(&url), "{config}");
     app.screenshot("real-signin-browser-done.png");
+
+    // 7. The app connects the helper with the new token, as after the token
+    // form.
+    app.wait_js(
+        Duration::from_secs(20),
+        "the session to connect",
+        "document.querySelector('[data-testid=session-state]')?.dataset.state === 'connected'",
+    );
+
+    // 8. The links' codes never reach the app's log.
+    let mut logged = String::new();
+    for entry in std::fs::read_dir(dir.join("app-logs")).expect("the app's log dir") {
+        logged.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default());
+    }
+    assert!(logged.contains("signed in through the browser"), "{logged}");
+    for secret in [code.as_str(), "forged-code", "not-the-right-state"] {
+        assert!(
+            !logged.contains(secret),
+            "the app logged a sign-in link's query"
+        );
+    }
     drop(app);
     drop(helper);
 }

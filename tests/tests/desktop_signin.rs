@@ -11,7 +11,8 @@
 //! refused while the real sign-in keeps waiting; the real link signs the
 //! app in (main window, the sign-in saved, the helper connected), and no
 //! link's code reaches the app's log. Cancel ends a sign-in; starting again
-//! makes a new one. The new sign-in screen is saved
+//! makes a new one. The new sign-in screen is saved to the screenshot dir
+//! (`real-signin-browser*.png`), and with `WARREN_UPDATE_DOCS_SCREENSHOTS=1`
 //! to `docs/screenshots/app-signin-browser.png`.
 //!
 //! Needs what `desktop_app` needs (Xvfb, dbus-daemon, tauri-driver,
@@ -153,9 +154,12 @@ fn the_app_signs_in_through_the_browser_and_refuses_links_it_did_not_start() {
     app.wait_element("[data-testid=signin-browser]", Duration::from_secs(30));
     app.type_into("[data-testid=signin-url]", &url);
     let shot = app.screenshot("real-signin-browser.png");
-    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
-    std::fs::create_dir_all(&docs).unwrap();
-    std::fs::copy(&shot, docs.join("app-signin-browser.png")).expect("copy the screenshot");
+    // The docs' copy changes with every run (the coordinator's port), so
+    // it is rewritten only when asked for.
+    if std::env::var_os("WARREN_UPDATE_DOCS_SCREENSHOTS").is_some() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+        std::fs::copy(&shot, docs.join("app-signin-browser.png")).expect("copy the screenshot");
+    }
 
     // 2. A link before any sign-in was started is refused, with what to do.
     let forged = |state: &str| -> Vec<OsString> {

@@ -126,7 +126,7 @@ pub async fn start(
     });
     state
         .hub
-        .set_browser_sign_in(BrowserSignIn::Waiting { url });
+        .set_browser_sign_in(BrowserSignIn::Waiting { url, refused: None });
     Ok(())
 }
 
@@ -163,9 +163,16 @@ pub fn handle_link(app: &AppHandle, link: &str) {
             }
             Err(message) => {
                 tracing::warn!(why = %message, "refused a sign-in link");
-                state
-                    .hub
-                    .set_browser_sign_in(BrowserSignIn::Refused { message });
+                // A stray link doesn't end the sign-in under way: the window
+                // keeps waiting for the real one and says what came.
+                let waiting_for = lock(&state.browser_sign_in).as_ref().map(|p| p.url.clone());
+                state.hub.set_browser_sign_in(match waiting_for {
+                    Some(url) => BrowserSignIn::Waiting {
+                        url,
+                        refused: Some(message),
+                    },
+                    None => BrowserSignIn::Refused { message },
+                });
             }
         }
     });

@@ -505,6 +505,7 @@ mod tests {
         assert_eq!(a.take().len(), 2);
         let waiting = BrowserSignIn::Waiting {
             url: "https://c".into(),
+            refused: None,
         };
         hub.set_browser_sign_in(waiting.clone());
         assert_eq!(

@@ -224,6 +224,10 @@ fn the_app_signs_in_through_the_browser_and_refuses_links_it_did_not_start() {
         "the refusal of a link with the wrong state",
         &format!("({BROWSER_ERROR}).includes(\"doesn't belong to the sign-in this app started\")"),
     );
+    assert!(
+        app.find("[data-testid=signin-browser-cancel]").is_some(),
+        "a stray link must leave the app waiting for the real one"
+    );
     app.screenshot("real-signin-browser-refused.png");
 
     // 5. The person signs in at the provider; the browser ends on the

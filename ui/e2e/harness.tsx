@@ -157,7 +157,7 @@ async function handle(cmd: string, args: Record<string, unknown> | undefined): P
     case 'start_browser_sign_in': {
       const url = args!.url as string;
       if (!/^https?:\/\/[^/\s]+/.test(url)) return fail('bad_url', 'Enter the deployment’s address, like https://warren.example.com.');
-      deliver({ kind: 'browser_sign_in', status: { state: 'waiting', url } });
+      deliver({ kind: 'browser_sign_in', status: { state: 'waiting', url, refused: null } });
       return null;
     }
     case 'cancel_browser_sign_in':

@@ -10,15 +10,25 @@ describe('browser sign-in phases', () => {
   it('starts on the form, waits for the browser, finishes, signs in', () => {
     expect(browserPhase({ state: 'idle' }, false)).toEqual({ phase: 'form', error: null });
     expect(browserPhase({ state: 'idle' }, true)).toEqual({ phase: 'starting' });
-    expect(browserPhase({ state: 'waiting', url: 'https://w.example.com' }, false)).toEqual({
+    expect(browserPhase({ state: 'waiting', url: 'https://w.example.com', refused: null }, false)).toEqual({
       phase: 'waiting',
       url: 'https://w.example.com',
+      refused: null,
     });
     expect(browserPhase({ state: 'finishing' }, false)).toEqual({ phase: 'finishing' });
     expect(browserPhase({ state: 'signed_in', user: 'alice' }, false)).toEqual({ phase: 'signed_in', user: 'alice' });
   });
 
-  it('a refused link returns to the form with the message saying what to do', () => {
+  it('a stray link while waiting keeps the wait and says it was refused', () => {
+    const refused = "This sign-in link doesn't belong to the sign-in this app started, so it was refused.";
+    expect(browserPhase({ state: 'waiting', url: 'https://w', refused }, false)).toEqual({
+      phase: 'waiting',
+      url: 'https://w',
+      refused,
+    });
+  });
+
+  it('a link with no sign-in waiting returns to the form with the message saying what to do', () => {
     const message = "This sign-in link wasn't started by this app — start again from Sign in.";
     expect(browserPhase({ state: 'refused', message }, false)).toEqual({ phase: 'form', error: message });
     // Starting again hides the old refusal.
@@ -34,8 +44,8 @@ describe('browser sign-in phases', () => {
 describe('store', () => {
   it('keeps the latest browser sign-in status, idle at first', () => {
     expect(initialState.browserSignIn).toEqual({ state: 'idle' });
-    let s = applyEvent(initialState, { kind: 'browser_sign_in', status: { state: 'waiting', url: 'https://w' } }, 1);
-    expect(s.browserSignIn).toEqual({ state: 'waiting', url: 'https://w' });
+    let s = applyEvent(initialState, { kind: 'browser_sign_in', status: { state: 'waiting', url: 'https://w', refused: null } }, 1);
+    expect(s.browserSignIn).toEqual({ state: 'waiting', url: 'https://w', refused: null });
     s = applyEvent(s, { kind: 'browser_sign_in', status: { state: 'refused', message: 'no' } }, 2);
     expect(s.browserSignIn).toEqual({ state: 'refused', message: 'no' });
     // Other state is untouched.

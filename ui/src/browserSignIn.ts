@@ -10,8 +10,8 @@ export type BrowserPhase =
   | { phase: 'form'; error: string | null }
   /** Asking the app to check the coordinator and open the browser. */
   | { phase: 'starting' }
-  /** The browser is open; the app waits for its link. */
-  | { phase: 'waiting'; url: string }
+  /** The browser is open; the app waits for its link (`refused`: a stray link came meanwhile). */
+  | { phase: 'waiting'; url: string; refused: string | null }
   /** The link arrived; the token is being fetched and saved. */
   | { phase: 'finishing' }
   | { phase: 'signed_in'; user: string };
@@ -27,7 +27,7 @@ export function browserPhase(status: BrowserSignIn, starting: boolean): BrowserP
     case 'idle':
       return { phase: 'form', error: null };
     case 'waiting':
-      return { phase: 'waiting', url: status.url };
+      return { phase: 'waiting', url: status.url, refused: status.refused };
     case 'finishing':
       return { phase: 'finishing' };
     case 'signed_in':

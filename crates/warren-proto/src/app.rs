@@ -49,8 +49,13 @@ pub enum BrowserSignIn {
     /// None under way (or it was cancelled).
     Idle,
     /// The browser was opened at the coordinator `url`'s sign-in page; the
-    /// app waits for the `warren://signin` link it ends with.
-    Waiting { url: String },
+    /// app waits for the `warren://signin` link it ends with. `refused`:
+    /// a link that didn't answer this sign-in came meanwhile (what to do).
+    Waiting {
+        url: String,
+        #[serde(default)]
+        refused: Option<String>,
+    },
     /// The link arrived; the app is exchanging it for a token.
     Finishing,
     /// Signed in as `user`.

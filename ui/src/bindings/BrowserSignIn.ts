@@ -3,4 +3,4 @@
 /**
  * How a browser sign-in started from this app stands.
  */
-export type BrowserSignIn = { "state": "idle" } | { "state": "waiting", url: string, } | { "state": "finishing" } | { "state": "signed_in", user: string, } | { "state": "refused", message: string, };
+export type BrowserSignIn = { "state": "idle" } | { "state": "waiting", url: string, refused: string | null, } | { "state": "finishing" } | { "state": "signed_in", user: string, } | { "state": "refused", message: string, };

@@ -101,6 +101,11 @@ export function SignIn({
               <span class="spinner small" aria-hidden="true" /> Waiting…
             </p>
           )}
+          {phase.phase === 'waiting' && phase.refused && (
+            <p class="field-error" role="alert" data-testid="signin-browser-error">
+              {phase.refused}
+            </p>
+          )}
           {phase.phase === 'waiting' && (
             <button class="btn wide" type="button" data-testid="signin-browser-cancel" onClick={cancelBrowser}>
               Cancel

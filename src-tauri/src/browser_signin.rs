@@ -1,7 +1,9 @@
 //! Browser sign-in from the app: open the coordinator's sign-in page in the
 //! person's browser, then finish when the OS hands the app the
-//! `warren://signin?code&state` link it ends with (as the start-up argument,
-//! or through the single-instance callback when the app already runs).
+//! `warren://signin?code&state` link it ends with (on Linux and Windows as
+//! the start-up argument, or through the single-instance callback when the
+//! app already runs; on macOS as an Apple Event, through
+//! tauri-plugin-deep-link).
 //!
 //! Only a link answering the one sign-in this app started is taken: the
 //! `state` must match and the code is exchanged with this sign-in's PKCE
@@ -49,6 +51,14 @@ pub fn link_in_args(argv: &[String]) -> Option<&str> {
         .skip(1)
         .map(String::as_str)
         .find(|a| a.len() > 9 && a[..9].eq_ignore_ascii_case("warren://"))
+}
+
+/// The first `warren://` link among the URLs the OS opened the app with
+/// (macOS hands them over as Apple Events, not as arguments).
+pub fn link_in_urls(urls: &[tauri::Url]) -> Option<&str> {
+    urls.iter()
+        .find(|u| u.scheme() == "warren")
+        .map(tauri::Url::as_str)
 }
 
 /// What the app says about a failed browser sign-in: the client library's
@@ -269,6 +279,28 @@ mod tests {
         assert_eq!(signin_query("warren://open"), None);
         assert_eq!(signin_query("https://signin?code=c"), None);
         assert_eq!(signin_query("warren:signin?code=c"), None);
+    }
+
+    #[test]
+    fn an_opened_url_is_taken_only_if_it_is_a_warren_link() {
+        let urls = |a: &[&str]| {
+            a.iter()
+                .map(|s| s.parse::<tauri::Url>().expect("a URL"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            link_in_urls(&urls(&[
+                "https://example.com/",
+                "WARREN://signin?code=c&state=s"
+            ])),
+            Some("warren://signin?code=c&state=s")
+        );
+        assert_eq!(
+            link_in_urls(&urls(&["warren://signin?code=c&state=s"])).and_then(signin_query),
+            Some("code=c&state=s")
+        );
+        assert_eq!(link_in_urls(&urls(&["https://example.com/"])), None);
+        assert_eq!(link_in_urls(&[]), None);
     }
 
     #[test]

@@ -125,6 +125,9 @@ pub fn run() -> anyhow::Result<()> {
                 browser_signin::handle_link(app, link);
             }
         }))
+        // Registers the warren:// scheme's handler for links the OS
+        // delivers other than as arguments (macOS; see setup below).
+        .plugin(tauri_plugin_deep_link::init())
         .plugin(tauri_plugin_autostart::init(
             tauri_plugin_autostart::MacosLauncher::LaunchAgent,
             None,
@@ -147,6 +150,30 @@ pub fn run() -> anyhow::Result<()> {
             }
             if let Some(link) = &start_link {
                 browser_signin::handle_link(&handle, link);
+            }
+            // macOS delivers a clicked warren:// link as an Apple Event to
+            // the running app (launching it first if need be), never as an
+            // argument; the deep-link plugin turns that into on_open_url.
+            // Linux and Windows keep the argument path above and in the
+            // single-instance callback: the plugin would emit on_open_url
+            // for those too, so listening there would take a link twice.
+            // The scheme is never registered at run time (no `register()`):
+            // the installers do it (installer/linux's .desktop file, the
+            // MSI's registry key, the app bundle's CFBundleURLTypes), and on
+            // Linux run-time registration would write into ~/.local.
+            #[cfg(target_os = "macos")]
+            {
+                use tauri_plugin_deep_link::DeepLinkExt;
+                let opened = handle.clone();
+                handle.deep_link().on_open_url(move |event| {
+                    let urls = event.urls();
+                    if let Some(link) = browser_signin::link_in_urls(&urls) {
+                        // The link's text is not logged: it may carry a secret.
+                        tracing::info!("opened with a warren:// link: showing the window");
+                        tray::show_main(&opened);
+                        browser_signin::handle_link(&opened, link);
+                    }
+                });
             }
             Ok(())
         })

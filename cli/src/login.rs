@@ -88,12 +88,12 @@ pub async fn browser_flow(
         request.url()
     );
     if !no_browser {
-        match open_browser(request.url()) {
+        match warren_client::browser_signin::open_browser(request.url()) {
             Ok(()) => eprintln!(
                 "(opened your browser; if nothing appeared, open the address above yourself)"
             ),
             Err(e) => {
-                tracing::warn!("couldn't open a browser ({e:#}); open the address above yourself")
+                tracing::warn!("couldn't open a browser ({e}); open the address above yourself")
             }
         }
     }
@@ -135,52 +135,4 @@ pub async fn device_flow(url: &str, ca_pem: Option<&str>, timeout: Option<u64>) 
         None => poll.await?,
     };
     Ok(signed.token)
-}
-
-/// Opens `url` in the person's browser: `$BROWSER` if set (the
-/// colon-separated list convention, `%s` for the URL), else the platform's
-/// opener. Never waits for the browser itself.
-fn open_browser(url: &str) -> Result<()> {
-    use std::process::{Command, Stdio};
-    let mut commands: Vec<(String, Vec<String>)> = Vec::new();
-    if let Ok(browsers) = std::env::var("BROWSER") {
-        for b in browsers.split(if cfg!(windows) { ';' } else { ':' }) {
-            let mut words = b.split_whitespace().map(str::to_string);
-            let Some(program) = words.next() else {
-                continue;
-            };
-            let mut args: Vec<String> = words.collect();
-            if args.iter().any(|a| a.contains("%s")) {
-                args = args.into_iter().map(|a| a.replace("%s", url)).collect();
-            } else {
-                args.push(url.to_string());
-            }
-            commands.push((program, args));
-        }
-    }
-    if cfg!(target_os = "macos") {
-        commands.push(("open".into(), vec![url.into()]));
-    } else if cfg!(windows) {
-        // rundll32 takes the URL as one argument; `cmd /c start` would split it at every &.
-        commands.push((
-            "rundll32".into(),
-            vec!["url.dll,FileProtocolHandler".into(), url.into()],
-        ));
-    } else {
-        commands.push(("xdg-open".into(), vec![url.into()]));
-    }
-    let mut last = None;
-    for (program, args) in commands {
-        match Command::new(&program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(_) => return Ok(()),
-            Err(e) => last = Some(anyhow::anyhow!("{program}: {e}")),
-        }
-    }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("no browser opener found")))
 }

@@ -122,7 +122,7 @@ pub async fn start(
         &browser_signin::device_name(),
     )
     .with_ca(ca_pem.as_deref());
-    open_browser(request.url()).map_err(|e| {
+    browser_signin::open_browser(request.url()).map_err(|e| {
         err(
             Kind::Other,
             format!("Couldn't open a web browser ({e}). Set one as your default browser and try again, or choose “Use a token”."),
@@ -214,54 +214,6 @@ async fn finish(state: &AppState, query: &str) -> Result<Account, String> {
     commands::save_sign_in(state, pending.url, signed.token, pending.ca_pem)
         .await
         .map_err(|e| e.message)
-}
-
-/// Opens `url` in the person's browser: `$BROWSER` if set (the
-/// colon-separated list convention, `%s` for the URL), else the platform's
-/// opener. Never waits for the browser itself.
-fn open_browser(url: &str) -> Result<(), String> {
-    use std::process::{Command, Stdio};
-    let mut commands: Vec<(String, Vec<String>)> = Vec::new();
-    if let Ok(browsers) = std::env::var("BROWSER") {
-        for b in browsers.split(if cfg!(windows) { ';' } else { ':' }) {
-            let mut words = b.split_whitespace().map(str::to_string);
-            let Some(program) = words.next() else {
-                continue;
-            };
-            let mut args: Vec<String> = words.collect();
-            if args.iter().any(|a| a.contains("%s")) {
-                args = args.into_iter().map(|a| a.replace("%s", url)).collect();
-            } else {
-                args.push(url.to_string());
-            }
-            commands.push((program, args));
-        }
-    }
-    if cfg!(target_os = "macos") {
-        commands.push(("open".into(), vec![url.into()]));
-    } else if cfg!(windows) {
-        // rundll32 takes the URL as one argument; `cmd /c start` would split it at every &.
-        commands.push((
-            "rundll32".into(),
-            vec!["url.dll,FileProtocolHandler".into(), url.into()],
-        ));
-    } else {
-        commands.push(("xdg-open".into(), vec![url.into()]));
-    }
-    let mut last = None;
-    for (program, args) in commands {
-        match Command::new(&program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(_) => return Ok(()),
-            Err(e) => last = Some(format!("{program}: {e}")),
-        }
-    }
-    Err(last.unwrap_or_else(|| "no browser opener found".into()))
 }
 
 #[cfg(test)]

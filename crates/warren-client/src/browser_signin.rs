@@ -703,9 +703,83 @@ async fn respond(stream: &mut TcpStream, status: &str, body: &str) {
     .await;
 }
 
+/// The commands [`open_browser`] tries in order: each entry of `$BROWSER`
+/// (`browser_env`, the colon-separated list convention — `;` on Windows —
+/// with `%s` standing for the URL, else the URL appended), then the
+/// platform's opener.
+pub fn browser_commands(url: &str, browser_env: Option<&str>) -> Vec<(String, Vec<String>)> {
+    let mut commands: Vec<(String, Vec<String>)> = Vec::new();
+    for b in browser_env
+        .unwrap_or("")
+        .split(if cfg!(windows) { ';' } else { ':' })
+    {
+        let mut words = b.split_whitespace().map(str::to_string);
+        let Some(program) = words.next() else {
+            continue;
+        };
+        let mut args: Vec<String> = words.collect();
+        if args.iter().any(|a| a.contains("%s")) {
+            args = args.into_iter().map(|a| a.replace("%s", url)).collect();
+        } else {
+            args.push(url.to_string());
+        }
+        commands.push((program, args));
+    }
+    if cfg!(target_os = "macos") {
+        commands.push(("open".into(), vec![url.into()]));
+    } else if cfg!(windows) {
+        // rundll32 takes the URL as one argument; `cmd /c start` would split it at every &.
+        commands.push((
+            "rundll32".into(),
+            vec!["url.dll,FileProtocolHandler".into(), url.into()],
+        ));
+    } else {
+        commands.push(("xdg-open".into(), vec![url.into()]));
+    }
+    commands
+}
+
+/// Opens `url` in the person's browser (the CLI's and the app's browser
+/// sign-in): the first of [`browser_commands`] that starts. Never waits for
+/// the browser itself. The error names the last command that failed.
+pub fn open_browser(url: &str) -> Result<(), String> {
+    use std::process::{Command, Stdio};
+    let browser_env = std::env::var("BROWSER").ok();
+    let mut last = None;
+    for (program, args) in browser_commands(url, browser_env.as_deref()) {
+        match Command::new(&program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(format!("{program}: {e}")),
+        }
+    }
+    Err(last.unwrap_or_else(|| "no browser opener found".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn browser_entries_come_first_with_the_url_in_place_of_percent_s() {
+        let url = "https://c.example/signin?a=1&b=2";
+        let sep = if cfg!(windows) { ";" } else { ":" };
+        let env = format!("firefox --new-tab{sep}{sep}capture %s --flag");
+        let commands = browser_commands(url, Some(&env));
+        assert_eq!(commands.len(), 3, "{commands:?}");
+        assert_eq!(commands[0].0, "firefox");
+        assert_eq!(commands[0].1, ["--new-tab", url]);
+        assert_eq!(commands[1].0, "capture");
+        assert_eq!(commands[1].1, [url, "--flag"]);
+        // The platform's opener comes last, with the URL as one argument.
+        assert!(commands[2].1.iter().any(|a| a == url), "{commands:?}");
+        assert_eq!(browser_commands(url, None).len(), 1);
+    }
     use std::sync::{Arc, Mutex};
 
     #[test]

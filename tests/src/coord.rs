@@ -224,23 +224,12 @@ impl Coordinator {
         extra: &[&str],
         nofile: Option<u64>,
     ) -> Self {
-        let mut c = Coordinator {
-            dir: dir.to_path_buf(),
-            db: dir.join("coord.db"),
-            url: String::new(),
-            addr: "127.0.0.1:0".parse().expect("literal address"),
-            rust_log: rust_log.to_string(),
-            starts: 1,
-            proc: None,
-        };
-        let mut cmd = Command::new(crate::bin("warren-coord"));
-        cmd.arg("serve")
-            .arg("--db")
-            .arg(&c.db)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("RUST_LOG", rust_log)
-            .stdout(Stdio::piped());
+        let mut c = Self::first_start(
+            dir,
+            rust_log,
+            "127.0.0.1:0".parse().expect("literal address"),
+        );
+        let mut cmd = serve_command(&c.db, rust_log, "127.0.0.1:0", extra);
         if let Some(limit) = nofile {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe and touches only the child.
@@ -267,6 +256,47 @@ impl Coordinator {
             panic!("coordinator printed a URL without host:port: {url:?}: {e}")
         });
         c.url = url;
+        c.proc = Some(proc);
+        c
+    }
+}
+
+/// `warren-coord serve` on `db`, listening on `listen`, with `extra` flags
+/// and its stdout piped (for the `listening on` line).
+fn serve_command(db: &Path, rust_log: &str, listen: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(crate::bin("warren-coord"));
+    cmd.arg("serve")
+        .arg("--db")
+        .arg(db)
+        .args(["--listen", listen])
+        .args(extra)
+        .env("RUST_LOG", rust_log)
+        .stdout(Stdio::piped());
+    cmd
+}
+
+impl Coordinator {
+    /// A coordinator about to start for the first time in `dir`.
+    fn first_start(dir: &Path, rust_log: &str, addr: SocketAddr) -> Self {
+        Coordinator {
+            dir: dir.to_path_buf(),
+            db: dir.join("coord.db"),
+            url: String::new(),
+            addr,
+            rust_log: rust_log.to_string(),
+            starts: 1,
+            proc: None,
+        }
+    }
+
+    /// Starts a coordinator on `listen` (a fixed port, for `--public-url`
+    /// and an identity provider that must know the callback before the
+    /// coordinator runs) with extra `serve` flags.
+    pub fn start_at(dir: &Path, rust_log: &str, listen: SocketAddr, extra: &[&str]) -> Self {
+        let mut c = Self::first_start(dir, rust_log, listen);
+        let cmd = serve_command(&c.db, rust_log, &listen.to_string(), extra);
+        let mut proc = Proc::spawn("coord1", dir, cmd, true);
+        c.url = listening_url(&mut proc, &dir.join("coord1.stdout"));
         c.proc = Some(proc);
         c
     }

@@ -21,6 +21,7 @@ pub mod path_lab;
 pub mod proc;
 pub mod users;
 pub mod watch;
+pub mod wire;
 
 pub use coord::Coordinator;
 pub use helper::{Cli, Helper, Status};

@@ -766,7 +766,8 @@ pub fn http_request(
     }
 }
 
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
+/// The body of a `Transfer-Encoding: chunked` answer.
+pub(crate) fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {

@@ -161,6 +161,11 @@ cargo fmt --all --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "supply chain: cargo deny check advisories licenses bans sources (scripts/deny.sh)"
+# Installs cargo-deny when missing; advisories need the offline copy that
+# scripts/update-advisories.sh makes, and the step says so when it is absent.
+bash scripts/deny.sh
+
 for target in $CROSS_TARGETS; do
     for crate in $CROSS_CRATES; do
         step "cargo clippy -p $crate --all-targets --target $target -- -D warnings"

@@ -196,6 +196,13 @@ bash scripts/test-windows.sh
 step "ui: Playwright in Chromium with mocked Tauri IPC"
 npm --prefix ui run e2e
 
+step "chaos soak, 2-minute version (WARREN_SOAK_SECS=120 bench/run soak on the debug build above)"
+# Kills of the helper, an agent and the coordinator, link loss and delay, a
+# frozen helper and admin bursts among 20 agents with traffic; fails on any
+# broken invariant (status vs the coordinator, restored DNS and routes, no
+# leftover TUN, flat helper memory and descriptors).
+WARREN_SOAK_SECS=120 WARREN_SOAK_PROFILE=debug bench/run soak
+
 step "warren-tunnel simulated-time tests (own workspace: boringtun with its mock clock)"
 # Kept out of the main workspace so the mock clock can never reach a real binary.
 cargo test --manifest-path crates/warren-tunnel/simtests/Cargo.toml

@@ -7,10 +7,12 @@
 //! commands with a deadline ([`child`]), reading a process's CPU time from
 //! `/proc` ([`cpu`]), removing namespaces and files when a run is
 //! interrupted ([`cleanup`]), and the `main` of a benchmark in the
-//! two-namespace lab ([`lab`]).
+//! two-namespace lab ([`lab`]). [`soak`] holds the chaos soak's schedule
+//! and invariant arithmetic.
 
 pub mod child;
 pub mod cleanup;
 pub mod cpu;
 pub mod lab;
 pub mod report;
+pub mod soak;

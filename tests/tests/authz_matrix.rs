@@ -2,11 +2,13 @@
 //! the coordinator serves — the API, the control WebSocket as a device and
 //! as an agent, the browser sign-in, device-code and tokens pages — called
 //! with every kind of credential, each cell's answer asserted from one
-//! table; a check that the table has a row for every route in the router's
-//! source; and the limits of the confinement issue (WebSocket and body
-//! sizes, endpoint lists, failed-authentication and sign-in throttles,
-//! connection limits per address and in total, one connection per agent),
-//! each at its refusal and just under it.
+//! table (plus the tokens page against five sessions, and tokens whose
+//! agent or user was removed); a check that the table has a row for every
+//! route in the router's source; and the limits of the confinement issue
+//! (WebSocket and body sizes, endpoint lists, failed-authentication and
+//! sign-in throttles, pending sign-ins, connection limits per address and in
+//! total, one connection per agent, idle and register timeouts), each at its
+//! refusal and just under it.
 //!
 //! Every cell runs from a loopback source address of its own, so the
 //! throttle on failed authentications (per address) never leaks from one
@@ -1219,6 +1221,56 @@ async fn every_route_answers_every_credential_as_the_table_says() {
             grid.push_str(&format!("{what:<26} {label:<18} {got}\n"));
         }
     }
+    // Tokens whose agent or user is gone: nothing they open.
+    let removed_agent = d.coord.add_agent("alice", "alicews", "alice-removed");
+    d.coord.rm_agent("alice", "alicews", "alice-removed");
+    let carol_user = d.coord.user_with_token("carol");
+    d.coord.add_workspace("carol", "carolws");
+    let carol_agent = d.coord.add_agent("carol", "carolws", "carol-agent");
+    d.coord.admin(&["user", "rm", "carol"]);
+    let gone = [
+        ("a removed agent's token", &removed_agent),
+        ("a removed user's token", &carol_user),
+        ("a removed user's agent token", &carol_agent),
+    ];
+    for (i, (label, token)) in gone.iter().enumerate() {
+        for (j, what) in [
+            "GET /api/v1/me",
+            "GET /api/v1/tokens",
+            "GET /api/v1/connect",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let from = ip(127, 5, i as u8, j as u8 + 1);
+            let got = match *what {
+                "GET /api/v1/connect" => {
+                    match ws_open_from(from, d.addr(), CONNECT_PATH, Some(token)).await {
+                        Err(e) => format!("error: {e}"),
+                        Ok(Upgrade::Refused(r)) => r.status.to_string(),
+                        Ok(Upgrade::Accepted(mut ws)) => register_outcome(&mut ws).await,
+                    }
+                }
+                _ => {
+                    let path = what.trim_start_matches("GET ");
+                    get(from, d.addr(), path, Some(token))
+                        .await
+                        .status
+                        .to_string()
+                }
+            };
+            if got != "401" {
+                mismatches.push((
+                    what.to_string(),
+                    label.to_string(),
+                    "401".to_string(),
+                    got.clone(),
+                ));
+            }
+            grid.push_str(&format!("{what:<26} {label:<30} {got}\n"));
+        }
+    }
+
     drop(observer);
     eprintln!(
         "authorization matrix ({} rows × {} credentials, and the tokens page × 5 sessions) in {:?}:\n{grid}",

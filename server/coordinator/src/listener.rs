@@ -28,7 +28,10 @@ use tower_service::Service;
 
 /// How long connections get to finish when the server stops.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Largest request head (and response buffer) per connection.
+/// hyper's read (and response) buffer per connection. A request head that
+/// does not fit gets 431; hyper checks the limit before each read, so a
+/// head may overshoot it by one read, to under twice this (the test
+/// `authz_matrix` holds a 64 KiB head served and a 192 KiB one refused).
 const MAX_REQUEST_BUFFER: usize = 64 * 1024;
 /// At most one line per this long about refused connections or a full
 /// descriptor table: a flood must not flood the log too.

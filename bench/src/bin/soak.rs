@@ -1264,6 +1264,7 @@ impl<'a> Soak<'a> {
         }
 
         // Memory and descriptors of the longest-sampled helper.
+        let warmup = self.timing.warmup.as_secs();
         let growth = self.judged_series().map(|s| {
             let window = (s.rss_kib.len() / 4).clamp(3, 30);
             let kib: Vec<String> = s.rss_kib.iter().map(|v| format!("{v:.0}")).collect();
@@ -1293,7 +1294,7 @@ impl<'a> Soak<'a> {
             Some((instance, window, n, span, Some(rss), Some(fds))) => {
                 let note = |what: &str, unit: &str, g: (f64, f64, f64)| {
                     format!(
-                        "{what}: {:.0} {unit} → {:.0} {unit}, medians of the first and last {window} of {n} samples (one per passed check) of helper #{instance} over {span:.0} s",
+                        "{what}: {:.0} {unit} → {:.0} {unit}, medians of the first and last {window} of {n} samples (every 2 s while quiet, after a {warmup} s warm-up) of helper #{instance} over {span:.0} s",
                         g.0, g.1
                     )
                 };

@@ -80,26 +80,32 @@ async fn read_head(s: &mut TcpStream) -> io::Result<Vec<u8>> {
 
 /// Writes `req` (a whole request, head and body) on `s` and reads the
 /// answer to the end (the request must say `Connection: close`).
+///
+/// A server may answer before it has read the whole request (413 to a body
+/// over its limit) and close: the write then fails, but the answer that
+/// came first is still returned.
 pub async fn exchange(s: &mut TcpStream, req: &[u8]) -> io::Result<Reply> {
-    tokio::time::timeout(STEP_TIMEOUT, s.write_all(req))
+    let wrote = tokio::time::timeout(STEP_TIMEOUT, s.write_all(req))
         .await
-        .map_err(|_| timed_out("sending the request"))??;
+        .map_err(|_| timed_out("sending the request"))
+        .and_then(|r| r);
     let mut raw = Vec::new();
-    tokio::time::timeout(STEP_TIMEOUT, s.read_to_end(&mut raw))
+    // Whatever was read before an error stays in `raw`.
+    let read = tokio::time::timeout(STEP_TIMEOUT, s.read_to_end(&mut raw))
         .await
-        .map_err(|_| timed_out("reading the answer"))??;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "the connection closed without a whole answer ({} bytes)",
-                    raw.len()
-                ),
-            )
-        })?;
+        .map_err(|_| timed_out("reading the answer"))
+        .and_then(|r| r);
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        wrote?;
+        read?;
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the connection closed without a whole answer ({} bytes)",
+                raw.len()
+            ),
+        ));
+    };
     let (status, headers) = parse_head(&raw[..split])?;
     let mut body = raw[split + 4..].to_vec();
     if headers

@@ -1416,7 +1416,12 @@ async fn status_or_closed(
         Err(e)
             if matches!(
                 e.kind(),
-                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                // A refused connection is closed at once: the request's
+                // write may meet the close before the read does.
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
             ) =>
         {
             "closed unanswered".into()

@@ -535,9 +535,13 @@ fn token_id(token: &str) -> &str {
     &token[4..20]
 }
 
+/// A coordinator signing people in through the test identity provider,
+/// with alice and bob (each a workspace, a user token and an agent, and
+/// linked to their provider accounts) and revoked tokens of alice's.
 struct Deployment {
     coord: Coordinator,
-    _provider: TestProvider,
+    /// The identity provider, running as long as the coordinator.
+    provider: TestProvider,
     /// Each test user's password at the provider.
     passwords: BTreeMap<String, String>,
     alice_user: String,
@@ -614,7 +618,7 @@ impl Deployment {
         coord.admin(&["token", "revoke", token_id(&alice_agent_revoked)]);
         Deployment {
             _dir: dir,
-            _provider: provider,
+            provider,
             passwords: users
                 .iter()
                 .map(|u| (u.username.clone(), u.password.clone()))
@@ -927,7 +931,7 @@ async fn run_cell(d: &mut Deployment, row: &Row, cred: Cred, from: IpAddr) -> St
             let r = send(row.method, format!("/oidc/start/{id}"), headers, vec![]).await;
             let to_idp = r
                 .header("location")
-                .is_some_and(|l| l.starts_with(&d._provider.issuer));
+                .is_some_and(|l| l.starts_with(&d.provider.issuer));
             format!(
                 "{} {}",
                 r.status,

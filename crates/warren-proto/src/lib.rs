@@ -7,6 +7,7 @@
 //! framing used on the IPC channel ([`frame`]).
 
 pub mod app;
+pub mod checks;
 pub mod control;
 pub mod frame;
 pub mod ipc;

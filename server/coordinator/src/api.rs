@@ -2,7 +2,7 @@
 //! WebSocket, with every error answered as a JSON `ApiError`.
 
 use crate::addr;
-use crate::checks::{self, Sender};
+use warren_proto::checks::{self, Sender};
 use crate::db::{Db, DbError, Principal, TokenCheck};
 use crate::guard::{source_of, AuthThrottle};
 use crate::hub::{ConnId, Hub, Registered, Role, Subscription};

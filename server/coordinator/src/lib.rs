@@ -13,7 +13,6 @@
 
 pub mod addr;
 pub mod api;
-pub mod checks;
 pub mod db;
 pub mod guard;
 pub mod hub;

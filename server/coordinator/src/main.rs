@@ -309,9 +309,9 @@ async fn run(db: &Db, command: Command) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             // Loopback and link-local stay allowed: this command can't know
             // where `serve` listens, and the operator typing it does.
-            warren_coord::checks::check_endpoints(
+            warren_proto::checks::check_endpoints(
                 &endpoints,
-                warren_coord::checks::Sender::Admin,
+                warren_proto::checks::Sender::Admin,
                 true,
             )
             .map_err(|e| anyhow::anyhow!("{}", e.message))?;

@@ -1,12 +1,14 @@
 //! What the coordinator accepts from agents and devices on the control
 //! WebSocket: key shape, field lengths, and at most
-//! [`MAX_ENDPOINTS`](warren_proto::limits::MAX_ENDPOINTS) usable endpoints.
-//! Everything stored here is pushed to other peers, so a bad value is
-//! refused with a reason instead of being passed on.
+//! [`MAX_ENDPOINTS`](crate::limits::MAX_ENDPOINTS) usable endpoints.
+//! Everything the coordinator stores is pushed to other peers, so a bad
+//! value is refused with a reason instead of being passed on. These are
+//! pure functions of the message, kept beside the wire types so the
+//! `control_server` fuzz target checks them without a coordinator.
 
+use crate::control::{ApiError, Register};
+use crate::limits::{check_endpoint, MAX_ENDPOINTS, MAX_TEXT_BYTES, PUBLIC_KEY_BASE64_LEN};
 use std::net::SocketAddr;
-use warren_proto::control::{ApiError, Register};
-use warren_proto::limits::{check_endpoint, MAX_ENDPOINTS, MAX_TEXT_BYTES, PUBLIC_KEY_BASE64_LEN};
 
 /// Who sent the message, for advice that fits: an agent's endpoints come
 /// from its `--endpoint` flags, a device's from the Warren client itself,
@@ -107,7 +109,7 @@ fn is_wireguard_key(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warren_proto::control::CONTROL_VERSION;
+    use crate::control::CONTROL_VERSION;
 
     const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 

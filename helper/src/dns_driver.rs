@@ -379,34 +379,31 @@ async fn serve_tcp(stream: TcpStream, client: SocketAddr, input: mpsc::Sender<In
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
     let writer = tokio::spawn(async move {
         while let Some(reply) = rx.recv().await {
-            let Ok(len) = u16::try_from(reply.len()) else {
+            let Some(framed) = warren_dns::frame(&reply) else {
                 continue;
             };
-            if wr.write_all(&len.to_be_bytes()).await.is_err()
-                || wr.write_all(&reply).await.is_err()
-            {
+            if wr.write_all(&framed).await.is_err() {
                 break;
             }
         }
     });
-    loop {
-        let mut len = [0u8; 2];
-        match tokio::time::timeout(TCP_IDLE, rd.read_exact(&mut len)).await {
-            Ok(Ok(_)) => {}
+    let mut framer = warren_dns::TcpFramer::new();
+    let mut chunk = vec![0u8; 4096];
+    'read: loop {
+        let n = match tokio::time::timeout(TCP_IDLE, rd.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => n,
             _ => break,
-        }
-        let mut bytes = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        match tokio::time::timeout(TCP_IDLE, rd.read_exact(&mut bytes)).await {
-            Ok(Ok(_)) => {}
-            _ => break,
-        }
-        let query = Input::TcpQuery {
-            client,
-            bytes,
-            replies: tx.clone(),
         };
-        if input.send(query).await.is_err() {
-            break;
+        framer.push(&chunk[..n]);
+        while let Some(bytes) = framer.next_message() {
+            let query = Input::TcpQuery {
+                client,
+                bytes,
+                replies: tx.clone(),
+            };
+            if input.send(query).await.is_err() {
+                break 'read;
+            }
         }
     }
     let _ = input.send(Input::TcpClosed(client)).await;
@@ -419,14 +416,21 @@ async fn serve_tcp(stream: TcpStream, client: SocketAddr, input: mpsc::Sender<In
 async fn forward_tcp(to: SocketAddr, bytes: Vec<u8>, input: mpsc::Sender<Input>) {
     let exchange = async {
         let mut stream = TcpStream::connect(to).await?;
-        let len = u16::try_from(bytes.len()).map_err(std::io::Error::other)?;
-        stream.write_all(&len.to_be_bytes()).await?;
-        stream.write_all(&bytes).await?;
-        let mut len = [0u8; 2];
-        stream.read_exact(&mut len).await?;
-        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        stream.read_exact(&mut reply).await?;
-        Ok::<_, std::io::Error>(reply)
+        let framed = warren_dns::frame(&bytes)
+            .ok_or_else(|| std::io::Error::other("a query too long for TCP"))?;
+        stream.write_all(&framed).await?;
+        let mut framer = warren_dns::TcpFramer::new();
+        let mut chunk = vec![0u8; 4096];
+        loop {
+            if let Some(reply) = framer.next_message() {
+                return Ok::<_, std::io::Error>(reply);
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            framer.push(&chunk[..n]);
+        }
     };
     match tokio::time::timeout(UPSTREAM_TCP_TIMEOUT, exchange).await {
         Ok(Ok(reply)) => {

@@ -92,11 +92,13 @@
 mod forward;
 mod name;
 mod stub;
+pub mod tcp;
 mod wire;
 
 pub use forward::{ForwardedReply, Transmit};
 pub use name::NameError;
 pub use stub::{Config, Outcome, Stub};
+pub use tcp::{frame, TcpFramer, MAX_TCP_MESSAGE};
 
 use std::time::Duration;
 

@@ -3,7 +3,8 @@
 # lints (native and cross), the build, the installers (built, linted, their
 # scripts run against mocks, the .deb booted in a container, the MSI installed
 # under Wine), every test (end-to-end included), the Windows unit tests under
-# Wine and a bounded fuzz run. Fails fast; each step prints a banner so a failure is easy
+# Wine, a 2-minute chaos soak, the supply-chain checks and a bounded fuzz run of
+# every target. Fails fast; each step prints a banner so a failure is easy
 # to place. Usage: bash scripts/test.sh
 set -euo pipefail
 
@@ -17,7 +18,7 @@ ROOT="$(pwd)"
 CROSS_CRATES="${CROSS_CRATES:-warren-ipc warren-netcfg warren-dns}"
 WINDOWS_CRATES="${WINDOWS_CRATES:-warren-tunnel warren-io warrend warren warren-desktop}"
 CROSS_TARGETS="x86_64-pc-windows-gnu x86_64-apple-darwin"
-FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 
 START=$(date +%s)
 step() {
@@ -207,29 +208,13 @@ step "warren-tunnel simulated-time tests (own workspace: boringtun with its mock
 # Kept out of the main workspace so the mock clock can never reach a real binary.
 cargo test --manifest-path crates/warren-tunnel/simtests/Cargo.toml
 
-if ! command -v cargo-fuzz >/dev/null 2>&1; then
-    env -u CARGO_TARGET_DIR cargo install cargo-fuzz --locked
-fi
-# fuzz CRATE_DIR TARGET: a bounded run of one cargo-fuzz target with its
-# dictionary. Only the stable toolchain is available; cargo-fuzz needs -Z
-# flags, which RUSTC_BOOTSTRAP=1 unlocks on stable.
-fuzz() {
-    step "fuzz: $2 for ${FUZZ_SECONDS}s"
-    cd "$ROOT/$1/fuzz"
-    # Sanitizer builds have a target directory of their own (fuzz/target).
-    unset CARGO_TARGET_DIR
-    RUSTC_BOOTSTRAP=1 cargo fuzz build "$2"
-    mkdir -p "corpus/$2"
-    RUSTC_BOOTSTRAP=1 cargo fuzz run "$2" -- \
-        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -dict="$2.dict"
-    cd "$ROOT"
-}
-fuzz crates/warren-proto decode_frame
-fuzz crates/warren-dns handle_query
-fuzz crates/warren-path demux
+# Every decoder that takes bytes from outside, briefly: FUZZ_SECONDS per
+# target, two at a time. The long runs are `scripts/fuzz.sh 1800`.
+step "fuzz: every target for ${FUZZ_SECONDS}s (scripts/fuzz.sh)"
+FUZZ_JOBS=2 bash scripts/fuzz.sh "$FUZZ_SECONDS"
 
 step "disk used by the build"
-du -sh "$ROOT/target" "$ROOT"/crates/*/fuzz/target 2>/dev/null || true
+du -sh "$ROOT/target" "$ROOT/fuzz/target" 2>/dev/null || true
 df -h "$ROOT" | tail -1
 
 step "all passed in $(($(date +%s) - START))s"

@@ -1,8 +1,10 @@
 //! Fuzz target: arbitrary bytes as a DNS query (over UDP and TCP, with and
-//! without forwarding) and as an upstream reply. Nothing may panic; every
-//! reply must keep the query's ID, parse as a DNS response, and stay within
-//! the transport's size limit; a forwarded query must leave byte-identical
-//! but for its ID.
+//! without forwarding), as an upstream reply, and as a TCP byte stream
+//! through the RFC 7766 framer (in two uneven reads) into the stub. Nothing
+//! may panic; every reply must keep the query's ID, parse as a DNS response,
+//! and stay within the transport's size limit; a forwarded query must leave
+//! byte-identical but for its ID; the framer takes out exactly the messages
+//! the stream holds and keeps no more than one partial frame.
 
 #![no_main]
 
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType};
 use libfuzzer_sys::fuzz_target;
-use warren_dns::{Config, Outcome, Stub, Transport, EDNS_UDP_SIZE};
+use warren_dns::{frame, Config, Outcome, Stub, TcpFramer, Transport, EDNS_UDP_SIZE};
 
 fn stub(forward: bool) -> Stub {
     let mut config = Config::new("warren");
@@ -65,4 +67,35 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(stub.pending_forwards(), 0);
         assert!(stub.poll_timeout().is_none());
     }
+
+    // The input as a TCP stream: every whole frame becomes one query, and
+    // each reply survives framing.
+    let mut stub = stub(false);
+    let split = data
+        .first()
+        .map_or(0, |b| usize::from(*b) % (data.len() + 1));
+    let mut framer = TcpFramer::new();
+    let mut taken = 0usize;
+    for piece in [&data[..split], &data[split..]] {
+        framer.push(piece);
+        while let Some(query) = framer.next_message() {
+            taken += 2 + query.len();
+            if let Outcome::Reply(reply) = stub.handle_query(now, &query, Transport::Tcp, client) {
+                let framed = frame(&reply).expect("a TCP reply fits its prefix");
+                let mut back = TcpFramer::new();
+                back.push(&framed);
+                assert_eq!(back.next_message().as_deref(), Some(&reply[..]));
+                assert_eq!(back.pending(), 0);
+            }
+        }
+        assert!(
+            framer.pending() < 2 + 65535,
+            "more than one partial frame kept"
+        );
+    }
+    assert_eq!(
+        taken + framer.pending(),
+        data.len(),
+        "bytes lost or invented"
+    );
 });

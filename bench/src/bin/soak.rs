@@ -27,7 +27,9 @@
 //! Namespaces and processes go in every case, Ctrl-C included.
 //!
 //! Knobs (environment): `WARREN_SOAK_SECS` (1800), `WARREN_SOAK_SEED`
-//! (random; printed, so a run can be replayed), `WARREN_SOAK_AGENTS` (20).
+//! (random; printed, so a run can be replayed), `WARREN_SOAK_AGENTS` (20),
+//! `WARREN_SOAK_FREEZE_SECS` (the longest freeze, up to 200; scaled to the
+//! run by default).
 
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -75,6 +77,8 @@ struct Config {
     secs: u64,
     seed: u64,
     agents: u64,
+    /// The longest freeze, if not the one scaled to the run.
+    freeze_secs: Option<u64>,
 }
 
 impl Config {
@@ -93,7 +97,16 @@ impl Config {
         if !(1..=100).contains(&agents) {
             bail!("WARREN_SOAK_AGENTS={agents} must be between 1 and 100");
         }
-        Ok(Config { secs, seed, agents })
+        let freeze_secs = match std::env::var("WARREN_SOAK_FREEZE_SECS") {
+            Ok(_) => Some(env_num("WARREN_SOAK_FREEZE_SECS", 0)?.clamp(1, 200)),
+            Err(_) => None,
+        };
+        Ok(Config {
+            secs,
+            seed,
+            agents,
+            freeze_secs,
+        })
     }
 }
 
@@ -537,7 +550,11 @@ impl<'a> Soak<'a> {
             &lab.coord.ca,
             &lab.user_token,
         );
-        let timing = Timing::for_run(cfg.secs);
+        let mut timing = Timing::for_run(cfg.secs);
+        if let Some(f) = cfg.freeze_secs {
+            let max = Duration::from_secs(f);
+            timing.freeze = (timing.freeze.0.min(max), max);
+        }
         let now = Instant::now();
         let mut soak = Soak {
             lab,
@@ -900,6 +917,9 @@ impl<'a> Soak<'a> {
         let d = self
             .rng
             .duration(self.timing.freeze.0, self.timing.freeze.1);
+        // The first freeze is the longest allowed, so every run has one.
+        let first = self.tally.events.get(EventKind::HelperFreeze.name()) == Some(&1);
+        let d = if first { self.timing.freeze.1 } else { d };
         eprintln!(
             "bench {BENCH}:   SIGSTOP warrend for {:.1} s",
             d.as_secs_f64()

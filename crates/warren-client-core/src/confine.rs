@@ -24,17 +24,54 @@ pub const DEFAULT_IPV6_RANGE: &str = "fc00::/7";
 /// Most agents a helper keeps for one deployment.
 pub const DEFAULT_MAX_AGENTS: usize = 50_000;
 
-/// Suffixes reserved for private use, under which no public name exists:
-/// `internal` (ICANN, 2024), `home.arpa` (RFC 8375) and the names RFC 6762
-/// appendix G lists as in common private use.
-const PRIVATE_SUFFIXES: &[&str] = &[
-    "internal",
-    "home.arpa",
-    "intranet",
-    "private",
-    "corp",
-    "home",
-    "lan",
+/// How much of the name tree under a [`RESERVED_SUFFIXES`] entry a
+/// deployment may not take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reserved {
+    /// The name and every name under it: special-use names that this
+    /// machine resolves some other way, or that never exist.
+    Tree,
+    /// The name itself: a LAN or an office uses the names directly under it
+    /// for its own hosts, so taking it all would hide them. A name of the
+    /// deployment's own under it (`warren.internal`) is fine and, because
+    /// no public name can exist there, passes without the public list.
+    Name,
+}
+
+/// Suffixes a deployment may not have, because the helper's stub answering
+/// for them would shadow names this machine or its LAN already resolves
+/// (signing in must never cost a person their DNS), unless the machine's
+/// policy names them in `allow_suffixes`. The one list of them, with why:
+///
+/// - RFC 6761 §6 special-use names: `localhost` (loopback), `invalid`
+///   (never exists), `test` and `example` (testing, documentation);
+/// - RFC 6762 (multicast DNS): `local`, answered by the LAN's devices;
+/// - RFC 9476: `alt`, names outside the DNS;
+/// - RFC 3172 `arpa`, the infrastructure zone, whose reverse zones
+///   (`in-addr.arpa`, `ip6.arpa`, RFC 6761 §6.1) the LAN's resolver
+///   answers for private addresses; `home.arpa` (RFC 8375) is a home
+///   network's own zone;
+/// - names in common private use: `internal` (reserved by ICANN in 2024)
+///   and RFC 6762 appendix G's `intranet`, `private`, `corp`, `home`, `lan`.
+///
+/// Each entry: the name, its scope and the phrase a refusal uses for it.
+const RESERVED_SUFFIXES: &[(&str, Reserved, &str)] = &[
+    ("local", Reserved::Tree, "multicast DNS (RFC 6762), which finds the LAN's printers and computers"),
+    ("localhost", Reserved::Tree, "this machine's own loopback names (RFC 6761)"),
+    ("invalid", Reserved::Tree, "names reserved never to exist (RFC 6761)"),
+    ("test", Reserved::Tree, "names reserved for local testing (RFC 6761)"),
+    ("example", Reserved::Tree, "names reserved for documentation (RFC 6761)"),
+    ("alt", Reserved::Tree, "names outside the DNS (RFC 9476)"),
+    ("arpa", Reserved::Tree, "the DNS's infrastructure zone (RFC 3172)"),
+    ("in-addr.arpa", Reserved::Tree, "IPv4 reverse lookups, which the LAN's resolver answers for its addresses"),
+    ("ip6.arpa", Reserved::Tree, "IPv6 reverse lookups, which the LAN's resolver answers for its addresses"),
+    ("home.arpa", Reserved::Tree, "home networks' own names (RFC 8375)"),
+    ("internal", Reserved::Name, "the top-level name reserved for private networks (ICANN), which offices use for their own hosts"),
+    ("intranet", Reserved::Name, "a top-level name offices use for their own hosts (RFC 6762)"),
+    ("private", Reserved::Name, "a top-level name private networks use for their own hosts (RFC 6762)"),
+    ("corp", Reserved::Name, "a top-level name offices use for their own hosts (RFC 6762)"),
+    ("home", Reserved::Name, "a top-level name home routers use for the LAN's hosts (RFC 6762)"),
+    ("lan", Reserved::Name, "a top-level name home routers use for the LAN's hosts (RFC 6762)"),
 ];
 
 /// The machine owner's limits on what any deployment may do. Loaded by the
@@ -50,7 +87,8 @@ pub struct Policy {
     /// Shortest IPv6 prefix accepted (a /48 at most).
     pub min_ipv6_len: u8,
     /// Suffixes (and names under them) this machine's owner allows even
-    /// though they are public, e.g. a domain their company owns.
+    /// though they are public (a domain their company owns) or reserved
+    /// (`RESERVED_SUFFIXES` in this module: `lan` where the LAN uses none).
     pub allow_suffixes: Vec<String>,
     /// Most agents kept for one deployment.
     pub max_agents: usize,
@@ -223,10 +261,16 @@ pub enum ConfineError {
     NoDeviceAddress,
     #[error("the deployment's DNS suffix {0:?} is not a DNS name; ask its administrator to fix the coordinator")]
     BadSuffix(String),
-    #[error("the deployment's DNS suffix {0:?} is a public suffix: names under it are on the internet and belong to others, so Warren won't answer for them; ask its administrator to use a private suffix such as `warren` or `internal`")]
+    #[error("the deployment's DNS suffix {0:?} is a public suffix: names under it are on the internet and belong to others, so Warren won't answer for them; ask its administrator to use a private suffix such as `warren` or `warren.internal`")]
     PublicSuffix(String),
-    #[error("the deployment's DNS suffix {suffix:?} is under the public suffix {public:?}: names there are on the internet, so Warren answers for them only if this machine's Warren policy allows the suffix (allow_suffixes); ask its administrator to use a private suffix such as `warren` or `internal`")]
+    #[error("the deployment's DNS suffix {suffix:?} is under the public suffix {public:?}: names there are on the internet, so Warren answers for them only if this machine's Warren policy allows the suffix (allow_suffixes); ask its administrator to use a private suffix such as `warren` or `warren.internal`")]
     PublicName { suffix: String, public: String },
+    #[error("the deployment's DNS suffix {suffix:?} would take over {what} (`{reserved}`): while connected, this machine could no longer resolve them. Ask its administrator to use a suffix of the deployment's own, such as `warren` or `warren.internal`; or, if this is intended, allow {suffix:?} in this machine's Warren policy (allow_suffixes)")]
+    Reserved {
+        suffix: String,
+        reserved: &'static str,
+        what: &'static str,
+    },
 }
 
 /// Checks `deployment` against `policy` and this machine's `networks`.
@@ -320,9 +364,31 @@ fn check_suffix(raw: &str, policy: &Policy) -> Result<String, ConfineError> {
     if !is_dns_name(&suffix) {
         return Err(ConfineError::BadSuffix(raw.to_string()));
     }
-    let under = |allowed: &str| suffix == allowed || suffix.ends_with(&format!(".{allowed}"));
-    if PRIVATE_SUFFIXES.iter().any(|p| under(p)) || policy.allow_suffixes.iter().any(|p| under(p)) {
+    let under = |allowed: &str| suffix.ends_with(&format!(".{allowed}"));
+    if policy
+        .allow_suffixes
+        .iter()
+        .any(|p| suffix == *p || under(p))
+    {
         return Ok(suffix);
+    }
+    // The longest reserved name the suffix is, or is under, decides, so the
+    // refusal names the most specific reason (`ip6.arpa` before `arpa`).
+    let reserved = RESERVED_SUFFIXES
+        .iter()
+        .filter(|(name, _, _)| suffix == *name || under(name))
+        .max_by_key(|(name, _, _)| name.len());
+    match reserved {
+        Some((name, scope, what)) if suffix == *name || *scope == Reserved::Tree => {
+            return Err(ConfineError::Reserved {
+                suffix,
+                reserved: name,
+                what,
+            });
+        }
+        // A name of the deployment's own under a private-use one.
+        Some(_) => return Ok(suffix),
+        None => {}
     }
     match psl::suffix(suffix.as_bytes()) {
         Some(public) if public.is_known() => {
@@ -536,10 +602,10 @@ mod tests {
         let policy = Policy::default();
         for suffix in [
             "warren",
-            "internal",
+            "warren.internal",
             "dev.internal",
-            "home.arpa",
-            "lan",
+            "warren.lan",
+            "ws.corp",
             "Warren.",
         ] {
             let c = confine(
@@ -563,6 +629,62 @@ mod tests {
             &[]
         )
         .is_err());
+    }
+
+    #[test]
+    fn special_use_and_lan_suffixes_are_refused_unless_the_policy_allows_them() {
+        let policy = Policy::default();
+        let refused = |suffix: &str, policy: &Policy| match confine(
+            &deployment("100.64.0.0/10", "fd12::/48", suffix),
+            policy,
+            &[],
+        ) {
+            Err(ConfineError::Reserved { reserved, .. }) => reserved,
+            other => panic!("{suffix}: {other:?}"),
+        };
+        for (name, _, _) in RESERVED_SUFFIXES {
+            assert_eq!(refused(name, &policy), *name);
+            assert_eq!(refused(&name.to_ascii_uppercase(), &policy), *name);
+        }
+        // Whole trees: anything under them, named by the most specific.
+        for (suffix, reserved) in [
+            ("printer.local", "local"),
+            ("a.localhost", "localhost"),
+            ("x.test", "test"),
+            ("ws.example", "example"),
+            ("10.in-addr.arpa", "in-addr.arpa"),
+            ("168.192.in-addr.arpa", "in-addr.arpa"),
+            ("d.f.ip6.arpa", "ip6.arpa"),
+            ("warren.home.arpa", "home.arpa"),
+            ("e164.arpa", "arpa"),
+        ] {
+            assert_eq!(refused(suffix, &policy), reserved, "{suffix}");
+        }
+        let err = confine(
+            &deployment("100.64.0.0/10", "fd12::/48", "lan"),
+            &policy,
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("home routers") && err.contains("allow_suffixes"),
+            "{err}"
+        );
+        // The policy may allow one, and names under it, as for public ones.
+        let policy = Policy::from_toml("allow_suffixes = [\"lan\", \"local\"]").unwrap();
+        for suffix in ["lan", "local", "office.local"] {
+            assert!(
+                confine(
+                    &deployment("100.64.0.0/10", "fd12::/48", suffix),
+                    &policy,
+                    &[]
+                )
+                .is_ok(),
+                "{suffix}"
+            );
+        }
+        assert_eq!(refused("home", &policy), "home");
     }
 
     #[test]

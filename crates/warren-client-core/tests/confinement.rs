@@ -1,7 +1,8 @@
 //! Simulated-time tests of what a hostile coordinator can't do: ranges
 //! outside the private ones or over this machine's networks, public DNS
-//! suffixes, a device address outside the ranges and a deployment that
-//! changes mid-session end the session with a reason; agents outside the
+//! suffixes or ones that shadow LAN or special-use names, a device address
+//! outside the ranges and a deployment that changes mid-session end the
+//! session with a reason; agents outside the
 //! ranges, with a sibling's key or over the cap are left out, and unusable
 //! endpoints and foreign names are cut, each with a notice.
 
@@ -138,6 +139,69 @@ fn a_device_address_outside_the_ranges_or_a_public_suffix_is_refused() {
             "public suffix",
         );
     }
+}
+
+#[test]
+fn a_suffix_that_shadows_lan_or_special_use_names_ends_the_session() {
+    for (suffix, words) in [
+        ("local", "multicast DNS"),
+        ("localhost", "loopback"),
+        ("test", "`test`"),
+        ("invalid", "`invalid`"),
+        ("example", "`example`"),
+        ("home.arpa", "home networks"),
+        ("lan", "home routers"),
+        ("home", "home routers"),
+        ("corp", "offices"),
+        ("internal", "offices"),
+        ("intranet", "offices"),
+        ("private", "private networks"),
+        ("arpa", "`arpa`"),
+        ("in-addr.arpa", "IPv4 reverse"),
+        ("ip6.arpa", "IPv6 reverse"),
+        ("10.in-addr.arpa", "IPv4 reverse"),
+        ("0.0.0.0.c.f.ip6.arpa", "IPv6 reverse"),
+        ("printer.local", "multicast DNS"),
+    ] {
+        let mut s = Sim::new();
+        let commands = answer(
+            &mut s,
+            with_deployment("100.64.0.0/10", "fd00::/48", suffix),
+        );
+        assert_refused(&s, &commands, ReasonCode::DeploymentRefused, words);
+        assert_refused(
+            &s,
+            &commands,
+            ReasonCode::DeploymentRefused,
+            "allow_suffixes",
+        );
+    }
+    // A name of the deployment's own under a private-use one is fine.
+    let mut s = Sim::new();
+    let g = s.start();
+    s.c.handle_control_connected(
+        s.now,
+        g,
+        with_deployment("100.64.0.0/10", "fd00::/48", "warren.internal"),
+    );
+    assert_ne!(s.state(), SessionState::Failed);
+    // The machine's policy may allow one, as it may a public suffix.
+    let mut s = Sim {
+        c: ClientState::new(ClientConfig {
+            seed: 42,
+            tunnel: Some(facts()),
+            policy: Policy::from_toml("allow_suffixes = [\"lan\"]").unwrap(),
+            ..ClientConfig::default()
+        }),
+        now: std::time::Instant::now(),
+    };
+    let g = s.start();
+    s.c.handle_control_connected(
+        s.now,
+        g,
+        with_deployment("100.64.0.0/10", "fd00::/48", "lan"),
+    );
+    assert_ne!(s.state(), SessionState::Failed);
 }
 
 #[test]

@@ -776,6 +776,15 @@ impl<'a> Soak<'a> {
                     ));
                 }
                 let (ta, tw) = truth(self.lab).map_err(|e| format!("{e:#}"))?;
+                // Two empty lists would agree: the base agents are never
+                // removed, so fewer means the truth was misread.
+                if ta.len() < self.agents.len() {
+                    return Err(format!(
+                        "the coordinator lists {} agents, fewer than the {} running ones: {ta:?}",
+                        ta.len(),
+                        self.agents.len()
+                    ));
+                }
                 let (sa, sw) = status_names(&st);
                 let diff = compare_views(&ta, &tw, &sa, &sw);
                 if diff.is_empty() {

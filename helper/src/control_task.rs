@@ -87,7 +87,7 @@ async fn run(
     {
         return ConnectFailure::Lost("helper shutting down".into());
     }
-    if !relays.is_empty() && !send_relays(generation, &relays, events).await {
+    if !relays.is_empty() && !send_relays(generation, &relays, &config.url, events).await {
         return ConnectFailure::Lost("helper shutting down".into());
     }
     loop {
@@ -122,7 +122,7 @@ async fn run(
                     expires_at = relays.iter().map(|r| r.expires_at).min(),
                     "fresh TURN credentials"
                 );
-                if !send_relays(generation, &relays, events).await {
+                if !send_relays(generation, &relays, &config.url, events).await {
                     return ConnectFailure::Lost("helper shutting down".into());
                 }
             }
@@ -137,13 +137,16 @@ async fn run(
     }
 }
 
-/// Resolves the relays and hands them to the engine; `false` if it is gone.
+/// Resolves the relays the coordinator at `url` named and hands them to
+/// the engine; `false` if it is gone. Loopback and link-local relays are
+/// kept only for a coordinator on loopback (logged when refused).
 async fn send_relays(
     generation: u64,
     relays: &[warren_proto::control::Relay],
+    url: &str,
     events: &mpsc::Sender<ControlEvent>,
 ) -> bool {
-    let relays = warren_control::resolve_relays(relays).await;
+    let relays = warren_control::resolve_relays(relays, url).await;
     events
         .send(ControlEvent::Relays { generation, relays })
         .await

@@ -251,7 +251,7 @@ async fn session(
     slot.on_welcome(&welcome.addresses);
     if !welcome.relays.is_empty() {
         slot.relays
-            .send_replace(warren_control::resolve_relays(&welcome.relays).await);
+            .send_replace(warren_control::resolve_relays(&welcome.relays, &config.url).await);
     }
     loop {
         let next = tokio::select! {
@@ -282,7 +282,7 @@ async fn session(
                     "fresh TURN credentials"
                 );
                 slot.relays
-                    .send_replace(warren_control::resolve_relays(&relays).await);
+                    .send_replace(warren_control::resolve_relays(&relays, &config.url).await);
             }
             Ok(_) => {}
             Err(LinkError::Unauthorized(m)) => bail!(

@@ -194,6 +194,10 @@ struct Soak<'a> {
     link_chaos: LinkChaos,
     /// Whether the last view check passed (and no event came since).
     view_ok: bool,
+    /// The running agents' tunnel addresses, `ws/name` → IPv4.
+    addrs: BTreeMap<String, IpAddr>,
+    /// The agent the last event killed, for the traffic check.
+    last_killed_agent: Option<String>,
     bursts: Bursts,
     started: Instant,
     /// When the last disturbance ended (checks wait for quiet).
@@ -367,7 +371,7 @@ fn start_traffic(
     traffic: &Arc<Traffic>,
     stop: &Arc<AtomicBool>,
 ) -> Vec<JoinHandle<()>> {
-    let targets = soak.agent_addresses();
+    let targets: Vec<IpAddr> = soak.addrs.values().copied().collect();
     let ns = soak.lab.net.laptop.clone();
     let mut threads = Vec::new();
     {
@@ -575,6 +579,8 @@ impl<'a> Soak<'a> {
             _http: http,
             link_chaos,
             view_ok: false,
+            addrs: BTreeMap::new(),
+            last_killed_agent: None,
             bursts: Bursts::default(),
             started: now,
             last_event_end: now,
@@ -601,6 +607,7 @@ impl<'a> Soak<'a> {
                 soak.agents.len()
             );
         }
+        soak.addrs = soak.agent_addresses();
         soak.series.push(Series {
             instance: 1,
             started: Instant::now(),
@@ -621,7 +628,9 @@ impl<'a> Soak<'a> {
     }
 
     /// Each running agent's IPv4 tunnel address, from the helper's status.
-    fn agent_addresses(&self) -> Vec<IpAddr> {
+    /// Each running agent's IPv4 tunnel address (`ws/name` → address),
+    /// from the helper's status.
+    fn agent_addresses(&self) -> BTreeMap<String, IpAddr> {
         let st = status(&self.helper).expect("status right after setup");
         let names: Vec<String> = self
             .agents
@@ -633,8 +642,48 @@ impl<'a> Soak<'a> {
             .iter()
             .zip(listed)
             .filter(|(_, n)| names.contains(n))
-            .filter_map(|(a, _)| a.addresses.iter().copied().find(IpAddr::is_ipv4))
+            .filter_map(|(a, n)| Some((n, a.addresses.iter().copied().find(IpAddr::is_ipv4)?)))
             .collect()
+    }
+
+    /// After an event: an ICMP echo through the tunnel is answered again
+    /// (by the agent just killed, or by a random one), within the settle
+    /// window. Paths, keys and handshakes must recover, not only the lists.
+    fn check_traffic(&mut self, when: &str) {
+        let target = match self.last_killed_agent.take() {
+            Some(name) => name,
+            None => {
+                let names: Vec<String> = self.addrs.keys().cloned().collect();
+                self.rng.pick(&names).clone()
+            }
+        };
+        let Some(&addr) = self.addrs.get(&target) else {
+            return;
+        };
+        let ns = self.lab.net.laptop.clone();
+        let first = Instant::now();
+        let answered = poll_until(self.timing.settle, || {
+            icmp_ping(&ns, addr, Duration::from_secs(1))
+        });
+        let took = first.elapsed();
+        if answered.is_some() && took > Duration::from_secs(5) {
+            eprintln!(
+                "bench {BENCH}: [{:.0} s] {target} answered after {:.1} s",
+                self.secs(),
+                took.as_secs_f64()
+            );
+        }
+        let started = self.started;
+        self.tally.check(
+            started,
+            "traffic_recovers",
+            answered.map(|_| ()).ok_or_else(|| {
+                format!(
+                    "after {when}: no echo from {target} ({addr}) through the tunnel within {:?}",
+                    self.timing.settle
+                )
+            }),
+        );
     }
 
     fn secs(&self) -> f64 {
@@ -671,6 +720,9 @@ impl<'a> Soak<'a> {
             self.last_event_end = Instant::now();
             std::thread::sleep(self.timing.quiet);
             self.check_all(kind.name());
+            if self.helper.is_running() {
+                self.check_traffic(kind.name());
+            }
         }
     }
 
@@ -960,6 +1012,10 @@ impl<'a> Soak<'a> {
         agent.stop();
         std::thread::sleep(down);
         agent.start();
+        self.last_killed_agent = Some(format!(
+            "{}/{}",
+            agent.options.workspace, agent.options.name
+        ));
     }
 
     fn coordinator_kill(&mut self) {

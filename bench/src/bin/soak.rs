@@ -1512,3 +1512,31 @@ impl<'a> Soak<'a> {
         self.lab.coord.proc.print_log_tail(30);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_map_agents_to_their_workspace_names() {
+        let st: Status = serde_json::from_str(
+            r#"{"helper_version": "0", "session": {"state": "connected"},
+                "workspaces": [{"id": "w1", "name": "ws0", "owner": "alice"},
+                               {"id": "w2", "name": "b3", "owner": "alice"}],
+                "agents": [{"id": "a", "name": "a0", "workspace_id": "w1"},
+                           {"id": "b", "name": "x4", "workspace_id": "w2"},
+                           {"id": "c", "name": "a0", "workspace_id": "w1"},
+                           {"id": "d", "name": "lost", "workspace_id": "w9"}]}"#,
+        )
+        .expect("a status of the documented shape");
+        let (agents, workspaces) = status_names(&st);
+        assert_eq!(agents, ["ws0/a0", "b3/x4", "ws0/a0", "?/lost"]);
+        assert_eq!(workspaces, ["ws0", "b3"]);
+        // An old and a new copy of one agent, and an agent of an unknown
+        // workspace, are stale against the truth.
+        let truth = ["ws0/a0".to_string(), "b3/x4".to_string()];
+        let d = compare_views(&truth, &workspaces, &agents, &workspaces);
+        assert_eq!(d.stale_agents, ["?/lost", "ws0/a0"]);
+        assert!(d.missing_agents.is_empty());
+    }
+}

@@ -197,12 +197,14 @@ bash scripts/test-windows.sh
 step "ui: Playwright in Chromium with mocked Tauri IPC"
 npm --prefix ui run e2e
 
-step "chaos soak, 2-minute version (WARREN_SOAK_SECS=120 bench/run soak on the debug build above)"
+step "chaos soak, 2-minute version (bench/run soak's binary from the debug build above, WARREN_SOAK_SECS=120)"
 # Kills of the helper, an agent and the coordinator, link loss and delay, a
 # frozen helper and admin bursts among 20 agents with traffic; fails on any
 # broken invariant (status vs the coordinator, restored DNS and routes, no
-# leftover TUN, flat helper memory and descriptors).
-WARREN_SOAK_SECS=120 WARREN_SOAK_PROFILE=debug bench/run soak
+# leftover TUN, flat helper memory and descriptors). Run directly: a
+# `cargo build -p …` of a subset could rebuild dependencies with other
+# features.
+WARREN_SOAK_SECS=120 "$CARGO_TARGET_DIR/debug/soak"
 
 step "warren-tunnel simulated-time tests (own workspace: boringtun with its mock clock)"
 # Kept out of the main workspace so the mock clock can never reach a real binary.

@@ -19,6 +19,7 @@ pub mod netns;
 pub mod oidc;
 pub mod path_lab;
 pub mod proc;
+pub mod tls_front;
 pub mod users;
 pub mod watch;
 pub mod wire;

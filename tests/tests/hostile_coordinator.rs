@@ -2,9 +2,10 @@
 //! acceptance test): `warrend` runs in a "laptop" namespace with a fake LAN
 //! (10.9.0.0/24 behind the gateway 10.9.0.1, which is also the LAN's DNS
 //! server, a dnsmasq) and a second, CGNAT-style LAN 100.100.7.0/24 on
-//! another veth. A [`FakeCoordinator`] in the "router" namespace, reached
-//! over the veth at 10.9.0.1 (not loopback, so loopback endpoints must be
-//! refused), sends whatever each case scripts.
+//! another veth. A [`FakeCoordinator`], reached over the veth at
+//! `https://10.9.0.1` (not loopback, so loopback endpoints and relays must
+//! be refused, and so plain http would be: a [`TlsFront`] in the "router"
+//! namespace terminates TLS for it), sends whatever each case scripts.
 //!
 //! One lab and one helper serve every case, in order: start a session, wait
 //! for the state the case expects, check that no route, address or DNS
@@ -25,6 +26,7 @@ use warren_e2e::netns::{
     dig_in, ip, ip_try, link_exists, ns_command, DigAnswer, Dnsmasq, HostResolvConf,
 };
 use warren_e2e::proc::{child_rust_log, Proc};
+use warren_e2e::tls_front::TlsFront;
 use warren_e2e::{ipc_request, poll_until, unique, TestDir};
 use warren_proto::ipc::{
     NoticeKind, ReasonCode, Reply, Request, SessionInfo, SessionState, StatusReport, TunnelState,
@@ -334,6 +336,8 @@ fn mentions(text: &str, word: &str) -> bool {
 /// The lab: everything torn down on drop, processes before namespaces.
 struct Lab {
     helper: Proc,
+    /// The fake's `https://` address at the gateway.
+    front: TlsFront,
     fake: FakeCoordinator,
     _dnsmasq: Dnsmasq,
     socket: PathBuf,
@@ -363,8 +367,13 @@ impl Lab {
             "before the helper, the laptop's own resolver (dnsmasq on the gateway) does not answer {OUTSIDE}:\n{}",
             before.output
         );
+        // The fake listens on the test's own loopback; the helper reaches
+        // it only through TLS at the gateway.
+        let backend = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .expect("bind the fake coordinator on loopback");
+        let fake = FakeCoordinator::serve(backend, TOKEN, good());
         let listener = bind_in_netns(&net.router, SocketAddr::new(IpAddr::V4(GATEWAY), 0));
-        let fake = FakeCoordinator::serve(listener, TOKEN, good());
+        let front = TlsFront::start(&dir.join("fake-tls"), listener, fake.addr);
 
         let socket = dir.join("helper.sock");
         let log_dir = dir.join("helper-logs");
@@ -396,6 +405,7 @@ impl Lab {
         eprintln!("lab baseline: {baseline:#?}");
         Lab {
             helper,
+            front,
             fake,
             _dnsmasq: dnsmasq,
             socket,
@@ -455,9 +465,9 @@ impl Lab {
         let reply = ipc_request(
             &self.socket,
             Request::Start {
-                url: self.fake.url(),
+                url: self.front.url.clone(),
                 token: Secret::new(TOKEN),
-                ca: None,
+                ca: Some(self.front.ca_pem.clone()),
                 deployment: accepted,
             },
         )

@@ -29,7 +29,7 @@ use warren_proto::ipc::{
     ErrorCode, IpcError, PeerStats, SessionInfo, SessionState, StatusReport, TunnelInfo,
     TunnelState, PING_TIMEOUT_MS,
 };
-use warren_proto::limits::url_host_is_loopback;
+use warren_proto::limits::{check_coordinator_scheme, url_host_is_loopback};
 use warren_proto::model::{Agent, AgentId, DeploymentInfo, Workspace};
 use warren_proto::Secret;
 use warren_session::{Backoff, ConnectFailure, Delta, Directory, Session, SessionConfig};
@@ -224,10 +224,12 @@ impl ClientState {
         accepted: Option<DeploymentInfo>,
     ) -> Result<(), IpcError> {
         let url = url.trim().trim_end_matches('/').to_string();
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
+        // The CLI and the app check the same rule, but any member of the
+        // helper's group can send `Start`: the token must not leave in clear.
+        if let Err(problem) = check_coordinator_scheme(&url) {
             return Err(IpcError::new(
                 ErrorCode::BadRequest,
-                format!("the coordinator URL {url:?} must start with https://"),
+                format!("the coordinator URL {url:?} can't be used: {problem}"),
             ));
         }
         if token.is_empty() {

@@ -409,6 +409,47 @@ fn bad_start_requests_get_a_clear_error_and_change_nothing() {
 }
 
 #[test]
+fn plain_http_is_refused_unless_the_coordinator_is_on_loopback() {
+    let start = |s: &mut Sim, url: &str| {
+        s.c.handle_start(
+            s.now,
+            url,
+            Secret::new("wut_id_secret"),
+            None,
+            SessionKeys::from_secret([1; 32]),
+            None,
+        )
+    };
+    for url in [
+        "http://coord.example",
+        "http://10.9.0.1:8080",
+        "http://203.0.113.12:443/",
+        "http://[fd00::1]:80",
+        "http://127.0.0.1.example.com",
+    ] {
+        let mut s = Sim::new();
+        let e = start(&mut s, url).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest, "{url}");
+        assert!(
+            e.message.contains("use https://") && e.message.contains("unencrypted"),
+            "{url}: {e:?}"
+        );
+        assert!(s.commands().is_empty(), "{url}: nothing is sent");
+        assert_eq!(s.state(), SessionState::Disconnected);
+    }
+    for url in [
+        "http://127.0.0.1:8080",
+        "http://localhost:8080/",
+        "http://[::1]:8080",
+        "https://10.9.0.1:8443",
+    ] {
+        let mut s = Sim::new();
+        start(&mut s, url).unwrap_or_else(|e| panic!("{url}: {e:?}"));
+        assert!(s.next_connection().is_some(), "{url}");
+    }
+}
+
+#[test]
 fn without_a_data_plane_the_directory_is_kept_but_no_peers_or_names() {
     let mut c = ClientState::new(ClientConfig::default());
     let now = Instant::now();

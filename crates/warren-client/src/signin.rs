@@ -2,7 +2,6 @@
 //! against the coordinator (`GET /api/v1/me`) before anything is stored.
 //! Every error says what to do next; the CLI and the app show it as it is.
 
-use std::net::IpAddr;
 use std::time::Duration;
 use warren_proto::control::{ApiError, Me, TokenKind, ME_PATH};
 use warren_proto::Secret;
@@ -24,18 +23,18 @@ fn normalize(input: &str) -> Result<String, String> {
     }
     let url =
         reqwest::Url::parse(input).map_err(|e| format!("{input:?} is not a valid URL: {e}"))?;
-    let host = url
-        .host_str()
-        .ok_or_else(|| format!("{input:?} has no host name"))?;
+    if url.host_str().is_none() {
+        return Err(format!("{input:?} has no host name"));
+    }
     match url.scheme() {
-        "https" => {}
-        "http" if is_loopback(host) => {}
-        "http" => {
+        // The helper checks the same rule again on `Start`.
+        "https" | "http" => warren_proto::limits::check_coordinator_scheme(url.as_str())
+            .map_err(|problem| format!("{input}: {problem}"))?,
+        other => {
             return Err(format!(
-                "{input} uses plain http, which would send your token unencrypted; use https:// (http:// is only allowed for localhost)"
+                "{input}: unsupported scheme {other:?}; use https://"
             ))
         }
-        other => return Err(format!("{input}: unsupported scheme {other:?}; use https://")),
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
@@ -63,12 +62,6 @@ fn host_port(url: &reqwest::Url) -> String {
         Some(p) => format!("{host}:{p}"),
         None => host.to_string(),
     }
-}
-
-fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The innermost cause of an error, which is usually the telling one
@@ -228,6 +221,8 @@ mod tests {
             ("warren.example.com", "https://warren.example.com"),
             ("http://warren.example.com", "use https://"),
             ("http://10.0.0.1:8080", "use https://"),
+            ("http://127.0.0.1.example.com", "use https://"),
+            ("http://[fd00::1]:80", "unencrypted"),
             ("ftp://warren.example.com", "unsupported scheme"),
             ("https://warren.example.com/api", "without a path"),
             ("https://warren.example.com/?x=1", "without ?query"),

@@ -109,9 +109,76 @@ pub fn url_host_is_loopback(url: &str) -> bool {
             .is_ok_and(|ip| canonical(ip).is_loopback())
 }
 
+/// Why a coordinator URL's scheme can't be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SchemeProblem {
+    #[error("plain http:// would send the token unencrypted; use https:// (http:// is allowed only for a coordinator on this machine: localhost, 127.0.0.1 or ::1)")]
+    PlainHttpOffLoopback,
+    #[error("a coordinator URL must start with https://")]
+    NotHttp,
+}
+
+/// The one rule for a coordinator URL's scheme, kept by the CLI, the app
+/// and the helper alike: `https://`, or plain `http://` only to a
+/// coordinator on loopback (a demo or a test on one machine), where the
+/// token never crosses a network.
+pub fn check_coordinator_scheme(url: &str) -> Result<(), SchemeProblem> {
+    if url.starts_with("https://") {
+        Ok(())
+    } else if url.starts_with("http://") {
+        if url_host_is_loopback(url) {
+            Ok(())
+        } else {
+            Err(SchemeProblem::PlainHttpOffLoopback)
+        }
+    } else {
+        Err(SchemeProblem::NotHttp)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        for ok in [
+            "https://warren.example.com",
+            "https://10.0.0.1:8443",
+            "http://127.0.0.1:8080",
+            "http://127.8.9.10",
+            "http://localhost:3000",
+            "http://[::1]:9000",
+            "http://[::ffff:127.0.0.1]:80",
+        ] {
+            assert_eq!(check_coordinator_scheme(ok), Ok(()), "{ok}");
+        }
+        for plain in [
+            "http://warren.example.com",
+            "http://10.9.0.1:8080",
+            "http://203.0.113.12",
+            "http://[fd00::1]:80",
+            "http://127.0.0.1.example.com",
+            "http://localhost.example.com:80",
+            "http://127.0.0.1@evil.example",
+        ] {
+            assert_eq!(
+                check_coordinator_scheme(plain),
+                Err(SchemeProblem::PlainHttpOffLoopback),
+                "{plain}"
+            );
+        }
+        for other in ["ftp://127.0.0.1", "ws://127.0.0.1", "127.0.0.1:80", ""] {
+            assert_eq!(
+                check_coordinator_scheme(other),
+                Err(SchemeProblem::NotHttp),
+                "{other}"
+            );
+        }
+        assert!(SchemeProblem::PlainHttpOffLoopback
+            .to_string()
+            .contains("use https://"));
+    }
 
     fn check(s: &str, allow_local: bool) -> Result<(), EndpointProblem> {
         check_endpoint(s.parse().unwrap(), allow_local)

@@ -116,21 +116,38 @@ pub struct Schedule {
 
 impl Schedule {
     pub fn next(&mut self, rng: &mut Rng) -> EventKind {
+        self.next_allowed(rng, |_| true)
+    }
+
+    /// Like [`Schedule::next`], but the random part picks only among the
+    /// kinds `allowed` accepts (all of them if it accepts none). The first
+    /// round is never skipped: it is what makes a short run cover every
+    /// kind.
+    pub fn next_allowed(
+        &mut self,
+        rng: &mut Rng,
+        allowed: impl Fn(EventKind) -> bool,
+    ) -> EventKind {
         let i = self.issued;
         self.issued += 1;
         if let Some(k) = EventKind::ALL.get(i) {
             return *k;
         }
-        let total: u64 = EventKind::ALL.iter().map(|k| k.weight()).sum();
+        let mut kinds: Vec<EventKind> =
+            EventKind::ALL.into_iter().filter(|k| allowed(*k)).collect();
+        if kinds.is_empty() {
+            kinds = EventKind::ALL.to_vec();
+        }
+        let total: u64 = kinds.iter().map(|k| k.weight()).sum();
         let mut r = rng.range(0, total - 1);
-        for k in EventKind::ALL {
+        for k in &kinds {
             if r < k.weight() {
-                return k;
+                return *k;
             }
             r -= k.weight();
         }
         // The weights sum to `total`, so the loop always returns.
-        EventKind::AdminBurst
+        kinds[0]
     }
 }
 
@@ -159,6 +176,9 @@ pub struct Timing {
     pub settle: Duration,
     /// A new helper's first stretch, not sampled for the growth figure.
     pub warmup: Duration,
+    /// How long a helper lives at least before the next helper kill, so
+    /// one of them gives a long enough memory series.
+    pub helper_life: Duration,
 }
 
 impl Timing {
@@ -178,6 +198,7 @@ impl Timing {
             quiet: s(3),
             settle: s(60),
             warmup: s(secs / 8).clamp(s(10), s(60)),
+            helper_life: s(secs / 6).max(s(60)),
         }
     }
 }
@@ -305,6 +326,19 @@ mod tests {
         assert_eq!(seen.len(), EventKind::ALL.len(), "{seen:?}");
         // Weighted: admin bursts (4) clearly more often than helper kills (2).
         assert!(seen[&EventKind::AdminBurst] > seen[&EventKind::HelperKill]);
+
+        // A kind that is not allowed stays out of the random part, but
+        // never out of the first round.
+        let mut s = Schedule::default();
+        let no_kill = |k: EventKind| k != EventKind::HelperKill;
+        let first: Vec<EventKind> = (0..EventKind::ALL.len())
+            .map(|_| s.next_allowed(&mut rng, no_kill))
+            .collect();
+        assert_eq!(first, EventKind::ALL);
+        for _ in 0..300 {
+            assert_ne!(s.next_allowed(&mut rng, no_kill), EventKind::HelperKill);
+        }
+        assert!(EventKind::ALL.contains(&s.next_allowed(&mut rng, |_| false)));
     }
 
     #[test]
@@ -322,6 +356,8 @@ mod tests {
         assert!(long.netem.1 > short.netem.1);
         assert_eq!(short.warmup, Duration::from_secs(15));
         assert_eq!(long.warmup, Duration::from_secs(60));
+        assert_eq!(short.helper_life, Duration::from_secs(60));
+        assert_eq!(long.helper_life, Duration::from_secs(300));
         for t in [&short, &long] {
             assert!(t.gap.0 <= t.gap.1 && t.freeze.0 <= t.freeze.1);
             assert!(t.netem.0 <= t.netem.1 && t.down.0 <= t.down.1);

@@ -701,7 +701,14 @@ impl<'a> Soak<'a> {
             if self.started.elapsed() >= self.timing.run {
                 break;
             }
-            let kind = schedule.next(&mut self.rng);
+            // A helper kill waits until the current helper has lived a
+            // while, so that one helper gives a long memory series.
+            let young = self
+                .series
+                .last()
+                .is_some_and(|s| s.started.elapsed() < self.timing.helper_life);
+            let kind =
+                schedule.next_allowed(&mut self.rng, |k| !(young && k == EventKind::HelperKill));
             self.view_ok = false;
             *self.tally.events.entry(kind.name()).or_default() += 1;
             eprintln!(

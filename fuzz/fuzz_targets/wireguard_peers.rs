@@ -6,7 +6,8 @@
 //! The input is one flags byte (bit 0: make the handshake first), then
 //! operations `[op][len: u16 BE][bytes]`. Nothing may panic; only a peer's
 //! own tunnel addresses come out of the tunnel as a packet's source (no
-//! spoofing another agent or the LAN); datagrams go only to a configured
+//! spoofing another agent or the LAN), and only ours as its destination (no
+//! routing through this machine); datagrams go only to a configured
 //! endpoint or back to the address a datagram came from (a cookie reply).
 
 #![no_main]
@@ -25,6 +26,10 @@ const AGENT: [u8; 32] = [2; 32];
 
 fn public(secret: [u8; 32]) -> PeerKey {
     PublicKey::from(&x25519_dalek::StaticSecret::from(secret)).to_bytes()
+}
+
+fn our_addresses() -> Vec<IpAddr> {
+    vec![Ipv4Addr::new(100, 64, 0, 7).into(), "fd00::7".parse().unwrap()]
 }
 
 fn our_endpoint() -> SocketAddr {
@@ -76,6 +81,7 @@ impl Lab {
     fn new() -> Lab {
         let now = Instant::now();
         let mut ours = Tunnel::new(StaticSecret::from(OURS));
+        ours.set_local_addresses(our_addresses());
         let configured = peers();
         ours.set_peers(now, configured.clone())
             .expect("valid peers");
@@ -85,10 +91,7 @@ impl Lab {
                 now,
                 PeerConfig {
                     public_key: public(OURS),
-                    addresses: vec![
-                        Ipv4Addr::new(100, 64, 0, 7).into(),
-                        "fd00::7".parse().unwrap(),
-                    ],
+                    addresses: our_addresses(),
                     endpoint: Some(our_endpoint()),
                     persistent_keepalive: None,
                     candidates: vec![],
@@ -124,6 +127,11 @@ impl Lab {
         assert!(
             self.configured[0].addresses.contains(&src),
             "a packet from {src} came out of the agent's session"
+        );
+        let dst = destination(&packet).expect("a decapsulated packet has a destination");
+        assert!(
+            our_addresses().contains(&dst),
+            "a packet to {dst} came out of the tunnel"
         );
         Some(packet)
     }
@@ -213,6 +221,19 @@ fn source(packet: &[u8]) -> Option<IpAddr> {
         }
         6 if packet.len() >= 40 => {
             let b: [u8; 16] = packet[8..24].try_into().ok()?;
+            Some(Ipv6Addr::from(b).into())
+        }
+        _ => None,
+    }
+}
+
+fn destination(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first()? >> 4 {
+        4 if packet.len() >= 20 => {
+            Some(Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]).into())
+        }
+        6 if packet.len() >= 40 => {
+            let b: [u8; 16] = packet[24..40].try_into().ok()?;
             Some(Ipv6Addr::from(b).into())
         }
         _ => None,

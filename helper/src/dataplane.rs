@@ -215,11 +215,14 @@ pub async fn start(
     }
     paths.set_host_candidates(now, local_endpoints(port, &plan.tun_name));
     paths.set_relays(now, relays);
+    let sources: Vec<IpAddr> = plan.addresses.iter().map(|(a, _)| *a).collect();
     let mut tunnel = Tunnel::new(secret);
+    // Agents may address this device only, never route through it (into
+    // the LAN or containers when the OS forwards).
+    tunnel.set_local_addresses(sources.iter().copied());
     if let Err(e) = tunnel.set_peers(now, peers) {
         tracing::warn!(error = %e, "some agents could not be added to the tunnel");
     }
-    let sources: Vec<IpAddr> = plan.addresses.iter().map(|(a, _)| *a).collect();
     let observer = Observer::new(now, &sources, reports.clone(), rand::random(), generation);
     let (peers_tx, peers_rx) = mpsc::unbounded_channel();
     let (pings_tx, pings_rx) = mpsc::channel(MAX_PENDING_PINGS);

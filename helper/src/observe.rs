@@ -607,6 +607,8 @@ mod tests {
         let (as_, ap) = key(2);
         let mut laptop = Tunnel::new(ls);
         let mut agent = Tunnel::new(as_);
+        laptop.set_local_addresses([LAPTOP.parse().unwrap(), LAPTOP6.parse().unwrap()]);
+        agent.set_local_addresses([AGENT.parse().unwrap(), AGENT6.parse().unwrap()]);
         laptop
             .upsert_peer(
                 now,

@@ -39,6 +39,8 @@ fn main() {
     let b_udp = SocketAddr::from(([127, 0, 0, 2], 2));
     let mut a = Tunnel::generate();
     let mut b = Tunnel::generate();
+    a.set_local_addresses([a_ip]);
+    b.set_local_addresses([b_ip]);
     let now = Instant::now();
     let peer = |key, ip, udp| PeerConfig {
         public_key: key,

@@ -43,7 +43,9 @@
 //! * Inbound: handshake responses, cookies and data by the receiver index
 //!   (its upper 24 bits name the peer's `Tunn`); initiations by the
 //!   initiator's static key, after the MAC and load check. A decrypted packet
-//!   must come from one of the sending peer's addresses.
+//!   must come from one of the sending peer's addresses and go to one of this
+//!   side's own ([`Tunnel::set_local_addresses`]; none set drops them all),
+//!   so a peer can never use this device as a router.
 //! * Roaming: every authenticated datagram moves the peer's endpoint to its
 //!   source address ([`TunnelEvent::EndpointChanged`]); garbage and replays
 //!   never do.

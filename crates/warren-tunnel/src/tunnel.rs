@@ -59,6 +59,11 @@ pub struct Tunnel {
     by_key: HashMap<PeerKey, usize>,
     by_index: FastMap<u32, usize>,
     by_addr: FastMap<IpAddr, usize>,
+    /// This side's own tunnel addresses: the only destinations a decrypted
+    /// packet may have. Empty until [`Tunnel::set_local_addresses`], and
+    /// then every decrypted packet is dropped (fail closed). A handful of
+    /// addresses, so a linear search beats hashing.
+    local: Vec<IpAddr>,
     next_index: u32,
     next_generation: u64,
     /// Per-peer deadlines with lazy deletion: an entry counts only if the
@@ -95,7 +100,11 @@ pub const fn min_out_len(len: usize) -> usize {
 }
 
 impl Tunnel {
-    /// A table with this private key and no peers.
+    /// A table with this private key, no peers and no local addresses.
+    /// Until [`Tunnel::set_local_addresses`] names this side's tunnel
+    /// addresses, every decrypted packet is dropped
+    /// ([`DropReason::DestinationNotLocal`]), so a driver that forgets it
+    /// fails closed instead of passing on packets to anywhere.
     pub fn new(private_key: StaticSecret) -> Self {
         let public_key = PublicKey::from(&private_key);
         let pk = public_key.to_bytes();
@@ -112,6 +121,7 @@ impl Tunnel {
             by_key: HashMap::new(),
             by_index: FastMap::default(),
             by_addr: FastMap::default(),
+            local: Vec::new(),
             next_index,
             next_generation: 0,
             heap: BinaryHeap::new(),
@@ -129,6 +139,23 @@ impl Tunnel {
     /// This device's public key, to register with the coordinator.
     pub fn public_key(&self) -> PeerKey {
         self.public_key.to_bytes()
+    }
+
+    /// Sets this side's own tunnel addresses (the device's addresses from
+    /// the coordinator on the helper, the stack's addresses on the agent),
+    /// replacing earlier ones. A decrypted packet is passed on only if its
+    /// destination is one of them: peers may reach this side, never
+    /// anything behind it. An empty set drops every decrypted packet.
+    pub fn set_local_addresses(&mut self, addresses: impl IntoIterator<Item = IpAddr>) {
+        let mut local: Vec<IpAddr> = addresses.into_iter().collect();
+        local.sort_unstable();
+        local.dedup();
+        self.local = local;
+    }
+
+    /// This side's own tunnel addresses, as last set.
+    pub fn local_addresses(&self) -> &[IpAddr] {
+        &self.local
     }
 
     /// Number of peers in the table.
@@ -523,12 +550,16 @@ impl Tunnel {
             TunnResult::WriteToTunnelV4(packet, src) => {
                 exact = false;
                 accept_data(peer, now, from, &mut self.out, &mut self.scratch);
-                check_source(&self.by_addr, slot, IpAddr::V4(src)).map(|()| Some(packet))
+                check_source(&self.by_addr, slot, IpAddr::V4(src))
+                    .and_then(|()| check_destination(&self.local, packet))
+                    .map(|()| Some(packet))
             }
             TunnResult::WriteToTunnelV6(packet, src) => {
                 exact = false;
                 accept_data(peer, now, from, &mut self.out, &mut self.scratch);
-                check_source(&self.by_addr, slot, IpAddr::V6(src)).map(|()| Some(packet))
+                check_source(&self.by_addr, slot, IpAddr::V6(src))
+                    .and_then(|()| check_destination(&self.local, packet))
+                    .map(|()| Some(packet))
             }
             TunnResult::Done => {
                 if kind == MSG_DATA {
@@ -709,6 +740,16 @@ fn check_source(
         Ok(())
     } else {
         Err(DropReason::SourceNotAllowed)
+    }
+}
+
+/// A peer may address only this side: without this check a hostile peer
+/// could use a laptop with IP forwarding on (Docker, libvirt) as a router
+/// into its LAN, containers or other workspaces.
+fn check_destination(local: &[IpAddr], packet: &[u8]) -> Result<(), DropReason> {
+    match Tunn::dst_address(packet) {
+        Some(dst) if local.contains(&dst) => Ok(()),
+        _ => Err(DropReason::DestinationNotLocal),
     }
 }
 

@@ -99,6 +99,13 @@ pub enum DropReason {
     /// addresses.
     #[error("the decrypted packet's source is not one of the peer's addresses")]
     SourceNotAllowed,
+    /// The decrypted packet's destination is not one of this side's own
+    /// tunnel addresses ([`crate::Tunnel::set_local_addresses`]): a peer may
+    /// only talk to this device, never through it (a laptop with IP
+    /// forwarding on would otherwise pass the packet into its LAN or
+    /// containers).
+    #[error("the decrypted packet's destination is not one of this side's tunnel addresses")]
+    DestinationNotLocal,
 }
 
 /// Something that happened to a peer, for the driver to report (status,
@@ -182,6 +189,9 @@ pub struct Counters {
     pub dropped_rejected: u64,
     /// Decrypted packets whose source is not one of the peer's addresses.
     pub dropped_source_not_allowed: u64,
+    /// Decrypted packets whose destination is not one of this side's own
+    /// tunnel addresses.
+    pub dropped_destination_not_local: u64,
     /// Events discarded because the driver did not drain `poll_event`.
     pub dropped_events: u64,
     /// Datagrams discarded because the driver did not drain `poll_transmit`.
@@ -211,6 +221,7 @@ impl DropReason {
             DropReason::UnknownPeer => &mut c.dropped_unknown_peer,
             DropReason::Rejected => &mut c.dropped_rejected,
             DropReason::SourceNotAllowed => &mut c.dropped_source_not_allowed,
+            DropReason::DestinationNotLocal => &mut c.dropped_destination_not_local,
         };
         *slot += 1;
     }

@@ -256,6 +256,65 @@ fn a_decrypted_packet_from_a_foreign_source_is_dropped() {
 }
 
 #[test]
+fn a_decrypted_packet_to_a_foreign_destination_is_dropped() {
+    let mut net = connected();
+    // A hostile agent routes a LAN address and another workspace's address
+    // to the helper, as if the laptop were its router.
+    let helper = net.nodes[0].ip;
+    let lan: IpAddr = "192.168.1.10".parse().unwrap();
+    let other_workspace = v4(99);
+    let cfg = PeerConfig {
+        public_key: net.key(0),
+        addresses: vec![helper, lan, other_workspace],
+        endpoint: Some(net.nodes[0].udp),
+        persistent_keepalive: None,
+        candidates: Vec::new(),
+    };
+    let now = net.now;
+    net.nodes[1].tunnel.upsert_peer(now, cfg).unwrap();
+    let agent = net.nodes[1].ip;
+    let before = net.nodes[0].delivered.len();
+
+    for dst in [lan, other_workspace] {
+        let packet = ip_packet(agent, dst, b"through");
+        assert_eq!(net.send_raw(1, &packet), Ok(true));
+        let d = net.wire.pop_front().unwrap();
+        assert_eq!(net.inject(d), Some(Err(DropReason::DestinationNotLocal)));
+    }
+    assert_eq!(
+        net.nodes[0].tunnel.counters().dropped_destination_not_local,
+        2
+    );
+    assert_eq!(
+        net.nodes[0].delivered.len(),
+        before,
+        "nothing reached the TUN"
+    );
+
+    // The session is untouched: a packet to the helper's own address arrives.
+    assert_eq!(net.send(1, 0, b"to you"), Ok(true));
+    net.deliver_all();
+    assert_eq!(net.payloads(0).last().unwrap(), b"to you");
+    assert_eq!(net.handshakes(0).len(), 1);
+}
+
+#[test]
+fn a_table_without_local_addresses_drops_every_decrypted_packet() {
+    let mut net = connected();
+    net.nodes[0].tunnel.set_local_addresses([]);
+    assert!(net.nodes[0].tunnel.local_addresses().is_empty());
+    assert_eq!(net.send(1, 0, b"anyone?"), Ok(true));
+    let d = net.wire.pop_front().unwrap();
+    assert_eq!(net.inject(d), Some(Err(DropReason::DestinationNotLocal)));
+
+    let own = net.nodes[0].ip;
+    net.nodes[0].tunnel.set_local_addresses([own, v6(1)]);
+    assert_eq!(net.send(1, 0, b"now"), Ok(true));
+    net.deliver_all();
+    assert_eq!(net.payloads(0).last().unwrap(), b"now");
+}
+
+#[test]
 fn a_handshake_from_an_unknown_key_is_dropped() {
     let mut net = Net::pair(no_clock);
     let stranger = net.add_node(udp(3, 3000), v4(3));

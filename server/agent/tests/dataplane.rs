@@ -49,6 +49,7 @@ struct Laptop {
 impl Laptop {
     fn new(now: Instant, agent_key: [u8; 32], agent_endpoint: SocketAddr) -> Self {
         let mut tunnel = Tunnel::generate();
+        tunnel.set_local_addresses([LAPTOP_V4.into(), LAPTOP_V6.into()]);
         tunnel
             .upsert_peer(
                 now,
@@ -454,6 +455,32 @@ fn a_peer_removed_by_set_peers_can_no_longer_connect() {
             > before.dropped_invalid + before.dropped_rejected
     );
     assert!(after.dropped_unknown_peer > before.dropped_unknown_peer);
+}
+
+#[test]
+fn a_packet_to_an_address_that_is_not_the_agents_is_dropped_and_counted() {
+    let now = Instant::now();
+    let (mut laptop, mut agent) = connected_pair(now, vec![]);
+    laptop.send_packet(now, &echo_v4(1, 1, b"handshake"));
+    shuttle(now, &mut laptop, &mut agent);
+    assert_eq!(laptop.device.rx.drain(..).count(), 1, "the session works");
+
+    // A device that routes a LAN address to the agent, as if the agent's
+    // host were its router.
+    let lan = Ipv4Addr::new(10, 0, 0, 5);
+    let mut cfg = laptop.peer_config(Some(agent_ep()));
+    cfg.public_key = agent.public_key();
+    cfg.addresses = vec![AGENT_V4.into(), AGENT_V6.into(), lan.into()];
+    laptop.tunnel.upsert_peer(now, cfg).unwrap();
+    let mut packet = echo_v4(1, 2, b"through");
+    let mut ip = Ipv4Packet::new_unchecked(&mut packet);
+    ip.set_dst_addr(lan);
+    ip.fill_checksum();
+    laptop.send_packet(now, &packet);
+    shuttle(now, &mut laptop, &mut agent);
+
+    assert_eq!(agent.counters().dropped_destination_not_local, 1);
+    assert!(laptop.device.rx.is_empty(), "nothing answers for the LAN");
 }
 
 // ---- through the tokio driver, real UDP on 127.0.0.1, real local services ----

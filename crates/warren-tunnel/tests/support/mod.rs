@@ -120,10 +120,12 @@ impl Net {
         }
     }
 
-    /// Adds a node with a fresh key.
+    /// Adds a node with a fresh key, whose table owns `ip`.
     pub fn add_node(&mut self, udp: SocketAddr, ip: IpAddr) -> usize {
+        let mut tunnel = Tunnel::new(StaticSecret::random());
+        tunnel.set_local_addresses([ip]);
         self.nodes.push(Node {
-            tunnel: Tunnel::new(StaticSecret::random()),
+            tunnel,
             udp,
             ip,
             delivered: Vec::new(),

@@ -151,11 +151,16 @@ impl WorkspaceStack {
         if let Some(IpAddr::V6(a)) = v6 {
             let _ = iface.routes_mut().add_default_ipv6_route(a);
         }
+        let paths = Paths::new(Role::Agent, config.private_key.to_bytes());
+        let mut tunnel = Tunnel::new(config.private_key);
+        // Only what smoltcp answers on may come out of the tunnel: a device
+        // addressing anything else is dropped by the table, counted.
+        tunnel.set_local_addresses([v4, v6].into_iter().flatten());
         let mut stack = Self {
-            paths: Paths::new(Role::Agent, config.private_key.to_bytes()),
+            paths,
             path_peers: HashSet::new(),
             wrapped: Vec::with_capacity(2048),
-            tunnel: Tunnel::new(config.private_key),
+            tunnel,
             iface,
             device,
             sockets: SocketSet::new(Vec::new()),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use warren_client_core::NameChange;
 use warren_dns::{Config, Outcome, Stub, Transport};
 use warren_netcfg::dns::resolv_conf;
@@ -29,6 +29,13 @@ pub type NameChanges = mpsc::UnboundedReceiver<Vec<NameChange>>;
 
 /// Most queries a TCP client may have unanswered on its connection.
 const TCP_QUEUE: usize = 64;
+/// Most TCP clients served at once. Each costs a task, two buffers and a
+/// descriptor of a root process, and the tunnel address is reachable by
+/// agents; past the cap new connections are closed at once.
+const MAX_TCP_CLIENTS: usize = 64;
+/// Refused TCP connections are logged at most this often (a flood must not
+/// flood the log too).
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// A TCP client silent this long is disconnected (RFC 7766 suggests
 /// seconds, not minutes).
 const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -96,6 +103,9 @@ pub async fn start(
     changes: NameChanges,
 ) -> Result<DnsHandle, DnsDriverError> {
     let mut stub_config = Config::new(config.suffix.clone());
+    // Queries from this device's tunnel addresses (and loopback) are this
+    // machine's own; only those get names outside the suffix forwarded.
+    stub_config.local_addresses = config.listen.clone();
     if let Some((_, backup)) = &config.resolv_conf {
         stub_config.upstreams = Some(resolv_conf::upstreams(backup, &config.listen));
     }
@@ -193,6 +203,7 @@ async fn run(
         .zip(udp.iter().cloned())
         .collect();
     let mut tcp_clients: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut tcp_gate = TcpGate::new(MAX_TCP_CLIENTS);
     let mut buf = vec![0u8; 65535];
     let mut up_buf = vec![0u8; 65535];
     let skipped = stub.set_names(names.iter().map(|(n, a)| (n.as_str(), a.iter().copied())));
@@ -220,9 +231,20 @@ async fn run(
                 }
             }
             accepted = accept_on(&tcp) => match accepted {
-                Ok((stream, client)) => {
-                    tokio::spawn(serve_tcp(stream, client, input_tx.clone()));
-                }
+                Ok((stream, client)) => match tcp_gate.admit(Instant::now()) {
+                    Admission::Admitted(permit) => {
+                        tokio::spawn(serve_tcp(stream, client, input_tx.clone(), permit));
+                    }
+                    // Dropping the stream closes it at once.
+                    Admission::Refused { log: Some(refused) } => {
+                        tracing::warn!(
+                            refused,
+                            max = MAX_TCP_CLIENTS,
+                            "DNS TCP clients at the cap; new connections closed (count since the last such line)"
+                        );
+                    }
+                    Admission::Refused { log: None } => {}
+                },
                 Err(e) => tracing::debug!(error = %e, "DNS TCP accept failed"),
             },
             Some(msg) = input.recv() => match msg {
@@ -373,8 +395,59 @@ async fn deliver(
     }
 }
 
+/// What [`TcpGate::admit`] decided about a new TCP connection.
+#[derive(Debug)]
+enum Admission {
+    /// Serve it; the slot frees when the permit is dropped.
+    Admitted(OwnedSemaphorePermit),
+    /// Close it. `log`: time for a log line, with the connections refused
+    /// since the last one.
+    Refused { log: Option<u64> },
+}
+
+/// The cap on concurrent TCP clients, and the rate of its log line.
+#[derive(Debug)]
+struct TcpGate {
+    slots: Arc<Semaphore>,
+    refused_unlogged: u64,
+    last_log: Option<Instant>,
+}
+
+impl TcpGate {
+    fn new(max: usize) -> Self {
+        TcpGate {
+            slots: Arc::new(Semaphore::new(max)),
+            refused_unlogged: 0,
+            last_log: None,
+        }
+    }
+
+    fn admit(&mut self, now: Instant) -> Admission {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Admission::Admitted(permit);
+        }
+        self.refused_unlogged += 1;
+        let due = self
+            .last_log
+            .is_none_or(|at| now.saturating_duration_since(at) >= REFUSAL_LOG_INTERVAL);
+        if !due {
+            return Admission::Refused { log: None };
+        }
+        self.last_log = Some(now);
+        Admission::Refused {
+            log: Some(std::mem::take(&mut self.refused_unlogged)),
+        }
+    }
+}
+
 /// One TCP client: length-prefixed queries in, replies out (RFC 7766).
-async fn serve_tcp(stream: TcpStream, client: SocketAddr, input: mpsc::Sender<Input>) {
+/// `_slot` holds its place under [`MAX_TCP_CLIENTS`] until it ends.
+async fn serve_tcp(
+    stream: TcpStream,
+    client: SocketAddr,
+    input: mpsc::Sender<Input>,
+    _slot: OwnedSemaphorePermit,
+) {
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
     let writer = tokio::spawn(async move {
@@ -444,5 +517,49 @@ async fn forward_tcp(to: SocketAddr, bytes: Vec<u8>, input: mpsc::Sender<Input>)
         // A timeout stays a timeout: the client hears nothing.
         Ok(Err(e)) => tracing::debug!(%to, error = %e, "forwarding over TCP failed"),
         Err(_) => tracing::debug!(%to, "forwarding over TCP timed out"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_clients_past_the_cap_are_refused_and_logged_once_a_minute() {
+        let mut gate = TcpGate::new(3);
+        let t0 = Instant::now();
+        let mut held: Vec<OwnedSemaphorePermit> = (0..3)
+            .map(|_| match gate.admit(t0) {
+                Admission::Admitted(p) => p,
+                other => panic!("under the cap, got {other:?}"),
+            })
+            .collect();
+
+        // The first refusal is logged at once; the next ones within the
+        // minute are only counted, then reported together.
+        assert!(matches!(
+            gate.admit(t0),
+            Admission::Refused { log: Some(1) }
+        ));
+        for s in [1, 30, 59] {
+            let at = t0 + Duration::from_secs(s);
+            assert!(matches!(gate.admit(at), Admission::Refused { log: None }));
+        }
+        let minute = t0 + REFUSAL_LOG_INTERVAL;
+        assert!(matches!(
+            gate.admit(minute),
+            Admission::Refused { log: Some(4) }
+        ));
+
+        // A client that ends frees its slot for the next one.
+        held.pop();
+        let Admission::Admitted(p) = gate.admit(minute) else {
+            panic!("the slot freed by the dropped permit is reusable");
+        };
+        held.push(p);
+        assert!(matches!(
+            gate.admit(minute),
+            Admission::Refused { log: None }
+        ));
     }
 }

@@ -32,6 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut config = Config::new("warren");
     config.upstreams = upstream.map(|u| vec![u]);
+    // Forward for clients on the listening address's machine only.
+    config.local_addresses = vec![listen.ip()];
     let mut stub = Stub::new(config)?;
     for (name, err) in stub.set_names(names) {
         eprintln!("skipped {name}: {err}");

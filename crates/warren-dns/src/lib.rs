@@ -29,9 +29,12 @@
 //! using 0x20 randomisation check), the ID, RD and CD, and sets QR and RA.
 //!
 //! Outside the suffix the stub either forwards (the `/etc/resolv.conf` mode,
-//! where it is the system's only resolver; see [`Stub`]'s forwarding
-//! section) or answers REFUSED (the split-DNS modes, where the OS sends it
-//! only the suffix and anything else is a mistake).
+//! where it is the system's only resolver) or answers REFUSED (the
+//! split-DNS modes, where the OS sends it only the suffix and anything else
+//! is a mistake). It forwards only for this machine: queries from loopback
+//! or from [`Config::local_addresses`]; anyone else reaching the stub (an
+//! agent through the tunnel) gets REFUSED for names outside the suffix, so
+//! the laptop is never an open resolver into its LAN's DNS.
 //!
 //! # Malformed and unusual messages
 //!

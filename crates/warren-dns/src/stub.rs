@@ -23,8 +23,14 @@ pub struct Config {
     /// `Some(resolvers)`: forward every query outside the suffix to them (the
     /// `/etc/resolv.conf` mode, where this stub is the system's resolver).
     /// `None`: answer REFUSED (split DNS, where the OS sends only the
-    /// suffix here).
+    /// suffix here). Only queries from this machine are forwarded; see
+    /// `local_addresses`.
     pub upstreams: Option<Vec<SocketAddr>>,
+    /// This machine's own addresses besides loopback (the device's tunnel
+    /// addresses, where the stub listens): queries from them or from
+    /// loopback may be forwarded; from anywhere else (an agent through the
+    /// tunnel, a LAN neighbour) a name outside the suffix is REFUSED.
+    pub local_addresses: Vec<IpAddr>,
     /// TTL of positive answers.
     pub answer_ttl: u32,
     /// TTL and SOA MINIMUM of negative answers.
@@ -42,6 +48,7 @@ impl Config {
         Config {
             suffix: suffix.into(),
             upstreams: None,
+            local_addresses: Vec::new(),
             answer_ttl: ANSWER_TTL,
             negative_ttl: NEGATIVE_TTL,
             forward_timeout: FORWARD_TIMEOUT,
@@ -69,6 +76,8 @@ pub enum Outcome {
 pub struct Stub {
     table: Table,
     forwarder: Option<Forwarder>,
+    /// Who may have names outside the suffix forwarded, besides loopback.
+    local_addresses: Vec<IpAddr>,
     answer_ttl: u32,
     negative_ttl: u32,
     forward_timeout: Duration,
@@ -95,6 +104,7 @@ impl Stub {
         Ok(Stub {
             table,
             forwarder,
+            local_addresses: config.local_addresses,
             answer_ttl: config.answer_ttl,
             negative_ttl: config.negative_ttl,
             forward_timeout: config.forward_timeout,
@@ -198,6 +208,15 @@ impl Stub {
             }),
         };
         let reply = match lookup {
+            // Only this machine's own queries are forwarded: anyone else who
+            // reaches the stub (an agent through the tunnel, a LAN neighbour
+            // on Linux, which accepts a local address on any interface)
+            // would otherwise use the laptop as a resolver into its LAN's
+            // DNS. Names under the suffix are answered for everyone: agents
+            // learn them from the coordinator anyway.
+            Lookup::Outside if !is_local(&self.local_addresses, client.ip()) => {
+                plain(Rcode::Refused)
+            }
             Lookup::Outside => {
                 if let Some(forwarder) = &mut self.forwarder {
                     let question_end = HEADER_LEN + query.question.len();
@@ -278,6 +297,13 @@ impl Stub {
             forwarder.handle_timeout(now);
         }
     }
+}
+
+/// Whether a query from `ip` comes from this machine. The tunnel's own
+/// source check keeps a peer from sending as one of the device's addresses.
+fn is_local(local_addresses: &[IpAddr], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    ip.is_loopback() || local_addresses.contains(&ip)
 }
 
 /// A reply with no records and no authority: errors and refusals.

@@ -81,6 +81,14 @@ fn ask_over(stub: &mut Stub, bytes: &[u8], transport: Transport) -> Message {
     msg
 }
 
+/// The reply to a query from `from`, parsed.
+fn ask_from(stub: &mut Stub, bytes: &[u8], transport: Transport, from: SocketAddr) -> Message {
+    match stub.handle_query(Instant::now(), bytes, transport, from) {
+        Outcome::Reply(reply) => Message::from_vec(&reply).expect("reply parses"),
+        other => panic!("expected a reply, got {other:?}"),
+    }
+}
+
 fn ask(stub: &mut Stub, bytes: &[u8]) -> Message {
     ask_over(stub, bytes, Transport::Udp)
 }
@@ -626,10 +634,91 @@ fn a_reply_too_large_even_for_tcp_is_servfail() {
 
 // --------------------------------------------------------------- forwarding
 
+/// A forwarding stub whose machine owns `client()`'s address (the device's
+/// tunnel address, where the stub listens).
 fn forwarding(upstreams: Vec<SocketAddr>) -> Stub {
     let mut config = Config::new("warren");
     config.upstreams = Some(upstreams);
+    config.local_addresses = vec![
+        client().ip(),
+        IpAddr::V6(Ipv6Addr::new(0xfd7a, 1, 0, 0, 0, 0, 0, 1)),
+    ];
     stub_with(config)
+}
+
+#[test]
+fn outside_names_are_forwarded_only_for_this_machine() {
+    let mut stub = forwarding(vec![upstream(1)]);
+    let now = Instant::now();
+    let outside = query("intranet.corp.example.", RecordType::A);
+    // An agent through the tunnel, another peer a coordinator added, a LAN
+    // neighbour: none may use the laptop as a resolver.
+    for stranger in [
+        "100.64.0.9:5353",
+        "[fd7a:1::9]:5353",
+        "192.168.1.20:5353",
+        "[::ffff:100.64.0.9]:5353",
+    ] {
+        let from: SocketAddr = stranger.parse().unwrap();
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let reply = ask_from(&mut stub, &outside, transport, from);
+            assert_eq!(reply.response_code(), ResponseCode::Refused, "{from}");
+            assert!(reply.answers().is_empty());
+            // Names under the suffix are still answered for anyone: agents
+            // learn them from the coordinator anyway.
+            let inside = ask_from(
+                &mut stub,
+                &query("main.ws.alice.warren.", RecordType::A),
+                transport,
+                from,
+            );
+            assert_eq!(addrs(&inside), vec![IpAddr::V4(V4)], "{from}");
+        }
+    }
+    assert!(stub.poll_transmit().is_none(), "nothing went upstream");
+    assert_eq!(stub.pending_forwards(), 0);
+
+    // This machine: loopback of either family, and its own addresses.
+    for local in [
+        "127.0.0.1:40000",
+        "127.0.0.53:40000",
+        "[::1]:40000",
+        "[::ffff:127.0.0.1]:40000",
+        "100.64.0.1:40001",
+        "[fd7a:1::1]:40000",
+    ] {
+        let from: SocketAddr = local.parse().unwrap();
+        assert_eq!(
+            stub.handle_query(now, &outside, Transport::Udp, from),
+            Outcome::Forward,
+            "{from}"
+        );
+        let tx = stub.poll_transmit().expect("forwarded");
+        let back = stub
+            .handle_upstream(now, tx.to, &upstream_answer(&tx.bytes))
+            .expect("answered");
+        assert_eq!(back.client, from);
+    }
+}
+
+#[test]
+fn without_local_addresses_only_loopback_is_forwarded() {
+    let mut config = Config::new("warren");
+    config.upstreams = Some(vec![upstream(1)]);
+    let mut stub = stub_with(config);
+    let now = Instant::now();
+    let outside = query("example.com.", RecordType::A);
+    let reply = ask_from(&mut stub, &outside, Transport::Udp, client());
+    assert_eq!(reply.response_code(), ResponseCode::Refused);
+    assert_eq!(
+        stub.handle_query(
+            now,
+            &outside,
+            Transport::Udp,
+            "127.0.0.1:1".parse().unwrap()
+        ),
+        Outcome::Forward
+    );
 }
 
 /// A plausible upstream answer to `sent`.
@@ -831,6 +920,7 @@ fn forwarded_ids_are_not_predictable_or_reused() {
 fn the_pending_table_is_bounded() {
     let mut config = Config::new("warren");
     config.upstreams = Some(vec![upstream(1)]);
+    config.local_addresses = vec![client().ip()];
     config.max_pending = 3;
     let mut stub = stub_with(config);
     let now = Instant::now();

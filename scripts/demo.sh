@@ -86,6 +86,8 @@ for spec in api/main api/worker web/main; do
     ws="${spec%/*}"
     agent="${spec#*/}"
     coord agent add --owner alice --workspace "$ws" "$agent" >"$DEMO/agent-$ws-$agent.token"
+    # The agent refuses a token file other users can read.
+    chmod 600 "$DEMO/agent-$ws-$agent.token"
 done
 
 # A TURN relay like a deployment's (README, "Relays (TURN)"), on loopback:

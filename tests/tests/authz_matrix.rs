@@ -572,7 +572,8 @@ impl Deployment {
         }
         let provider = TestProvider::start(dir.path(), &config);
         let secret_file = dir.join("client-secret");
-        std::fs::write(&secret_file, format!("{CLIENT_SECRET}\n")).expect("write the secret");
+        // 0600: the coordinator refuses a secret file others can read.
+        warren_e2e::netns::write_secret(&secret_file, CLIENT_SECRET);
         let listen: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
         let secret_path = secret_file.to_string_lossy().into_owned();
         let coord = Coordinator::start_at(

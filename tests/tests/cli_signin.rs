@@ -69,7 +69,8 @@ fn start(name: &str) -> Deployment {
     let provider = TestProvider::start(dir.path(), &config);
     let db = dir.join("coord.db");
     let secret_file = dir.join("client-secret");
-    std::fs::write(&secret_file, format!("{CLIENT_SECRET}\n")).expect("write the secret");
+    // 0600: the coordinator refuses a secret file others can read.
+    warren_e2e::netns::write_secret(&secret_file, CLIENT_SECRET);
     admin(&db, &["user", "add", "alice"]);
     admin(
         &db,

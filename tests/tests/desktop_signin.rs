@@ -93,7 +93,8 @@ fn the_app_signs_in_through_the_browser_and_refuses_links_it_did_not_start() {
     let provider = TestProvider::start(dir.path(), &config);
     let db = dir.join("coord.db");
     let secret_file = dir.join("client-secret");
-    std::fs::write(&secret_file, format!("{CLIENT_SECRET}\n")).unwrap();
+    // 0600: the coordinator refuses a secret file others can read.
+    warren_e2e::netns::write_secret(&secret_file, CLIENT_SECRET);
     admin(&db, &["user", "add", "alice"]);
     admin(
         &db,

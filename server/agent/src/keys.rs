@@ -1,12 +1,46 @@
 //! The agent's WireGuard key: fresh at every start, or kept in a file when
 //! asked to (`--key-file`), so a restarted agent keeps its identity only if
-//! the operator wants that.
+//! the operator wants that. And its token, read from `--token-file`, which
+//! must be private to the agent's user like every Warren secret file.
 
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use std::io::Write;
 use std::path::Path;
 use x25519_dalek::{PublicKey, StaticSecret};
+
+/// The agent's token from `path`: the file's text without surrounding
+/// whitespace. Refused when group or others can read it (the rule of
+/// `warren_proto::secret::check_secret_file_mode`), with the `chmod` that
+/// fixes it: whoever reads the token can register as this agent.
+pub fn read_token_file(path: &Path) -> Result<warren_proto::Secret> {
+    let cannot_read = || format!("can't read the token file {}", path.display());
+    let meta = std::fs::metadata(path).with_context(cannot_read)?;
+    if !meta.is_file() {
+        bail!(
+            "the token file {} is not a regular file; point --token-file at the file holding the token from `warren-coord agent add`",
+            path.display()
+        );
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        warren_proto::secret::check_secret_file_mode(
+            "token file",
+            path,
+            meta.permissions().mode(),
+        )?;
+    }
+    let text = std::fs::read_to_string(path).with_context(cannot_read)?;
+    let token = warren_proto::Secret::new(text.trim());
+    if token.is_empty() {
+        bail!(
+            "the token file {} is empty; put the token from `warren-coord agent add` in it",
+            path.display()
+        );
+    }
+    Ok(token)
+}
 
 pub struct AgentKey {
     secret: StaticSecret,
@@ -97,6 +131,42 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert_ne!(first, AgentKey::generate().public_base64());
+    }
+
+    #[test]
+    fn the_token_file_must_be_private_to_the_agents_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.token");
+        std::fs::write(&path, "wat_0123_secret\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for open in [0o644, 0o640, 0o604, 0o660] {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(open)).unwrap();
+                let err = format!("{:#}", read_token_file(&path).unwrap_err());
+                assert!(
+                    err.contains(&format!("chmod 600 {}", path.display()))
+                        && err.contains("token file"),
+                    "{open:o}: {err}"
+                );
+                assert!(!err.contains("wat_0123_secret"), "{err}");
+            }
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        assert_eq!(read_token_file(&path).unwrap().expose(), "wat_0123_secret");
+        std::fs::write(&path, " \n").unwrap();
+        assert!(read_token_file(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        assert!(read_token_file(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("not a regular file"));
+        assert!(read_token_file(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string()
+            .contains("can't read"));
     }
 
     #[test]

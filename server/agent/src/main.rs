@@ -18,7 +18,6 @@ use warren_control::{ControlConfig, Link, LinkError};
 use warren_path::RelayServer;
 use warren_proto::control::ClientPeer;
 use warren_proto::control::{ClientMessage, Register, ServerMessage, CONTROL_VERSION};
-use warren_proto::Secret;
 use warren_session::Backoff;
 use x25519_dalek::StaticSecret;
 
@@ -117,15 +116,7 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("can't read the token file {}", args.token_file.display()))?;
-    let token = Secret::new(token.trim());
-    if token.is_empty() {
-        bail!(
-            "the token file {} is empty; put the token from `warren-coord agent add` in it",
-            args.token_file.display()
-        );
-    }
+    let token = warren_agent::keys::read_token_file(&args.token_file)?;
     let ca_pem = match &args.ca {
         Some(path) => Some(
             std::fs::read_to_string(path)

@@ -18,6 +18,12 @@ fn run_agent(url: &str, env: &[(&str, &str)]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "wat_test_secret\n").unwrap();
+    // The agent refuses a token file others can read.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_warren-agent"));
     cmd.args(["--coordinator", url, "--token-file"])
         .arg(&token)

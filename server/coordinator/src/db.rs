@@ -27,6 +27,11 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum DbError {
     #[error("cannot open the database {path}: {source}; check that the directory exists and is writable")]
     Open { path: PathBuf, source: sqlx::Error },
+    #[error("cannot create the database {path}: {source}; check that the directory exists and is writable")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot update the schema of the database: {0}; is it a Warren coordinator database, written by this version or an older one?")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
@@ -291,6 +296,45 @@ pub fn rfc3339(secs: i64) -> String {
     )
 }
 
+/// Creates an empty database file at `path` that only this user can read
+/// (it holds every device's address, host name and token hashes), unless
+/// one is there. SQLite gives its `-wal` and `-shm` files the database
+/// file's mode, so they follow. An existing file is left as it is, with a
+/// warning when others can read it.
+fn create_private(path: &Path) -> Result<(), DbError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(meta) = std::fs::metadata(path) {
+                    let mode = meta.permissions().mode();
+                    if meta.is_file() && mode & 0o077 != 0 {
+                        tracing::warn!(
+                            db = %path.display(),
+                            mode = format!("{:03o}", mode & 0o777),
+                            "the database is readable by other users; restrict it with `chmod 600` on it and its -wal and -shm files"
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        Err(source) => Err(DbError::Create {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -315,8 +359,10 @@ pub struct Db {
 const TOUCHED_CAP: usize = 100_000;
 
 impl Db {
-    /// Opens (creating if missing) and migrates the database at `path`.
+    /// Opens (creating if missing, readable by this user only) and
+    /// migrates the database at `path`.
     pub async fn open(path: &Path) -> Result<Self, DbError> {
+        create_private(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -1217,6 +1263,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("t.db")).await.unwrap();
         (dir, db)
+    }
+
+    /// The database and SQLite's -wal and -shm files beside it are the
+    /// coordinator user's alone, whatever the umask.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("private.db");
+        let db = Db::open(&path).await.unwrap();
+        db.add_user("alice").await.unwrap();
+        let mut seen = 0;
+        for name in ["private.db", "private.db-wal", "private.db-shm"] {
+            let file = dir.path().join(name);
+            if let Ok(meta) = std::fs::metadata(&file) {
+                assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2, "the database and its WAL exist");
+        db.close().await;
+        // An existing database opens as it is.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let again = Db::open(&path).await.unwrap();
+        assert_eq!(again.list_users().await.unwrap(), ["alice"]);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
     }
 
     #[tokio::test]

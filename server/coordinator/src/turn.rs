@@ -44,8 +44,8 @@ pub enum TurnError {
     },
     #[error("the TURN secret file {0} is not a regular file; point --turn-secret-file at a file holding coturn's static-auth-secret")]
     NotAFile(String),
-    #[error("the TURN secret file {0} is readable by other users; restrict it with `chmod 600 {0}` (and own it by the user running warren-coord)")]
-    TooOpen(String),
+    #[error(transparent)]
+    TooOpen(warren_proto::secret::SecretFileTooOpen),
     #[error("the TURN secret file {0} is empty; write coturn's static-auth-secret into it")]
     Empty(String),
     #[error("the TURN secret in {0} is not UTF-8 text; use the same text as coturn's static-auth-secret")]
@@ -246,9 +246,12 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, TurnError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(TurnError::TooOpen(shown));
-        }
+        warren_proto::secret::check_secret_file_mode(
+            "TURN secret file",
+            path,
+            meta.permissions().mode(),
+        )
+        .map_err(TurnError::TooOpen)?;
     }
     let bytes = std::fs::read(path).map_err(|source| TurnError::Read {
         path: shown.clone(),

@@ -106,6 +106,44 @@ pub fn http_client() -> Result<openidconnect::reqwest::Client> {
         .context("cannot set up the HTTP client for the identity provider")
 }
 
+/// The client secret from `path`, which only its owner may read (the rule
+/// every secret file follows, as the TURN secret's).
+fn read_client_secret(path: &std::path::Path) -> Result<String> {
+    let cannot_read = || {
+        format!(
+            "cannot read the OIDC client secret file {}; it must hold the secret the identity provider gave this client",
+            path.display()
+        )
+    };
+    let meta = std::fs::metadata(path).with_context(cannot_read)?;
+    if !meta.is_file() {
+        bail!(
+            "the OIDC client secret file {} is not a regular file; point --oidc-client-secret-file at a file holding the client secret",
+            path.display()
+        );
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        warren_proto::secret::check_secret_file_mode(
+            "OIDC client secret file",
+            path,
+            meta.permissions().mode(),
+        )?;
+    }
+    let secret = std::fs::read_to_string(path)
+        .with_context(cannot_read)?
+        .trim()
+        .to_string();
+    if secret.is_empty() {
+        bail!(
+            "the OIDC client secret file {} is empty; put the client secret in it",
+            path.display()
+        );
+    }
+    Ok(secret)
+}
+
 /// Everything discovery produced.
 pub struct Discovered {
     pub client: IdpClient,
@@ -129,21 +167,7 @@ pub async fn discover(args: &OidcArgs) -> Result<Option<Discovered>> {
     };
     check_url("--oidc-issuer", issuer)?;
     let public_url = check_url("--public-url", public_url)?;
-    let secret = std::fs::read_to_string(secret_file)
-        .with_context(|| {
-            format!(
-                "cannot read the OIDC client secret file {}; it must hold the secret the identity provider gave this client",
-                secret_file.display()
-            )
-        })?
-        .trim()
-        .to_string();
-    if secret.is_empty() {
-        bail!(
-            "the OIDC client secret file {} is empty; put the client secret in it",
-            secret_file.display()
-        );
-    }
+    let secret = read_client_secret(secret_file)?;
     let redirect = callback_url(&public_url);
     let idp = Idp {
         issuer_url: IssuerUrl::new(issuer.clone())
@@ -249,5 +273,41 @@ mod tests {
             callback_url(&u),
             "https://w.example.com/warren/oidc/callback"
         );
+    }
+
+    #[test]
+    fn the_client_secret_file_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client-secret");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for open in [0o644, 0o640, 0o604] {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(open)).unwrap();
+                let err = format!("{:#}", read_client_secret(&path).unwrap_err());
+                assert!(
+                    err.contains(&format!("chmod 600 {}", path.display()))
+                        && err.contains("OIDC client secret file"),
+                    "{open:o}: {err}"
+                );
+                assert!(!err.contains("s3cret"), "{err}");
+            }
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        assert_eq!(read_client_secret(&path).unwrap(), "s3cret");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(read_client_secret(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        assert!(read_client_secret(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("not a regular file"));
+        assert!(read_client_secret(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read"));
     }
 }

@@ -248,6 +248,8 @@ pub enum InputError {
     Unexpected(String),
     #[error("ChannelData on channel {0:#06x}, which we did not bind")]
     UnknownChannel(u16),
+    #[error("ChannelData on channel {0:#06x}, whose binding the server has not confirmed")]
+    ChannelNotBound(u16),
     #[error("a Data indication from {0}, which has no permission")]
     NoPermission(IpAddr),
     #[error("a Data indication without {0}")]
@@ -717,6 +719,11 @@ impl Allocation {
                     .channel_peers
                     .get(&channel)
                     .ok_or(InputError::UnknownChannel(channel))?;
+                // A server relays on a channel only once its ChannelBind
+                // succeeded; before that, the datagram is not the server's.
+                if !self.is_channel_bound(peer) {
+                    return Err(InputError::ChannelNotBound(channel));
+                }
                 Ok(Some(Relayed {
                     peer,
                     payload: Cow::Borrowed(payload),
@@ -992,7 +999,9 @@ impl Allocation {
         let data = message
             .get_attribute::<Data>()
             .ok_or(InputError::MissingAttribute("DATA"))?;
-        if !self.permissions.contains_key(&peer.ip()) {
+        // Only a permission the server confirmed lets a peer's data through
+        // it; one we merely asked for does not.
+        if !self.has_permission(peer.ip()) {
             return Err(InputError::NoPermission(peer.ip()));
         }
         Ok(Relayed {

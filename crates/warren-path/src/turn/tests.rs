@@ -647,6 +647,44 @@ fn data_goes_as_send_indications_then_channel_data_and_comes_back() {
     );
 }
 
+/// Found by the `stun_turn` fuzz target: ChannelData on a channel whose
+/// ChannelBind was only sent, and a Data indication from a peer whose
+/// permission was only asked for, were handed on as the peer's data.
+#[test]
+fn data_is_accepted_only_on_channels_and_permissions_the_server_confirmed() {
+    let t0 = Instant::now();
+    let (mut a, fake) = allocated(t0, 600);
+    let channel = a.bind_channel(t0, peer()).unwrap();
+    let incoming = [&channel.to_be_bytes()[..], &[0, 3], b"abc", &[0]].concat();
+    assert_eq!(
+        a.handle_input(t0, server(), &incoming),
+        Err(InputError::ChannelNotBound(channel))
+    );
+    assert_eq!(
+        a.handle_input(t0, server(), &data_indication(peer(), b"xyz")),
+        Err(InputError::NoPermission(peer().ip()))
+    );
+    for b in transmits(&mut a) {
+        let r = fake.request(&b);
+        input(&mut a, t0, &fake.ok(&r, vec![])).unwrap();
+    }
+    assert!(a.has_permission(peer().ip()) && a.is_channel_bound(peer()));
+    let got = a.handle_input(t0, server(), &incoming).unwrap().unwrap();
+    assert_eq!((got.peer, &got.payload[..]), (peer(), &b"abc"[..]));
+    let data = data_indication(peer(), b"xyz");
+    let got = a.handle_input(t0, server(), &data).unwrap().unwrap();
+    assert_eq!(&got.payload[..], b"xyz");
+
+    // Before the allocation exists, a bound-looking channel is no channel.
+    let mut early = Allocation::new(t0, server(), creds(USER, PASSWORD));
+    let channel = early.bind_channel(t0, peer()).unwrap();
+    let incoming = [&channel.to_be_bytes()[..], &[0, 1, 7]].concat();
+    assert_eq!(
+        early.handle_input(t0, server(), &incoming),
+        Err(InputError::ChannelNotBound(channel))
+    );
+}
+
 fn data_indication(from: SocketAddr, payload: &[u8]) -> Vec<u8> {
     let mut m = Msg::new(MessageClass::Indication, DATA, TransactionId::new([5; 12]));
     m.add_attribute(XorPeerAddress::new(from));

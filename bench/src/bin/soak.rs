@@ -69,7 +69,7 @@ const MAX_BURST_AGENTS: usize = 30;
 /// Deadlines of single commands (generous: a loaded 2-core machine).
 const CMD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the helper's memory is sampled between checks.
-const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// How long the kernel may take to remove a dead helper's TUN.
 const TUN_GONE_WITHIN: Duration = Duration::from_secs(10);
 
@@ -1386,7 +1386,7 @@ impl<'a> Soak<'a> {
             Some((instance, window, n, span, Some(rss), Some(fds))) => {
                 let note = |what: &str, unit: &str, g: (f64, f64, f64)| {
                     format!(
-                        "{what}: {:.0} {unit} → {:.0} {unit}, medians of the first and last {window} of {n} samples (every 2 s while quiet, after a {warmup} s warm-up) of helper #{instance} over {span:.0} s",
+                        "{what}: {:.0} {unit} → {:.0} {unit}, medians of the first and last {window} of {n} samples (every second while quiet, after a {warmup} s warm-up) of helper #{instance} over {span:.0} s",
                         g.0, g.1
                     )
                 };

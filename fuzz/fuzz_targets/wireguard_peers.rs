@@ -29,7 +29,10 @@ fn public(secret: [u8; 32]) -> PeerKey {
 }
 
 fn our_addresses() -> Vec<IpAddr> {
-    vec![Ipv4Addr::new(100, 64, 0, 7).into(), "fd00::7".parse().unwrap()]
+    vec![
+        Ipv4Addr::new(100, 64, 0, 7).into(),
+        "fd00::7".parse().unwrap(),
+    ]
 }
 
 fn our_endpoint() -> SocketAddr {

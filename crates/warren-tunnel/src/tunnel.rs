@@ -551,6 +551,7 @@ impl Tunnel {
                 exact = false;
                 accept_data(peer, now, from, &mut self.out, &mut self.scratch);
                 check_source(&self.by_addr, slot, IpAddr::V4(src))
+                    .and_then(|()| check_well_formed(packet))
                     .and_then(|()| check_destination(&self.local, packet))
                     .map(|()| Some(packet))
             }
@@ -558,6 +559,7 @@ impl Tunnel {
                 exact = false;
                 accept_data(peer, now, from, &mut self.out, &mut self.scratch);
                 check_source(&self.by_addr, slot, IpAddr::V6(src))
+                    .and_then(|()| check_well_formed(packet))
                     .and_then(|()| check_destination(&self.local, packet))
                     .map(|()| Some(packet))
             }
@@ -746,6 +748,26 @@ fn check_source(
 /// A peer may address only this side: without this check a hostile peer
 /// could use a laptop with IP forwarding on (Docker, libvirt) as a router
 /// into its LAN, containers or other workspaces.
+/// boringtun trims a decrypted packet to the length its IP header states,
+/// which may be shorter than the header itself (an IPv4 total length of 0
+/// gives an empty "packet"); found by the `wireguard_peers` fuzz target.
+/// Only whole headers reach the TUN.
+fn check_well_formed(packet: &[u8]) -> Result<(), DropReason> {
+    let ok = match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let header = usize::from(packet[0] & 0x0f) * 4;
+            header >= 20 && packet.len() >= header
+        }
+        Some(6) => packet.len() >= 40,
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(DropReason::MalformedPacket)
+    }
+}
+
 fn check_destination(local: &[IpAddr], packet: &[u8]) -> Result<(), DropReason> {
     match Tunn::dst_address(packet) {
         Some(dst) if local.contains(&dst) => Ok(()),

@@ -72,7 +72,8 @@ pub struct OwnedTransmit {
 /// [`Counters`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum DropReason {
-    /// The packet from the TUN is not a well-formed IPv4 or IPv6 packet.
+    /// The packet (from the TUN, or decrypted from a peer) is not a
+    /// well-formed IPv4 or IPv6 packet.
     #[error("the packet is not a valid IPv4 or IPv6 packet")]
     MalformedPacket,
     /// No peer has the packet's destination address.

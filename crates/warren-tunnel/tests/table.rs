@@ -298,6 +298,33 @@ fn a_decrypted_packet_to_a_foreign_destination_is_dropped() {
     assert_eq!(net.handshakes(0).len(), 1);
 }
 
+/// Found by the `wireguard_peers` fuzz target: an IPv4 header whose total
+/// length is below its own size came out of the tunnel as an empty or cut
+/// packet.
+#[test]
+fn a_decrypted_packet_shorter_than_its_header_is_dropped() {
+    let mut net = connected();
+    let (agent, helper) = (net.nodes[1].ip, net.nodes[0].ip);
+    let before = net.nodes[0].delivered.len();
+    for (total, ihl) in [(0u16, 5u8), (12, 5), (40, 15)] {
+        let mut packet = ip_packet(agent, helper, &[0; 20]);
+        packet[0] = 0x40 | ihl;
+        packet[2..4].copy_from_slice(&total.to_be_bytes());
+        assert_eq!(net.send_raw(1, &packet), Ok(true));
+        let d = net.wire.pop_front().unwrap();
+        assert_eq!(net.inject(d), Some(Err(DropReason::MalformedPacket)));
+    }
+    assert_eq!(
+        net.nodes[0].delivered.len(),
+        before,
+        "nothing reached the TUN"
+    );
+    assert_eq!(net.nodes[0].tunnel.counters().dropped_malformed, 3);
+    assert_eq!(net.send(1, 0, b"still fine"), Ok(true));
+    net.deliver_all();
+    assert_eq!(net.payloads(0).last().unwrap(), b"still fine");
+}
+
 #[test]
 fn a_table_without_local_addresses_drops_every_decrypted_packet() {
     let mut net = connected();

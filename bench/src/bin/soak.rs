@@ -70,6 +70,11 @@ const MAX_BURST_AGENTS: usize = 30;
 const CMD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the helper's memory is sampled between checks.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// A helper is not killed again before it gave this many samples.
+const MIN_SERIES_BEFORE_KILL: usize = 30;
+/// The run is extended (quietly, boundedly) until the current helper gave
+/// this many samples.
+const MIN_JUDGED_SAMPLES: usize = 12;
 /// How long the kernel may take to remove a dead helper's TUN.
 const TUN_GONE_WITHIN: Duration = Duration::from_secs(10);
 
@@ -194,6 +199,8 @@ struct Soak<'a> {
     link_chaos: LinkChaos,
     /// Whether the last view check passed (and no event came since).
     view_ok: bool,
+    /// Whether every kind of event has happened once.
+    first_round_done: bool,
     /// The running agents' tunnel addresses, `ws/name` → IPv4.
     addrs: BTreeMap<String, IpAddr>,
     /// The agent the last event killed, for the traffic check.
@@ -579,6 +586,7 @@ impl<'a> Soak<'a> {
             _http: http,
             link_chaos,
             view_ok: false,
+            first_round_done: false,
             addrs: BTreeMap::new(),
             last_killed_agent: None,
             bursts: Bursts::default(),
@@ -702,11 +710,12 @@ impl<'a> Soak<'a> {
                 break;
             }
             // A helper kill waits until the current helper has lived a
-            // while, so that one helper gives a long memory series.
-            let young = self
-                .series
-                .last()
-                .is_some_and(|s| s.started.elapsed() < self.timing.helper_life);
+            // while and given enough samples, so that one helper gives a
+            // long memory series.
+            let young = self.series.last().is_some_and(|s| {
+                s.started.elapsed() < self.timing.helper_life
+                    || s.rss_kib.len() < MIN_SERIES_BEFORE_KILL
+            });
             let kind =
                 schedule.next_allowed(&mut self.rng, |k| !(young && k == EventKind::HelperKill));
             self.view_ok = false;
@@ -730,7 +739,24 @@ impl<'a> Soak<'a> {
             if self.helper.is_running() {
                 self.check_traffic(kind.name());
             }
+            if self.tally.events.len() == EventKind::ALL.len() {
+                self.first_round_done = true;
+            }
         }
+        // A slow machine may end the run before the memory series is long
+        // enough to judge: a bounded quiet extension, without events.
+        let extension = Instant::now() + self.timing.run / 2;
+        while self.samples_now() < MIN_JUDGED_SAMPLES
+            && Instant::now() < extension
+            && self.helper.is_running()
+        {
+            self.idle(Duration::from_secs(1));
+        }
+    }
+
+    /// Samples of the current helper so far.
+    fn samples_now(&self) -> usize {
+        self.series.last().map_or(0, |s| s.rss_kib.len())
     }
 
     /// Waits `d`, checking every `check_every` once quiet.
@@ -875,12 +901,17 @@ impl<'a> Soak<'a> {
 
     /// One memory and descriptor sample of the helper, once it is past its
     /// warm-up (its first downloads grow buffers and pools: not a leak).
+    ///
+    /// Nor before the first round of events is over: the first reconnect,
+    /// resubscription or freeze of a process allocates for good (a step of
+    /// a few hundred KiB), which is warming up too. Steady starts after.
     fn sample(&mut self) {
         let warmup = self.timing.warmup;
-        if self
-            .series
-            .last()
-            .is_none_or(|s| s.started.elapsed() < warmup)
+        if !self.first_round_done
+            || self
+                .series
+                .last()
+                .is_none_or(|s| s.started.elapsed() < warmup)
         {
             return;
         }

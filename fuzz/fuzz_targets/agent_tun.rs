@@ -19,7 +19,6 @@ use warren_agent::dataplane::{StackConfig, StackEvent, WorkspaceStack};
 use warren_tunnel::{PeerConfig, StaticSecret};
 use x25519_dalek::PublicKey;
 
-const MAX_OPS: usize = 64;
 const ALLOWED: [u16; 2] = [22, 8080];
 const DEVICE_ENDPOINT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), 51820);
 
@@ -132,16 +131,8 @@ fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();
     let mut stack = stack(now);
     let mut conns = Vec::new();
-    let mut rest = data;
     let mut buf = vec![0u8; 4096];
-    for _ in 0..MAX_OPS {
-        if rest.len() < 3 {
-            break;
-        }
-        let op = rest[0];
-        let len = usize::from(u16::from_be_bytes([rest[1], rest[2]])).min(rest.len() - 3);
-        let bytes = &rest[3..3 + len];
-        rest = &rest[3 + len..];
+    for (op, bytes) in warren_fuzz::ops(data) {
         match op % 4 {
             0 | 1 => {
                 let mut packet = bytes.to_vec();
@@ -196,6 +187,6 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(t.dst, DEVICE_ENDPOINT, "the agent sent elsewhere");
         }
         // Each input op opens at most one connection.
-        assert!(stack.connection_count() <= MAX_OPS);
+        assert!(stack.connection_count() <= warren_fuzz::MAX_OPS);
     }
 });

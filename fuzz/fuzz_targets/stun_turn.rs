@@ -24,7 +24,6 @@ use warren_path::turn::msg::{self, Attr, Key};
 use warren_path::turn::{Allocation, Credentials};
 use warren_path::{classify, Datagram, Incoming, Paths, RelayServer, Role};
 
-const MAX_OPS: usize = 64;
 const USER: &str = "4102444800:device-1";
 const PASSWORD: &str = "fuzz-password";
 
@@ -90,16 +89,7 @@ fuzz_target!(|data: &[u8]| {
     paths.upsert_peer(now, peer_key, &[PEER]);
 
     let mut last_request: Option<TransactionId> = None;
-    let mut rest = data;
-    for _ in 0..MAX_OPS {
-        if rest.len() < 3 {
-            break;
-        }
-        let op = rest[0];
-        let len = usize::from(u16::from_be_bytes([rest[1], rest[2]])).min(rest.len() - 3);
-        let bytes = &rest[3..3 + len];
-        rest = &rest[3 + len..];
-
+    for (op, bytes) in warren_fuzz::ops(data) {
         // What the client sent so far: only to its server, and its own STUN
         // messages decode (a peer-facing bug would show here first).
         while let Some(t) = turn.poll_transmit() {

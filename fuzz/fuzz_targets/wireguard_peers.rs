@@ -19,8 +19,6 @@ use libfuzzer_sys::fuzz_target;
 use warren_tunnel::{PeerConfig, PeerKey, StaticSecret, Tunnel, MIN_BUFFER};
 use x25519_dalek::PublicKey;
 
-const MAX_OPS: usize = 64;
-
 const OURS: [u8; 32] = [1; 32];
 const AGENT: [u8; 32] = [2; 32];
 
@@ -172,7 +170,7 @@ impl Lab {
     }
 
     /// The agent encrypts `packet` (addressed to us) and we decrypt it.
-    fn from_agent(&mut self, packet: &[u8]) -> Option<Vec<u8>> {
+    fn through_agent(&mut self, packet: &[u8]) -> Option<Vec<u8>> {
         let datagram = match self
             .agent
             .encapsulate(self.now, packet, &mut self.agent_buf)
@@ -195,9 +193,9 @@ impl Lab {
             Ipv4Addr::new(100, 64, 1, 2),
             Ipv4Addr::new(100, 64, 0, 7),
         );
-        let _ = self.from_agent(&ping);
+        let _ = self.through_agent(&ping);
         assert!(
-            self.from_agent(&ping).is_some(),
+            self.through_agent(&ping).is_some(),
             "the handshake with the agent completes"
         );
     }
@@ -266,21 +264,14 @@ const FROM: [SocketAddr; 3] = [
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&flags, mut rest)) = data.split_first() else {
+    let Some((&flags, rest)) = data.split_first() else {
         return;
     };
     let mut lab = Lab::new();
     if flags & 1 == 1 {
         lab.handshake();
     }
-    for _ in 0..MAX_OPS {
-        if rest.len() < 3 {
-            break;
-        }
-        let op = rest[0];
-        let len = usize::from(u16::from_be_bytes([rest[1], rest[2]])).min(rest.len() - 3);
-        let bytes = &rest[3..3 + len];
-        rest = &rest[3 + len..];
+    for (op, bytes) in warren_fuzz::ops(rest) {
         match op % 4 {
             // A datagram from the network, from a peer's address or not.
             0 => {
@@ -300,7 +291,7 @@ fuzz_target!(|data: &[u8]| {
             // Any packet the agent can encrypt: a hostile agent's traffic.
             2 => {
                 let packet = aim_at_us(bytes);
-                if let Some(out) = lab.from_agent(&packet) {
+                if let Some(out) = lab.through_agent(&packet) {
                     // The tunnel hands on what was sent, no more.
                     assert!(out.len() <= packet.len());
                 }

@@ -131,6 +131,42 @@ pub fn ns_command(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
     cmd
 }
 
+/// Runs `wg ARGS` inside `ns`, feeding it `stdin` if given; panics with
+/// wg's stderr on failure. Returns its trimmed stdout.
+pub fn wg_in(ns: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = ns_command(ns, "wg")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run wg {args:?}: {e}"));
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())
+            .unwrap_or_else(|e| panic!("feed wg {args:?}: {e}"));
+    }
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("run wg {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "wg {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `ip -n NS ARGS`, which must succeed.
+pub fn ip_in(ns: &str, args: &[&str]) {
+    let mut all = vec!["-n", ns];
+    all.extend_from_slice(args);
+    ip(&all);
+}
+
 /// Runs `f` on a fresh thread that has entered network namespace `ns` and
 /// returns its result. Sockets created inside stay in `ns` wherever they are
 /// used afterwards, so a test can own a UDP socket in the workspace

@@ -420,13 +420,6 @@ pub fn nft(ns: &str, script: &str) {
     );
 }
 
-/// `ip -n NS ARGS`, which must succeed.
-fn ip_in(ns: &str, args: &[&str]) {
-    let mut all = vec!["-n", ns];
-    all.extend_from_slice(args);
-    crate::netns::ip(&all);
-}
-
 impl PathLab {
     /// Why this machine can't run the lab, if it can't.
     pub fn skip_reason() -> Option<String> {
@@ -823,9 +816,9 @@ impl PathLab {
         let ns = self.nat.laptop.clone();
         // Delete first: a second address added before would be a secondary
         // that goes with the primary.
-        ip_in(&ns, &["addr", "del", &format!("{old}/24"), "dev", "eth0"]);
-        ip_in(&ns, &["addr", "add", &format!("{new}/24"), "dev", "eth0"]);
-        ip_in(
+        crate::netns::ip_in(&ns, &["addr", "del", &format!("{old}/24"), "dev", "eth0"]);
+        crate::netns::ip_in(&ns, &["addr", "add", &format!("{new}/24"), "dev", "eth0"]);
+        crate::netns::ip_in(
             &ns,
             &[
                 "route",

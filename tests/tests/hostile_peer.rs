@@ -10,12 +10,10 @@
 //! reach the previous resolver (dnsmasq). Needs root, `wireguard-go`, `wg`,
 //! `dig` and `dnsmasq`.
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use warren_e2e::netns::{
-    dig_in, icmp_ping, ns_command, random_port, write_secret, HelperOptions, TunnelLab,
+    dig_in, icmp_ping, ip_in, random_port, wg_in, write_secret, HelperOptions, TunnelLab,
     WireguardGo, USER,
 };
 use warren_e2e::poll_until;
@@ -27,47 +25,6 @@ const OUTSIDE: &str = "intranet.test";
 const OUTSIDE_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 /// An address the laptop has on another interface (its LAN, say).
 const LAN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
-
-/// Runs `wg ARGS` inside `ns` with `stdin`; panics with stderr on failure.
-fn wg(ns: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = ns_command(ns, "wg")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run wg {args:?}: {e}"));
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .unwrap_or_else(|e| panic!("feed wg {args:?}: {e}"));
-    }
-    let out = child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("run wg {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "wg {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn ip_in(ns: &str, args: &[&str]) {
-    let out = Command::new("ip")
-        .args(["-n", ns])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run ip {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "ip -n {ns} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn a_hostile_peer_reaches_only_the_device_address_and_gets_no_outside_dns() {
@@ -91,8 +48,8 @@ fn a_hostile_peer_reaches_only_the_device_address_and_gets_no_outside_dns() {
     );
 
     // The hostile peer, registered as agent ws/wgo.
-    let private = wg(&ws_ns, &["genkey"], None);
-    let public = wg(&ws_ns, &["pubkey"], Some(&format!("{private}\n")));
+    let private = wg_in(&ws_ns, &["genkey"], None);
+    let public = wg_in(&ws_ns, &["pubkey"], Some(&format!("{private}\n")));
     let key_file = lab.dir.join("wg.key");
     write_secret(&key_file, &private);
     let wg_port = random_port();
@@ -127,7 +84,7 @@ fn a_hostile_peer_reaches_only_the_device_address_and_gets_no_outside_dns() {
     let key_s = key_file.to_string_lossy().into_owned();
     let port_s = wg_port.to_string();
     let endpoint_s = helper_endpoint.to_string();
-    wg(
+    wg_in(
         &ws_ns,
         &[
             "set",

@@ -6,58 +6,14 @@
 //! tunnel address. `warren ping` gets replies and `status --json` calls the
 //! handshake recent. Needs root, `wireguard-go` and `wg`.
 
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use warren_e2e::netns::{
-    agent_view, curl_in, http_server_on, http_url, icmp_ping, ns_command, random_port, status_json,
-    write_secret, HelperOptions, TunnelLab, WireguardGo,
+    agent_view, curl_in, http_server_on, http_url, icmp_ping, ip_in, random_port, status_json,
+    wg_in, write_secret, HelperOptions, TunnelLab, WireguardGo,
 };
 use warren_e2e::poll_until;
-
-/// Runs `wg ARGS` inside `ns` with `stdin`; panics with stderr on failure.
-fn wg(ns: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let mut cmd = ns_command(ns, "wg");
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("run wg {args:?}: {e}"));
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .unwrap_or_else(|e| panic!("feed wg {args:?}: {e}"));
-    }
-    let out = child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("run wg {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "wg {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn ip_in(ns: &str, args: &[&str]) {
-    let out = Command::new("ip")
-        .args(["-n", ns])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run ip {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "ip -n {ns} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn host_prefix(a: IpAddr) -> String {
     match a {
@@ -83,8 +39,8 @@ fn helper_and_wireguard_go_talk_both_ways() {
     let ws_ns = lab.net.workspace.clone();
 
     // The peer's key, made by wg itself.
-    let private = wg(&ws_ns, &["genkey"], None);
-    let public = wg(&ws_ns, &["pubkey"], Some(&format!("{private}\n")));
+    let private = wg_in(&ws_ns, &["genkey"], None);
+    let public = wg_in(&ws_ns, &["pubkey"], Some(&format!("{private}\n")));
     let key_file = lab.dir.join("wg.key");
     write_secret(&key_file, &private);
     let wg_port = random_port();
@@ -121,7 +77,7 @@ fn helper_and_wireguard_go_talk_both_ways() {
     let allowed = format!("{},{}", host_prefix(dev_v4), host_prefix(dev_v6));
     let helper_endpoint = SocketAddr::new(IpAddr::V4(lab.net.laptop_ip), helper_port);
     let key_s = key_file.to_string_lossy().into_owned();
-    wg(
+    wg_in(
         &ws_ns,
         &[
             "set",
@@ -210,7 +166,7 @@ fn helper_and_wireguard_go_talk_both_ways() {
     );
 
     // wireguard-go saw a handshake.
-    let hs = wg(&ws_ns, &["show", &ifname, "latest-handshakes"], None);
+    let hs = wg_in(&ws_ns, &["show", &ifname, "latest-handshakes"], None);
     let ts: u64 = hs
         .split_whitespace()
         .nth(1)

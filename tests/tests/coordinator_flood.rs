@@ -102,26 +102,6 @@ async fn closed_within(s: &mut TcpStream, within: Duration) -> Result<(), ()> {
     }
 }
 
-/// A client's masked WebSocket text frame.
-fn ws_text(payload: &[u8]) -> Vec<u8> {
-    let mask = [0x12u8, 0x34, 0x56, 0x78];
-    let mut f = vec![0x81u8];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            f.push(0x80 | 126);
-            f.extend((n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend((n as u64).to_be_bytes());
-        }
-    }
-    f.extend(mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
-}
-
 /// The next text frame from the server (pings and other control frames
 /// skipped), within `within`.
 async fn ws_next_text(s: &mut TcpStream, within: Duration) -> String {
@@ -187,7 +167,9 @@ async fn open_control(from: IpAddr, to: SocketAddr, token: &str) -> TcpStream {
         app_version: "test".into(),
     });
     let json = serde_json::to_vec(&register).expect("serialize register");
-    s.write_all(&ws_text(&json)).await.expect("send register");
+    s.write_all(&warren_e2e::wire::ws_frame(1, &json))
+        .await
+        .expect("send register");
     let welcome = ws_next_text(&mut s, Duration::from_secs(1)).await;
     assert!(
         welcome.contains("\"welcome\""),
@@ -411,7 +393,7 @@ async fn coordinator_survives_floods_under_1024_descriptors() {
 
     // The WebSocket outlived the idle timeout and still answers.
     control
-        .write_all(&ws_text(b"{}"))
+        .write_all(&warren_e2e::wire::ws_frame(1, b"{}"))
         .await
         .expect("write to the WebSocket");
     let mut answer = ws_next_text(&mut control, Duration::from_secs(1)).await;

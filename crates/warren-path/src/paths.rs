@@ -700,6 +700,12 @@ impl Paths {
                 self.on_stun(now, Via::Direct, from, stun);
                 Incoming::Handled
             }
+            // A relay's address between allocations is still no peer's: what
+            // comes from it is never WireGuard straight from a peer (found by
+            // the stun_turn fuzz target).
+            Ok(Datagram::WireGuard(_)) if self.is_relay_server(from) => {
+                Incoming::Dropped("WireGuard from a relay with no allocation")
+            }
             Ok(Datagram::WireGuard(_)) => Incoming::WireGuard {
                 from,
                 payload: Cow::Borrowed(datagram),

@@ -2448,3 +2448,42 @@ fn moving_to_another_network_is_told_once_and_the_first_addresses_are_not_a_move
     paths.set_host_candidates(t0, vec!["10.0.1.3:51820".parse().unwrap()]);
     assert_eq!(changed(&mut paths), 1);
 }
+
+/// Found by the `stun_turn` fuzz target: while a relay's allocation was
+/// gone (failed, waiting to be retried), a WireGuard-shaped datagram from
+/// the relay's address went up to the tunnel as WireGuard from a peer.
+#[test]
+fn wireguard_from_a_relay_is_never_passed_up_even_between_allocations() {
+    let t0 = Instant::now();
+    let server = addr("198.51.100.1:3478");
+    let mut paths = Paths::new(Role::Agent, [2; 32]);
+    paths.set_host_candidates(t0, vec![addr("192.0.2.1:51820")]);
+    paths.set_relays(
+        t0,
+        vec![RelayServer {
+            name: "relay.test:3478".into(),
+            server,
+            credentials: Credentials::new("4102444800:dev", "pw").unwrap(),
+        }],
+    );
+    // A transport data message of a plausible size.
+    let mut shaped = vec![0u8; 64];
+    shaped[0] = 4;
+    // The server never answers: the allocation fails after its few
+    // retransmissions and is retried seconds later. Probe all along.
+    let mut now = t0;
+    while now < t0 + secs(20) {
+        while paths.poll_transmit().is_some() {}
+        while paths.poll_event().is_some() {}
+        match paths.handle_datagram(now, server, &shaped) {
+            Incoming::WireGuard { from, .. } => {
+                panic!("WireGuard from the relay {from} at {:?}", now - t0)
+            }
+            Incoming::Handled | Incoming::Dropped(_) => {}
+        }
+        // As a driver does: ask when, then run the timers.
+        let _ = paths.poll_timeout();
+        now += ms(100);
+        paths.handle_timeout(now);
+    }
+}

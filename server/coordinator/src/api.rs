@@ -2,7 +2,6 @@
 //! WebSocket, with every error answered as a JSON `ApiError`.
 
 use crate::addr;
-use warren_proto::checks::{self, Sender};
 use crate::db::{Db, DbError, Principal, TokenCheck};
 use crate::guard::{source_of, AuthThrottle};
 use crate::hub::{ConnId, Hub, Registered, Role, Subscription};
@@ -22,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use warren_proto::checks::{self, Sender};
 use warren_proto::control::{
     self, ApiError, ClientMessage, ClientPeer, Me, Register, ServerMessage, TokenKind, Welcome,
     CONTROL_VERSION,
